@@ -1,0 +1,91 @@
+//! The backend interface: where the weights live and where the arithmetic runs.
+//!
+//! A [`Backend`] owns a model's weights in the layout its kernels read and runs the forward pass;
+//! a [`BackendState`] is one session's KV cache and scratch space on that backend. The engine
+//! above (sessions, sampling, chat, the C API) only speaks this interface, so the CPU backend
+//! ([`cpu`], the reference, always present) and the CUDA backend ([`cuda`]) are interchangeable.
+//!
+//! The contract of [`Backend::forward`]: the tokens go to positions `pos .. pos + tokens.len()`
+//! of the state's cache, every earlier position `0 .. pos` must already be filled by an earlier
+//! call, and the logits of the last `n_logits` positions are returned. Prefill passes many tokens
+//! at once (a batch, never token by token); decode passes one.
+
+pub mod cpu;
+pub mod cuda;
+
+use crate::error::Result;
+use std::any::Any;
+
+/// Which kind of device a backend runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeviceKind {
+    Cpu,
+    Cuda,
+}
+
+impl DeviceKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            DeviceKind::Cpu => "cpu",
+            DeviceKind::Cuda => "cuda",
+        }
+    }
+}
+
+/// One session's state on a backend: the KV cache and scratch buffers.
+pub trait BackendState: Send {
+    /// The most positions the cache can hold (the session's context length).
+    fn capacity(&self) -> usize;
+    /// Bytes this state holds (host or device), for reports.
+    fn bytes(&self) -> usize;
+    fn as_any_mut(&mut self) -> &mut dyn Any;
+}
+
+/// Sampling parameters a backend may apply on the device (see [`Backend::forward_sample`]).
+#[derive(Debug, Clone, Copy)]
+pub struct DeviceSampling {
+    pub temperature: f32,
+    pub top_k: usize,
+    pub top_p: f32,
+    pub repetition_penalty: f32,
+    /// A uniform random number in [0, 1) drawn by the host's seeded generator.
+    pub uniform: f32,
+}
+
+/// A device that can run the model.
+pub trait Backend: Send + Sync {
+    fn kind(&self) -> DeviceKind;
+    /// A line that says what the device is ("cpu: 16 threads", "cuda:0 NVIDIA H100 ...").
+    fn describe(&self) -> String;
+    /// Bytes of weights this backend holds.
+    fn weight_bytes(&self) -> usize;
+    /// Make a state whose cache holds `context_length` positions.
+    fn new_state(&self, context_length: usize) -> Result<Box<dyn BackendState>>;
+    /// Run `tokens` at positions `pos..` and write the logits of the last `n_logits` positions
+    /// into `logits` as `[n_logits, vocab]` (cleared and resized by the callee).
+    fn forward(
+        &self,
+        state: &mut dyn BackendState,
+        tokens: &[u32],
+        pos: usize,
+        n_logits: usize,
+        logits: &mut Vec<f32>,
+    ) -> Result<()>;
+    /// Peak device memory in use since the backend was made, where the device can tell.
+    fn peak_device_bytes(&self) -> Option<usize> {
+        None
+    }
+    /// Decode one token and sample the next on the device. `history` is the session's tokens
+    /// (for the repetition penalty). Backends that cannot sample on the device return `None`,
+    /// and the engine samples on the host from [`Backend::forward`]'s logits.
+    fn forward_sample(
+        &self,
+        _state: &mut dyn BackendState,
+        _token: u32,
+        _pos: usize,
+        _history: &[u32],
+        _sampling: &DeviceSampling,
+    ) -> Option<Result<u32>> {
+        None
+    }
+}

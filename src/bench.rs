@@ -1,0 +1,85 @@
+//! `wv bench`: prefill and decode speed, time to first token and peak memory, as JSON.
+//!
+//! The prompt is `n_prompt` pseudo-random ordinary token ids (BOS first); decode is greedy
+//! for exactly `n_gen` tokens (EOS does not stop it), one forward pass per token, so the
+//! numbers measure the engine, not the text. Bytes read per decoded token (weights plus the
+//! KV cache at the mean decode position) are reported for roofline fractions.
+
+use crate::error::Result;
+use crate::model::Model;
+use crate::sampler::{argmax, Rng};
+use serde_json::{json, Value};
+use std::time::Instant;
+
+/// Run the benchmark and return its report.
+pub fn run(model: &Model, n_prompt: usize, n_gen: usize, load_seconds: f64) -> Result<Value> {
+    let c = &model.config;
+    let ctx = n_prompt + n_gen;
+    if ctx > c.max_position_embeddings {
+        return Err(crate::Error::invalid(format!(
+            "{n_prompt} prompt + {n_gen} generated tokens exceed the model's context of {}",
+            c.max_position_embeddings
+        )));
+    }
+    let mut rng = Rng::new(1234);
+    let mut tokens = vec![c.bos_token_id];
+    while tokens.len() < n_prompt {
+        tokens.push(259 + (rng.next_u64() % (c.vocab_size as u64 - 259)) as u32);
+    }
+    let be = &model.backend;
+    let mut state = be.new_state(ctx)?;
+    let mut logits = Vec::new();
+    // Warm-up on a separate state (kernel compilation, caches), then the measured runs.
+    {
+        let mut warm = be.new_state(ctx.min(64).max(2))?;
+        be.forward(warm.as_mut(), &tokens[..tokens.len().min(16)], 0, 1, &mut logits)?;
+        be.forward(warm.as_mut(), &[tokens[0]], tokens.len().min(16), 1, &mut logits)?;
+    }
+    let t0 = Instant::now();
+    be.forward(state.as_mut(), &tokens, 0, 1, &mut logits)?;
+    let prefill = t0.elapsed().as_secs_f64();
+    let mut next = argmax(&logits);
+    let ttft = t0.elapsed().as_secs_f64();
+    let t1 = Instant::now();
+    for i in 0..n_gen {
+        be.forward(state.as_mut(), &[next], n_prompt + i, 1, &mut logits)?;
+        next = argmax(&logits);
+    }
+    let decode = t1.elapsed().as_secs_f64();
+    let weight_bytes = be.weight_bytes();
+    let kv_per_tok = model.kv_bytes_per_token();
+    let mean_ctx = n_prompt as f64 + n_gen as f64 / 2.0;
+    let bytes_per_token = weight_bytes as f64 + kv_per_tok as f64 * mean_ctx;
+    Ok(json!({
+        "device": be.describe(),
+        "model": model.dir.display().to_string(),
+        "prompt_tokens": n_prompt,
+        "gen_tokens": n_gen,
+        "load_seconds": load_seconds,
+        "prefill_seconds": prefill,
+        "prefill_tokens_per_s": n_prompt as f64 / prefill,
+        "time_to_first_token_ms": ttft * 1e3,
+        "decode_seconds": decode,
+        "decode_tokens_per_s": if n_gen > 0 { n_gen as f64 / decode } else { 0.0 },
+        "decode_ms_per_token": if n_gen > 0 { decode * 1e3 / n_gen as f64 } else { 0.0 },
+        "weight_bytes": weight_bytes,
+        "kv_bytes_per_token": kv_per_tok,
+        "bytes_read_per_decoded_token": bytes_per_token,
+        "decode_bytes_per_s": if n_gen > 0 { bytes_per_token * n_gen as f64 / decode } else { 0.0 },
+        "peak_rss_bytes": peak_rss_bytes(),
+        "peak_device_bytes": be.peak_device_bytes(),
+    }))
+}
+
+/// The process's peak resident memory (getrusage), in bytes.
+pub fn peak_rss_bytes() -> u64 {
+    #[cfg(unix)]
+    {
+        // SAFETY: getrusage writes into the zeroed struct we own.
+        let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+        if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) } == 0 {
+            return ru.ru_maxrss as u64 * 1024;
+        }
+    }
+    0
+}

@@ -1,0 +1,335 @@
+//! [`Session`]: one conversation — its tokens, its KV cache on the model's backend, and the
+//! generation loop (prefill, sample, decode, stream, stop).
+//!
+//! The session keeps `tokens` (everything in the conversation) and `n_cached` (how many of them
+//! have keys and values in the cache). A generated token is appended to `tokens` when it is
+//! sampled but only enters the cache when the next forward pass runs, so a reply's final token
+//! (EOS, say) is part of the conversation without costing a forward pass; the next turn's
+//! prefill starts with it. A new turn therefore prefills only its own tokens.
+//!
+//! Cancellation: [`Session::cancel_handle`] gives an `Arc<AtomicBool>` that any thread may set;
+//! the running call notices it before the next decode step or prefill chunk and returns
+//! [`ErrorKind::Cancelled`], leaving the session consistent (tokens generated so far are kept).
+
+use crate::chat;
+use crate::error::{Error, ErrorKind, Result};
+use crate::model::Model;
+use crate::sampler::{GenerateOptions, Sampler};
+use crate::stop::StopFilter;
+use crate::backend::BackendState;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Options for a new session.
+#[derive(Debug, Clone, Default)]
+pub struct SessionOptions {
+    /// Positions the KV cache holds; 0 means the model's `max_position_embeddings`.
+    pub context_length: usize,
+    /// The chat system line; `None` means Vicuna's.
+    pub system_prompt: Option<String>,
+}
+
+/// Why a generation call ended (when it ended without an error).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopReason {
+    /// The model produced its end-of-sequence token.
+    Eos,
+    /// `max_tokens` were generated.
+    MaxTokens,
+    /// A stop string appeared.
+    StopString,
+    /// The token callback asked to stop.
+    Callback,
+}
+
+/// What a generation call did.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GenerateStats {
+    pub prompt_tokens: usize,
+    pub generated_tokens: usize,
+    /// Time to the first sampled token (prefill included).
+    pub time_to_first_token: Duration,
+    pub prefill_time: Duration,
+    pub decode_time: Duration,
+    pub stop_reason: StopReason,
+}
+
+/// The token id passed to a callback for text released without a new token (the tail held
+/// back by a stop-string check or an unfinished character when generation ends).
+pub const NO_TOKEN: u32 = u32::MAX;
+
+/// Tokens per prefill chunk: the granularity of cancellation during a long prompt.
+const PREFILL_CHUNK: usize = 256;
+
+/// One conversation on a model.
+pub struct Session {
+    model: Arc<Model>,
+    state: Box<dyn BackendState>,
+    /// Every token of the conversation, BOS first.
+    tokens: Vec<u32>,
+    /// How many of `tokens` are in the KV cache.
+    n_cached: usize,
+    context_length: usize,
+    system_prompt: String,
+    cancel: Arc<AtomicBool>,
+    /// [vocab] logits after the last cached token (valid when `logits_valid`).
+    logits: Vec<f32>,
+    logits_valid: bool,
+}
+
+impl Session {
+    pub fn new(model: Arc<Model>, opts: &SessionOptions) -> Result<Session> {
+        let max = model.config.max_position_embeddings;
+        let context_length = if opts.context_length == 0 { max } else { opts.context_length };
+        if context_length > max {
+            return Err(Error::invalid(format!(
+                "context length {context_length} exceeds the model's maximum of {max}"
+            )));
+        }
+        if context_length < 2 {
+            return Err(Error::invalid("context length must be at least 2"));
+        }
+        let state = model.backend.new_state(context_length)?;
+        Ok(Session {
+            model,
+            state,
+            tokens: Vec::new(),
+            n_cached: 0,
+            context_length,
+            system_prompt: opts.system_prompt.clone().unwrap_or_else(|| chat::VICUNA_SYSTEM.to_string()),
+            cancel: Arc::new(AtomicBool::new(false)),
+            logits: Vec::new(),
+            logits_valid: false,
+        })
+    }
+
+    pub fn model(&self) -> &Arc<Model> {
+        &self.model
+    }
+    /// Every token of the conversation so far.
+    pub fn tokens(&self) -> &[u32] {
+        &self.tokens
+    }
+    pub fn context_length(&self) -> usize {
+        self.context_length
+    }
+    pub fn system_prompt(&self) -> &str {
+        &self.system_prompt
+    }
+    /// Bytes of the KV cache and scratch space.
+    pub fn state_bytes(&self) -> usize {
+        self.state.bytes()
+    }
+    /// A flag that cancels the running call when set (from any thread).
+    pub fn cancel_handle(&self) -> Arc<AtomicBool> {
+        self.cancel.clone()
+    }
+
+    /// Forget the conversation (the cache is reused).
+    pub fn reset(&mut self) {
+        self.tokens.clear();
+        self.n_cached = 0;
+        self.logits_valid = false;
+    }
+
+    /// Keep only the first `n` tokens.
+    pub fn truncate(&mut self, n: usize) -> Result<()> {
+        if n > self.tokens.len() {
+            return Err(Error::invalid(format!(
+                "cannot truncate to {n} tokens: the session holds {}",
+                self.tokens.len()
+            )));
+        }
+        if n < self.tokens.len() {
+            self.tokens.truncate(n);
+            self.n_cached = self.n_cached.min(n);
+            self.logits_valid = false;
+        }
+        Ok(())
+    }
+
+    /// Replace the conversation with `tokens` (e.g. when restoring a saved session); the cache
+    /// is filled lazily by the next call.
+    pub fn set_tokens(&mut self, tokens: Vec<u32>) -> Result<()> {
+        if tokens.len() > self.context_length {
+            return Err(Error::new(ErrorKind::ContextFull, format!(
+                "{} tokens do not fit in a context of {}", tokens.len(), self.context_length
+            )));
+        }
+        let v = self.model.config.vocab_size;
+        if let Some(t) = tokens.iter().find(|&&t| t as usize >= v) {
+            return Err(Error::invalid(format!("token id {t} is out of range (vocab {v})")));
+        }
+        self.tokens = tokens;
+        self.n_cached = 0;
+        self.logits_valid = false;
+        Ok(())
+    }
+
+    /// Append raw prompt text (BOS first in an empty session, as the tokenizer config says)
+    /// and generate. `on_token(id, text)` gets each token and the text it completes; returning
+    /// false stops generation.
+    pub fn generate(
+        &mut self,
+        prompt: &str,
+        opts: &GenerateOptions,
+        on_token: &mut dyn FnMut(u32, &str) -> bool,
+    ) -> Result<GenerateStats> {
+        opts.validate()?;
+        let tk = &self.model.tokenizer;
+        let mut new = Vec::new();
+        if self.tokens.is_empty() && tk.add_bos() {
+            new.push(tk.bos_id());
+        }
+        new.extend(tk.encode(prompt, false)?);
+        // The last context token primes the detokeniser, so a continuation keeps its space.
+        self.run(new, opts, true, on_token)
+    }
+
+    /// Add a user turn in the Vicuna template and generate the assistant's reply.
+    pub fn chat(
+        &mut self,
+        user_message: &str,
+        opts: &GenerateOptions,
+        on_token: &mut dyn FnMut(u32, &str) -> bool,
+    ) -> Result<GenerateStats> {
+        opts.validate()?;
+        let tk = &self.model.tokenizer;
+        let mut new = Vec::new();
+        let text = if self.tokens.is_empty() {
+            new.push(tk.bos_id());
+            chat::first_turn(&self.system_prompt, user_message)
+        } else {
+            if self.tokens.last() != Some(&tk.eos_id()) {
+                new.push(tk.eos_id());
+            }
+            chat::next_turn(user_message)
+        };
+        new.extend(tk.encode(&text, false)?);
+        self.run(new, opts, false, on_token)
+    }
+
+    /// Bring the cache up to date with `tokens`, in chunks, checking for cancellation.
+    fn catch_up(&mut self) -> Result<()> {
+        while self.n_cached < self.tokens.len() {
+            if self.cancel.load(Ordering::Relaxed) {
+                return Err(Error::new(ErrorKind::Cancelled, "cancelled"));
+            }
+            let end = (self.n_cached + PREFILL_CHUNK).min(self.tokens.len());
+            let chunk = &self.tokens[self.n_cached..end];
+            self.logits_valid = false;
+            self.model.backend.forward(self.state.as_mut(), chunk, self.n_cached, 1, &mut self.logits)?;
+            self.n_cached = end;
+            self.logits_valid = true;
+        }
+        Ok(())
+    }
+
+    fn run(
+        &mut self,
+        new: Vec<u32>,
+        opts: &GenerateOptions,
+        prime_with_context: bool,
+        on_token: &mut dyn FnMut(u32, &str) -> bool,
+    ) -> Result<GenerateStats> {
+        self.cancel.store(false, Ordering::Relaxed);
+        let t0 = Instant::now();
+        if self.tokens.len() + new.len() > self.context_length {
+            return Err(Error::new(
+                ErrorKind::ContextFull,
+                format!(
+                    "the prompt needs {} tokens but only {} of the context's {} are free",
+                    new.len(),
+                    self.context_length - self.tokens.len(),
+                    self.context_length
+                ),
+            ));
+        }
+        if new.is_empty() && self.tokens.is_empty() {
+            return Err(Error::invalid("empty prompt in an empty session"));
+        }
+        let prompt_tokens = new.len();
+        let prime = if prime_with_context { self.tokens.last().copied().or(new.last().copied()) } else { None };
+        self.tokens.extend_from_slice(&new);
+        if !(self.n_cached == self.tokens.len() && self.logits_valid) {
+            // Recompute at least the last token so that its logits are fresh.
+            if self.n_cached == self.tokens.len() {
+                self.n_cached -= 1;
+            }
+            self.catch_up()?;
+        }
+        let prefill_time = t0.elapsed();
+        let model = self.model.clone();
+        let tk = &model.tokenizer;
+        let mut stream = tk.stream();
+        if let Some(p) = prime {
+            // Prime with the last context token and discard its text.
+            if p != tk.bos_id() {
+                let _ = stream.push(p)?;
+            }
+        }
+        let mut stop = StopFilter::new(&opts.stop);
+        let mut sampler = Sampler::new(opts);
+        let mut generated = 0;
+        let mut ttft = None;
+        let t_decode = Instant::now();
+        let eos = tk.eos_id();
+        let reason = loop {
+            if generated >= opts.max_tokens {
+                break StopReason::MaxTokens;
+            }
+            if self.cancel.load(Ordering::Relaxed) {
+                return Err(Error::new(ErrorKind::Cancelled, "cancelled"));
+            }
+            if self.tokens.len() >= self.context_length {
+                let rest = stream.finish() + &stop.finish();
+                if !rest.is_empty() {
+                    on_token(NO_TOKEN, &rest);
+                }
+                return Err(Error::new(
+                    ErrorKind::ContextFull,
+                    format!("the context of {} tokens is full", self.context_length),
+                ));
+            }
+            if self.n_cached < self.tokens.len() {
+                self.catch_up()?;
+            }
+            let mut logits = std::mem::take(&mut self.logits);
+            let next = sampler.sample(&mut logits, &self.tokens);
+            self.logits = logits;
+            self.logits_valid = false; // the penalty modified them
+            self.tokens.push(next);
+            generated += 1;
+            ttft.get_or_insert_with(|| t0.elapsed());
+            if next == eos {
+                let rest = stream.finish() + &stop.finish();
+                on_token(next, &rest);
+                break StopReason::Eos;
+            }
+            let piece = stream.push(next)?;
+            let (text, hit) = stop.push(&piece);
+            let go_on = on_token(next, &text);
+            if hit {
+                break StopReason::StopString;
+            }
+            if !go_on {
+                break StopReason::Callback;
+            }
+        };
+        if reason != StopReason::StopString && reason != StopReason::Eos {
+            let rest = stream.finish() + &stop.finish();
+            if !rest.is_empty() {
+                on_token(NO_TOKEN, &rest);
+            }
+        }
+        Ok(GenerateStats {
+            prompt_tokens,
+            generated_tokens: generated,
+            time_to_first_token: ttft.unwrap_or_else(|| t0.elapsed()),
+            prefill_time,
+            decode_time: t_decode.elapsed(),
+            stop_reason: reason,
+        })
+    }
+}
