@@ -19,8 +19,13 @@
 //!   (SentencePiece's own rule); `tokenizers` turns every byte of such a run into U+FFFD.
 //!   That rule is what lets [`StreamDecoder`] emit a character as soon as its last byte
 //!   arrives and still agree exactly with [`Tokenizer::decode`].
+//!   Skipped tokens include `<unk>` (SentencePiece itself would print " ⁇ "), and a skipped
+//!   special token does not interrupt a byte-fallback run.
 //! * A `tokenizer.json` whose decoder is not LLaMA's is still supported: decoding goes through
 //!   `tokenizers`, and streaming uses a sliding window (see `stream`).
+//! * **Streaming**: [`Tokenizer::stream`] gives a [`StreamDecoder`] that borrows the tokenizer;
+//!   [`Tokenizer::stream_state`] gives the same machine as an owned [`StreamState`] whose
+//!   methods take the tokenizer as an argument (for sessions that own both).
 //!
 //! # `tokenizer.model` support
 //!
@@ -28,7 +33,8 @@
 //! fallback, `add_dummy_prefix` and `remove_extra_whitespaces`. Unigram/word/char models,
 //! precompiled (NFKC) normalisers and `treat_whitespace_as_suffix` are `Unsupported`.
 //! `tokenizer_config.json`'s `legacy` (default true) and `add_prefix_space` (default true) pick
-//! the pipeline variant as transformers' `LlamaConverter` does.
+//! the pipeline variant as transformers' `LlamaConverter` does (for `tokenizer.json` the file
+//! itself is authoritative and those keys are ignored).
 
 mod spm;
 mod stream;
@@ -88,6 +94,14 @@ impl std::fmt::Debug for Tokenizer {
             .field("unk_id", &self.unk_id)
             .field("add_bos", &self.add_bos)
             .field("add_eos", &self.add_eos)
+            .field(
+                "decode",
+                &if self.pieces.is_some() {
+                    "piece table"
+                } else {
+                    "tokenizers"
+                },
+            )
             .finish_non_exhaustive()
     }
 }
@@ -140,7 +154,9 @@ fn read_config(path: Option<&Path>) -> Result<Config> {
                 Some(Value::String(s)) => Ok(Some(s.clone())),
                 _ => Err(bad(format!("\"{key}\" object has no string \"content\""))),
             },
-            Some(other) => Err(bad(format!("\"{key}\" must be a string or an object, not {other}"))),
+            Some(other) => Err(bad(format!(
+                "\"{key}\" must be a string or an object, not {other}"
+            ))),
         }
     };
     Ok(Config {
@@ -158,7 +174,9 @@ fn read_config(path: Option<&Path>) -> Result<Config> {
 fn guard<T>(what: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
     match catch_unwind(AssertUnwindSafe(f)) {
         Ok(r) => r,
-        Err(_) => Err(Error::internal(format!("the tokenizers crate panicked while {what}"))),
+        Err(_) => Err(Error::internal(format!(
+            "the tokenizers crate panicked while {what}"
+        ))),
     }
 }
 
@@ -218,9 +236,10 @@ impl Tokenizer {
         let config = read_config(config)?;
         let bytes = read_file(path)?;
         let named = |e: spm::SpmError| match e {
-            spm::SpmError::Format(m) => {
-                Error::format(format!("{}: invalid SentencePiece model: {m}", path.display()))
-            }
+            spm::SpmError::Format(m) => Error::format(format!(
+                "{}: invalid SentencePiece model: {m}",
+                path.display()
+            )),
             spm::SpmError::Unsupported(m) => Error::unsupported(format!("{}: {m}", path.display())),
         };
         let model = spm::SpmModel::parse(&bytes).map_err(named)?;
@@ -234,7 +253,13 @@ impl Tokenizer {
             model.eos_id().map_err(named)?,
             model.unk_id().map_err(named)?,
         );
-        Tokenizer::build(&json, path, TokenizerSource::SentencePiece, config, Some(ids))
+        Tokenizer::build(
+            &json,
+            path,
+            TokenizerSource::SentencePiece,
+            config,
+            Some(ids),
+        )
     }
 
     /// `spm_ids`: the (bos, eos, unk) ids the SentencePiece trainer spec names.
@@ -265,16 +290,18 @@ impl Tokenizer {
 
         let lookup = |what: &str, token: &str| -> Result<u32> {
             inner.token_to_id(token).ok_or_else(|| {
-                Error::format(format!("{name}: the {what} token {token:?} is not in the vocabulary"))
+                Error::format(format!(
+                    "{name}: the {what} token {token:?} is not in the vocabulary"
+                ))
             })
         };
         let (spm_bos, spm_eos, spm_unk) = spm_ids.unwrap_or((None, None, None));
-        let pick = |what: &str, configured: &Option<String>, spm: Option<u32>, default: &str| {
-            match (configured, spm) {
-                (Some(t), _) => lookup(what, t),
-                (None, Some(id)) => Ok(id),
-                (None, None) => lookup(what, default),
-            }
+        let pick = |what: &str, configured: &Option<String>, spm: Option<u32>, default: &str| match (
+            configured, spm,
+        ) {
+            (Some(t), _) => lookup(what, t),
+            (None, Some(id)) => Ok(id),
+            (None, None) => lookup(what, default),
         };
         let bos_id = pick("BOS", &config.bos, spm_bos, "<s>")?;
         let eos_id = pick("EOS", &config.eos, spm_eos, "</s>")?;
@@ -348,7 +375,7 @@ impl Tokenizer {
     }
 
     /// Encode text. `with_special` = add BOS (and EOS if configured) as the config says.
-    /// Special-token strings inside the text (e.g. "</s>") are matched as the reference tokenizer does.
+    /// Special-token strings inside the text (e.g. `"</s>"`) are matched as the reference tokenizer does.
     pub fn encode(&self, text: &str, with_special: bool) -> Result<Vec<u32>> {
         let enc = guard("encoding", || {
             self.inner
@@ -376,7 +403,9 @@ impl Tokenizer {
                 let mut out = String::new();
                 for &id in ids {
                     let piece = table.get(id as usize).ok_or_else(|| self.bad_id(id))?;
-                    state.push_piece(piece, &mut out).map_err(|()| self.bad_id(id))?;
+                    state
+                        .push_piece(piece, &mut out)
+                        .map_err(|()| self.bad_id(id))?;
                 }
                 state.flush_bytes(&mut out, true);
                 Ok(out)
@@ -423,8 +452,11 @@ impl Tokenizer {
     /// The pipeline as `tokenizer.json` text (for the SentencePiece route: what the
     /// conversion produced).
     pub fn to_json(&self) -> Result<String> {
-        self.inner
-            .to_string(false)
-            .map_err(|e| Error::new(ErrorKind::Internal, format!("could not serialise tokenizer: {e}")))
+        self.inner.to_string(false).map_err(|e| {
+            Error::new(
+                ErrorKind::Internal,
+                format!("could not serialise tokenizer: {e}"),
+            )
+        })
     }
 }
