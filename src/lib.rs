@@ -37,5 +37,8 @@ pub use model::{DeviceRequest, LoadOptions, Model};
 pub use sampler::GenerateOptions;
 pub use session::{GenerateStats, Session, SessionOptions, StopReason};
 
+/// The C ABI version: `major << 16 | minor`. A new minor only adds; a new major breaks.
+pub const ABI_VERSION: u32 = 1 << 16;
+
 /// The crate version, as in Cargo.toml.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

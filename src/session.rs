@@ -76,6 +76,8 @@ pub struct Session {
     /// [vocab] logits after the last cached token (valid when `logits_valid`).
     logits: Vec<f32>,
     logits_valid: bool,
+    /// Tokens run through the model by this session (prefill and decode), for tests and stats.
+    forwarded: usize,
 }
 
 impl Session {
@@ -101,6 +103,7 @@ impl Session {
             cancel: Arc::new(AtomicBool::new(false)),
             logits: Vec::new(),
             logits_valid: false,
+            forwarded: 0,
         })
     }
 
@@ -120,6 +123,10 @@ impl Session {
     /// Bytes of the KV cache and scratch space.
     pub fn state_bytes(&self) -> usize {
         self.state.bytes()
+    }
+    /// How many tokens this session has run through the model so far (prefill and decode).
+    pub fn forwarded_tokens(&self) -> usize {
+        self.forwarded
     }
     /// A flag that cancels the running call when set (from any thread).
     pub fn cancel_handle(&self) -> Arc<AtomicBool> {
@@ -220,6 +227,7 @@ impl Session {
             let chunk = &self.tokens[self.n_cached..end];
             self.logits_valid = false;
             self.model.backend.forward(self.state.as_mut(), chunk, self.n_cached, 1, &mut self.logits)?;
+            self.forwarded += end - self.n_cached;
             self.n_cached = end;
             self.logits_valid = true;
         }
@@ -330,6 +338,110 @@ impl Session {
             prefill_time,
             decode_time: t_decode.elapsed(),
             stop_reason: reason,
+        })
+    }
+}
+
+/// Saved-session format: magic, format version, ABI version, model fingerprint, context length,
+/// system prompt, tokens, then an FNV-1a checksum of everything before it. All integers LE.
+const STATE_MAGIC: &[u8; 8] = b"WVSESS\0\x01";
+const STATE_FORMAT: u32 = 1;
+
+fn fnv(bytes: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf29ce484222325;
+    for &b in bytes {
+        h ^= b as u64;
+        h = h.wrapping_mul(0x100000001b3);
+    }
+    h
+}
+
+impl Session {
+    /// Serialise the conversation (not the KV cache: a restored session re-fills its cache on
+    /// its next call, so saved states are small and portable between CPU and GPU).
+    pub fn save_state(&self) -> Vec<u8> {
+        let mut b = Vec::with_capacity(48 + self.system_prompt.len() + 4 * self.tokens.len());
+        b.extend_from_slice(STATE_MAGIC);
+        b.extend_from_slice(&STATE_FORMAT.to_le_bytes());
+        b.extend_from_slice(&crate::ABI_VERSION.to_le_bytes());
+        b.extend_from_slice(&self.model.fingerprint.to_le_bytes());
+        b.extend_from_slice(&(self.context_length as u32).to_le_bytes());
+        b.extend_from_slice(&(self.system_prompt.len() as u32).to_le_bytes());
+        b.extend_from_slice(self.system_prompt.as_bytes());
+        b.extend_from_slice(&(self.tokens.len() as u32).to_le_bytes());
+        for t in &self.tokens {
+            b.extend_from_slice(&t.to_le_bytes());
+        }
+        let sum = fnv(&b);
+        b.extend_from_slice(&sum.to_le_bytes());
+        b
+    }
+
+    /// Restore a state made by [`Session::save_state`] on the same model. The session's own
+    /// context length must be at least the saved token count. On error the session is unchanged.
+    pub fn restore_state(&mut self, bytes: &[u8]) -> Result<()> {
+        let bad = |m: &str| Error::format(format!("saved session: {m}"));
+        if bytes.len() < STATE_MAGIC.len() + 36 || &bytes[..8] != STATE_MAGIC {
+            return Err(bad("not a wv session state (bad magic or too short)"));
+        }
+        let (body, sum) = bytes.split_at(bytes.len() - 8);
+        let mut s8 = [0u8; 8];
+        s8.copy_from_slice(sum);
+        if fnv(body) != u64::from_le_bytes(s8) {
+            return Err(bad("checksum mismatch (corrupt or truncated)"));
+        }
+        let mut r = Reader { b: &body[8..] };
+        let format = r.u32().ok_or_else(|| bad("truncated"))?;
+        if format != STATE_FORMAT {
+            return Err(bad(&format!("format version {format}, this build reads {STATE_FORMAT}")));
+        }
+        let abi = r.u32().ok_or_else(|| bad("truncated"))?;
+        if abi >> 16 != crate::ABI_VERSION >> 16 {
+            return Err(bad(&format!(
+                "made by ABI {}.{}, this library is {}.{}",
+                abi >> 16, abi & 0xffff, crate::ABI_VERSION >> 16, crate::ABI_VERSION & 0xffff
+            )));
+        }
+        let fp = r.u64().ok_or_else(|| bad("truncated"))?;
+        if fp != self.model.fingerprint {
+            return Err(Error::invalid("saved session: it was made with a different model"));
+        }
+        let _ctx = r.u32().ok_or_else(|| bad("truncated"))?;
+        let sys_len = r.u32().ok_or_else(|| bad("truncated"))? as usize;
+        let sys = r.take(sys_len).ok_or_else(|| bad("truncated"))?;
+        let sys = std::str::from_utf8(sys).map_err(|_| bad("system prompt is not UTF-8"))?.to_string();
+        let n = r.u32().ok_or_else(|| bad("truncated"))? as usize;
+        let raw = r.take(n.checked_mul(4).ok_or_else(|| bad("bad token count"))?).ok_or_else(|| bad("truncated"))?;
+        if !r.b.is_empty() {
+            return Err(bad("trailing bytes"));
+        }
+        let tokens: Vec<u32> = raw.chunks_exact(4).map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+        self.set_tokens(tokens)?;
+        self.system_prompt = sys;
+        Ok(())
+    }
+}
+
+struct Reader<'a> {
+    b: &'a [u8],
+}
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        if n > self.b.len() {
+            return None;
+        }
+        let (h, t) = self.b.split_at(n);
+        self.b = t;
+        Some(h)
+    }
+    fn u32(&mut self) -> Option<u32> {
+        self.take(4).map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+    }
+    fn u64(&mut self) -> Option<u64> {
+        self.take(8).map(|c| {
+            let mut a = [0u8; 8];
+            a.copy_from_slice(c);
+            u64::from_le_bytes(a)
         })
     }
 }

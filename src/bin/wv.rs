@@ -41,7 +41,7 @@ fn main() -> ExitCode {
     match run(argv) {
         Ok(()) => ExitCode::SUCCESS,
         Err(CliError::Usage(msg)) => {
-            eprintln!("wv: {msg}\n{USAGE}");
+            eprintln!("wv: {msg} (see wv --help)");
             ExitCode::from(2)
         }
         Err(CliError::Engine(e)) => {
