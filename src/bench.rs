@@ -31,7 +31,7 @@ pub fn run(model: &Model, n_prompt: usize, n_gen: usize, load_seconds: f64) -> R
     let mut logits = Vec::new();
     // Warm-up on a separate state (kernel compilation, caches), then the measured runs.
     {
-        let mut warm = be.new_state(ctx.min(64).max(2))?;
+        let mut warm = be.new_state(ctx.clamp(2, 64))?;
         be.forward(warm.as_mut(), &tokens[..tokens.len().min(16)], 0, 1, &mut logits)?;
         be.forward(warm.as_mut(), &[tokens[0]], tokens.len().min(16), 1, &mut logits)?;
     }

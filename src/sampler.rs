@@ -231,7 +231,7 @@ mod tests {
         let o = GenerateOptions { temperature: 1.0, top_k: 0, top_p: 1.0, repetition_penalty: 1.0, seed: Some(9), ..Default::default() };
         let draw = || {
             let mut s = Sampler::new(&o);
-            (0..50).map(|_| s.sample(&mut vec![0.0; 10], &[])).collect::<Vec<_>>()
+            (0..50).map(|_| s.sample(&mut [0.0; 10], &[])).collect::<Vec<_>>()
         };
         let a = draw();
         assert_eq!(a, draw());
@@ -244,7 +244,7 @@ mod tests {
         let o = GenerateOptions { temperature: 1.0, top_k: 0, top_p: 0.9, repetition_penalty: 1.0, seed: Some(1), ..Default::default() };
         let mut s = Sampler::new(&o);
         for _ in 0..300 {
-            let t = s.sample(&mut vec![3.0, 2.0, 0.0, -5.0], &[]);
+            let t = s.sample(&mut [3.0, 2.0, 0.0, -5.0], &[]);
             assert!(t == 0 || t == 1, "token {t} should have been cut by top_p");
         }
     }
@@ -256,7 +256,7 @@ mod tests {
         let mut counts = [0usize; 3];
         let n = 20000;
         for _ in 0..n {
-            counts[s.sample(&mut vec![0.0, 0.5, 1.0], &[]) as usize] += 1;
+            counts[s.sample(&mut [0.0, 0.5, 1.0], &[]) as usize] += 1;
         }
         let z: f64 = [0.0f64, 1.0, 2.0].iter().map(|x| x.exp()).sum();
         for (i, c) in counts.iter().enumerate() {

@@ -9,7 +9,7 @@ use wv::{ErrorKind, GenerateOptions, Session, SessionOptions, StopReason};
 #[test]
 fn logits_match_goldens_at_every_position() {
     for dev in devices() {
-        for dir in all_fixtures() {
+        for dir in golden_models() {
             let g = golden(&dir);
             let model = load(&dir, dev);
             let n = g.ids.len();
@@ -29,7 +29,7 @@ fn logits_match_goldens_at_every_position() {
 #[test]
 fn greedy_continuations_match_reference() {
     for dev in devices() {
-        for dir in all_fixtures() {
+        for dir in golden_models() {
             let g = golden(&dir);
             if g.greedy.is_empty() {
                 continue;

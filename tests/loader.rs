@@ -22,7 +22,8 @@ fn load_err(dir: &Path) -> wv::Error {
 #[test]
 fn every_variant_loads_with_the_right_settings() {
     use wv::config::CheckpointFormat::*;
-    let cases: &[(&str, Option<(u32, Option<usize>, bool, wv::config::CheckpointFormat)>, bool)] = &[
+    type Quant = Option<(u32, Option<usize>, bool, wv::config::CheckpointFormat)>;
+    let cases: &[(&str, Quant, bool)] = &[
         ("gptq4-g128-asym-spm", Some((4, Some(128), false, GptqV1)), false),
         ("gptq4-actorder-sym-sharded", Some((4, Some(32), true, GptqV1)), true),
         ("gptq4-nogidx-fp32scales-bias", Some((4, Some(32), false, GptqV1)), true),

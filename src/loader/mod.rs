@@ -177,7 +177,7 @@ impl TensorStore {
                 .iter()
                 .try_fold(1usize, |a, &d| a.checked_mul(d))
                 .ok_or_else(|| ctx(format!("tensor {name}: shape {:?} overflows", info.shape)))?;
-            let want = numel.checked_mul(info.dtype.bitsize() / 8).unwrap_or(usize::MAX);
+            let want = numel.saturating_mul(info.dtype.bitsize() / 8);
             if want != e - s {
                 return Err(ctx(format!(
                     "tensor {name}: shape {:?} of {dtype_name} needs {want} bytes, the file holds {}",

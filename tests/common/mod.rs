@@ -25,6 +25,13 @@ pub fn all_fixtures() -> Vec<PathBuf> {
     v
 }
 
+/// Every checkpoint with goldens: the fixtures and the bundled demo model.
+pub fn golden_models() -> Vec<PathBuf> {
+    let mut v = all_fixtures();
+    v.push(demo_model());
+    v
+}
+
 pub fn demo_model() -> PathBuf {
     root().join("models/kjv-tiny")
 }

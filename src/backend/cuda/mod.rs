@@ -1,10 +1,256 @@
-//! The CUDA backend. (Being written: see kernels/.)
+//! The CUDA backend: the model on an NVIDIA GPU.
+//!
+//! - [`ffi`]: the driver, NVRTC and cuBLAS, loaded at run time with `dlopen` (no toolkit at
+//!   build time; a missing library is a `Device` error naming it, never a panic).
+//! - [`device`]: the context, stream, device memory (freed on drop, counted for the peak) and
+//!   launches. [`module`]: `kernels/*.cu`, compiled by NVRTC for the GPU and cached on disk.
+//! - [`weights`]: upload and repacking; [`kernels`]: launch wrappers and cuBLAS;
+//!   [`forward`]: the pass; [`state`]: a session's f16 KV cache.
+//!
+//! See docs/cuda.md for the design and the measurements.
 
-use super::Backend;
-use crate::error::{Error, Result};
+pub mod device;
+pub mod ffi;
+pub mod forward;
+pub mod kernels;
+pub mod module;
+pub mod state;
+pub mod testing;
+pub mod weights;
+
+use super::{Backend, BackendState, DeviceKind, DeviceSampling};
+use crate::config::ModelConfig;
+use crate::error::{Error, ErrorKind, Result};
 use crate::weights::HostWeights;
+use device::{fmt_bytes, Gpu};
+use forward::{Ops, Scratch, PREFILL_CHUNK, SMALL_T};
+use kernels::{Blas, Kernels};
+use parking_lot::Mutex;
+use state::CudaState;
+use std::sync::Arc;
+use weights::DevWeights;
 
-/// Make a CUDA backend on device `ordinal`, uploading the weights.
-pub fn new_backend(_host: &HostWeights, ordinal: usize) -> Result<Box<dyn Backend>> {
-    Err(Error::device(format!("cuda:{ordinal}: the CUDA backend is not built yet")))
+/// The model on one GPU. Passes are serialised on the GPU's one stream by `scratch`'s lock.
+pub struct CudaBackend {
+    // Field order is drop order: buffers and handles before the modules and the context.
+    scratch: Mutex<Option<Scratch>>,
+    weights: DevWeights,
+    blas: Option<Blas>,
+    kernels: Kernels,
+    config: ModelConfig,
+    /// Capture decode steps as CUDA graphs (WV_CUDA_GRAPH=0 turns it off).
+    graphs: bool,
+    gpu: Arc<Gpu>,
+}
+
+/// Make a CUDA backend on device `ordinal`, uploading the weights. Any failure to find or use
+/// the GPU is a `Device` error (so `--device auto` falls back to the CPU).
+pub fn new_backend(host: &HostWeights, ordinal: usize) -> Result<Box<dyn Backend>> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| CudaBackend::new(host, ordinal))) {
+        Ok(r) => r.map(|b| Box::new(b) as Box<dyn Backend>),
+        Err(_) => Err(Error::device(format!("cuda:{ordinal}: the CUDA backend panicked while starting"))),
+    }
+}
+
+/// Check that the shapes are ones the kernels take.
+fn check_config(c: &ModelConfig) -> Result<()> {
+    let hd = c.head_dim();
+    if hd % 4 != 0 || hd > 256 || hd == 0 {
+        return Err(Error::device(format!("the CUDA backend needs a head dimension that is a multiple of 4, at most 256 (this model's is {hd})")));
+    }
+    if c.num_key_value_heads == 0 || c.num_attention_heads % c.num_key_value_heads != 0 {
+        return Err(Error::device("the CUDA backend needs the heads to be a multiple of the KV heads"));
+    }
+    Ok(())
+}
+
+impl CudaBackend {
+    pub fn new(host: &HostWeights, ordinal: usize) -> Result<CudaBackend> {
+        let c = &host.config;
+        check_config(c)?;
+        let gpu = Gpu::open(ordinal)?;
+        let kernels = Kernels::load(&gpu)?;
+        let blas = Blas::new(&gpu);
+        let weights = DevWeights::upload(&gpu, host)?;
+        let graphs = gpu.has_graphs() && std::env::var("WV_CUDA_GRAPH").map_or(true, |v| v != "0");
+        Ok(CudaBackend { scratch: Mutex::new(None), weights, blas, kernels, config: c.clone(), graphs, gpu })
+    }
+
+    pub fn gpu(&self) -> &Arc<Gpu> {
+        &self.gpu
+    }
+
+    /// Bytes one decode step reads from the weights (the embeddings excluded when untied).
+    pub fn decode_weight_bytes(&self) -> usize {
+        self.weights.decode_bytes()
+    }
+
+    fn ops(&self) -> Ops<'_> {
+        Ops { gpu: &self.gpu, k: &self.kernels, blas: self.blas.as_ref() }
+    }
+
+    fn state<'s>(&self, state: &'s mut dyn BackendState) -> Result<&'s mut CudaState> {
+        state
+            .as_any_mut()
+            .downcast_mut::<CudaState>()
+            .ok_or_else(|| Error::internal("a non-CUDA session state was passed to the CUDA backend"))
+    }
+
+    /// Validate a forward call as the CPU backend does.
+    fn check_call(&self, st: &CudaState, tokens: &[u32], pos: usize, n_logits: usize) -> Result<()> {
+        let t = tokens.len();
+        if t == 0 || n_logits > t {
+            return Err(Error::invalid(format!("forward: {t} tokens, {n_logits} logits requested")));
+        }
+        if pos.checked_add(t).map_or(true, |e| e > st.capacity) {
+            return Err(Error::new(
+                ErrorKind::ContextFull,
+                format!("positions {pos}..{} exceed the context length {}", pos.saturating_add(t), st.capacity),
+            ));
+        }
+        if pos > st.filled {
+            return Err(Error::internal(format!("forward at position {pos} but the cache holds {} positions", st.filled)));
+        }
+        if let Some(&tok) = tokens.iter().find(|&&x| x as usize >= self.config.vocab_size) {
+            return Err(Error::invalid(format!("token id {tok} is out of range (vocab {})", self.config.vocab_size)));
+        }
+        Ok(())
+    }
+
+    /// The scratch for passes of `rows` tokens (grown when needed).
+    fn scratch_for<'g>(&self, guard: &'g mut Option<Scratch>, rows: usize) -> Result<&'g mut Scratch> {
+        if guard.as_ref().map_or(true, |s| s.rows < rows) {
+            *guard = None; // free the old one first
+            *guard = Some(Scratch::new(&self.gpu, &self.config, &self.weights, rows)?);
+        }
+        Ok(guard.as_mut().expect("just made"))
+    }
+
+    fn forward_inner(&self, st: &mut CudaState, tokens: &[u32], pos: usize, n_logits: usize, logits: &mut Vec<f32>) -> Result<()> {
+        let t = tokens.len();
+        let v = self.config.vocab_size;
+        let mut guard = self.scratch.lock();
+        self.gpu.bind()?;
+        // Prefill scratch is made once for a full chunk (not per prompt length), so no later
+        // prompt pays for allocations.
+        let rows = if t <= SMALL_T { 1 } else { PREFILL_CHUNK };
+        let sc = self.scratch_for(&mut guard, rows)?;
+        let ops = self.ops();
+        logits.clear();
+        logits.reserve(n_logits * v);
+        let first_logit = t - n_logits;
+        let step = if t <= SMALL_T { 1 } else { PREFILL_CHUNK };
+        let mut c0 = 0;
+        while c0 < t {
+            let c1 = (c0 + step).min(t);
+            let rows_here = c1.saturating_sub(first_logit.max(c0));
+            if c1 - c0 == 1 {
+                forward::decode_step(&ops, &self.config, &self.weights, sc, st, tokens[c0], pos + c0, self.graphs)?;
+            } else {
+                forward::run_pass(&ops, &self.config, &self.weights, sc, st, &tokens[c0..c1], pos + c0, rows_here)?;
+            }
+            st.filled = st.filled.max(pos + c1);
+            if rows_here > 0 {
+                let n0 = logits.len();
+                logits.resize(n0 + rows_here * v, 0.0);
+                self.gpu.download(sc.logits.ptr, &mut logits[n0..])?;
+            }
+            c0 = c1;
+        }
+        self.gpu.sync()
+    }
+}
+
+impl Backend for CudaBackend {
+    fn kind(&self) -> DeviceKind {
+        DeviceKind::Cuda
+    }
+
+    fn describe(&self) -> String {
+        let g = &self.gpu;
+        format!(
+            "cuda:{} {} (sm_{}{}, {} SMs, {}; products: {})",
+            g.ordinal,
+            g.name,
+            g.cc.0,
+            g.cc.1,
+            g.sms,
+            fmt_bytes(g.total_mem),
+            if self.blas.is_some() { "wv GEMV + cuBLAS" } else { "wv GEMV + wv GEMM" }
+        )
+    }
+
+    fn weight_bytes(&self) -> usize {
+        self.weights.bytes()
+    }
+
+    fn new_state(&self, context_length: usize) -> Result<Box<dyn BackendState>> {
+        let _guard = self.scratch.lock();
+        Ok(Box::new(CudaState::new(&self.gpu, &self.config, context_length)?))
+    }
+
+    fn forward(&self, state: &mut dyn BackendState, tokens: &[u32], pos: usize, n_logits: usize, logits: &mut Vec<f32>) -> Result<()> {
+        let st = self.state(state)?;
+        self.check_call(st, tokens, pos, n_logits)?;
+        // Positions from pos on are rewritten: until this call succeeds only 0..pos are valid.
+        st.filled = pos;
+        let r = self.forward_inner(st, tokens, pos, n_logits, logits);
+        if r.is_err() {
+            st.filled = pos;
+        }
+        r
+    }
+
+    fn peak_device_bytes(&self) -> Option<usize> {
+        Some(self.gpu.peak_bytes())
+    }
+
+    fn forward_sample(
+        &self,
+        state: &mut dyn BackendState,
+        token: u32,
+        pos: usize,
+        history: &[u32],
+        sampling: &DeviceSampling,
+    ) -> Option<Result<u32>> {
+        // Greedy (with the repetition penalty) on the device; sampling proper stays on the host.
+        if sampling.temperature != 0.0 {
+            return None;
+        }
+        Some((|| {
+            let st = self.state(state)?;
+            self.check_call(st, &[token], pos, 1)?;
+            st.filled = pos;
+            let mut guard = self.scratch.lock();
+            self.gpu.bind()?;
+            self.scratch_for(&mut guard, 1)?;
+            if sampling.repetition_penalty != 1.0 {
+                let g = guard.as_mut().expect("made above");
+                if g.ids_cap < history.len() {
+                    // Room for the history's ids.
+                    let cap = history.len().next_power_of_two().max(256);
+                    g.ids = None;
+                    g.ids = Some(self.gpu.alloc(cap * 4, "token history")?);
+                    g.ids_cap = cap;
+                }
+            }
+            let sc = guard.as_mut().expect("made above");
+            let ops = self.ops();
+            forward::decode_step(&ops, &self.config, &self.weights, sc, st, token, pos, self.graphs)?;
+            let v = self.config.vocab_size;
+            let mut src = sc.logits.ptr;
+            if sampling.repetition_penalty != 1.0 && !history.is_empty() {
+                let ids = sc.ids.as_ref().ok_or_else(|| Error::internal("no id buffer"))?;
+                ids.write(history)?;
+                self.gpu.copy_dtod(sc.logits2.ptr, sc.logits.ptr, v * 4)?;
+                self.kernels.penalty(&self.gpu, sc.logits.ptr, sc.logits2.ptr, ids.ptr, history.len(), v, sampling.repetition_penalty)?;
+                src = sc.logits2.ptr;
+            }
+            self.kernels.argmax(&self.gpu, src, v, sc.out_id.ptr)?;
+            let mut id = [0u32];
+            self.gpu.download(sc.out_id.ptr, &mut id)?;
+            st.filled = pos + 1;
+            Ok(id[0])
+        })())
+    }
 }

@@ -1,0 +1,101 @@
+// common.cuh — prepended by the library to every kernels/*.cu before NVRTC compiles it.
+//
+// No toolkit header is included (NVRTC on a machine without the toolkit finds none): fp16 values
+// are raw `unsigned short` bits and fp16 arithmetic is inline PTX (cvt, sub/fma .f16x2, lop3).
+// Every kernel is `extern "C"` so the host finds it by its plain name.
+//
+// Conventions shared by all kernels:
+//   - f16 = IEEE half as raw bits; activations feeding matrix products are f16, the residual
+//     stream, norms, RoPE, softmax and every accumulation are f32.
+//   - "partials": a matrix product's output may be split over the reduction dimension into S
+//     slabs; element (s, t, n) of a [S][T][ld] partial buffer is at s*sstride + t*ld + n, and the
+//     consumer kernel (norm, rope, silu) sums the S slabs. Decode uses S > 1, prefill S = 1.
+
+typedef unsigned short f16;
+typedef unsigned int u32;
+typedef unsigned char u8;
+
+#define WARP 32
+#define NEG_INF __int_as_float(0xff800000u)
+
+__device__ __forceinline__ float h2f(f16 h) {
+    float f;
+    asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(h));
+    return f;
+}
+
+__device__ __forceinline__ f16 f2h(float f) {
+    f16 h;
+    asm("cvt.rn.f16.f32 %0, %1;" : "=h"(h) : "f"(f));
+    return h;
+}
+
+// The two halves of a packed f16x2 word as floats (low half = lower address).
+__device__ __forceinline__ float lo2f(u32 v) { return h2f((f16)(v & 0xffffu)); }
+__device__ __forceinline__ float hi2f(u32 v) { return h2f((f16)(v >> 16)); }
+
+__device__ __forceinline__ u32 pack2(float lo, float hi) {
+    return (u32)f2h(lo) | ((u32)f2h(hi) << 16);
+}
+
+// d = a * b + c, lane-wise on f16x2.
+__device__ __forceinline__ u32 hfma2(u32 a, u32 b, u32 c) {
+    u32 d;
+    asm("fma.rn.f16x2 %0, %1, %2, %3;" : "=r"(d) : "r"(a), "r"(b), "r"(c));
+    return d;
+}
+
+// d = a - b, lane-wise on f16x2.
+__device__ __forceinline__ u32 hsub2(u32 a, u32 b) {
+    u32 d;
+    asm("sub.rn.f16x2 %0, %1, %2;" : "=r"(d) : "r"(a), "r"(b));
+    return d;
+}
+
+// d = (a & b) | c in one instruction.
+__device__ __forceinline__ u32 and_or(u32 a, u32 b, u32 c) {
+    u32 d;
+    asm("lop3.b32 %0, %1, %2, %3, 0xEA;" : "=r"(d) : "r"(a), "r"(b), "r"(c));
+    return d;
+}
+
+__device__ __forceinline__ float warp_sum(float v) {
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+}
+
+__device__ __forceinline__ float warp_max(float v) {
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+    return v;
+}
+
+// Sum over the block (blockDim.x a multiple of 32, at most 1024). `red` is 32 floats of shared
+// memory. Every thread gets the total. Contains __syncthreads: call from all threads.
+__device__ __forceinline__ float block_sum(float v, float* red) {
+    int lane = threadIdx.x & 31, w = threadIdx.x >> 5, nw = (blockDim.x + 31) >> 5;
+    v = warp_sum(v);
+    __syncthreads();
+    if (lane == 0) red[w] = v;
+    __syncthreads();
+    float t = lane < nw ? red[lane] : 0.f;
+    return warp_sum(t);
+}
+
+__device__ __forceinline__ float block_max(float v, float* red) {
+    int lane = threadIdx.x & 31, w = threadIdx.x >> 5, nw = (blockDim.x + 31) >> 5;
+    v = warp_max(v);
+    __syncthreads();
+    if (lane == 0) red[w] = v;
+    __syncthreads();
+    float t = lane < nw ? red[lane] : NEG_INF;
+    return warp_max(t);
+}
+
+// Sum of the S partial slabs of element (t, n).
+__device__ __forceinline__ float sum_partials(const float* __restrict__ p, int S, long long sstride, long long idx) {
+    float v = 0.f;
+    for (int s = 0; s < S; ++s) v += p[s * sstride + idx];
+    return v;
+}

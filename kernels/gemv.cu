@@ -1,0 +1,134 @@
+// gemv.cu — matrix-vector products for decode (one token), f32 accumulation.
+//
+// gemv_q4: out = x · W for a 4-bit GPTQ matrix in wv's repacked layout (made at upload):
+//   qw     u32 [K/8, N]: word (r, n) holds sorted rows 8r..8r+7 of column n; nibble p (bits 4p..4p+3)
+//          holds row 8r + POS[p], POS = {0,2,4,6,1,3,5,7}, so that (w >> 4j) & 0x000f000f puts rows
+//          2j and 2j+1 into the low and high f16 halves (with the 0x6400 exponent: 1024 + q).
+//   scales f16 [G, N]; zeros u8 [G, N] (the real zero point, any checkpoint offset included).
+//   perm   int [K] or NULL: sorted row i is original row perm[i] (act-order); x is gathered through it.
+//   Group g is sorted rows [g*gs, min(K, (g+1)*gs)); gs % 8 == 0; N % 4 == 0.
+// Launch: block 128 threads = 4 warps. Warp w of block (bx, by) covers columns
+//   [(4*bx + w)*128, +128), 4 per lane (one 16-byte load per packed row), over groups
+//   [by*gpb, min(G, (by+1)*gpb)). grid = (ceil(N/512), S). Dynamic shared memory: gpb*gs*2 bytes
+//   (the block's slice of x, f16). Output: slab by of out f32 [S, ldo] (zeros where a block row
+//   has no groups). Per packed word: 4 lop3 + 4 sub.f16x2 + 4 fma.f16x2 (products of (q - z) and
+//   x summed in f16 over 8 rows, then in f32), the scale applied once per group in f32.
+//
+// gemv_f16: out = x · Wᵀ for a dense f16 matrix W [N, K] row-major (dense layers, non-4-bit GPTQ
+//   dequantised at upload, the lm_head).
+// Launch: block 256 = 8 warps, warp w → row n = 8*bx + w; block row by covers k in
+//   [by*kc, min(K, (by+1)*kc)) (kc % 8 == 0); grid (ceil(N/8), S); output slab by of out [S, ldo].
+//   16-byte loads when K % 8 == 0, else scalar.
+
+__device__ __forceinline__ float dot8_q4(u32 w, uint4 xv, u32 z2) {
+    u32 a = 0u;
+    a = hfma2(hsub2(and_or(w, 0x000f000fu, 0x64006400u), z2), xv.x, a);
+    a = hfma2(hsub2(and_or(w >> 4, 0x000f000fu, 0x64006400u), z2), xv.y, a);
+    a = hfma2(hsub2(and_or(w >> 8, 0x000f000fu, 0x64006400u), z2), xv.z, a);
+    a = hfma2(hsub2(and_or(w >> 12, 0x000f000fu, 0x64006400u), z2), xv.w, a);
+    return lo2f(a) + hi2f(a);
+}
+
+extern "C" __global__ void __launch_bounds__(128) gemv_q4(
+    const u32* __restrict__ qw, const f16* __restrict__ scales, const u8* __restrict__ zeros,
+    const f16* __restrict__ x, const int* __restrict__ perm, float* __restrict__ out,
+    int K, int N, int G, int gs, int gpb, int ldo)
+{
+    extern __shared__ __align__(16) f16 xs[];
+    const int g0 = blockIdx.y * gpb;
+    const int g1 = min(G, g0 + gpb);
+    const int k0 = g0 * gs;
+    const int k1 = min(K, g1 * gs);
+    for (int i = threadIdx.x; i < k1 - k0; i += blockDim.x) {
+        const int k = k0 + i;
+        xs[i] = x[perm ? perm[k] : k];
+    }
+    __syncthreads();
+    const int lane = threadIdx.x & 31;
+    const int n = ((blockIdx.x * 4 + (threadIdx.x >> 5)) * 32 + lane) * 4;
+    if (n >= N) return;
+    float acc0 = 0.f, acc1 = 0.f, acc2 = 0.f, acc3 = 0.f;
+    const int N4 = N >> 2;
+    const uint4* __restrict__ qv = reinterpret_cast<const uint4*>(qw) + (n >> 2);
+    for (int g = g0; g < g1; ++g) {
+        const int r0 = (g * gs) >> 3;
+        const int r1 = min(K, (g + 1) * gs) >> 3;
+        const uint2 sv = *reinterpret_cast<const uint2*>(scales + (size_t)g * N + n);
+        const u32 zv = *reinterpret_cast<const u32*>(zeros + (size_t)g * N + n);
+        const u32 z0 = (0x6400u + (zv & 0xffu)) * 0x10001u;
+        const u32 z1 = (0x6400u + ((zv >> 8) & 0xffu)) * 0x10001u;
+        const u32 z2 = (0x6400u + ((zv >> 16) & 0xffu)) * 0x10001u;
+        const u32 z3 = (0x6400u + (zv >> 24)) * 0x10001u;
+        float ga0 = 0.f, ga1 = 0.f, ga2 = 0.f, ga3 = 0.f;
+        for (int r = r0; r < r1; r += 8) {
+            uint4 w[8];
+#pragma unroll
+            for (int i = 0; i < 8; ++i)
+                if (r + i < r1) w[i] = __ldg(qv + (size_t)(r + i) * N4);
+#pragma unroll
+            for (int i = 0; i < 8; ++i) {
+                if (r + i < r1) {
+                    const uint4 xv = *reinterpret_cast<const uint4*>(xs + ((r + i) << 3) - k0);
+                    ga0 += dot8_q4(w[i].x, xv, z0);
+                    ga1 += dot8_q4(w[i].y, xv, z1);
+                    ga2 += dot8_q4(w[i].z, xv, z2);
+                    ga3 += dot8_q4(w[i].w, xv, z3);
+                }
+            }
+        }
+        acc0 += ga0 * lo2f(sv.x);
+        acc1 += ga1 * hi2f(sv.x);
+        acc2 += ga2 * lo2f(sv.y);
+        acc3 += ga3 * hi2f(sv.y);
+    }
+    float* o = out + (size_t)blockIdx.y * ldo + n;
+    o[0] = acc0;
+    o[1] = acc1;
+    o[2] = acc2;
+    o[3] = acc3;
+}
+
+__device__ __forceinline__ float dot8_f16(uint4 a, uint4 b) {
+    float s = lo2f(a.x) * lo2f(b.x);
+    s += hi2f(a.x) * hi2f(b.x);
+    s += lo2f(a.y) * lo2f(b.y);
+    s += hi2f(a.y) * hi2f(b.y);
+    s += lo2f(a.z) * lo2f(b.z);
+    s += hi2f(a.z) * hi2f(b.z);
+    s += lo2f(a.w) * lo2f(b.w);
+    s += hi2f(a.w) * hi2f(b.w);
+    return s;
+}
+
+extern "C" __global__ void __launch_bounds__(256) gemv_f16(
+    const f16* __restrict__ W, const f16* __restrict__ x, float* __restrict__ out,
+    int K, int N, int kc, int ldo)
+{
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const int n = blockIdx.x * 8 + warp;
+    if (n >= N) return;
+    const int k0 = blockIdx.y * kc;
+    const int k1 = min(K, k0 + kc);
+    const f16* __restrict__ row = W + (size_t)n * K;
+    float acc = 0.f;
+    if ((K & 7) == 0) {
+        const uint4* __restrict__ rv = reinterpret_cast<const uint4*>(row);
+        const uint4* __restrict__ xv = reinterpret_cast<const uint4*>(x);
+        const int i1 = k1 >> 3;
+        int i = (k0 >> 3) + lane;
+        float a0 = 0.f, a1 = 0.f, a2 = 0.f, a3 = 0.f;
+        for (; i + 96 < i1; i += 128) {
+            const uint4 w0 = __ldg(rv + i), w1 = __ldg(rv + i + 32), w2 = __ldg(rv + i + 64), w3 = __ldg(rv + i + 96);
+            a0 += dot8_f16(w0, __ldg(xv + i));
+            a1 += dot8_f16(w1, __ldg(xv + i + 32));
+            a2 += dot8_f16(w2, __ldg(xv + i + 64));
+            a3 += dot8_f16(w3, __ldg(xv + i + 96));
+        }
+        for (; i < i1; i += 32) a0 += dot8_f16(__ldg(rv + i), __ldg(xv + i));
+        acc = (a0 + a1) + (a2 + a3);
+    } else {
+        for (int k = k0 + lane; k < k1; k += 32) acc += h2f(row[k]) * h2f(x[k]);
+    }
+    acc = warp_sum(acc);
+    if (lane == 0) out[(size_t)blockIdx.y * ldo + n] = acc;
+}

@@ -1,0 +1,481 @@
+//! One GPU: its primary context, one stream, device memory with accounting, and launches.
+//!
+//! Every driver call goes through [`Gpu::check`], which turns a failure into an
+//! [`Error`] of kind `Device` (or `OutOfMemory` for allocations) naming the call.
+//! [`DevBuf`] frees its memory on drop, so an error half-way through a load or a session's
+//! creation frees everything taken so far.
+
+use super::ffi::{self, CUcontext, CUdevice, CUdeviceptr, CUevent, CUfunction, CUgraphExec, CUresult, CUstream, Driver};
+use crate::error::{Error, Result};
+use std::ffi::c_void;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+
+/// The device, its context and stream. Shared (`Arc`) by the backend, its buffers and states.
+pub struct Gpu {
+    pub drv: &'static Driver,
+    pub ordinal: usize,
+    pub dev: CUdevice,
+    ctx: CUcontext,
+    pub stream: CUstream,
+    pub name: String,
+    pub cc: (i32, i32),
+    pub sms: usize,
+    pub total_mem: usize,
+    pub max_smem_optin: usize,
+    /// Bytes wv holds on the device now, and the most it has held.
+    used: AtomicUsize,
+    peak: AtomicUsize,
+    /// Synchronise after every launch (WV_CUDA_SYNC=1): errors then name the kernel.
+    pub sync_each: bool,
+    /// A stream capture is in progress (no synchronisation allowed).
+    capturing: AtomicBool,
+}
+
+// SAFETY: CUDA driver handles may be used from any thread once the context is made current there
+// (every entry point calls `bind`); the backend serialises stream work behind a lock.
+unsafe impl Send for Gpu {}
+// SAFETY: as above.
+unsafe impl Sync for Gpu {}
+
+impl Gpu {
+    /// Open device `ordinal`: load the driver, initialise, retain the primary context, make a stream.
+    pub fn open(ordinal: usize) -> Result<Arc<Gpu>> {
+        let drv = ffi::driver().map_err(|e| Error::device(format!("cuda:{ordinal}: {e}")))?;
+        let chk = |r: CUresult, what: &str| -> Result<()> {
+            if r == ffi::CUDA_SUCCESS {
+                Ok(())
+            } else {
+                Err(Error::device(format!("cuda:{ordinal}: {what} failed: {}", ffi::driver_error_text(drv, r))))
+            }
+        };
+        // SAFETY: plain driver calls with valid out-pointers.
+        unsafe {
+            chk((drv.cuInit)(0), "cuInit (is an NVIDIA GPU present and the driver loaded?)")?;
+            let mut n = 0;
+            chk((drv.cuDeviceGetCount)(&mut n), "cuDeviceGetCount")?;
+            if n <= 0 {
+                return Err(Error::device(format!("cuda:{ordinal}: the driver sees no CUDA GPU")));
+            }
+            if ordinal >= n as usize {
+                return Err(Error::device(format!("cuda:{ordinal}: no such GPU (the driver sees {n})")));
+            }
+            let mut dev = 0;
+            chk((drv.cuDeviceGet)(&mut dev, ordinal as i32), "cuDeviceGet")?;
+            let mut name = [0 as std::ffi::c_char; 256];
+            chk((drv.cuDeviceGetName)(name.as_mut_ptr(), 255, dev), "cuDeviceGetName")?;
+            let name = std::ffi::CStr::from_ptr(name.as_ptr()).to_string_lossy().into_owned();
+            let attr = |a| -> Result<i32> {
+                let mut v = 0;
+                chk((drv.cuDeviceGetAttribute)(&mut v, a, dev), "cuDeviceGetAttribute")?;
+                Ok(v)
+            };
+            let cc = (attr(ffi::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR)?, attr(ffi::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR)?);
+            let sms = attr(ffi::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)?.max(1) as usize;
+            let smem = attr(ffi::CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK)?;
+            let optin = attr(ffi::CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN).unwrap_or(smem).max(smem);
+            let mut total = 0usize;
+            chk((drv.cuDeviceTotalMem_v2)(&mut total, dev), "cuDeviceTotalMem")?;
+            let mut ctx = std::ptr::null_mut();
+            chk((drv.cuDevicePrimaryCtxRetain)(&mut ctx, dev), "cuDevicePrimaryCtxRetain")?;
+            if let Err(e) = chk((drv.cuCtxSetCurrent)(ctx), "cuCtxSetCurrent") {
+                (drv.cuDevicePrimaryCtxRelease_v2)(dev);
+                return Err(e);
+            }
+            let mut stream = std::ptr::null_mut();
+            if let Err(e) = chk((drv.cuStreamCreate)(&mut stream, ffi::CU_STREAM_NON_BLOCKING), "cuStreamCreate") {
+                (drv.cuDevicePrimaryCtxRelease_v2)(dev);
+                return Err(e);
+            }
+            let sync_each = std::env::var("WV_CUDA_SYNC").is_ok_and(|v| v != "0" && !v.is_empty());
+            Ok(Arc::new(Gpu {
+                drv,
+                ordinal,
+                dev,
+                ctx,
+                stream,
+                name,
+                cc,
+                sms,
+                total_mem: total,
+                max_smem_optin: optin as usize,
+                used: AtomicUsize::new(0),
+                peak: AtomicUsize::new(0),
+                sync_each,
+                capturing: AtomicBool::new(false),
+            }))
+        }
+    }
+
+    /// Make this GPU's context current on the calling thread.
+    pub fn bind(&self) -> Result<()> {
+        // SAFETY: ctx is the retained primary context, live while self is.
+        self.check(unsafe { (self.drv.cuCtxSetCurrent)(self.ctx) }, "cuCtxSetCurrent")
+    }
+
+    /// A driver result as a `Result`.
+    pub fn check(&self, r: CUresult, what: &str) -> Result<()> {
+        if r == ffi::CUDA_SUCCESS {
+            Ok(())
+        } else {
+            Err(Error::device(format!("cuda:{}: {what} failed: {}", self.ordinal, ffi::driver_error_text(self.drv, r))))
+        }
+    }
+
+    pub fn sync(&self) -> Result<()> {
+        // SAFETY: the stream is live while self is.
+        self.check(unsafe { (self.drv.cuStreamSynchronize)(self.stream) }, "cuStreamSynchronize (a kernel failed)")
+    }
+
+    /// (free, total) device memory, as the driver reports it.
+    pub fn mem_info(&self) -> (usize, usize) {
+        let (mut f, mut t) = (0usize, 0usize);
+        // SAFETY: valid out-pointers.
+        unsafe { (self.drv.cuMemGetInfo_v2)(&mut f, &mut t) };
+        (f, t)
+    }
+
+    pub fn used_bytes(&self) -> usize {
+        self.used.load(Ordering::Relaxed)
+    }
+    pub fn peak_bytes(&self) -> usize {
+        self.peak.load(Ordering::Relaxed)
+    }
+
+    /// Allocate `bytes` of device memory for `what`. Out of memory is `OutOfMemory` with sizes.
+    pub fn alloc(self: &Arc<Self>, bytes: usize, what: &str) -> Result<DevBuf> {
+        let size = bytes.max(256);
+        self.bind()?;
+        let mut ptr: CUdeviceptr = 0;
+        // SAFETY: valid out-pointer; the context is current (callers bind first).
+        let r = unsafe { (self.drv.cuMemAlloc_v2)(&mut ptr, size) };
+        if r == ffi::CUDA_ERROR_OUT_OF_MEMORY {
+            let (free, total) = self.mem_info();
+            return Err(Error::oom(format!(
+                "cuda:{}: out of GPU memory allocating {} for {what} (wv holds {}; the device has {} free of {})",
+                self.ordinal,
+                fmt_bytes(bytes),
+                fmt_bytes(self.used_bytes()),
+                fmt_bytes(free),
+                fmt_bytes(total)
+            )));
+        }
+        self.check(r, &format!("cuMemAlloc of {bytes} bytes for {what}"))?;
+        let now = self.used.fetch_add(size, Ordering::Relaxed) + size;
+        self.peak.fetch_max(now, Ordering::Relaxed);
+        Ok(DevBuf { ptr, bytes, size, gpu: self.clone() })
+    }
+
+    /// Allocate and fill from a host slice (synchronous).
+    pub fn upload<T: Copy>(self: &Arc<Self>, data: &[T], what: &str) -> Result<DevBuf> {
+        let bytes = std::mem::size_of_val(data);
+        let b = self.alloc(bytes, what)?;
+        b.write(data)?;
+        Ok(b)
+    }
+
+    /// Launch `f` with `args` on the stream.
+    pub fn launch(&self, f: &Kernel, grid: (u32, u32, u32), block: u32, smem: u32, args: &mut Args) -> Result<()> {
+        if grid.0 == 0 || grid.1 == 0 || grid.2 == 0 {
+            return Ok(());
+        }
+        let mut ptrs: Vec<*mut c_void> = args.slots.iter_mut().map(|s| s as *mut u64 as *mut c_void).collect();
+        // SAFETY: f is a function of a loaded module; ptrs point at one 8-byte slot per kernel
+        // parameter, holding its value in the low bytes (little-endian), as the kernel expects.
+        let r = unsafe {
+            (self.drv.cuLaunchKernel)(
+                f.func,
+                grid.0,
+                grid.1,
+                grid.2,
+                block,
+                1,
+                1,
+                smem,
+                self.stream,
+                ptrs.as_mut_ptr(),
+                std::ptr::null_mut(),
+            )
+        };
+        self.check(r, &format!("launch of {} (grid {grid:?}, block {block}, smem {smem})", f.name))?;
+        if self.sync_each && !self.capturing.load(Ordering::Relaxed) {
+            self.sync().map_err(|e| e.context(format!("after kernel {}", f.name)))?;
+        }
+        Ok(())
+    }
+
+    /// Whether this driver can capture and replay CUDA graphs.
+    pub fn has_graphs(&self) -> bool {
+        let d = self.drv;
+        d.cuStreamBeginCapture_v2.is_some()
+            && d.cuStreamEndCapture.is_some()
+            && d.cuGraphInstantiateWithFlags.is_some()
+            && d.cuGraphLaunch.is_some()
+            && d.cuGraphExecDestroy.is_some()
+            && d.cuGraphDestroy.is_some()
+    }
+
+    /// Capture the launches `f` makes on the stream into a graph (nothing runs until replayed).
+    pub fn capture(self: &Arc<Self>, f: impl FnOnce() -> Result<()>) -> Result<Graph> {
+        let d = self.drv;
+        let (Some(begin), Some(end), Some(inst), Some(destroy)) =
+            (d.cuStreamBeginCapture_v2, d.cuStreamEndCapture, d.cuGraphInstantiateWithFlags, d.cuGraphDestroy)
+        else {
+            return Err(Error::device("this CUDA driver has no graph API"));
+        };
+        // SAFETY: live stream; thread-local capture mode leaves other threads unaffected.
+        self.check(unsafe { begin(self.stream, ffi::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL) }, "cuStreamBeginCapture")?;
+        self.capturing.store(true, Ordering::Relaxed);
+        let r = f();
+        self.capturing.store(false, Ordering::Relaxed);
+        let mut graph = std::ptr::null_mut();
+        // SAFETY: ends the capture begun above (always, also after a failed launch).
+        let re = unsafe { end(self.stream, &mut graph) };
+        let result = r.and_then(|_| self.check(re, "cuStreamEndCapture")).and_then(|_| {
+            let mut exec = std::ptr::null_mut();
+            // SAFETY: graph is the captured graph; exec an out-pointer.
+            self.check(unsafe { inst(&mut exec, graph, 0) }, "cuGraphInstantiate")?;
+            Ok(Graph { exec, gpu: self.clone() })
+        });
+        if !graph.is_null() {
+            // SAFETY: the instantiated executable does not need the graph.
+            unsafe { destroy(graph) };
+        }
+        result
+    }
+
+    /// Replay a captured graph on the stream.
+    pub fn replay(&self, g: &Graph) -> Result<()> {
+        let launch = self.drv.cuGraphLaunch.ok_or_else(|| Error::device("no cuGraphLaunch"))?;
+        // SAFETY: live executable graph and stream.
+        self.check(unsafe { launch(g.exec, self.stream) }, "cuGraphLaunch")?;
+        if self.sync_each {
+            self.sync().map_err(|e| e.context("after a graph replay"))?;
+        }
+        Ok(())
+    }
+
+    pub fn memset_u32(&self, buf: CUdeviceptr, value: u32, count: usize) -> Result<()> {
+        // SAFETY: callers pass a pointer into a live allocation of at least count words.
+        self.check(unsafe { (self.drv.cuMemsetD32Async)(buf, value, count, self.stream) }, "cuMemsetD32Async")
+    }
+
+    pub fn copy_dtod(&self, dst: CUdeviceptr, src: CUdeviceptr, bytes: usize) -> Result<()> {
+        // SAFETY: callers pass ranges inside live allocations.
+        self.check(unsafe { (self.drv.cuMemcpyDtoDAsync_v2)(dst, src, bytes, self.stream) }, "cuMemcpyDtoDAsync")
+    }
+
+    /// Copy `out.len()` elements from device address `src` into `out`, waiting for the stream.
+    pub fn download<T: Copy>(&self, src: CUdeviceptr, out: &mut [T]) -> Result<()> {
+        let bytes = std::mem::size_of_val(out);
+        if bytes == 0 {
+            return Ok(());
+        }
+        // SAFETY: out is a writable host buffer of `bytes`; src a live device range; we
+        // synchronise before returning, so the async copy is complete before `out` is used.
+        unsafe {
+            self.check(
+                (self.drv.cuMemcpyDtoHAsync_v2)(out.as_mut_ptr() as *mut c_void, src, bytes, self.stream),
+                "cuMemcpyDtoHAsync",
+            )?;
+        }
+        self.sync()
+    }
+
+    /// A pair of events for timing (tests and benchmarks).
+    pub fn event(&self) -> Result<Event<'_>> {
+        let mut e = std::ptr::null_mut();
+        // SAFETY: valid out-pointer.
+        self.check(unsafe { (self.drv.cuEventCreate)(&mut e, 0) }, "cuEventCreate")?;
+        Ok(Event { e, gpu: self })
+    }
+}
+
+impl Drop for Gpu {
+    fn drop(&mut self) {
+        // SAFETY: every DevBuf holds an Arc<Gpu>, so no allocation outlives this; the stream
+        // and the context reference were made in `open`.
+        unsafe {
+            (self.drv.cuCtxSetCurrent)(self.ctx);
+            (self.drv.cuStreamSynchronize)(self.stream);
+            (self.drv.cuStreamDestroy_v2)(self.stream);
+            (self.drv.cuDevicePrimaryCtxRelease_v2)(self.dev);
+        }
+    }
+}
+
+/// An instantiated CUDA graph, destroyed on drop.
+pub struct Graph {
+    exec: CUgraphExec,
+    gpu: Arc<Gpu>,
+}
+
+// SAFETY: an executable graph is a handle usable from any thread with the context current.
+unsafe impl Send for Graph {}
+
+impl Drop for Graph {
+    fn drop(&mut self) {
+        if let Some(d) = self.gpu.drv.cuGraphExecDestroy {
+            // SAFETY: created by cuGraphInstantiate, destroyed once.
+            unsafe {
+                let _ = self.gpu.bind();
+                d(self.exec);
+            }
+        }
+    }
+}
+
+/// A CUDA event (for timing).
+pub struct Event<'a> {
+    e: CUevent,
+    gpu: &'a Gpu,
+}
+
+impl Event<'_> {
+    pub fn record(&self) -> Result<()> {
+        // SAFETY: live event and stream.
+        self.gpu.check(unsafe { (self.gpu.drv.cuEventRecord)(self.e, self.gpu.stream) }, "cuEventRecord")
+    }
+    /// Milliseconds from `start` to this event (waits for this event).
+    pub fn since(&self, start: &Event<'_>) -> Result<f32> {
+        let mut ms = 0f32;
+        // SAFETY: live events.
+        unsafe {
+            self.gpu.check((self.gpu.drv.cuEventSynchronize)(self.e), "cuEventSynchronize")?;
+            self.gpu.check((self.gpu.drv.cuEventElapsedTime)(&mut ms, start.e, self.e), "cuEventElapsedTime")?;
+        }
+        Ok(ms)
+    }
+}
+
+impl Drop for Event<'_> {
+    fn drop(&mut self) {
+        // SAFETY: the event was created by cuEventCreate.
+        unsafe { (self.gpu.drv.cuEventDestroy_v2)(self.e) };
+    }
+}
+
+/// Device memory, freed on drop.
+pub struct DevBuf {
+    pub ptr: CUdeviceptr,
+    /// Bytes asked for.
+    pub bytes: usize,
+    /// Bytes allocated (at least 256).
+    size: usize,
+    gpu: Arc<Gpu>,
+}
+
+impl DevBuf {
+    /// Address of byte `offset`.
+    pub fn at(&self, offset: usize) -> CUdeviceptr {
+        debug_assert!(offset <= self.bytes);
+        self.ptr + offset as u64
+    }
+    /// Copy a host slice into the start of this buffer (synchronous).
+    pub fn write<T: Copy>(&self, data: &[T]) -> Result<()> {
+        self.write_at(0, data)
+    }
+    pub fn write_at<T: Copy>(&self, offset: usize, data: &[T]) -> Result<()> {
+        let bytes = std::mem::size_of_val(data);
+        if offset + bytes > self.bytes {
+            return Err(Error::internal(format!("upload of {bytes} bytes at {offset} overflows a buffer of {}", self.bytes)));
+        }
+        if bytes == 0 {
+            return Ok(());
+        }
+        // On the stream (ordered after earlier work there), then wait: `data` may be freed next.
+        // SAFETY: the range is inside this allocation; data is a readable host slice that
+        // outlives the copy (we synchronise before returning).
+        self.gpu.check(
+            unsafe {
+                (self.gpu.drv.cuMemcpyHtoDAsync_v2)(
+                    self.at(offset),
+                    data.as_ptr() as *const c_void,
+                    bytes,
+                    self.gpu.stream,
+                )
+            },
+            "cuMemcpyHtoDAsync",
+        )?;
+        self.gpu.sync()
+    }
+    /// Copy the buffer's first `out.len()` elements to the host.
+    pub fn read<T: Copy>(&self, out: &mut [T]) -> Result<()> {
+        if std::mem::size_of_val(out) > self.bytes {
+            return Err(Error::internal("download larger than the buffer"));
+        }
+        self.gpu.download(self.ptr, out)
+    }
+}
+
+impl Drop for DevBuf {
+    fn drop(&mut self) {
+        // SAFETY: ptr came from cuMemAlloc and is freed once; the context is made current
+        // first, as the drop may run on any thread.
+        unsafe {
+            let _ = self.gpu.bind();
+            (self.gpu.drv.cuMemFree_v2)(self.ptr);
+        }
+        self.gpu.used.fetch_sub(self.size, Ordering::Relaxed);
+    }
+}
+
+/// A kernel function of a loaded module.
+#[derive(Clone, Copy)]
+pub struct Kernel {
+    pub func: CUfunction,
+    pub name: &'static str,
+}
+
+// SAFETY: a CUfunction is a handle usable from any thread with the context current.
+unsafe impl Send for Kernel {}
+// SAFETY: as above.
+unsafe impl Sync for Kernel {}
+
+/// Kernel arguments, one 8-byte slot each.
+#[derive(Default)]
+pub struct Args {
+    slots: Vec<u64>,
+}
+
+impl Args {
+    pub fn new() -> Args {
+        Args { slots: Vec::with_capacity(16) }
+    }
+    /// A device pointer (0 for NULL).
+    pub fn ptr(&mut self, p: CUdeviceptr) -> &mut Self {
+        self.slots.push(p);
+        self
+    }
+    pub fn i32(&mut self, v: i32) -> &mut Self {
+        self.slots.push(v as u32 as u64);
+        self
+    }
+    /// A usize that must fit an `int` parameter.
+    pub fn int(&mut self, v: usize) -> &mut Self {
+        debug_assert!(v <= i32::MAX as usize);
+        self.i32(v as i32)
+    }
+    pub fn i64(&mut self, v: i64) -> &mut Self {
+        self.slots.push(v as u64);
+        self
+    }
+    pub fn f32(&mut self, v: f32) -> &mut Self {
+        self.slots.push(v.to_bits() as u64);
+        self
+    }
+}
+
+/// "1.23 GiB"
+pub fn fmt_bytes(b: usize) -> String {
+    let b = b as f64;
+    if b >= (1u64 << 30) as f64 {
+        format!("{:.2} GiB", b / (1u64 << 30) as f64)
+    } else if b >= (1 << 20) as f64 {
+        format!("{:.1} MiB", b / (1 << 20) as f64)
+    } else if b >= 1024.0 {
+        format!("{:.1} KiB", b / 1024.0)
+    } else {
+        format!("{b} bytes")
+    }
+}

@@ -1,0 +1,277 @@
+//! The forward pass on the GPU.
+//!
+//! Per layer (T tokens at positions pos..pos+T):
+//!   residual_rmsnorm (adds the previous layer's down-projection into the f32 residual stream,
+//!   normalises to f16) → q|k|v product → qkv_rope (sums the partial slabs, RoPE, writes K and V
+//!   into the f16 cache) → attention (split over the keys, then combined) → o product →
+//!   residual_rmsnorm → gate|up product → silu_mul → down product; then the final norm of the
+//!   rows whose logits are wanted and the lm_head.
+//! Products: decode (T = 1) runs the GEMV kernels, split over K into S partial slabs that the
+//! next kernel sums; prefill dequantises each 4-bit matrix to f16 scratch (in column pieces) and
+//! multiplies with cuBLAS (or wv's SIMT kernel without cuBLAS), in chunks of at most
+//! [`PREFILL_CHUNK`] tokens.
+
+use super::device::{DevBuf, Gpu, Graph};
+use super::ffi::CUdeviceptr;
+use super::kernels::{Blas, Kernels, Partials};
+use super::state::CudaState;
+use super::weights::{DevMat, DevWeights, LinearGroup};
+use crate::config::ModelConfig;
+use crate::error::{Error, Result};
+use std::sync::Arc;
+
+/// The most tokens one prefill pass processes (longer prompts go in chunks).
+pub const PREFILL_CHUNK: usize = 512;
+/// Prompts of at most this many tokens run as decode steps (GEMV beats dequantise + GEMM).
+pub const SMALL_T: usize = 4;
+/// The most f16 elements of dequantised weights held at once in prefill.
+pub const DEQ_CAP: usize = 64 << 20;
+
+/// Buffers for passes of up to `rows` tokens.
+pub struct Scratch {
+    pub rows: usize,
+    pub tokens: DevBuf,
+    /// f32 [rows, hidden]: the residual stream.
+    pub x: DevBuf,
+    /// f16 [rows, widest input]: the current product's input.
+    pub xh: DevBuf,
+    /// f32: partial slabs of the current product.
+    pub part: DevBuf,
+    /// f32 [rows, heads*head_dim]: queries after RoPE.
+    pub q: DevBuf,
+    /// Attention partials: `att_slots` (query, chunk) pairs of [heads, head_dim] and [heads, 2].
+    pub att_slots: usize,
+    pub att_o: DevBuf,
+    pub att_ml: DevBuf,
+    /// f32 [rows, vocab]
+    pub logits: DevBuf,
+    /// f16 dequantised weights (prefill only).
+    pub deq: Option<DevBuf>,
+    pub deq_elems: usize,
+    /// Device sampling: penalised logits, token ids, the chosen id.
+    pub logits2: DevBuf,
+    pub ids: Option<DevBuf>,
+    pub ids_cap: usize,
+    pub out_id: DevBuf,
+    /// Decode: [token, position] on the device (what a captured step reads).
+    pub step: DevBuf,
+    /// Captured decode steps, per session cache (address, capacity).
+    pub graphs: Vec<((u64, usize), Graph)>,
+}
+
+impl Scratch {
+    pub fn new(gpu: &Arc<Gpu>, c: &ModelConfig, w: &DevWeights, rows: usize) -> Result<Scratch> {
+        let h = c.hidden_size;
+        let qd = c.num_attention_heads * c.head_dim();
+        let wmax = h.max(c.intermediate_size).max(qd);
+        let part = (w.max_s_times_n()).max(rows * w.max_n());
+        let att_slots = (rows * 4).max(64);
+        let what = "scratch buffers";
+        // Enough for pieces of at least 64 columns of the widest input, at most DEQ_CAP.
+        let deq_elems = if rows > 1 { w.max_q4_elems().min(DEQ_CAP.max(wmax * 64)) } else { 0 };
+        Ok(Scratch {
+            rows,
+            tokens: gpu.alloc(rows * 4, what)?,
+            x: gpu.alloc(rows * h * 4, what)?,
+            xh: gpu.alloc(rows * wmax * 2, what)?,
+            part: gpu.alloc(part * 4, what)?,
+            q: gpu.alloc(rows * qd * 4, what)?,
+            att_slots,
+            att_o: gpu.alloc(att_slots * qd * 4, what)?,
+            att_ml: gpu.alloc(att_slots * c.num_attention_heads * 2 * 4, what)?,
+            logits: gpu.alloc(rows * c.vocab_size * 4, what)?,
+            deq: if deq_elems > 0 { Some(gpu.alloc(deq_elems * 2, "dequantised weights for prefill")?) } else { None },
+            deq_elems,
+            logits2: gpu.alloc(c.vocab_size * 4, what)?,
+            ids: None,
+            ids_cap: 0,
+            out_id: gpu.alloc(4, what)?,
+            step: gpu.alloc(8, what)?,
+            graphs: Vec::new(),
+        })
+    }
+}
+
+/// Chunking of the keys for attention: (keys per chunk, chunks), so that `t * chunks` fits in
+/// `slots` partial results.
+pub fn plan_attention(n_keys_max: usize, t: usize, slots: usize) -> (usize, usize) {
+    let nch_max = (slots / t.max(1)).max(1);
+    let chunk = n_keys_max.div_ceil(nch_max).div_ceil(64).max(1) * 64;
+    (chunk, n_keys_max.div_ceil(chunk).max(1))
+}
+
+/// The products and kernels one pass needs.
+pub struct Ops<'a> {
+    pub gpu: &'a Arc<Gpu>,
+    pub k: &'a Kernels,
+    pub blas: Option<&'a Blas>,
+}
+
+impl Ops<'_> {
+    /// `Y[t, n] (row stride ldy) = X[t, :] · B[:, n]` through cuBLAS when present.
+    #[allow(clippy::too_many_arguments)]
+    pub fn gemm(&self, nk: bool, x: CUdeviceptr, w: CUdeviceptr, y: CUdeviceptr, t: usize, n: usize, k: usize, ldy: usize) -> Result<()> {
+        match self.blas {
+            Some(b) => b.gemm(nk, x, w, y, t, n, k, ldy),
+            None => self.k.gemm(self.gpu, nk, x, w, y, t, n, k, ldy),
+        }
+    }
+
+    /// Apply a group of products to `x` (f16 `[t, g.k]`), writing partial slabs into `part`.
+    pub fn linear(&self, g: &LinearGroup, x: CUdeviceptr, t: usize, part: CUdeviceptr, deq: Option<(&DevBuf, usize)>) -> Result<Partials> {
+        if t == 1 {
+            for m in &g.members {
+                let out = part + 4 * m.col0 as u64;
+                match &m.mat {
+                    DevMat::Q4(q) => self.k.gemv_q4(self.gpu, q, x, out, g.s_decode, m.per_block, g.n_total)?,
+                    DevMat::F16(d) => self.k.gemv_f16(self.gpu, d.w.ptr, d.k, d.n, x, out, g.s_decode, m.per_block, g.n_total)?,
+                }
+            }
+            return Ok(Partials { ptr: part, s: g.s_decode, sstride: g.n_total, ld: g.n_total });
+        }
+        for m in &g.members {
+            let out = part + 4 * m.col0 as u64;
+            match &m.mat {
+                DevMat::Q4(q) => {
+                    let (buf, elems) = deq.ok_or_else(|| Error::internal("prefill without a dequantisation buffer"))?;
+                    let mut piece = (elems / q.k).min(q.n).max(1);
+                    if piece < q.n && piece >= 64 {
+                        piece -= piece % 64; // keep the products' column offsets aligned
+                    }
+                    if piece < q.n.min(4) {
+                        return Err(Error::internal("dequantisation buffer too small"));
+                    }
+                    let mut c0 = 0;
+                    while c0 < q.n {
+                        let c1 = (c0 + piece).min(q.n);
+                        self.k.dequant_q4(self.gpu, q, buf.ptr, c0, c1)?;
+                        self.gemm(false, x, buf.ptr, out + 4 * c0 as u64, t, c1 - c0, q.k, g.n_total)?;
+                        c0 = c1;
+                    }
+                }
+                DevMat::F16(d) => self.gemm(true, x, d.w.ptr, out, t, d.n, d.k, g.n_total)?,
+            }
+        }
+        Ok(Partials { ptr: part, s: 1, sstride: t * g.n_total, ld: g.n_total })
+    }
+}
+
+/// Where a pass's position comes from.
+#[derive(Clone, Copy)]
+pub enum Pos {
+    /// Prefill: the position and the attention chunking as launch parameters.
+    Host(usize),
+    /// Decode: the position read from device memory, the chunking fixed by the cache's
+    /// capacity, so the launches are the same at every step (and can be captured once).
+    Device { ptr: CUdeviceptr, chunk: usize, nch: usize },
+}
+
+/// Enqueue a pass over `t` tokens already on the device at `tokens`; leave the logits of the
+/// last `logit_rows` in `sc.logits` (`[logit_rows, vocab]`).
+#[allow(clippy::too_many_arguments)]
+pub fn enqueue(
+    ops: &Ops<'_>,
+    c: &ModelConfig,
+    w: &DevWeights,
+    sc: &Scratch,
+    st: &CudaState,
+    tokens: CUdeviceptr,
+    t: usize,
+    pos: Pos,
+    logit_rows: usize,
+) -> Result<()> {
+    let (gpu, k) = (ops.gpu, ops.k);
+    debug_assert!(t >= 1 && t <= sc.rows.max(1) && logit_rows <= t);
+    let (h, eps) = (c.hidden_size, c.rms_norm_eps);
+    let dims = (c.num_attention_heads, c.num_key_value_heads, c.head_dim());
+    k.embed(gpu, tokens, w.embed.ptr, sc.x.ptr, t, h)?;
+    let deq = sc.deq.as_ref().map(|d| (d, sc.deq_elems));
+    let mut prev: Option<(Partials, CUdeviceptr)> = None;
+    let (p_arg, att) = match pos {
+        Pos::Host(p) => ((p, 0), plan_attention(p + t, t, sc.att_slots)),
+        Pos::Device { ptr, chunk, nch } => ((0, ptr), (chunk, nch)),
+    };
+    for (li, l) in w.layers.iter().enumerate() {
+        let (d, b) = prev.map_or((None, 0), |(p, b)| (Some(p), b));
+        k.residual_rmsnorm(gpu, sc.x.ptr, d, b, l.input_norm.ptr, eps, sc.xh.ptr, h, 0, t)?;
+        let p = ops.linear(&l.qkv, sc.xh.ptr, t, sc.part.ptr, deq)?;
+        let kc = st.k.at(li * st.layer_stride);
+        let vc = st.v.at(li * st.layer_stride);
+        let bias = l.qkv.bias.as_ref().map_or(0, |b| b.ptr);
+        k.qkv_rope(gpu, p, bias, sc.q.ptr, kc, vc, w.inv_freq.ptr, p_arg, t, dims)?;
+        k.attention(gpu, sc.q.ptr, kc, vc, (sc.att_o.ptr, sc.att_ml.ptr), sc.xh.ptr, p_arg, t, dims, att)?;
+        let p = ops.linear(&l.o, sc.xh.ptr, t, sc.part.ptr, deq)?;
+        let bias = l.o.bias.as_ref().map_or(0, |b| b.ptr);
+        k.residual_rmsnorm(gpu, sc.x.ptr, Some(p), bias, l.post_norm.ptr, eps, sc.xh.ptr, h, 0, t)?;
+        let p = ops.linear(&l.gate_up, sc.xh.ptr, t, sc.part.ptr, deq)?;
+        let bias = l.gate_up.bias.as_ref().map_or(0, |b| b.ptr);
+        k.silu_mul(gpu, p, bias, sc.xh.ptr, c.intermediate_size, t)?;
+        let p = ops.linear(&l.down, sc.xh.ptr, t, sc.part.ptr, deq)?;
+        prev = Some((p, l.down.bias.as_ref().map_or(0, |b| b.ptr)));
+    }
+    if logit_rows == 0 {
+        return Ok(());
+    }
+    let (d, b) = prev.map_or((None, 0), |(p, b)| (Some(p), b));
+    k.residual_rmsnorm(gpu, sc.x.ptr, d, b, w.final_norm.ptr, eps, sc.xh.ptr, h, t - logit_rows, logit_rows)?;
+    let v = c.vocab_size;
+    if logit_rows == 1 {
+        k.gemv_f16(gpu, w.lm_head().ptr, h, v, sc.xh.ptr, sc.logits.ptr, 1, h.div_ceil(8) * 8, v)
+    } else {
+        ops.gemm(true, sc.xh.ptr, w.lm_head().ptr, sc.logits.ptr, logit_rows, v, h, v)
+    }
+}
+
+/// Prefill: run `tokens` at positions `pos..`, logits of the last `logit_rows` in `sc.logits`.
+#[allow(clippy::too_many_arguments)]
+pub fn run_pass(
+    ops: &Ops<'_>,
+    c: &ModelConfig,
+    w: &DevWeights,
+    sc: &Scratch,
+    st: &CudaState,
+    tokens: &[u32],
+    pos: usize,
+    logit_rows: usize,
+) -> Result<()> {
+    sc.tokens.write(tokens)?;
+    enqueue(ops, c, w, sc, st, sc.tokens.ptr, tokens.len(), Pos::Host(pos), logit_rows)
+}
+
+/// The most captured decode steps kept (one per recently used session).
+const MAX_GRAPHS: usize = 8;
+
+/// Decode one token at `pos`; its logits are left in `sc.logits`. With `use_graph`, the step is
+/// captured once per session cache and replayed after that.
+#[allow(clippy::too_many_arguments)]
+pub fn decode_step(
+    ops: &Ops<'_>,
+    c: &ModelConfig,
+    w: &DevWeights,
+    sc: &mut Scratch,
+    st: &CudaState,
+    token: u32,
+    pos: usize,
+    use_graph: bool,
+) -> Result<()> {
+    sc.step.write(&[token, pos as u32])?;
+    let (chunk, nch) = plan_attention(st.capacity, 1, sc.att_slots);
+    let p = Pos::Device { ptr: sc.step.ptr + 4, chunk, nch };
+    if !use_graph {
+        return enqueue(ops, c, w, sc, st, sc.step.ptr, 1, p, 1);
+    }
+    let key = (st.k.ptr, st.capacity);
+    if let Some(i) = sc.graphs.iter().position(|(k, _)| *k == key) {
+        return ops.gpu.replay(&sc.graphs[i].1);
+    }
+    let g = {
+        let scr: &Scratch = sc;
+        ops.gpu.capture(|| enqueue(ops, c, w, scr, st, scr.step.ptr, 1, p, 1))?
+    };
+    if sc.graphs.len() >= MAX_GRAPHS {
+        sc.graphs.remove(0);
+    }
+    ops.gpu.replay(&g)?;
+    sc.graphs.push((key, g));
+    Ok(())
+}

@@ -1,0 +1,322 @@
+//! Op-level access to the kernels, for the GPU test suite (tests/gpu.rs): each function uploads
+//! host inputs, runs one kernel or one product path, and returns the result on the host, so
+//! every op can be compared with the CPU backend's on random inputs.
+
+use super::device::{DevBuf, Gpu};
+use super::forward::{plan_attention, Ops};
+use super::kernels::{Blas, Kernels, Partials};
+use super::weights::{DevMat, LinearGroup};
+use crate::error::Result;
+use crate::weights::{GptqMatrix, Linear};
+use half::f16;
+use std::sync::Arc;
+
+/// A GPU with the kernels loaded.
+pub struct OpHarness {
+    pub gpu: Arc<Gpu>,
+    k: Kernels,
+    blas: Option<Blas>,
+}
+
+fn to_f16(v: &[f32]) -> Vec<f16> {
+    v.iter().map(|&x| f16::from_f32(x)).collect()
+}
+
+impl OpHarness {
+    pub fn new(ordinal: usize) -> Result<OpHarness> {
+        let gpu = Gpu::open(ordinal)?;
+        let k = Kernels::load(&gpu)?;
+        let blas = Blas::new(&gpu);
+        Ok(OpHarness { gpu, k, blas })
+    }
+
+    pub fn has_blas(&self) -> bool {
+        self.blas.is_some()
+    }
+
+    fn up<T: Copy>(&self, v: &[T]) -> Result<DevBuf> {
+        self.gpu.upload(v, "test input")
+    }
+
+    /// A buffer of `n` f32 filled with NaN (so unwritten outputs show).
+    fn poisoned(&self, n: usize) -> Result<DevBuf> {
+        let b = self.gpu.alloc(n.max(1) * 4, "test output")?;
+        self.gpu.memset_u32(b.ptr, 0x7fc0_0000, n.max(1))?;
+        Ok(b)
+    }
+
+    fn read_f32(&self, b: &DevBuf, n: usize) -> Result<Vec<f32>> {
+        let mut v = vec![0f32; n];
+        b.read(&mut v)?;
+        Ok(v)
+    }
+
+    fn read_f16(&self, b: &DevBuf, n: usize) -> Result<Vec<f32>> {
+        let mut v = vec![0u16; n];
+        b.read(&mut v)?;
+        Ok(v.into_iter().map(|x| f16::from_bits(x).to_f32()).collect())
+    }
+
+    fn sum_slabs(p: &[f32], part: Partials, t: usize, n: usize) -> Vec<f32> {
+        let mut y = vec![0f32; t * n];
+        for s in 0..part.s {
+            for ti in 0..t {
+                for j in 0..n {
+                    y[ti * n + j] += p[s * part.sstride + ti * part.ld + j];
+                }
+            }
+        }
+        y
+    }
+
+    /// `x [t, k] · W (+ bias)` for the linears `lins` (one group: outputs side by side), through
+    /// the decode path (`t == 1`) or the prefill path (cuBLAS when `use_blas`, else wv's GEMM;
+    /// `deq_elems` caps the dequantisation buffer to force pieces). x is rounded to f16.
+    /// Also returns whether every member took the 4-bit path.
+    pub fn linear(&self, lins: &[&Linear], x: &[f32], t: usize, use_blas: bool, deq_elems: Option<usize>) -> Result<(Vec<f32>, bool)> {
+        let g = LinearGroup::upload(&self.gpu, lins, "test weights")?;
+        let all_q4 = g.members.iter().all(|m| matches!(m.mat, DevMat::Q4(_)));
+        let xd = self.up(&to_f16(x))?;
+        let elems = if t == 1 { g.s_decode * g.n_total } else { t * g.n_total };
+        let part = self.poisoned(elems)?;
+        let max_q4 = g.members.iter().map(|m| if let DevMat::Q4(q) = &m.mat { q.k * q.n } else { 0 }).max().unwrap_or(0);
+        let deq_n = deq_elems.unwrap_or(max_q4).min(max_q4);
+        let deq = if t > 1 && deq_n > 0 { Some(self.gpu.alloc(deq_n * 2, "test dequant")?) } else { None };
+        let ops = Ops { gpu: &self.gpu, k: &self.k, blas: if use_blas { self.blas.as_ref() } else { None } };
+        let p = ops.linear(&g, xd.ptr, t, part.ptr, deq.as_ref().map(|d| (d, deq_n)))?;
+        let host = self.read_f32(&part, elems)?;
+        let mut y = Self::sum_slabs(&host, p, t, g.n_total);
+        if let Some(b) = &g.bias {
+            let bh = self.read_f32(b, g.n_total)?;
+            for row in y.chunks_exact_mut(g.n_total) {
+                for (o, b) in row.iter_mut().zip(&bh) {
+                    *o += b;
+                }
+            }
+        }
+        Ok((y, all_q4))
+    }
+
+    /// The 4-bit dequantisation kernel: W `[k, n]` in the checkpoint's row order, or `None` when
+    /// the matrix does not take the 4-bit path.
+    pub fn dequant(&self, m: &GptqMatrix) -> Result<Option<Vec<f32>>> {
+        let g = LinearGroup::upload(&self.gpu, &[&Linear::Gptq(m.clone())], "test weights")?;
+        let DevMat::Q4(q) = &g.members[0].mat else { return Ok(None) };
+        let out = self.gpu.alloc(q.k * q.n * 2, "test dequant")?;
+        // Two pieces, to test the column offsets.
+        let half = (q.n / 2).max(1);
+        let tmp = self.gpu.alloc(q.k * q.n * 2, "test dequant")?;
+        self.k.dequant_q4(&self.gpu, q, out.ptr, 0, half)?;
+        self.k.dequant_q4(&self.gpu, q, tmp.ptr, half, q.n)?;
+        let a = self.read_f16(&out, q.k * half)?;
+        let b = self.read_f16(&tmp, q.k * (q.n - half))?;
+        let mut w = vec![0f32; q.k * q.n];
+        for r in 0..q.k {
+            w[r * q.n..r * q.n + half].copy_from_slice(&a[r * half..(r + 1) * half]);
+            w[r * q.n + half..(r + 1) * q.n].copy_from_slice(&b[r * (q.n - half)..(r + 1) * (q.n - half)]);
+        }
+        Ok(Some(w))
+    }
+
+    /// Embedding rows of `tokens` from an f16 `[vocab, h]` table.
+    pub fn embed(&self, table: &[f16], h: usize, tokens: &[u32]) -> Result<Vec<f32>> {
+        let (tb, td) = (self.up(table)?, self.up(tokens)?);
+        let x = self.poisoned(tokens.len() * h)?;
+        self.k.embed(&self.gpu, td.ptr, tb.ptr, x.ptr, tokens.len(), h)?;
+        self.read_f32(&x, tokens.len() * h)
+    }
+
+    /// x += Σ slabs (+bias), then RMSNorm (f16 out). Returns (new x, normalised rows row0..).
+    #[allow(clippy::too_many_arguments)]
+    pub fn residual_rmsnorm(
+        &self,
+        x: &[f32],
+        slabs: &[Vec<f32>],
+        bias: Option<&[f32]>,
+        w: &[f32],
+        eps: f32,
+        h: usize,
+        row0: usize,
+    ) -> Result<(Vec<f32>, Vec<f32>)> {
+        let rows = x.len() / h;
+        let xd = self.up(x)?;
+        let flat: Vec<f32> = slabs.concat();
+        let dd = self.up(&flat)?;
+        let bd = match bias {
+            Some(b) => Some(self.up(b)?),
+            None => None,
+        };
+        let wd = self.up(w)?;
+        let out = self.gpu.alloc((rows - row0) * h * 2, "test out")?;
+        let delta = if slabs.is_empty() { None } else { Some(Partials { ptr: dd.ptr, s: slabs.len(), sstride: rows * h, ld: h }) };
+        self.k.residual_rmsnorm(&self.gpu, xd.ptr, delta, bd.as_ref().map_or(0, |b| b.ptr), wd.ptr, eps, out.ptr, h, row0, rows - row0)?;
+        Ok((self.read_f32(&xd, rows * h)?, self.read_f16(&out, (rows - row0) * h)?))
+    }
+
+    /// The attention input: q|k|v slabs `[t, (nh + 2 nkv) hd]` → (q `[t, nh hd]`, the K and V
+    /// caches `[capacity, nkv hd]` with positions pos..pos+t written, others zero).
+    #[allow(clippy::too_many_arguments)]
+    pub fn qkv_rope(
+        &self,
+        slabs: &[Vec<f32>],
+        bias: Option<&[f32]>,
+        t: usize,
+        pos: usize,
+        (nh, nkv, hd): (usize, usize, usize),
+        theta: f32,
+        capacity: usize,
+    ) -> Result<(Vec<f32>, Vec<f32>, Vec<f32>)> {
+        let ld = (nh + 2 * nkv) * hd;
+        let pd = self.up(&slabs.concat())?;
+        let bd = match bias {
+            Some(b) => Some(self.up(b)?),
+            None => None,
+        };
+        let inv = crate::backend::cpu::ops::rope_inv_freq(hd, theta);
+        let invd = self.up(&inv)?;
+        let q = self.poisoned(t * nh * hd)?;
+        let kvd = nkv * hd;
+        let kc = self.up(&vec![0u16; capacity * kvd])?;
+        let vc = self.up(&vec![0u16; capacity * kvd])?;
+        let p = Partials { ptr: pd.ptr, s: slabs.len(), sstride: t * ld, ld };
+        self.k.qkv_rope(&self.gpu, p, bd.as_ref().map_or(0, |b| b.ptr), q.ptr, kc.ptr, vc.ptr, invd.ptr, (pos, 0), t, (nh, nkv, hd))?;
+        Ok((self.read_f32(&q, t * nh * hd)?, self.read_f16(&kc, capacity * kvd)?, self.read_f16(&vc, capacity * kvd)?))
+    }
+
+    /// Attention of `t` queries at pos.. over caches `[pos + t, nkv hd]` (rounded to f16), with
+    /// `slots` partial results (which sets the chunking). With `device_pos` the position is read
+    /// from device memory and the chunking is planned for a cache 100 positions longer (as decode
+    /// does). Output `[t, nh hd]` (f16 → f32).
+    #[allow(clippy::too_many_arguments)]
+    pub fn attention(
+        &self,
+        q: &[f32],
+        kc: &[f32],
+        vc: &[f32],
+        t: usize,
+        pos: usize,
+        (nh, nkv, hd): (usize, usize, usize),
+        slots: usize,
+        device_pos: bool,
+    ) -> Result<Vec<f32>> {
+        let (qd, kd, vd) = (self.up(q)?, self.up(&to_f16(kc))?, self.up(&to_f16(vc))?);
+        let dpos = self.up(&[pos as i32])?;
+        let (chunk, nch) = plan_attention(pos + t + if device_pos { 100 } else { 0 }, t, slots);
+        let po = self.poisoned(t * nch * nh * hd)?;
+        let pml = self.poisoned(t * nch * nh * 2)?;
+        let out = self.gpu.alloc(t * nh * hd * 2, "test out")?;
+        let p = if device_pos { (0, dpos.ptr) } else { (pos, 0) };
+        self.k.attention(&self.gpu, qd.ptr, kd.ptr, vd.ptr, (po.ptr, pml.ptr), out.ptr, p, t, (nh, nkv, hd), (chunk, nch))?;
+        self.read_f16(&out, t * nh * hd)
+    }
+
+    /// silu(gate) · up from gate|up slabs `[t, 2f]` (+bias).
+    pub fn silu_mul(&self, slabs: &[Vec<f32>], bias: Option<&[f32]>, f: usize, t: usize) -> Result<Vec<f32>> {
+        let pd = self.up(&slabs.concat())?;
+        let bd = match bias {
+            Some(b) => Some(self.up(b)?),
+            None => None,
+        };
+        let out = self.gpu.alloc(t * f * 2, "test out")?;
+        let p = Partials { ptr: pd.ptr, s: slabs.len(), sstride: t * 2 * f, ld: 2 * f };
+        self.k.silu_mul(&self.gpu, p, bd.as_ref().map_or(0, |b| b.ptr), out.ptr, f, t)?;
+        self.read_f16(&out, t * f)
+    }
+
+    /// The arg-max of `v` after the repetition penalty `p` over `ids` (1.0: none).
+    pub fn argmax(&self, v: &[f32], ids: &[u32], p: f32) -> Result<u32> {
+        let vd = self.up(v)?;
+        let out = self.gpu.alloc(4, "test out")?;
+        let mut src = vd.ptr;
+        let v2 = self.up(v)?;
+        let idd = self.up(if ids.is_empty() { &[0u32][..] } else { ids })?;
+        if p != 1.0 && !ids.is_empty() {
+            self.k.penalty(&self.gpu, vd.ptr, v2.ptr, idd.ptr, ids.len(), v.len(), p)?;
+            src = v2.ptr;
+        }
+        self.k.argmax(&self.gpu, src, v.len(), out.ptr)?;
+        let mut r = [0u32];
+        out.read(&mut r)?;
+        Ok(r[0])
+    }
+
+    /// Time `f` with CUDA events: (median ms over `reps` runs after `warm` warm-ups).
+    pub fn time_ms(&self, warm: usize, reps: usize, mut f: impl FnMut() -> Result<()>) -> Result<f32> {
+        for _ in 0..warm {
+            f()?;
+        }
+        let mut v = Vec::with_capacity(reps);
+        for _ in 0..reps {
+            let (a, b) = (self.gpu.event()?, self.gpu.event()?);
+            a.record()?;
+            f()?;
+            b.record()?;
+            v.push(b.since(&a)?);
+        }
+        v.sort_by(|a, b| a.total_cmp(b));
+        Ok(v[v.len() / 2])
+    }
+
+    /// Device-to-device copy bandwidth (bytes read + written per second) over `bytes`.
+    pub fn copy_bandwidth(&self, bytes: usize) -> Result<f64> {
+        let a = self.gpu.alloc(bytes, "bandwidth test")?;
+        let b = self.gpu.alloc(bytes, "bandwidth test")?;
+        self.gpu.memset_u32(a.ptr, 0x3c00_3c00, bytes / 4)?;
+        let ms = self.time_ms(3, 20, || self.gpu.copy_dtod(b.ptr, a.ptr, bytes))?;
+        Ok(2.0 * bytes as f64 / (ms as f64 * 1e-3))
+    }
+
+    /// Median time of the decode GEMV of one group (for kernel benchmarks): (ms, bytes read).
+    pub fn time_gemv(&self, lins: &[&Linear], reps: usize) -> Result<(f32, usize)> {
+        let g = LinearGroup::upload(&self.gpu, lins, "bench weights")?;
+        let x: Vec<f16> = (0..g.k).map(|i| f16::from_f32(((i * 7919) % 1000) as f32 / 1000.0 - 0.5)).collect();
+        let xd = self.up(&x)?;
+        let part = self.gpu.alloc(g.s_decode * g.n_total * 4, "bench out")?;
+        let ops = Ops { gpu: &self.gpu, k: &self.k, blas: None };
+        let ms = self.time_ms(5, reps, || ops.linear(&g, xd.ptr, 1, part.ptr, None).map(|_| ()))?;
+        Ok((ms, g.bytes()))
+    }
+}
+
+/// A random GPTQ matrix: `bits`-bit values, groups of `group` rows (`None`: one group), rows in a
+/// random act-order permutation when `act_order`, zeros stored with `zero_offset` added back on
+/// read (1: `gptq` v1), an optional bias.
+pub fn random_gptq(
+    bits: u32,
+    k: usize,
+    n: usize,
+    group: Option<usize>,
+    act_order: bool,
+    zero_offset: i32,
+    bias: bool,
+    seed: u64,
+) -> GptqMatrix {
+    let mut rng = crate::sampler::Rng::new(seed);
+    let gs = group.unwrap_or(k);
+    let n_groups = k.div_ceil(gs);
+    let qweight: Vec<u32> = (0..k * bits as usize / 32 * n).map(|_| rng.next_u64() as u32).collect();
+    let qzeros: Vec<u32> = (0..n_groups * (n * bits as usize / 32)).map(|_| rng.next_u64() as u32).collect();
+    let scales: Vec<f32> = (0..n_groups * n).map(|_| f16::from_f64(0.004 + 0.012 * rng.uniform()).to_f32()).collect();
+    let mut g_idx: Vec<u32> = (0..k).map(|i| (i / gs) as u32).collect();
+    if act_order {
+        // Fisher–Yates over the rows.
+        for i in (1..k).rev() {
+            let j = (rng.next_u64() % (i as u64 + 1)) as usize;
+            g_idx.swap(i, j);
+        }
+    }
+    let bias = bias.then(|| (0..n).map(|_| (rng.uniform() - 0.5) as f32).collect());
+    GptqMatrix {
+        bits,
+        in_features: k,
+        out_features: n,
+        n_groups,
+        qweight,
+        qzeros,
+        zero_offset,
+        scales,
+        act_order: act_order && n_groups > 1,
+        g_idx,
+        bias,
+    }
+}

@@ -1,0 +1,539 @@
+//! Weights on the GPU, repacked at upload into the layouts the kernels read fastest.
+//!
+//! - 4-bit GPTQ matrices ([`Q4Host`]): act-order rows sorted by group (the activation is gathered
+//!   through `perm` to match), each packed word's nibbles reordered so that one `lop3` yields two
+//!   consecutive rows as an f16 pair (see `kernels/gemv.cu`), scales as f16 and zero points as
+//!   bytes. Layers that share an input (q|k|v, gate|up) are concatenated along the output when
+//!   their row order agrees, so one launch computes them all.
+//! - Everything else (2-, 3- and 8-bit GPTQ, shapes the 4-bit kernel does not take, dense
+//!   f16/bf16/f32 layers): dequantised or converted on the host to a dense f16 `[out, in]` matrix.
+//!
+//! The host-side repacking is plain Rust (unit-tested on the CPU against the reference product).
+
+use super::device::{DevBuf, Gpu};
+use crate::backend::cpu::pool::{parallel_for, SharedMut};
+use crate::error::Result;
+use crate::weights::{DenseData, GptqMatrix, HostWeights, Linear};
+use half::f16;
+use std::sync::Arc;
+
+/// Nibble `p` of a repacked word holds row `8r + POS[p]` of its column.
+pub const POS: [usize; 8] = [0, 2, 4, 6, 1, 3, 5, 7];
+
+/// The largest x slice (in f16 elements) one GEMV block stages in shared memory.
+pub const MAX_X_SLICE: usize = 24 * 1024;
+
+/// A 4-bit matrix in the kernels' layout, on the host.
+#[derive(Debug, Clone)]
+pub struct Q4Host {
+    pub k: usize,
+    pub n: usize,
+    pub groups: usize,
+    /// Sorted rows per group (a multiple of 8).
+    pub gs: usize,
+    /// [k/8, n]
+    pub qw: Vec<u32>,
+    /// [groups, n]
+    pub scales: Vec<f16>,
+    /// [groups, n]: the real zero point.
+    pub zeros: Vec<u8>,
+    /// Sorted row i is the checkpoint's row perm[i]; `None` for the identity.
+    pub perm: Option<Vec<i32>>,
+}
+
+/// Repack a GPTQ matrix for the 4-bit kernels, or `None` when it does not fit them (other bit
+/// widths, an output width not a multiple of 4, groups of unequal size, huge single groups).
+pub fn repack_q4(m: &GptqMatrix) -> Option<Q4Host> {
+    let (k, n) = (m.in_features, m.out_features);
+    if m.bits != 4 || n % 4 != 0 || k % 8 != 0 || k == 0 || n == 0 || m.n_groups == 0 {
+        return None;
+    }
+    // Row order: stable sort by group (identity when g_idx is already monotone).
+    let monotone = m.g_idx.windows(2).all(|w| w[0] <= w[1]);
+    let perm: Option<Vec<i32>> = if monotone {
+        None
+    } else {
+        let mut p: Vec<i32> = (0..k as i32).collect();
+        p.sort_by_key(|&i| m.g_idx[i as usize]);
+        Some(p)
+    };
+    // Every group must be one run of `gs` sorted rows (the last may be shorter).
+    let mut counts = vec![0usize; m.n_groups];
+    for &g in &m.g_idx {
+        counts[g as usize] += 1;
+    }
+    let gs = counts[0];
+    let groups = m.n_groups;
+    if gs == 0 || gs % 8 != 0 || gs > MAX_X_SLICE {
+        return None;
+    }
+    let last = groups - 1;
+    if counts[..last].iter().any(|&c| c != gs) || counts[last] == 0 || counts[last] > gs {
+        return None;
+    }
+    // With every group a run of `gs` rows, sorted row i is in group i / gs.
+    let src_q = |kk: usize, col: usize| (m.qweight[(kk / 8) * n + col] >> (4 * (kk % 8))) & 15;
+    let rows = k / 8;
+    let mut qw = vec![0u32; rows * n];
+    let out = SharedMut(qw.as_mut_ptr());
+    parallel_for(rows, rows * n * 8, |range| {
+        for r in range {
+            for col in 0..n {
+                let w = match &perm {
+                    None => {
+                        let old = m.qweight[r * n + col];
+                        let mut w = 0u32;
+                        for (p, &src) in POS.iter().enumerate() {
+                            w |= ((old >> (4 * src)) & 15) << (4 * p);
+                        }
+                        w
+                    }
+                    Some(pm) => {
+                        let mut w = 0u32;
+                        for (p, &src) in POS.iter().enumerate() {
+                            w |= src_q(pm[8 * r + src] as usize, col) << (4 * p);
+                        }
+                        w
+                    }
+                };
+                // SAFETY: row r belongs to this range alone.
+                unsafe { out.write(r * n + col, w) };
+            }
+        }
+    });
+    let mut scales = Vec::with_capacity(groups * n);
+    let mut zeros = Vec::with_capacity(groups * n);
+    for g in 0..groups {
+        for col in 0..n {
+            scales.push(f16::from_f32(m.scales[g * n + col]));
+            let z = m.zero(g, col);
+            if !(0.0..=255.0).contains(&z) {
+                return None;
+            }
+            zeros.push(z as u8);
+        }
+    }
+    Some(Q4Host { k, n, groups, gs, qw, scales, zeros, perm })
+}
+
+impl Q4Host {
+    /// Concatenate matrices with the same rows (K, groups, order) along the output.
+    pub fn concat(parts: &[Q4Host]) -> Option<Q4Host> {
+        let first = parts.first()?;
+        if parts.iter().any(|p| p.k != first.k || p.gs != first.gs || p.groups != first.groups || p.perm != first.perm) {
+            return None;
+        }
+        let n: usize = parts.iter().map(|p| p.n).sum();
+        let rows = first.k / 8;
+        let mut qw = Vec::with_capacity(rows * n);
+        for r in 0..rows {
+            for p in parts {
+                qw.extend_from_slice(&p.qw[r * p.n..(r + 1) * p.n]);
+            }
+        }
+        let mut scales = Vec::with_capacity(first.groups * n);
+        let mut zeros = Vec::with_capacity(first.groups * n);
+        for g in 0..first.groups {
+            for p in parts {
+                scales.extend_from_slice(&p.scales[g * p.n..(g + 1) * p.n]);
+                zeros.extend_from_slice(&p.zeros[g * p.n..(g + 1) * p.n]);
+            }
+        }
+        Some(Q4Host { k: first.k, n, groups: first.groups, gs: first.gs, qw, scales, zeros, perm: first.perm.clone() })
+    }
+
+    /// `y = x · W` exactly as `gemv_q4` computes it, in f32 (a host model of the kernel's
+    /// indexing, for tests; x is in the checkpoint's row order).
+    pub fn reference_gemv(&self, x: &[f32]) -> Vec<f32> {
+        let mut y = vec![0f32; self.n];
+        for (col, yv) in y.iter_mut().enumerate() {
+            let mut acc = 0f32;
+            for g in 0..self.groups {
+                let s = self.scales[g * self.n + col].to_f32();
+                let z = self.zeros[g * self.n + col] as f32;
+                let mut ga = 0f32;
+                for i in g * self.gs..((g + 1) * self.gs).min(self.k) {
+                    let r = i / 8;
+                    let p = POS.iter().position(|&v| v == i % 8).expect("POS is a permutation");
+                    let q = ((self.qw[r * self.n + col] >> (4 * p)) & 15) as f32;
+                    let row = self.perm.as_ref().map_or(i, |pm| pm[i] as usize);
+                    ga += (q - z) * x[row];
+                }
+                acc += ga * s;
+            }
+            *yv = acc;
+        }
+        y
+    }
+}
+
+/// A dense matrix as f16 `[out, in]` (GPTQ dequantised on the host when needed).
+pub fn dense_f16(l: &Linear) -> Vec<f16> {
+    match l {
+        Linear::Dense { w, .. } => match &w.data {
+            DenseData::F16(v) => v.clone(),
+            DenseData::F32(v) => v.iter().map(|&x| f16::from_f32(x)).collect(),
+        },
+        Linear::Gptq(m) => {
+            let (k, n) = (m.in_features, m.out_features);
+            let mut out = vec![f16::ZERO; n * k];
+            let o = SharedMut(out.as_mut_ptr());
+            parallel_for(n, n * k * 4, |cols| {
+                let mut zero = vec![0f32; m.n_groups];
+                for col in cols {
+                    for (g, z) in zero.iter_mut().enumerate() {
+                        *z = m.zero(g, col);
+                    }
+                    for kk in 0..k {
+                        let g = m.g_idx[kk] as usize;
+                        let w = m.scales[g * n + col] * (m.q(kk, col) as f32 - zero[g]);
+                        // SAFETY: row `col` of the output belongs to this range alone.
+                        unsafe { o.write(col * k + kk, f16::from_f32(w)) };
+                    }
+                }
+            });
+            out
+        }
+    }
+}
+
+/// A 4-bit matrix on the device.
+pub struct Q4Dev {
+    pub k: usize,
+    pub n: usize,
+    pub groups: usize,
+    pub gs: usize,
+    pub qw: DevBuf,
+    pub scales: DevBuf,
+    pub zeros: DevBuf,
+    pub perm: Option<DevBuf>,
+}
+
+/// A dense f16 `[n, k]` matrix on the device.
+pub struct F16Dev {
+    pub k: usize,
+    pub n: usize,
+    pub w: DevBuf,
+}
+
+pub enum DevMat {
+    Q4(Q4Dev),
+    F16(F16Dev),
+}
+
+impl DevMat {
+    pub fn n(&self) -> usize {
+        match self {
+            DevMat::Q4(q) => q.n,
+            DevMat::F16(d) => d.n,
+        }
+    }
+    pub fn bytes(&self) -> usize {
+        match self {
+            DevMat::Q4(q) => q.qw.bytes + q.scales.bytes + q.zeros.bytes + q.perm.as_ref().map_or(0, |p| p.bytes),
+            DevMat::F16(d) => d.w.bytes,
+        }
+    }
+}
+
+/// One member of a [`LinearGroup`]: a matrix and its first output column in the group.
+pub struct Member {
+    pub mat: DevMat,
+    pub col0: usize,
+    /// Groups per GEMV block (4-bit) or the K chunk per block (dense), for decode.
+    pub per_block: usize,
+}
+
+/// Linear layers sharing one input, their outputs side by side: `[T, n_total]`.
+pub struct LinearGroup {
+    pub k: usize,
+    pub n_total: usize,
+    pub members: Vec<Member>,
+    /// [n_total] f32, when any member has a bias (zeros elsewhere).
+    pub bias: Option<DevBuf>,
+    /// Partial slabs in decode (split over K).
+    pub s_decode: usize,
+}
+
+impl LinearGroup {
+    pub fn bytes(&self) -> usize {
+        self.members.iter().map(|m| m.mat.bytes()).sum::<usize>() + self.bias.as_ref().map_or(0, |b| b.bytes)
+    }
+
+    /// Upload `lins` (all with `k` inputs) as one group.
+    pub fn upload(gpu: &Arc<Gpu>, lins: &[&Linear], what: &str) -> Result<LinearGroup> {
+        let k = lins[0].in_features();
+        let n_total: usize = lins.iter().map(|l| l.out_features()).sum();
+        let q4: Vec<Option<Q4Host>> = lins
+            .iter()
+            .map(|l| match l {
+                Linear::Gptq(m) if std::env::var_os("WV_CUDA_NO_Q4").is_none() => repack_q4(m),
+                _ => None,
+            })
+            .collect();
+        let mut mats: Vec<DevMat> = Vec::new();
+        if q4.iter().all(|q| q.is_some()) && lins.len() > 1 {
+            let parts: Vec<Q4Host> = q4.iter().map(|q| q.clone().expect("checked")).collect();
+            if let Some(cat) = Q4Host::concat(&parts) {
+                mats.push(DevMat::Q4(upload_q4(gpu, &cat, what)?));
+            }
+        }
+        if mats.is_empty() {
+            for (l, q) in lins.iter().zip(q4) {
+                mats.push(match q {
+                    Some(q) => DevMat::Q4(upload_q4(gpu, &q, what)?),
+                    None => {
+                        let w = dense_f16(l);
+                        DevMat::F16(F16Dev { k, n: l.out_features(), w: gpu.upload(&w, what)? })
+                    }
+                });
+            }
+        }
+        let bias = if lins.iter().any(|l| l.bias().is_some()) {
+            let mut b = Vec::with_capacity(n_total);
+            for l in lins {
+                match l.bias() {
+                    Some(v) => b.extend_from_slice(v),
+                    None => b.resize(b.len() + l.out_features(), 0.0),
+                }
+            }
+            Some(gpu.upload(&b, what)?)
+        } else {
+            None
+        };
+        let shapes: Vec<Option<(usize, usize)>> =
+            mats.iter().map(|m| if let DevMat::Q4(q) = m { Some((q.groups, q.gs)) } else { None }).collect();
+        let (s_decode, per_block) = plan_decode(gpu.sms, k, n_total, &shapes);
+        let mut col0 = 0;
+        let members = mats
+            .into_iter()
+            .zip(per_block)
+            .map(|(mat, per_block)| {
+                let m = Member { col0, per_block, mat };
+                col0 += m.mat.n();
+                m
+            })
+            .collect();
+        Ok(LinearGroup { k, n_total, members, bias, s_decode })
+    }
+}
+
+/// Choose the decode split: S slabs over K, and for each member its groups per block (4-bit,
+/// `Some((groups, gs))`) or K elements per block (dense, `None`). Aims at about four blocks
+/// per multiprocessor.
+pub fn plan_decode(sms: usize, k: usize, n_total: usize, members: &[Option<(usize, usize)>]) -> (usize, Vec<usize>) {
+    let target = 4 * sms.max(1);
+    let max_groups = members.iter().map(|m| m.map_or(0, |(g, _)| g)).max().unwrap_or(0);
+    let s0 = if max_groups > 0 {
+        let col_blocks = n_total.div_ceil(512).max(1);
+        target.div_ceil(col_blocks).clamp(1, max_groups)
+    } else {
+        let row_blocks = n_total.div_ceil(8).max(1);
+        target.div_ceil(row_blocks).clamp(1, k.div_ceil(512).max(1))
+    }
+    .min(64);
+    // Per-member blocks, then the slabs actually needed.
+    let mut per: Vec<usize> = Vec::with_capacity(members.len());
+    let mut s = if max_groups > 0 { 1 } else { s0 };
+    for m in members {
+        match *m {
+            Some((groups, gs)) => {
+                let gpb = groups.div_ceil(s0).min((MAX_X_SLICE / gs).max(1));
+                s = s.max(groups.div_ceil(gpb));
+                per.push(gpb);
+            }
+            None => per.push(0),
+        }
+    }
+    let s = s.clamp(1, 64);
+    for (m, p) in members.iter().zip(per.iter_mut()) {
+        if m.is_none() {
+            *p = k.div_ceil(s).div_ceil(8) * 8;
+        }
+    }
+    (s, per)
+}
+
+fn upload_q4(gpu: &Arc<Gpu>, q: &Q4Host, what: &str) -> Result<Q4Dev> {
+    Ok(Q4Dev {
+        k: q.k,
+        n: q.n,
+        groups: q.groups,
+        gs: q.gs,
+        qw: gpu.upload(&q.qw, what)?,
+        scales: gpu.upload(&q.scales, what)?,
+        zeros: gpu.upload(&q.zeros, what)?,
+        perm: match &q.perm {
+            Some(p) => Some(gpu.upload(p, what)?),
+            None => None,
+        },
+    })
+}
+
+/// One decoder layer on the device.
+pub struct DevLayer {
+    pub input_norm: DevBuf,
+    pub post_norm: DevBuf,
+    pub qkv: LinearGroup,
+    pub o: LinearGroup,
+    pub gate_up: LinearGroup,
+    pub down: LinearGroup,
+}
+
+/// Every weight of the model on the device.
+pub struct DevWeights {
+    /// [vocab, hidden] f16
+    pub embed: DevBuf,
+    /// [vocab, hidden] f16; `None` when tied to `embed`.
+    pub lm_head: Option<DevBuf>,
+    pub final_norm: DevBuf,
+    /// [head_dim / 2] f32
+    pub inv_freq: DevBuf,
+    pub layers: Vec<DevLayer>,
+}
+
+impl DevWeights {
+    pub fn upload(gpu: &Arc<Gpu>, host: &HostWeights) -> Result<DevWeights> {
+        let c = &host.config;
+        let inv = crate::backend::cpu::ops::rope_inv_freq(c.head_dim(), c.rope_theta);
+        let embed = gpu.upload(&host.embed, "the token embeddings")?;
+        let lm_head = match &host.lm_head {
+            Some(l) => Some(gpu.upload(l, "the lm_head")?),
+            None => None,
+        };
+        let final_norm = gpu.upload(&host.final_norm, "the final norm")?;
+        let inv_freq = gpu.upload(&inv, "RoPE frequencies")?;
+        let mut layers = Vec::with_capacity(host.layers.len());
+        for (i, l) in host.layers.iter().enumerate() {
+            let what = format!("layer {i}");
+            layers.push(DevLayer {
+                input_norm: gpu.upload(&l.input_norm, &what)?,
+                post_norm: gpu.upload(&l.post_attention_norm, &what)?,
+                qkv: LinearGroup::upload(gpu, &[&l.q, &l.k, &l.v], &what)?,
+                o: LinearGroup::upload(gpu, &[&l.o], &what)?,
+                gate_up: LinearGroup::upload(gpu, &[&l.gate, &l.up], &what)?,
+                down: LinearGroup::upload(gpu, &[&l.down], &what)?,
+            });
+        }
+        Ok(DevWeights { embed, lm_head, final_norm, inv_freq, layers })
+    }
+
+    pub fn lm_head(&self) -> &DevBuf {
+        self.lm_head.as_ref().unwrap_or(&self.embed)
+    }
+
+    pub fn bytes(&self) -> usize {
+        let mut b = self.embed.bytes + self.lm_head.as_ref().map_or(0, |l| l.bytes) + self.final_norm.bytes;
+        for l in &self.layers {
+            b += l.input_norm.bytes + l.post_norm.bytes;
+            b += l.qkv.bytes() + l.o.bytes() + l.gate_up.bytes() + l.down.bytes();
+        }
+        b
+    }
+
+    /// Bytes a decode step reads: every layer, the norms and the lm_head (not the embeddings).
+    pub fn decode_bytes(&self) -> usize {
+        self.bytes() - if self.lm_head.is_some() { self.embed.bytes } else { 0 }
+    }
+
+    /// The widest group output and the widest input (for scratch sizes).
+    pub fn max_n(&self) -> usize {
+        self.layers.iter().map(|l| l.qkv.n_total.max(l.o.n_total).max(l.gate_up.n_total).max(l.down.n_total)).max().unwrap_or(0)
+    }
+    pub fn max_s_times_n(&self) -> usize {
+        self.layers
+            .iter()
+            .flat_map(|l| [&l.qkv, &l.o, &l.gate_up, &l.down])
+            .map(|g| g.s_decode * g.n_total)
+            .max()
+            .unwrap_or(0)
+    }
+    /// The most elements one 4-bit member dequantises into (for the prefill scratch).
+    pub fn max_q4_elems(&self) -> usize {
+        self.layers
+            .iter()
+            .flat_map(|l| [&l.qkv, &l.o, &l.gate_up, &l.down])
+            .flat_map(|g| g.members.iter())
+            .map(|m| if let DevMat::Q4(q) = &m.mat { q.k * q.n } else { 0 })
+            .max()
+            .unwrap_or(0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::cpu::matmul;
+    use crate::backend::cuda::testing::random_gptq;
+
+    fn rel_l2(a: &[f32], b: &[f32]) -> f64 {
+        let num: f64 = a.iter().zip(b).map(|(x, y)| ((x - y) as f64).powi(2)).sum();
+        let den: f64 = b.iter().map(|y| (*y as f64).powi(2)).sum();
+        (num / den.max(1e-30)).sqrt()
+    }
+
+    /// The repacked layout, read the way gemv_q4 reads it, gives the CPU backend's product.
+    #[test]
+    fn repack_matches_cpu_product() {
+        let cases = [
+            (256, 96, Some(128), false, 1),
+            (256, 64, Some(32), true, 1),
+            (512, 128, Some(64), true, 0),
+            (96, 32, None, false, 1),
+            (32, 32, Some(128), false, 1),
+        ];
+        for (i, &(k, n, g, act, off)) in cases.iter().enumerate() {
+            let m = random_gptq(4, k, n, g, act, off, false, 7 + i as u64);
+            let q = repack_q4(&m).expect("4-bit matrices take the fast path");
+            assert_eq!(q.perm.is_some(), act, "case {i}");
+            let x: Vec<f32> = (0..k).map(|j| ((j * 37 % 101) as f32 / 50.0) - 1.0).collect();
+            let mut want = Vec::new();
+            matmul::linear(&x, 1, &Linear::Gptq(m.clone()), &mut want);
+            let got = q.reference_gemv(&x);
+            let e = rel_l2(&got, &want);
+            assert!(e < 1e-3, "case {i}: rel L2 {e}");
+        }
+    }
+
+    #[test]
+    fn concat_keeps_columns() {
+        let a = random_gptq(4, 256, 64, Some(128), false, 1, false, 1);
+        let b = random_gptq(4, 256, 32, Some(128), false, 1, false, 2);
+        let (qa, qb) = (repack_q4(&a).unwrap(), repack_q4(&b).unwrap());
+        let cat = Q4Host::concat(&[qa.clone(), qb.clone()]).unwrap();
+        let x: Vec<f32> = (0..256).map(|j| (j as f32 * 0.37).sin()).collect();
+        let mut want = qa.reference_gemv(&x);
+        want.extend(qb.reference_gemv(&x));
+        assert_eq!(cat.reference_gemv(&x), want);
+    }
+
+    #[test]
+    fn other_widths_take_the_dense_path() {
+        for bits in [2, 3, 8] {
+            let m = random_gptq(bits, 128, 64, Some(32), false, 1, false, bits as u64);
+            assert!(repack_q4(&m).is_none());
+            let d = dense_f16(&Linear::Gptq(m.clone()));
+            for (kk, nn) in [(0, 0), (127, 63), (64, 5)] {
+                let want = m.dequant(kk, nn);
+                let got = d[nn * 128 + kk].to_f32();
+                assert!((got - want).abs() <= want.abs() * 1e-3 + 1e-6, "{bits}-bit ({kk},{nn}): {got} vs {want}");
+            }
+        }
+    }
+
+    #[test]
+    fn decode_plan_fits() {
+        // 13B shapes on 132 SMs: x slices fit shared memory, S within bounds, enough blocks.
+        for (k, n) in [(5120usize, 15360usize), (5120, 5120), (5120, 27648), (13824, 5120)] {
+            let (s, per) = plan_decode(132, k, n, &[Some((k / 128, 128))]);
+            assert!(per[0] * 128 <= MAX_X_SLICE && (1..=64).contains(&s), "{k}x{n}: S {s}, gpb {}", per[0]);
+            assert_eq!(s, (k / 128).div_ceil(per[0]));
+            assert!(s * n.div_ceil(512) >= 264, "{k}x{n}: only {} blocks", s * n.div_ceil(512));
+        }
+        // One group of the whole input (group_size -1), and a dense member beside a 4-bit one.
+        let (s, per) = plan_decode(132, 4096, 64, &[Some((1, 4096)), None]);
+        assert_eq!((s, per[0]), (1, 1));
+        assert_eq!(per[1] % 8, 0);
+        assert!(per[1] >= 4096);
+    }
+}

@@ -1,0 +1,657 @@
+//! The CUDA backend's tests.
+//!
+//! Two tests run everywhere (CI included): without a GPU, `new_backend` is a clean `Device`
+//! error, and where NVRTC is installed every kernel compiles for sm_90. Every other test needs
+//! a CUDA GPU and is ignored by default: run them on the device with
+//! `gpu-<hash> --ignored --test-threads=1` (tools/gpu_suite.sh does, and under compute-sanitizer).
+//!
+//! Op tests compare each kernel with the CPU backend's op on random inputs (inputs that the GPU
+//! holds in f16 are rounded to f16 for the reference too). Model tests compare whole forward
+//! passes with the float64 goldens of tests/fixtures/models (or `$WV_FIXTURES`, or
+//! .dev/fixtures) and with the CPU backend.
+
+use half::f16;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
+use wv::backend::cpu::{matmul, ops};
+use wv::backend::cuda::testing::{random_gptq, OpHarness};
+use wv::backend::DeviceSampling;
+use wv::config::ModelConfig;
+use wv::sampler::{argmax, Rng, Sampler};
+use wv::weights::{DenseData, DenseMatrix, HostWeights, LayerWeights, Linear};
+use wv::{DeviceRequest, ErrorKind, LoadOptions, Model};
+
+const GPU: &str = "needs a CUDA GPU: run on the device with --ignored";
+
+fn rel_l2(a: &[f32], b: &[f32]) -> f64 {
+    assert_eq!(a.len(), b.len(), "length mismatch");
+    let mut num = 0f64;
+    let mut den = 0f64;
+    for (x, y) in a.iter().zip(b) {
+        assert!(x.is_finite(), "non-finite output {x}");
+        num += ((x - y) as f64).powi(2);
+        den += (*y as f64).powi(2);
+    }
+    (num / den.max(1e-30)).sqrt()
+}
+
+fn rand_vec(rng: &mut Rng, n: usize, scale: f32) -> Vec<f32> {
+    (0..n).map(|_| ((rng.uniform() * 2.0 - 1.0) as f32) * scale).collect()
+}
+
+fn round16(v: &[f32]) -> Vec<f32> {
+    v.iter().map(|&x| f16::from_f32(x).to_f32()).collect()
+}
+
+fn harness() -> &'static OpHarness {
+    static H: OnceLock<OpHarness> = OnceLock::new();
+    H.get_or_init(|| OpHarness::new(0).expect("a CUDA GPU with the kernels"))
+}
+
+/// The repository root on this machine (the device runs the test binary from the copy's root).
+fn root() -> PathBuf {
+    if let Some(r) = std::env::var_os("WV_ROOT") {
+        return PathBuf::from(r);
+    }
+    let cwd = std::env::current_dir().unwrap();
+    if cwd.join("Cargo.toml").exists() {
+        cwd
+    } else {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+    }
+}
+
+fn fixture_dirs() -> Vec<PathBuf> {
+    let mut bases = Vec::new();
+    if let Some(f) = std::env::var_os("WV_FIXTURES") {
+        bases.push(PathBuf::from(f));
+    }
+    bases.push(root().join("tests/fixtures/models"));
+    bases.push(root().join(".dev/fixtures"));
+    for b in bases {
+        let Ok(rd) = std::fs::read_dir(&b) else { continue };
+        let mut v: Vec<PathBuf> = rd.filter_map(|e| e.ok()).map(|e| e.path()).filter(|p| p.join("golden.json").exists()).collect();
+        if !v.is_empty() {
+            v.sort();
+            return v;
+        }
+    }
+    Vec::new()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Tests that run everywhere.
+
+fn tiny_config() -> ModelConfig {
+    ModelConfig {
+        hidden_size: 32,
+        intermediate_size: 64,
+        num_hidden_layers: 1,
+        num_attention_heads: 2,
+        num_key_value_heads: 2,
+        vocab_size: 64,
+        rms_norm_eps: 1e-6,
+        rope_theta: 10000.0,
+        max_position_embeddings: 64,
+        tie_word_embeddings: true,
+        bos_token_id: 1,
+        eos_token_id: 2,
+        quant: None,
+    }
+}
+
+/// A tiny random model built in memory (no files needed).
+fn tiny_host() -> HostWeights {
+    let c = tiny_config();
+    let mut rng = Rng::new(5);
+    let dense = |rng: &mut Rng, o: usize, i: usize| Linear::Dense {
+        w: DenseMatrix { out_features: o, in_features: i, data: DenseData::F32(rand_vec(rng, o * i, 0.2)) },
+        bias: None,
+    };
+    let (h, f) = (c.hidden_size, c.intermediate_size);
+    let layer = LayerWeights {
+        input_norm: vec![1.0; h],
+        post_attention_norm: vec![1.0; h],
+        q: dense(&mut rng, h, h),
+        k: dense(&mut rng, h, h),
+        v: dense(&mut rng, h, h),
+        o: dense(&mut rng, h, h),
+        gate: Linear::Gptq(random_gptq(4, h, f, Some(32), false, 1, false, 1)),
+        up: dense(&mut rng, f, h),
+        down: dense(&mut rng, h, f),
+    };
+    let embed = rand_vec(&mut rng, c.vocab_size * h, 1.0).into_iter().map(f16::from_f32).collect();
+    HostWeights { config: c, embed, layers: vec![layer], final_norm: vec![1.0; h], lm_head: None }
+}
+
+/// Without a usable GPU, making the backend is a clean `Device` error (never a panic); with
+/// one, it works. (Either way `--device auto` can decide.)
+#[test]
+fn no_gpu_is_a_device_error() {
+    let host = tiny_host();
+    match wv::backend::cuda::new_backend(&host, 0) {
+        Ok(b) => {
+            eprintln!("a GPU is present: {}", b.describe());
+            assert_eq!(b.kind(), wv::backend::DeviceKind::Cuda);
+        }
+        Err(e) => {
+            eprintln!("no GPU here: {e}");
+            assert_eq!(e.kind, ErrorKind::Device, "{e}");
+            assert!(!e.message.is_empty());
+        }
+    }
+    // A device that cannot exist is an error too.
+    let e = wv::backend::cuda::new_backend(&host, 1 << 20).err().expect("no GPU 1048576");
+    assert_eq!(e.kind, ErrorKind::Device, "{e}");
+}
+
+/// Every kernel compiles with NVRTC for sm_90 (skipped where NVRTC is not installed).
+#[test]
+fn kernels_compile_for_sm90() {
+    if let Err(e) = wv::backend::cuda::ffi::nvrtc() {
+        eprintln!("skipped: {e}");
+        return;
+    }
+    let images = wv::backend::cuda::module::compile_all_for(90).expect("the kernels compile");
+    for (name, img) in &images {
+        assert!(!img.bytes.is_empty(), "{name}: empty image");
+        eprintln!("{name}: {} bytes of {}", img.bytes.len(), if img.is_cubin { "cubin" } else { "PTX" });
+    }
+    assert_eq!(images.len(), wv::backend::cuda::module::SOURCES.len());
+}
+
+// ---------------------------------------------------------------------------------------------
+// Op tests (GPU).
+
+fn check_linear(name: &str, lins: &[&Linear], t: usize, want_q4: bool) {
+    let h = harness();
+    let k = lins[0].in_features();
+    let mut rng = Rng::new(k as u64 * 31 + t as u64);
+    let x = round16(&rand_vec(&mut rng, t * k, 1.0));
+    // The reference: the CPU product of each member, side by side.
+    let mut want = Vec::new();
+    let outs: Vec<Vec<f32>> = lins
+        .iter()
+        .map(|l| {
+            let mut y = Vec::new();
+            matmul::linear(&x, t, l, &mut y);
+            y
+        })
+        .collect();
+    for ti in 0..t {
+        for (l, y) in lins.iter().zip(&outs) {
+            let n = l.out_features();
+            want.extend_from_slice(&y[ti * n..(ti + 1) * n]);
+        }
+    }
+    let mut paths: Vec<(&str, bool, Option<usize>)> = vec![("default", true, None)];
+    if t > 1 {
+        paths.push(("wv-gemm", false, None));
+        paths.push(("pieces", true, Some(k * 64)));
+    }
+    for (path, blas, deq) in paths {
+        let (got, q4) = h.linear(lins, &x, t, blas, deq).unwrap();
+        let e = rel_l2(&got, &want);
+        eprintln!("linear {name} t={t} {path}: rel L2 {e:.2e} (4-bit path: {q4})");
+        assert!(e < 4e-3, "linear {name} t={t} {path}: rel L2 {e}");
+        assert_eq!(q4, want_q4, "{name}: 4-bit path taken = {q4}");
+    }
+}
+
+#[test]
+#[ignore = "needs a CUDA GPU: run on the device with --ignored"]
+fn op_linear_4bit() {
+    let _ = GPU;
+    let cases: Vec<(&str, usize, usize, Option<usize>, bool, i32, bool)> = vec![
+        ("g128", 512, 384, Some(128), false, 1, false),
+        ("g32-actorder", 256, 128, Some(32), true, 1, false),
+        ("g128-actorder-v2", 1024, 256, Some(128), true, 0, false),
+        ("gall-bias", 96, 64, None, false, 1, true),
+        ("g128-k32", 32, 32, Some(128), false, 1, false),
+        ("13b-o", 5120, 5120, Some(128), false, 1, false),
+        ("13b-down", 13824, 512, Some(128), true, 1, false),
+    ];
+    for (name, k, n, g, act, off, bias) in cases {
+        let m = Linear::Gptq(random_gptq(4, k, n, g, act, off, bias, k as u64 ^ n as u64));
+        for t in [1, 5, 70] {
+            if k >= 5120 && t == 70 {
+                continue;
+            }
+            check_linear(name, &[&m], t, true);
+        }
+    }
+}
+
+#[test]
+#[ignore = "needs a CUDA GPU: run on the device with --ignored"]
+fn op_linear_fused_groups() {
+    // q|k|v with one row order: concatenated into one 4-bit matrix.
+    let q = Linear::Gptq(random_gptq(4, 256, 256, Some(64), false, 1, false, 1));
+    let k = Linear::Gptq(random_gptq(4, 256, 128, Some(64), false, 1, false, 2));
+    let v = Linear::Gptq(random_gptq(4, 256, 128, Some(64), false, 1, true, 3));
+    for t in [1, 9] {
+        check_linear("qkv", &[&q, &k, &v], t, true);
+    }
+    // Act-order members with different orders: separate launches into one output.
+    let a = Linear::Gptq(random_gptq(4, 256, 64, Some(32), true, 1, false, 4));
+    let b = Linear::Gptq(random_gptq(4, 256, 96, Some(32), true, 1, false, 5));
+    for t in [1, 9] {
+        check_linear("gate|up act-order", &[&a, &b], t, true);
+    }
+    // A 4-bit member beside a dense one.
+    let mut rng = Rng::new(9);
+    let d = Linear::Dense {
+        w: DenseMatrix { out_features: 40, in_features: 256, data: DenseData::F32(rand_vec(&mut rng, 40 * 256, 0.1)) },
+        bias: Some(rand_vec(&mut rng, 40, 0.5)),
+    };
+    for t in [1, 9] {
+        check_linear("mixed", &[&a, &d], t, false);
+    }
+}
+
+#[test]
+#[ignore = "needs a CUDA GPU: run on the device with --ignored"]
+fn op_linear_other_bits_and_dense() {
+    for bits in [2u32, 3, 8] {
+        let m = Linear::Gptq(random_gptq(bits, 256, 96, Some(32), bits == 3, 1, false, bits as u64));
+        for t in [1, 6] {
+            check_linear(&format!("{bits}-bit"), &[&m], t, false);
+        }
+    }
+    let mut rng = Rng::new(3);
+    for (k, n) in [(64usize, 48usize), (30, 20), (5120, 1000)] {
+        let f = Linear::Dense {
+            w: DenseMatrix { out_features: n, in_features: k, data: DenseData::F16(rand_vec(&mut rng, n * k, 0.1).into_iter().map(f16::from_f32).collect()) },
+            bias: None,
+        };
+        for t in [1, 6] {
+            check_linear(&format!("dense {k}x{n}"), &[&f], t, false);
+        }
+    }
+}
+
+#[test]
+#[ignore = "needs a CUDA GPU: run on the device with --ignored"]
+fn op_dequant() {
+    for (k, n, g, act) in [(256usize, 64usize, Some(32), true), (512, 96, Some(128), false), (64, 32, None, false)] {
+        let m = random_gptq(4, k, n, g, act, 1, false, 77);
+        let w = harness().dequant(&m).unwrap().expect("4-bit path");
+        let want: Vec<f32> = (0..k).flat_map(|kk| (0..n).map(move |nn| (kk, nn))).map(|(kk, nn)| f16::from_f32(m.dequant(kk, nn)).to_f32()).collect();
+        let e = rel_l2(&w, &want);
+        assert!(e < 1e-3, "dequant {k}x{n}: {e}");
+    }
+}
+
+#[test]
+#[ignore = "needs a CUDA GPU: run on the device with --ignored"]
+fn op_embed_norm_silu() {
+    let h = harness();
+    let mut rng = Rng::new(11);
+    // Embedding.
+    let (vocab, dim) = (100, 48);
+    let table: Vec<f16> = rand_vec(&mut rng, vocab * dim, 1.0).into_iter().map(f16::from_f32).collect();
+    let toks = [3u32, 99, 0, 3];
+    let got = h.embed(&table, dim, &toks).unwrap();
+    let want: Vec<f32> = toks.iter().flat_map(|&t| table[t as usize * dim..(t as usize + 1) * dim].iter().map(|v| v.to_f32())).collect();
+    assert_eq!(got, want);
+    // Residual add + RMSNorm, with 3 partial slabs and a bias, for several widths.
+    for (rows, dim) in [(1usize, 5120usize), (7, 32), (3, 1000)] {
+        let x = rand_vec(&mut rng, rows * dim, 2.0);
+        let slabs: Vec<Vec<f32>> = (0..3).map(|_| rand_vec(&mut rng, rows * dim, 1.0)).collect();
+        let bias = rand_vec(&mut rng, dim, 0.5);
+        let w = rand_vec(&mut rng, dim, 1.0);
+        let mut xs = x.clone();
+        for s in &slabs {
+            ops::add(&mut xs, s);
+        }
+        for r in 0..rows {
+            ops::add(&mut xs[r * dim..(r + 1) * dim], &bias);
+        }
+        let mut want = Vec::new();
+        ops::rmsnorm(&xs, &w, 1e-5, &mut want);
+        let (gx, gn) = h.residual_rmsnorm(&x, &slabs, Some(&bias), &w, 1e-5, dim, 0).unwrap();
+        assert!(rel_l2(&gx, &xs) < 1e-6, "residual {rows}x{dim}");
+        let e = rel_l2(&gn, &want);
+        assert!(e < 1e-3, "rmsnorm {rows}x{dim}: {e}");
+        // Only the last row (the final norm before the lm_head), no delta.
+        let (_, last) = h.residual_rmsnorm(&xs, &[], None, &w, 1e-5, dim, rows - 1).unwrap();
+        let e = rel_l2(&last, &want[(rows - 1) * dim..]);
+        assert!(e < 1e-3, "final norm row: {e}");
+    }
+    // SiLU · up with 2 slabs and a bias.
+    for (t, f) in [(1usize, 13824usize), (5, 96)] {
+        let slabs: Vec<Vec<f32>> = (0..2).map(|_| rand_vec(&mut rng, t * 2 * f, 3.0)).collect();
+        let bias = rand_vec(&mut rng, 2 * f, 0.1);
+        let got = h.silu_mul(&slabs, Some(&bias), f, t).unwrap();
+        let mut g = Vec::new();
+        let mut u = Vec::new();
+        for ti in 0..t {
+            for i in 0..2 * f {
+                let v = slabs[0][ti * 2 * f + i] + slabs[1][ti * 2 * f + i] + bias[i];
+                if i < f {
+                    g.push(v)
+                } else {
+                    u.push(v)
+                }
+            }
+        }
+        ops::silu_mul(&mut g, &u);
+        let e = rel_l2(&got, &g);
+        assert!(e < 1e-3, "silu_mul {t}x{f}: {e}");
+    }
+}
+
+#[test]
+#[ignore = "needs a CUDA GPU: run on the device with --ignored"]
+fn op_qkv_rope() {
+    let h = harness();
+    let mut rng = Rng::new(12);
+    for (t, pos, nh, nkv, hd, theta) in [(1usize, 0usize, 4usize, 2usize, 16usize, 10000f32), (3, 1500, 40, 40, 128, 10000.0), (6, 7, 8, 2, 64, 500000.0)] {
+        let ld = (nh + 2 * nkv) * hd;
+        let slabs: Vec<Vec<f32>> = (0..2).map(|_| rand_vec(&mut rng, t * ld, 1.0)).collect();
+        let cap = pos + t + 3;
+        let (q, kc, vc) = h.qkv_rope(&slabs, None, t, pos, (nh, nkv, hd), theta, cap).unwrap();
+        let sum: Vec<f32> = slabs[0].iter().zip(&slabs[1]).map(|(a, b)| a + b).collect();
+        let (mut wq, mut wk, mut wv) = (Vec::new(), Vec::new(), Vec::new());
+        for ti in 0..t {
+            let row = &sum[ti * ld..(ti + 1) * ld];
+            wq.extend_from_slice(&row[..nh * hd]);
+            wk.extend_from_slice(&row[nh * hd..(nh + nkv) * hd]);
+            wv.extend_from_slice(&row[(nh + nkv) * hd..]);
+        }
+        let inv = ops::rope_inv_freq(hd, theta);
+        ops::rope(&mut wq, nh, hd, pos, &inv);
+        ops::rope(&mut wk, nkv, hd, pos, &inv);
+        let kvd = nkv * hd;
+        assert!(rel_l2(&q, &wq) < 1e-5, "q t={t} pos={pos}");
+        assert!(rel_l2(&kc[pos * kvd..(pos + t) * kvd], &round16(&wk)) < 1e-6, "k t={t} pos={pos}");
+        assert!(rel_l2(&vc[pos * kvd..(pos + t) * kvd], &round16(&wv)) < 1e-6, "v t={t} pos={pos}");
+        assert!(kc[..pos * kvd].iter().chain(&kc[(pos + t) * kvd..]).all(|&x| x == 0.0), "wrote outside its positions");
+    }
+}
+
+#[test]
+#[ignore = "needs a CUDA GPU: run on the device with --ignored"]
+fn op_attention() {
+    let h = harness();
+    let mut rng = Rng::new(13);
+    // (t, pos, nh, nkv, hd, slots): decode short and long, prefill, GQA, several chunkings.
+    let cases = [
+        (1usize, 0usize, 2usize, 2usize, 16usize, 64usize),
+        (1, 1499, 8, 8, 128, 64),
+        (1, 200, 8, 2, 64, 64),
+        (1, 5000, 4, 4, 128, 64),
+        (7, 5, 4, 2, 16, 64),
+        (64, 100, 4, 4, 128, 256),
+        (100, 0, 2, 1, 256, 400),
+        (33, 300, 4, 4, 80, 33),
+    ];
+    for (t, pos, nh, nkv, hd, slots) in cases {
+        let n = pos + t;
+        let q = rand_vec(&mut rng, t * nh * hd, 1.0);
+        let kc = round16(&rand_vec(&mut rng, n * nkv * hd, 1.0));
+        let vc = round16(&rand_vec(&mut rng, n * nkv * hd, 1.0));
+        let mut want = Vec::new();
+        ops::attention(&q, &kc, &vc, t, pos, nh, nkv, hd, &mut want);
+        for device_pos in [false, true] {
+            let got = h.attention(&q, &kc, &vc, t, pos, (nh, nkv, hd), slots, device_pos).unwrap();
+            let e = rel_l2(&got, &want);
+            eprintln!("attention t={t} pos={pos} nh={nh} nkv={nkv} hd={hd} device_pos={device_pos}: rel L2 {e:.2e}");
+            assert!(e < 2e-3, "attention t={t} pos={pos} nh={nh} nkv={nkv} hd={hd} device_pos={device_pos}: {e}");
+        }
+    }
+}
+
+#[test]
+#[ignore = "needs a CUDA GPU: run on the device with --ignored"]
+fn op_argmax_and_penalty() {
+    let h = harness();
+    let mut rng = Rng::new(14);
+    for n in [1usize, 31, 32000, 100_003] {
+        let mut v = rand_vec(&mut rng, n, 5.0);
+        if n > 40 {
+            v[17] = 9.0;
+            v[n - 1] = 9.0; // a tie: the lowest index wins
+        }
+        assert_eq!(h.argmax(&v, &[], 1.0).unwrap(), argmax(&v), "n={n}");
+        let ids: Vec<u32> = (0..50).map(|_| (rng.next_u64() % n as u64) as u32).chain([17, 17]).filter(|&i| (i as usize) < n).collect();
+        let mut pv = v.clone();
+        Sampler::apply_penalty(&mut pv, &ids, 1.3);
+        assert_eq!(h.argmax(&v, &ids, 1.3).unwrap(), argmax(&pv), "n={n} with penalty");
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Model tests (GPU).
+
+fn load(dir: &Path, device: DeviceRequest) -> Arc<Model> {
+    Model::load(dir, LoadOptions { device, progress: None }).unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+}
+
+struct Golden {
+    ids: Vec<u32>,
+    positions: Vec<usize>,
+    vocab: usize,
+    logits: Vec<f32>,
+    greedy_prompt: Vec<u32>,
+    greedy: Vec<u32>,
+    margins: Vec<f32>,
+}
+
+fn golden(dir: &Path) -> Golden {
+    let j: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("golden.json")).unwrap()).unwrap();
+    let u = |k: &str| -> Vec<u64> { j[k].as_array().unwrap().iter().map(|v| v.as_u64().unwrap()).collect() };
+    let file = j.get("logits_file").and_then(|v| v.as_str()).unwrap_or("golden_logits.f32");
+    let raw = std::fs::read(dir.join(file)).unwrap();
+    Golden {
+        ids: u("ids").into_iter().map(|x| x as u32).collect(),
+        positions: u("positions").into_iter().map(|x| x as usize).collect(),
+        vocab: j["vocab"].as_u64().unwrap() as usize,
+        logits: raw.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect(),
+        greedy_prompt: u("greedy_prompt_ids").into_iter().map(|x| x as u32).collect(),
+        greedy: u("greedy").into_iter().map(|x| x as u32).collect(),
+        margins: j["greedy_margins"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap() as f32).collect(),
+    }
+}
+
+/// Greedy decoding through the backend's cached path: prefill the prompt, then one token at a time.
+fn greedy(m: &Model, prompt: &[u32], n: usize) -> (Vec<u32>, Vec<f32>) {
+    let be = &m.backend;
+    let mut st = be.new_state(prompt.len() + n + 1).unwrap();
+    let mut logits = Vec::new();
+    be.forward(st.as_mut(), prompt, 0, 1, &mut logits).unwrap();
+    let (mut out, mut margins) = (Vec::new(), Vec::new());
+    for i in 0..n {
+        let best = argmax(&logits);
+        let second = logits.iter().enumerate().filter(|&(j, _)| j != best as usize).map(|(_, &v)| v).fold(f32::NEG_INFINITY, f32::max);
+        margins.push(logits[best as usize] - second);
+        out.push(best);
+        if i + 1 < n {
+            be.forward(st.as_mut(), &[best], prompt.len() + i, 1, &mut logits).unwrap();
+        }
+    }
+    (out, margins)
+}
+
+/// Compare two greedy runs up to the first step where the reference's margin is too thin to
+/// call (rounding may flip it); returns the steps compared.
+fn same_greedy(name: &str, got: &[u32], want: &[u32], margins: &[f32], min_margin: f32) -> usize {
+    for i in 0..want.len().min(got.len()) {
+        assert_eq!(got[i], want[i], "{name}: greedy differs at step {i} (margin {})", margins[i]);
+        if margins[i] < min_margin {
+            return i + 1;
+        }
+    }
+    want.len()
+}
+
+#[test]
+#[ignore = "needs a CUDA GPU: run on the device with --ignored"]
+fn model_fixtures_match_goldens_and_cpu() {
+    let dirs = fixture_dirs();
+    assert!(!dirs.is_empty(), "no fixtures found (tests/fixtures/models, .dev/fixtures or $WV_FIXTURES)");
+    for dir in dirs {
+        let name = dir.file_name().unwrap().to_string_lossy().to_string();
+        let g = golden(&dir);
+        let gpu = load(&dir, DeviceRequest::Cuda(0));
+        let cpu = load(&dir, DeviceRequest::Cpu);
+        assert_eq!(gpu.backend.kind(), wv::backend::DeviceKind::Cuda);
+        let lg = gpu.logits(&g.ids, g.ids.len()).unwrap();
+        let lc = cpu.logits(&g.ids, g.ids.len()).unwrap();
+        let pick = |l: &[f32]| -> Vec<f32> { g.positions.iter().flat_map(|&p| l[p * g.vocab..(p + 1) * g.vocab].iter().copied()).collect() };
+        let (eg, ec) = (rel_l2(&pick(&lg), &g.logits), rel_l2(&lg, &lc));
+        // Token by token through the cache must agree with the one-shot pass.
+        let be = &gpu.backend;
+        let mut st = be.new_state(g.ids.len()).unwrap();
+        let mut last = Vec::new();
+        let mut stepwise = Vec::new();
+        for (i, &tok) in g.ids.iter().enumerate() {
+            be.forward(st.as_mut(), &[tok], i, 1, &mut last).unwrap();
+            stepwise.extend_from_slice(&last);
+        }
+        let es = rel_l2(&stepwise, &lg);
+        let (gg, _) = greedy(&gpu, &g.greedy_prompt, g.greedy.len());
+        let (cg, cm) = greedy(&cpu, &g.greedy_prompt, g.greedy.len());
+        let n_gold = same_greedy(&format!("{name} vs golden"), &gg, &g.greedy, &g.margins, 0.05);
+        let n_cpu = same_greedy(&format!("{name} vs cpu"), &gg, &cg, &cm, 0.05);
+        eprintln!(
+            "fixture {name:32} ({}): vs golden {eg:.2e}, vs cpu {ec:.2e}, stepwise {es:.2e}, greedy = golden for {n_gold}, = cpu for {n_cpu}",
+            gpu.backend.describe()
+        );
+        assert!(eg < 1e-2, "{name}: GPU logits vs golden rel L2 {eg}");
+        assert!(ec < 1e-2, "{name}: GPU vs CPU rel L2 {ec}");
+        assert!(es < 1e-2, "{name}: stepwise vs one-shot rel L2 {es}");
+    }
+}
+
+#[test]
+#[ignore = "needs a CUDA GPU: run on the device with --ignored"]
+fn model_long_prompt_chunks_and_sessions() {
+    let dirs = fixture_dirs();
+    let dir = dirs.iter().find(|d| d.ends_with("gptq4-actorder-sym-sharded")).unwrap_or(&dirs[0]);
+    let gpu = load(dir, DeviceRequest::Cuda(0));
+    let cpu = load(dir, DeviceRequest::Cpu);
+    let mut rng = Rng::new(21);
+    // Longer than one prefill chunk (512): chunks attend to the earlier ones.
+    let toks: Vec<u32> = (0..1100).map(|_| 3 + (rng.next_u64() % 31000) as u32).collect();
+    let lg = gpu.logits(&toks, 3).unwrap();
+    let lc = cpu.logits(&toks, 3).unwrap();
+    let e = rel_l2(&lg, &lc);
+    eprintln!("1100-token prompt: last 3 logits vs cpu {e:.2e}");
+    assert!(e < 1e-2, "long prompt: {e}");
+    // Two sessions interleaved equal each alone.
+    let be = &gpu.backend;
+    let (mut a, mut b) = (be.new_state(64).unwrap(), be.new_state(64).unwrap());
+    let (mut la, mut lb) = (Vec::new(), Vec::new());
+    be.forward(a.as_mut(), &toks[..10], 0, 1, &mut la).unwrap();
+    be.forward(b.as_mut(), &toks[20..27], 0, 1, &mut lb).unwrap();
+    be.forward(a.as_mut(), &toks[10..11], 10, 1, &mut la).unwrap();
+    be.forward(b.as_mut(), &toks[27..28], 7, 1, &mut lb).unwrap();
+    let la_alone = gpu.logits(&toks[..11], 1).unwrap();
+    let lb_alone = gpu.logits(&toks[20..28], 1).unwrap();
+    assert!(rel_l2(&la, &la_alone) < 1e-3 && rel_l2(&lb, &lb_alone) < 1e-3, "sessions interfere");
+    // Rewriting from an earlier position (what truncation does) gives the fresh result.
+    be.forward(a.as_mut(), &toks[20..28], 0, 1, &mut la).unwrap();
+    assert!(rel_l2(&la, &lb_alone) < 1e-3, "rewrite from position 0");
+    // Device sampling: greedy equals the host's arg-max, with and without the penalty.
+    let mut st = be.new_state(64).unwrap();
+    let mut l = Vec::new();
+    be.forward(st.as_mut(), &toks[..5], 0, 1, &mut l).unwrap();
+    let mut st2 = be.new_state(64).unwrap();
+    be.forward(st2.as_mut(), &toks[..5], 0, 1, &mut l).unwrap();
+    be.forward(st2.as_mut(), &toks[5..6], 5, 1, &mut l).unwrap();
+    let hist = &toks[..6];
+    for p in [1.0f32, 1.3] {
+        let s = DeviceSampling { temperature: 0.0, top_k: 0, top_p: 1.0, repetition_penalty: p, uniform: 0.5 };
+        let id = be.forward_sample(st.as_mut(), toks[5], 5, hist, &s).expect("greedy runs on the device").unwrap();
+        let mut pl = l.clone();
+        Sampler::apply_penalty(&mut pl, hist, p);
+        assert_eq!(id, argmax(&pl), "device greedy, penalty {p}");
+    }
+    let s = DeviceSampling { temperature: 0.7, top_k: 40, top_p: 0.9, repetition_penalty: 1.1, uniform: 0.5 };
+    assert!(be.forward_sample(st.as_mut(), toks[6], 6, hist, &s).is_none(), "sampling proper stays on the host");
+    // Decode through captured CUDA graphs equals decode launched kernel by kernel, exactly.
+    std::env::set_var("WV_CUDA_GRAPH", "0");
+    let eager = load(dir, DeviceRequest::Cuda(0));
+    std::env::remove_var("WV_CUDA_GRAPH");
+    let run = |m: &Model| -> Vec<f32> {
+        let mut st = m.backend.new_state(100).unwrap();
+        let mut all = Vec::new();
+        let mut l = Vec::new();
+        m.backend.forward(st.as_mut(), &toks[..9], 0, 1, &mut l).unwrap();
+        for i in 9..40 {
+            m.backend.forward(st.as_mut(), &toks[i..i + 1], i, 1, &mut l).unwrap();
+            all.extend_from_slice(&l);
+        }
+        all
+    };
+    let (a, b) = (run(&gpu), run(&eager));
+    assert_eq!(a, b, "graph replay differs from eager launches");
+}
+
+#[test]
+#[ignore = "needs a CUDA GPU: run on the device with --ignored"]
+fn model_out_of_memory_is_an_error() {
+    let dirs = fixture_dirs();
+    let gpu = load(&dirs[0], DeviceRequest::Cuda(0));
+    let be = &gpu.backend;
+    let before = be.peak_device_bytes().unwrap();
+    // A context whose cache cannot fit any GPU: an OutOfMemory error naming the sizes.
+    let e = be.new_state(1 << 31).err().expect("a 2^31-position cache cannot fit");
+    eprintln!("huge session: {e}");
+    assert_eq!(e.kind, ErrorKind::OutOfMemory, "{e}");
+    assert!(e.message.contains("GiB"), "{e}");
+    // Everything taken was freed: a normal session still works.
+    let mut st = be.new_state(32).unwrap();
+    let mut l = Vec::new();
+    be.forward(st.as_mut(), &[1, 2, 3], 0, 1, &mut l).unwrap();
+    assert!(l.iter().all(|v| v.is_finite()));
+    assert!(be.peak_device_bytes().unwrap() >= before);
+}
+
+#[test]
+#[ignore = "needs a CUDA GPU: run on the device with --ignored"]
+fn model_demo_greedy_equals_cpu() {
+    let dir = root().join("models/kjv-tiny");
+    if !dir.join("config.json").exists() {
+        eprintln!("SKIP: {} is not there", dir.display());
+        return;
+    }
+    let gpu = load(&dir, DeviceRequest::Cuda(0));
+    let cpu = load(&dir, DeviceRequest::Cpu);
+    for text in ["In the beginning", "And the LORD said unto Moses,", "Blessed are"] {
+        let mut ids = vec![gpu.tokenizer.bos_id()];
+        ids.extend(gpu.tokenizer.encode(text, false).unwrap());
+        let (g, _) = greedy(&gpu, &ids, 32);
+        let (c, cm) = greedy(&cpu, &ids, 32);
+        let n = same_greedy(&format!("kjv-tiny {text:?}"), &g, &c, &cm, 0.0);
+        eprintln!("kjv-tiny {text:?}: greedy equal for {n} of 32 tokens; min CPU margin {:.3}", cm.iter().cloned().fold(f32::INFINITY, f32::min));
+        assert_eq!(g, c, "kjv-tiny {text:?}");
+    }
+}
+
+/// Kernel timings on 13B shapes beside the copy bandwidth (printed; run by tools/gpu_suite.sh).
+#[test]
+#[ignore = "needs a CUDA GPU: run on the device with --ignored"]
+fn bench_kernels() {
+    let h = harness();
+    let bw = h.copy_bandwidth(1 << 30).unwrap();
+    eprintln!("BENCH copy bandwidth: {:.0} GB/s (read + write)", bw / 1e9);
+    let shapes = [("q|k|v", 5120usize, vec![5120usize, 5120, 5120]), ("o", 5120, vec![5120]), ("gate|up", 5120, vec![13824, 13824]), ("down", 13824, vec![5120])];
+    let mut total_ms = 0f64;
+    let mut total_bytes = 0usize;
+    for (name, k, ns) in &shapes {
+        let mats: Vec<Linear> = ns.iter().enumerate().map(|(i, &n)| Linear::Gptq(random_gptq(4, *k, n, Some(128), false, 1, false, i as u64))).collect();
+        let refs: Vec<&Linear> = mats.iter().collect();
+        let (ms, bytes) = h.time_gemv(&refs, 50).unwrap();
+        total_ms += ms as f64;
+        total_bytes += bytes;
+        eprintln!("BENCH gemv {name:8} {k}x{:?}: {:.1} us, {:.0} GB/s = {:.0}% of copy bandwidth", ns, ms * 1e3, bytes as f64 / (ms as f64 * 1e-3) / 1e9, 100.0 * bytes as f64 / (ms as f64 * 1e-3) / bw);
+    }
+    eprintln!(
+        "BENCH one 13B layer of GEMVs: {:.1} us, {:.0}% of copy bandwidth; x40 layers = {:.2} ms",
+        total_ms * 1e3,
+        100.0 * total_bytes as f64 / (total_ms * 1e-3) / bw,
+        total_ms * 40.0
+    );
+}

@@ -1,0 +1,99 @@
+#!/usr/bin/env bash
+# tools/gpu_suite.sh — the CUDA backend's one device script: every GPU test, the same tests under
+# compute-sanitizer, kernel timings, and `wv bench` on a random 13B-shaped checkpoint.
+#
+# Build on a machine with Rust (the device has none), then run this from the repository root on
+# the device:
+#   cargo test --release --no-run --test gpu 2>&1 | grep -o 'target/release/deps/gpu-[0-9a-f]*'
+#   cargo build --release --bins
+#   mkdir -p .dev/bin && cp <that gpu-… file> .dev/bin/gpu && cp target/release/wv .dev/bin/wv
+#   (device) OUT=/some/dir bash tools/gpu_suite.sh
+#
+# Fixtures: tests/fixtures/models, else .dev/fixtures (made here with
+# `python3 tools/make_fixtures.py --no-torch --out .dev/fixtures` when neither exists).
+# Env: OUT (logs; default ./gpu-out), SKIP_TESTS=1, SKIP_SANITIZER=1, SKIP_BENCH=1,
+#      BENCH_LAYERS (default 40), BENCH_DIR (default /tmp/wv-bench-13b).
+# Everything goes to $OUT/*.log; a summary table is printed last.
+set -u
+OUT=${OUT:-$PWD/gpu-out}
+mkdir -p "$OUT"
+export WV_ROOT=$PWD
+BIN=${BIN:-.dev/bin}
+SUMMARY=()
+
+phase() { # phase NAME TIMEOUT CMD... : run with a time limit, log to $OUT/NAME.log, record rc and time
+    local name=$1 limit=$2
+    shift 2
+    local t0=$(date +%s)
+    timeout "$limit" "$@" >"$OUT/$name.log" 2>&1
+    local rc=$?
+    SUMMARY+=("$(printf '%-16s rc=%-4s %5ss' "$name" "$rc" $(($(date +%s) - t0)))")
+    return $rc
+}
+
+{
+    echo "date: $(date -u +%FT%TZ)"
+    nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv,noheader 2>&1
+    nvcc --version 2>&1 | tail -1
+    ls /usr/local/cuda/lib64/ 2>/dev/null | grep -E '^lib(nvrtc|cublas)' | tr '\n' ' '
+    echo
+    python3 -c 'import nvidia, os; print(nvidia.__path__)' 2>/dev/null
+} >"$OUT/env.log" 2>&1
+cat "$OUT/env.log"
+
+if [ ! -d tests/fixtures/models ] && [ ! -d .dev/fixtures ]; then
+    phase fixtures 120 python3 tools/make_fixtures.py --no-torch --out .dev/fixtures
+fi
+
+if [ -z "${SKIP_TESTS:-}" ]; then
+    phase tests 360 "$BIN/gpu" --ignored --test-threads=1 --nocapture
+    # The non-ignored tests too (the Device-error test sees a GPU here and must pass).
+    phase tests-plain 60 "$BIN/gpu" --test-threads=1 --nocapture
+fi
+
+if [ -z "${SKIP_SANITIZER:-}" ]; then
+    # memcheck over every GPU test except the deliberate out-of-memory and the timings.
+    phase sanitizer 300 compute-sanitizer --tool memcheck --error-exitcode 9 --print-limit 20 \
+        "$BIN/gpu" --ignored --test-threads=1 --skip model_out_of_memory --skip bench_kernels
+fi
+
+if [ -z "${SKIP_BENCH:-}" ]; then
+    BD=${BENCH_DIR:-/tmp/wv-bench-13b}
+    if [ ! -f "$BD/model.safetensors" ]; then
+        phase make-ckpt 240 python3 tools/make_bench_checkpoint.py "$BD" --layers "${BENCH_LAYERS:-40}"
+    fi
+    export WV_LOG=1
+    phase bench-short 120 "$BIN/wv" bench --model "$BD" --prompt-tokens 32 --gen-tokens 64 --device cuda
+    phase bench-512 120 "$BIN/wv" bench --model "$BD" --prompt-tokens 512 --gen-tokens 64 --device cuda
+    phase bench-1500 120 "$BIN/wv" bench --model "$BD" --prompt-tokens 1500 --gen-tokens 64 --device cuda
+fi
+
+echo
+echo "================ summary ================"
+printf '%s\n' "${SUMMARY[@]}"
+for f in tests tests-plain sanitizer; do
+    [ -f "$OUT/$f.log" ] || continue
+    echo "--- $f"
+    grep -E '^test .* (ok|FAILED|ignored)$|^test result|panicked at|ERROR SUMMARY|^=+ (Invalid|Error)|Program hit' "$OUT/$f.log" | grep -v ' ignored$' | head -40
+done
+if [ -f "$OUT/tests.log" ]; then
+    echo "--- measurements"
+    grep -E '^(BENCH|fixture|1100-token|kjv-tiny|attention t=|linear .* t=1 default)' "$OUT/tests.log" | head -60
+fi
+for f in bench-short bench-512 bench-1500; do
+    [ -f "$OUT/$f.log" ] || continue
+    python3 - "$OUT/$f.log" "$f" <<'EOF'
+import json, re, sys
+text = open(sys.argv[1]).read()
+m = re.search(r'\{.*\}', text, re.S)
+if not m:
+    print(sys.argv[2], "no JSON:", text[-600:])
+    sys.exit()
+r = json.loads(m.group(0))
+print(f"{sys.argv[2]:11s} load {r['load_seconds']:.1f}s prefill {r['prompt_tokens']} tok {r['prefill_tokens_per_s']:.0f} tok/s "
+      f"ttft {r['time_to_first_token_ms']:.1f} ms decode {r['decode_tokens_per_s']:.1f} tok/s "
+      f"({r['decode_ms_per_token']:.2f} ms, {r['decode_bytes_per_s']/1e9:.0f} GB/s) peak dev {(r.get('peak_device_bytes') or 0)/2**30:.2f} GiB "
+      f"weights {r['weight_bytes']/2**30:.2f} GiB")
+EOF
+done
+grep -h "^wv: loaded" "$OUT"/bench-*.log 2>/dev/null | head -3
