@@ -32,8 +32,20 @@ pub fn run(model: &Model, n_prompt: usize, n_gen: usize, load_seconds: f64) -> R
     // Warm-up on a separate state (kernel compilation, caches), then the measured runs.
     {
         let mut warm = be.new_state(ctx.clamp(2, 64))?;
-        be.forward(warm.as_mut(), &tokens[..tokens.len().min(16)], 0, 1, &mut logits)?;
-        be.forward(warm.as_mut(), &[tokens[0]], tokens.len().min(16), 1, &mut logits)?;
+        be.forward(
+            warm.as_mut(),
+            &tokens[..tokens.len().min(16)],
+            0,
+            1,
+            &mut logits,
+        )?;
+        be.forward(
+            warm.as_mut(),
+            &[tokens[0]],
+            tokens.len().min(16),
+            1,
+            &mut logits,
+        )?;
     }
     let t0 = Instant::now();
     be.forward(state.as_mut(), &tokens, 0, 1, &mut logits)?;

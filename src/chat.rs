@@ -5,7 +5,8 @@
 //! model's own EOS token (or is appended as a token when a reply ended another way).
 
 /// Wizard-Vicuna's system line.
-pub const VICUNA_SYSTEM: &str = "A chat between a curious user and an artificial intelligence assistant. \
+pub const VICUNA_SYSTEM: &str =
+    "A chat between a curious user and an artificial intelligence assistant. \
 The assistant gives helpful, detailed, and polite answers to the user's questions.";
 
 /// The text of the first turn of a conversation.
@@ -27,10 +28,7 @@ mod tests {
     use super::*;
     #[test]
     fn template() {
-        assert_eq!(
-            first_turn("SYS", "hi"),
-            "SYS USER: hi ASSISTANT:"
-        );
+        assert_eq!(first_turn("SYS", "hi"), "SYS USER: hi ASSISTANT:");
         assert_eq!(next_turn("again"), "USER: again ASSISTANT:");
     }
 }

@@ -88,7 +88,9 @@ impl ModelConfig {
         let quant_json = if quant_path.exists() {
             Some((read_json(&quant_path)?, quant_path))
         } else {
-            cfg.get("quantization_config").filter(|v| v.is_object()).map(|v| (v.clone(), path.clone()))
+            cfg.get("quantization_config")
+                .filter(|v| v.is_object())
+                .map(|v| (v.clone(), path.clone()))
         };
         let mut c = ModelConfig::from_json(&cfg).map_err(|e| e.context(path.display()))?;
         if let Some((q, qpath)) = quant_json {
@@ -111,7 +113,9 @@ impl ModelConfig {
         }
         if let Some(act) = v.get("hidden_act").and_then(Value::as_str) {
             if act != "silu" {
-                return Err(Error::unsupported(format!("hidden_act \"{act}\" (only silu is supported)")));
+                return Err(Error::unsupported(format!(
+                    "hidden_act \"{act}\" (only silu is supported)"
+                )));
             }
         }
         let hidden_size = get_usize(v, "hidden_size", None)?;
@@ -129,15 +133,28 @@ impl ModelConfig {
             tie_word_embeddings: match v.get("tie_word_embeddings") {
                 None | Some(Value::Null) => false,
                 Some(Value::Bool(b)) => *b,
-                Some(other) => return Err(Error::format(format!("tie_word_embeddings: expected a boolean, found {other}"))),
+                Some(other) => {
+                    return Err(Error::format(format!(
+                        "tie_word_embeddings: expected a boolean, found {other}"
+                    )))
+                }
             },
             bos_token_id: get_token_id(v, "bos_token_id", 1)?,
             eos_token_id: get_token_id(v, "eos_token_id", 2)?,
             quant: None,
         };
+        if let Some(hd) = v.get("head_dim").and_then(Value::as_u64) {
+            if hd as usize * num_attention_heads != hidden_size {
+                return Err(Error::unsupported(format!(
+                    "head_dim {hd} × {num_attention_heads} heads differs from hidden_size {hidden_size}"
+                )));
+            }
+        }
         if let Some(rs) = v.get("rope_scaling") {
             if !rs.is_null() {
-                return Err(Error::unsupported(format!("rope_scaling {rs} is not supported")));
+                return Err(Error::unsupported(format!(
+                    "rope_scaling {rs} is not supported"
+                )));
             }
         }
         c.validate()?;
@@ -152,11 +169,17 @@ impl ModelConfig {
             ("num_attention_heads", self.num_attention_heads, MAX_DIM),
             ("num_key_value_heads", self.num_key_value_heads, MAX_DIM),
             ("vocab_size", self.vocab_size, MAX_DIM * 4),
-            ("max_position_embeddings", self.max_position_embeddings, MAX_CONTEXT),
+            (
+                "max_position_embeddings",
+                self.max_position_embeddings,
+                MAX_CONTEXT,
+            ),
         ];
         for (name, val, max) in dims {
             if val == 0 || val > max {
-                return Err(Error::format(format!("{name} = {val} is out of range (1..={max})")));
+                return Err(Error::format(format!(
+                    "{name} = {val} is out of range (1..={max})"
+                )));
             }
         }
         if self.hidden_size % self.num_attention_heads != 0 {
@@ -166,7 +189,10 @@ impl ModelConfig {
             )));
         }
         if self.head_dim() % 2 != 0 {
-            return Err(Error::format(format!("head dimension {} must be even for RoPE", self.head_dim())));
+            return Err(Error::format(format!(
+                "head dimension {} must be even for RoPE",
+                self.head_dim()
+            )));
         }
         if self.num_attention_heads % self.num_key_value_heads != 0 {
             return Err(Error::format(format!(
@@ -175,7 +201,9 @@ impl ModelConfig {
             )));
         }
         if !(self.rms_norm_eps.is_finite() && self.rms_norm_eps >= 0.0) {
-            return Err(Error::format("rms_norm_eps must be a finite non-negative number"));
+            return Err(Error::format(
+                "rms_norm_eps must be a finite non-negative number",
+            ));
         }
         if !(self.rope_theta.is_finite() && self.rope_theta > 0.0) {
             return Err(Error::format("rope_theta must be a finite positive number"));
@@ -192,26 +220,36 @@ impl QuantConfig {
         }
         if let Some(m) = v.get("quant_method").and_then(Value::as_str) {
             if m != "gptq" {
-                return Err(Error::unsupported(format!("quant_method \"{m}\" (only gptq is supported)")));
+                return Err(Error::unsupported(format!(
+                    "quant_method \"{m}\" (only gptq is supported)"
+                )));
             }
         }
         let bits = get_usize(v, "bits", None)?;
         if ![2, 3, 4, 8].contains(&bits) {
-            return Err(Error::unsupported(format!("{bits}-bit weights (supported: 2, 3, 4, 8)")));
+            return Err(Error::unsupported(format!(
+                "{bits}-bit weights (supported: 2, 3, 4, 8)"
+            )));
         }
         let group_size = match v.get("group_size") {
             None | Some(Value::Null) => None,
             Some(g) => match g.as_i64() {
                 Some(-1) => None,
                 Some(g) if g > 0 && (g as usize) <= MAX_DIM => Some(g as usize),
-                _ => return Err(Error::format(format!("group_size: expected -1 or a positive integer, found {g}"))),
+                _ => {
+                    return Err(Error::format(format!(
+                        "group_size: expected -1 or a positive integer, found {g}"
+                    )))
+                }
             },
         };
         let flag = |name: &str, default: bool| -> Result<bool> {
             match v.get(name) {
                 None | Some(Value::Null) => Ok(default),
                 Some(Value::Bool(b)) => Ok(*b),
-                Some(other) => Err(Error::format(format!("{name}: expected a boolean, found {other}"))),
+                Some(other) => Err(Error::format(format!(
+                    "{name}: expected a boolean, found {other}"
+                ))),
             }
         };
         let fmt = v
@@ -242,17 +280,22 @@ pub fn read_json(path: &Path) -> Result<Value> {
 
 fn get_usize(v: &Value, key: &str, default: Option<usize>) -> Result<usize> {
     match v.get(key) {
-        None | Some(Value::Null) => default.ok_or_else(|| Error::format(format!("missing \"{key}\""))),
-        Some(x) => x
-            .as_u64()
-            .map(|n| n as usize)
-            .ok_or_else(|| Error::format(format!("\"{key}\": expected a non-negative integer, found {x}"))),
+        None | Some(Value::Null) => {
+            default.ok_or_else(|| Error::format(format!("missing \"{key}\"")))
+        }
+        Some(x) => x.as_u64().map(|n| n as usize).ok_or_else(|| {
+            Error::format(format!(
+                "\"{key}\": expected a non-negative integer, found {x}"
+            ))
+        }),
     }
 }
 
 fn get_f64(v: &Value, key: &str, default: Option<f64>) -> Result<f64> {
     match v.get(key) {
-        None | Some(Value::Null) => default.ok_or_else(|| Error::format(format!("missing \"{key}\""))),
+        None | Some(Value::Null) => {
+            default.ok_or_else(|| Error::format(format!("missing \"{key}\"")))
+        }
         Some(x) => x
             .as_f64()
             .ok_or_else(|| Error::format(format!("\"{key}\": expected a number, found {x}"))),
@@ -263,11 +306,14 @@ fn get_token_id(v: &Value, key: &str, default: u32) -> Result<u32> {
     match v.get(key) {
         None | Some(Value::Null) => Ok(default),
         // Some configs list several EOS ids; the first is the one we stop on.
-        Some(x) => match x { Value::Array(a) if !a.is_empty() => &a[0], other => other }
-            .as_u64()
-            .filter(|n| *n <= u32::MAX as u64)
-            .map(|n| n as u32)
-            .ok_or_else(|| Error::format(format!("\"{key}\": expected a token id, found {x}"))),
+        Some(x) => match x {
+            Value::Array(a) if !a.is_empty() => &a[0],
+            other => other,
+        }
+        .as_u64()
+        .filter(|n| *n <= u32::MAX as u64)
+        .map(|n| n as u32)
+        .ok_or_else(|| Error::format(format!("\"{key}\": expected a token id, found {x}"))),
     }
 }
 
@@ -295,22 +341,35 @@ mod tests {
     fn rejects_bad_values() {
         let mut v = llama13b();
         v["hidden_size"] = json!(5121);
-        assert_eq!(ModelConfig::from_json(&v).unwrap_err().kind, crate::ErrorKind::ModelFormat);
+        assert_eq!(
+            ModelConfig::from_json(&v).unwrap_err().kind,
+            crate::ErrorKind::ModelFormat
+        );
         let mut v = llama13b();
         v["model_type"] = json!("gpt2");
-        assert_eq!(ModelConfig::from_json(&v).unwrap_err().kind, crate::ErrorKind::Unsupported);
+        assert_eq!(
+            ModelConfig::from_json(&v).unwrap_err().kind,
+            crate::ErrorKind::Unsupported
+        );
         let mut v = llama13b();
         v["num_hidden_layers"] = json!(-3);
-        assert!(ModelConfig::from_json(&v).unwrap_err().message.contains("num_hidden_layers"));
+        assert!(ModelConfig::from_json(&v)
+            .unwrap_err()
+            .message
+            .contains("num_hidden_layers"));
     }
 
     #[test]
     fn quant_config_variants() {
-        let q = QuantConfig::from_json(&json!({"bits":4,"group_size":128,"desc_act":false})).unwrap();
+        let q =
+            QuantConfig::from_json(&json!({"bits":4,"group_size":128,"desc_act":false})).unwrap();
         assert_eq!(q.group_size, Some(128));
         assert_eq!(q.zero_offset(), 1);
         assert_eq!(q.groups(5120), 40);
-        let q = QuantConfig::from_json(&json!({"bits":3,"group_size":-1,"checkpoint_format":"gptq_v2"})).unwrap();
+        let q = QuantConfig::from_json(
+            &json!({"bits":3,"group_size":-1,"checkpoint_format":"gptq_v2"}),
+        )
+        .unwrap();
         assert_eq!(q.group_size, None);
         assert_eq!(q.groups(13824), 1);
         assert_eq!(q.zero_offset(), 0);

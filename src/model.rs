@@ -94,10 +94,22 @@ impl Model {
         let backend = make_backend(host, opts.device)?;
         log(
             Level::Info,
-            &format!("loaded {} on {} in {:.2}s", dir.display(), backend.describe(), t0.elapsed().as_secs_f64()),
+            &format!(
+                "loaded {} on {} in {:.2}s",
+                dir.display(),
+                backend.describe(),
+                t0.elapsed().as_secs_f64()
+            ),
         );
         let fingerprint = fingerprint(&config, &tokenizer);
-        Ok(Arc::new(Model { config, tokenizer, backend, dir: dir.to_path_buf(), fingerprint, checkpoint_bytes }))
+        Ok(Arc::new(Model {
+            config,
+            tokenizer,
+            backend,
+            dir: dir.to_path_buf(),
+            fingerprint,
+            checkpoint_bytes,
+        }))
     }
 
     pub fn device_kind(&self) -> DeviceKind {
@@ -119,12 +131,17 @@ impl Model {
         if tokens.len() > self.config.max_position_embeddings {
             return Err(Error::new(
                 ErrorKind::ContextFull,
-                format!("{} tokens exceed the model's context of {}", tokens.len(), self.config.max_position_embeddings),
+                format!(
+                    "{} tokens exceed the model's context of {}",
+                    tokens.len(),
+                    self.config.max_position_embeddings
+                ),
             ));
         }
         let mut state = self.backend.new_state(tokens.len())?;
         let mut out = Vec::new();
-        self.backend.forward(state.as_mut(), tokens, 0, last_n, &mut out)?;
+        self.backend
+            .forward(state.as_mut(), tokens, 0, last_n, &mut out)?;
         Ok(out)
     }
 
@@ -147,7 +164,10 @@ fn make_backend(host: HostWeights, device: DeviceRequest) -> Result<Box<dyn Back
         DeviceRequest::Auto => match crate::backend::cuda::new_backend(&host, 0) {
             Ok(b) => Ok(b),
             Err(e) if e.kind == ErrorKind::Device => {
-                log(Level::Info, &format!("CUDA unavailable ({e}); using the CPU"));
+                log(
+                    Level::Info,
+                    &format!("CUDA unavailable ({e}); using the CPU"),
+                );
                 Ok(Box::new(CpuBackend::new(Arc::new(host))))
             }
             Err(e) => Err(e),

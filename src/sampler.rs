@@ -43,17 +43,32 @@ impl Default for GenerateOptions {
 impl GenerateOptions {
     /// Greedy decoding with no penalty.
     pub fn greedy() -> Self {
-        GenerateOptions { temperature: 0.0, top_k: 0, top_p: 1.0, repetition_penalty: 1.0, ..Default::default() }
+        GenerateOptions {
+            temperature: 0.0,
+            top_k: 0,
+            top_p: 1.0,
+            repetition_penalty: 1.0,
+            ..Default::default()
+        }
     }
     pub fn validate(&self) -> Result<()> {
         if !(self.temperature.is_finite() && self.temperature >= 0.0) {
-            return Err(Error::invalid(format!("temperature {} must be ≥ 0", self.temperature)));
+            return Err(Error::invalid(format!(
+                "temperature {} must be ≥ 0",
+                self.temperature
+            )));
         }
         if !(self.top_p.is_finite() && self.top_p > 0.0 && self.top_p <= 1.0) {
-            return Err(Error::invalid(format!("top_p {} must be in (0, 1]", self.top_p)));
+            return Err(Error::invalid(format!(
+                "top_p {} must be in (0, 1]",
+                self.top_p
+            )));
         }
         if !(self.repetition_penalty.is_finite() && self.repetition_penalty > 0.0) {
-            return Err(Error::invalid(format!("repetition_penalty {} must be > 0", self.repetition_penalty)));
+            return Err(Error::invalid(format!(
+                "repetition_penalty {} must be > 0",
+                self.repetition_penalty
+            )));
         }
         if self.stop.iter().any(|s| s.is_empty()) {
             return Err(Error::invalid("stop strings must not be empty"));
@@ -78,7 +93,9 @@ impl Rng {
             x = (x ^ (x >> 27)).wrapping_mul(0x94d049bb133111eb);
             x ^ (x >> 31)
         };
-        Rng { s: [next(), next(), next(), next()] }
+        Rng {
+            s: [next(), next(), next(), next()],
+        }
     }
     pub fn next_u64(&mut self) -> u64 {
         let r = self.s[1].wrapping_mul(5).rotate_left(7).wrapping_mul(9);
@@ -113,7 +130,11 @@ impl Sampler {
                 .map_or(0, |d| d.as_nanos() as u64);
             t ^ (std::process::id() as u64).rotate_left(32)
         });
-        Sampler { opts: opts.clone(), rng: Rng::new(seed), cand: Vec::new() }
+        Sampler {
+            opts: opts.clone(),
+            rng: Rng::new(seed),
+            cand: Vec::new(),
+        }
     }
 
     pub fn rng(&mut self) -> &mut Rng {
@@ -144,19 +165,31 @@ impl Sampler {
         }
         let inv_t = 1.0 / self.opts.temperature;
         self.cand.clear();
-        self.cand.extend(logits.iter().enumerate().map(|(i, &l)| (l * inv_t, i as u32)));
+        self.cand.extend(
+            logits
+                .iter()
+                .enumerate()
+                .map(|(i, &l)| (l * inv_t, i as u32)),
+        );
         // Sort descending by logit; ties by id for determinism.
         let k = self.opts.top_k;
         if k > 0 && k < self.cand.len() {
-            self.cand.select_nth_unstable_by(k - 1, |a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+            self.cand
+                .select_nth_unstable_by(k - 1, |a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
             let kth = self.cand[k - 1].0;
             // Keep everything ≥ the k-th value (transformers keeps ties).
-            let mut keep: Vec<(f32, u32)> = self.cand.iter().copied().filter(|c| c.0 >= kth).collect();
+            let mut keep: Vec<(f32, u32)> =
+                self.cand.iter().copied().filter(|c| c.0 >= kth).collect();
             std::mem::swap(&mut self.cand, &mut keep);
         }
-        self.cand.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+        self.cand
+            .sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
         let max = self.cand[0].0;
-        let mut probs: Vec<f64> = self.cand.iter().map(|c| ((c.0 - max) as f64).exp()).collect();
+        let mut probs: Vec<f64> = self
+            .cand
+            .iter()
+            .map(|c| ((c.0 - max) as f64).exp())
+            .collect();
         let sum: f64 = probs.iter().sum();
         probs.iter_mut().for_each(|p| *p /= sum);
         if self.opts.top_p < 1.0 {
@@ -222,26 +255,50 @@ mod tests {
 
     #[test]
     fn top_k_one_is_greedy_and_seed_reproducible() {
-        let o = GenerateOptions { top_k: 1, temperature: 1.0, seed: Some(5), ..Default::default() };
+        let o = GenerateOptions {
+            top_k: 1,
+            temperature: 1.0,
+            seed: Some(5),
+            ..Default::default()
+        };
         let mut s = Sampler::new(&o);
         for _ in 0..20 {
             let mut l = vec![0.0, 1.0, 0.5, 0.99];
             assert_eq!(s.sample(&mut l, &[]), 1);
         }
-        let o = GenerateOptions { temperature: 1.0, top_k: 0, top_p: 1.0, repetition_penalty: 1.0, seed: Some(9), ..Default::default() };
+        let o = GenerateOptions {
+            temperature: 1.0,
+            top_k: 0,
+            top_p: 1.0,
+            repetition_penalty: 1.0,
+            seed: Some(9),
+            ..Default::default()
+        };
         let draw = || {
             let mut s = Sampler::new(&o);
-            (0..50).map(|_| s.sample(&mut [0.0; 10], &[])).collect::<Vec<_>>()
+            (0..50)
+                .map(|_| s.sample(&mut [0.0; 10], &[]))
+                .collect::<Vec<_>>()
         };
         let a = draw();
         assert_eq!(a, draw());
-        assert!(a.iter().any(|&x| x != a[0]), "uniform logits should give varied draws");
+        assert!(
+            a.iter().any(|&x| x != a[0]),
+            "uniform logits should give varied draws"
+        );
     }
 
     #[test]
     fn top_p_keeps_smallest_set() {
         // probs ∝ e^[3, 2, 0, -5]: ~0.705, 0.259, 0.035, 0.0002. top_p 0.9 keeps the first two.
-        let o = GenerateOptions { temperature: 1.0, top_k: 0, top_p: 0.9, repetition_penalty: 1.0, seed: Some(1), ..Default::default() };
+        let o = GenerateOptions {
+            temperature: 1.0,
+            top_k: 0,
+            top_p: 0.9,
+            repetition_penalty: 1.0,
+            seed: Some(1),
+            ..Default::default()
+        };
         let mut s = Sampler::new(&o);
         for _ in 0..300 {
             let t = s.sample(&mut [3.0, 2.0, 0.0, -5.0], &[]);
@@ -251,7 +308,14 @@ mod tests {
 
     #[test]
     fn distribution_matches_softmax() {
-        let o = GenerateOptions { temperature: 0.5, top_k: 0, top_p: 1.0, repetition_penalty: 1.0, seed: Some(3), ..Default::default() };
+        let o = GenerateOptions {
+            temperature: 0.5,
+            top_k: 0,
+            top_p: 1.0,
+            repetition_penalty: 1.0,
+            seed: Some(3),
+            ..Default::default()
+        };
         let mut s = Sampler::new(&o);
         let mut counts = [0usize; 3];
         let n = 20000;
@@ -268,11 +332,20 @@ mod tests {
 
     #[test]
     fn rejects_bad_options() {
-        let o = GenerateOptions { top_p: 0.0, ..Default::default() };
+        let o = GenerateOptions {
+            top_p: 0.0,
+            ..Default::default()
+        };
         assert!(o.validate().is_err());
-        let o = GenerateOptions { temperature: f32::NAN, ..Default::default() };
+        let o = GenerateOptions {
+            temperature: f32::NAN,
+            ..Default::default()
+        };
         assert!(o.validate().is_err());
-        let o = GenerateOptions { stop: vec![String::new()], ..Default::default() };
+        let o = GenerateOptions {
+            stop: vec![String::new()],
+            ..Default::default()
+        };
         assert!(o.validate().is_err());
     }
 }

@@ -11,12 +11,12 @@
 //! the running call notices it before the next decode step or prefill chunk and returns
 //! [`ErrorKind::Cancelled`], leaving the session consistent (tokens generated so far are kept).
 
+use crate::backend::BackendState;
 use crate::chat;
 use crate::error::{Error, ErrorKind, Result};
 use crate::model::Model;
 use crate::sampler::{GenerateOptions, Sampler};
 use crate::stop::StopFilter;
-use crate::backend::BackendState;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -83,7 +83,11 @@ pub struct Session {
 impl Session {
     pub fn new(model: Arc<Model>, opts: &SessionOptions) -> Result<Session> {
         let max = model.config.max_position_embeddings;
-        let context_length = if opts.context_length == 0 { max } else { opts.context_length };
+        let context_length = if opts.context_length == 0 {
+            max
+        } else {
+            opts.context_length
+        };
         if context_length > max {
             return Err(Error::invalid(format!(
                 "context length {context_length} exceeds the model's maximum of {max}"
@@ -99,7 +103,10 @@ impl Session {
             tokens: Vec::new(),
             n_cached: 0,
             context_length,
-            system_prompt: opts.system_prompt.clone().unwrap_or_else(|| chat::VICUNA_SYSTEM.to_string()),
+            system_prompt: opts
+                .system_prompt
+                .clone()
+                .unwrap_or_else(|| chat::VICUNA_SYSTEM.to_string()),
             cancel: Arc::new(AtomicBool::new(false)),
             logits: Vec::new(),
             logits_valid: false,
@@ -160,13 +167,20 @@ impl Session {
     /// is filled lazily by the next call.
     pub fn set_tokens(&mut self, tokens: Vec<u32>) -> Result<()> {
         if tokens.len() > self.context_length {
-            return Err(Error::new(ErrorKind::ContextFull, format!(
-                "{} tokens do not fit in a context of {}", tokens.len(), self.context_length
-            )));
+            return Err(Error::new(
+                ErrorKind::ContextFull,
+                format!(
+                    "{} tokens do not fit in a context of {}",
+                    tokens.len(),
+                    self.context_length
+                ),
+            ));
         }
         let v = self.model.config.vocab_size;
         if let Some(t) = tokens.iter().find(|&&t| t as usize >= v) {
-            return Err(Error::invalid(format!("token id {t} is out of range (vocab {v})")));
+            return Err(Error::invalid(format!(
+                "token id {t} is out of range (vocab {v})"
+            )));
         }
         self.tokens = tokens;
         self.n_cached = 0;
@@ -226,7 +240,13 @@ impl Session {
             let end = (self.n_cached + PREFILL_CHUNK).min(self.tokens.len());
             let chunk = &self.tokens[self.n_cached..end];
             self.logits_valid = false;
-            self.model.backend.forward(self.state.as_mut(), chunk, self.n_cached, 1, &mut self.logits)?;
+            self.model.backend.forward(
+                self.state.as_mut(),
+                chunk,
+                self.n_cached,
+                1,
+                &mut self.logits,
+            )?;
             self.forwarded += end - self.n_cached;
             self.n_cached = end;
             self.logits_valid = true;
@@ -258,7 +278,11 @@ impl Session {
             return Err(Error::invalid("empty prompt in an empty session"));
         }
         let prompt_tokens = new.len();
-        let prime = if prime_with_context { self.tokens.last().copied().or(new.last().copied()) } else { None };
+        let prime = if prime_with_context {
+            self.tokens.last().copied().or(new.last().copied())
+        } else {
+            None
+        };
         self.tokens.extend_from_slice(&new);
         if !(self.n_cached == self.tokens.len() && self.logits_valid) {
             // Recompute at least the last token so that its logits are fresh.
@@ -393,29 +417,43 @@ impl Session {
         let mut r = Reader { b: &body[8..] };
         let format = r.u32().ok_or_else(|| bad("truncated"))?;
         if format != STATE_FORMAT {
-            return Err(bad(&format!("format version {format}, this build reads {STATE_FORMAT}")));
+            return Err(bad(&format!(
+                "format version {format}, this build reads {STATE_FORMAT}"
+            )));
         }
         let abi = r.u32().ok_or_else(|| bad("truncated"))?;
         if abi >> 16 != crate::ABI_VERSION >> 16 {
             return Err(bad(&format!(
                 "made by ABI {}.{}, this library is {}.{}",
-                abi >> 16, abi & 0xffff, crate::ABI_VERSION >> 16, crate::ABI_VERSION & 0xffff
+                abi >> 16,
+                abi & 0xffff,
+                crate::ABI_VERSION >> 16,
+                crate::ABI_VERSION & 0xffff
             )));
         }
         let fp = r.u64().ok_or_else(|| bad("truncated"))?;
         if fp != self.model.fingerprint {
-            return Err(Error::invalid("saved session: it was made with a different model"));
+            return Err(Error::invalid(
+                "saved session: it was made with a different model",
+            ));
         }
         let _ctx = r.u32().ok_or_else(|| bad("truncated"))?;
         let sys_len = r.u32().ok_or_else(|| bad("truncated"))? as usize;
         let sys = r.take(sys_len).ok_or_else(|| bad("truncated"))?;
-        let sys = std::str::from_utf8(sys).map_err(|_| bad("system prompt is not UTF-8"))?.to_string();
+        let sys = std::str::from_utf8(sys)
+            .map_err(|_| bad("system prompt is not UTF-8"))?
+            .to_string();
         let n = r.u32().ok_or_else(|| bad("truncated"))? as usize;
-        let raw = r.take(n.checked_mul(4).ok_or_else(|| bad("bad token count"))?).ok_or_else(|| bad("truncated"))?;
+        let raw = r
+            .take(n.checked_mul(4).ok_or_else(|| bad("bad token count"))?)
+            .ok_or_else(|| bad("truncated"))?;
         if !r.b.is_empty() {
             return Err(bad("trailing bytes"));
         }
-        let tokens: Vec<u32> = raw.chunks_exact(4).map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+        let tokens: Vec<u32> = raw
+            .chunks_exact(4)
+            .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect();
         self.set_tokens(tokens)?;
         self.system_prompt = sys;
         Ok(())
@@ -435,7 +473,8 @@ impl<'a> Reader<'a> {
         Some(h)
     }
     fn u32(&mut self) -> Option<u32> {
-        self.take(4).map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        self.take(4)
+            .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
     }
     fn u64(&mut self) -> Option<u64> {
         self.take(8).map(|c| {

@@ -10,7 +10,10 @@ pub struct StopFilter {
 
 impl StopFilter {
     pub fn new(stops: &[String]) -> StopFilter {
-        StopFilter { stops: stops.iter().filter(|s| !s.is_empty()).cloned().collect(), held: String::new() }
+        StopFilter {
+            stops: stops.iter().filter(|s| !s.is_empty()).cloned().collect(),
+            held: String::new(),
+        }
     }
 
     /// Add `text`; returns the text that is now safe to emit, and whether a stop string was
@@ -21,7 +24,12 @@ impl StopFilter {
         }
         self.held.push_str(text);
         // The earliest stop string wins.
-        if let Some(i) = self.stops.iter().filter_map(|s| self.held.find(s.as_str())).min() {
+        if let Some(i) = self
+            .stops
+            .iter()
+            .filter_map(|s| self.held.find(s.as_str()))
+            .min()
+        {
             let out = self.held[..i].to_string();
             self.held.clear();
             return (out, true);
@@ -67,12 +75,18 @@ mod tests {
 
     #[test]
     fn stop_split_over_pieces_is_never_emitted() {
-        assert_eq!(run(&["USER:"], &["Hello", " US", "ER", ": hi"]), ("Hello ".to_string(), true));
+        assert_eq!(
+            run(&["USER:"], &["Hello", " US", "ER", ": hi"]),
+            ("Hello ".to_string(), true)
+        );
     }
 
     #[test]
     fn false_start_is_released() {
-        assert_eq!(run(&["USER:"], &["a US", "B done"]), ("a USB done".to_string(), false));
+        assert_eq!(
+            run(&["USER:"], &["a US", "B done"]),
+            ("a USB done".to_string(), false)
+        );
     }
 
     #[test]
@@ -82,6 +96,9 @@ mod tests {
 
     #[test]
     fn multibyte_text() {
-        assert_eq!(run(&["é!"], &["café", "!", "more"]), ("caf".to_string(), true));
+        assert_eq!(
+            run(&["é!"], &["café", "!", "more"]),
+            ("caf".to_string(), true)
+        );
     }
 }

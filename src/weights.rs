@@ -107,7 +107,11 @@ impl GptqMatrix {
         let o = bit % 32;
         let mask = (1u64 << bits) - 1;
         let lo = row[w] as u64 >> o;
-        let v = if o + bits > 32 { lo | ((row[w + 1] as u64) << (32 - o)) } else { lo };
+        let v = if o + bits > 32 {
+            lo | ((row[w + 1] as u64) << (32 - o))
+        } else {
+            lo
+        };
         ((v & mask) as i32 + self.zero_offset) as f32
     }
     /// Dequantise one element (tests and references; kernels do this in bulk).
@@ -131,14 +135,21 @@ pub fn read_bits(words: &[u32], cols: usize, k: usize, n: usize, bits: u32) -> u
     let o = bit % 32;
     let mask = (1u64 << bits) - 1;
     let lo = words[r * cols + n] as u64 >> o;
-    let v = if o + bits > 32 { lo | ((words[(r + 1) * cols + n] as u64) << (32 - o)) } else { lo };
+    let v = if o + bits > 32 {
+        lo | ((words[(r + 1) * cols + n] as u64) << (32 - o))
+    } else {
+        lo
+    };
     (v & mask) as u32
 }
 
 /// One linear layer's weights.
 #[derive(Debug, Clone)]
 pub enum Linear {
-    Dense { w: DenseMatrix, bias: Option<Vec<f32>> },
+    Dense {
+        w: DenseMatrix,
+        bias: Option<Vec<f32>>,
+    },
     Gptq(GptqMatrix),
 }
 
@@ -196,6 +207,11 @@ pub struct HostWeights {
     pub final_norm: Vec<f32>,
     /// [vocab, hidden]; `None` when tied to `embed`.
     pub lm_head: Option<Vec<f16>>,
+    /// [vocab, hidden] exact values when the checkpoint stores embeddings in bf16 or f32
+    /// (the CPU reference uses them; 16-bit backends use `embed`).
+    pub embed_exact: Option<Vec<f32>>,
+    /// [vocab, hidden] exact lm_head values, likewise (also set when tied to exact embeddings).
+    pub lm_head_exact: Option<Vec<f32>>,
 }
 
 impl HostWeights {
@@ -227,9 +243,19 @@ impl HostWeights {
         // First pass: check everything, allocate nothing.
         check_all(store, config)?;
         let total = config.num_hidden_layers + 2;
-        let cancelled = || Error::new(crate::ErrorKind::Cancelled, "load cancelled by the progress callback");
+        let cancelled = || {
+            Error::new(
+                crate::ErrorKind::Cancelled,
+                "load cancelled by the progress callback",
+            )
+        };
         let embed_t = store.require("model.embed_tokens.weight")?;
         let embed = store.read_f16(embed_t)?;
+        let embed_exact = if embed_t.dtype == DType::F16 {
+            None
+        } else {
+            Some(store.read_f32(embed_t)?)
+        };
         store.release(embed_t);
         if !progress(1, total) {
             return Err(cancelled());
@@ -241,7 +267,9 @@ impl HostWeights {
                 let t = store.require(&format!("{p}.{n}.weight"))?;
                 store.read_f32(t)
             };
-            let lin = |n: &str, inf: usize, outf: usize| load_linear(store, config, &format!("{p}.{n}"), inf, outf);
+            let lin = |n: &str, inf: usize, outf: usize| {
+                load_linear(store, config, &format!("{p}.{n}"), inf, outf)
+            };
             let (kv, inter) = (config.kv_dim(), config.intermediate_size);
             layers.push(LayerWeights {
                 input_norm: norm("input_layernorm")?,
@@ -259,19 +287,32 @@ impl HostWeights {
             }
         }
         let final_norm = store.read_f32(store.require("model.norm.weight")?)?;
-        let lm_head = if config.tie_word_embeddings {
-            None
+        let (lm_head, lm_head_exact) = if config.tie_word_embeddings {
+            (None, embed_exact.clone())
         } else {
             let t = store.require("lm_head.weight")?;
             let w = store.read_f16(t)?;
+            let exact = if t.dtype == DType::F16 {
+                None
+            } else {
+                Some(store.read_f32(t)?)
+            };
             store.release(t);
-            Some(w)
+            (Some(w), exact)
         };
         debug_assert_eq!(embed.len(), v * h);
         if !progress(total, total) {
             return Err(cancelled());
         }
-        Ok(HostWeights { config: config.clone(), embed, layers, final_norm, lm_head })
+        Ok(HostWeights {
+            config: config.clone(),
+            embed,
+            layers,
+            final_norm,
+            lm_head,
+            embed_exact,
+            lm_head_exact,
+        })
     }
 }
 
@@ -280,15 +321,27 @@ const FLOATS: [DType; 3] = [DType::F16, DType::BF16, DType::F32];
 /// Validate every tensor's presence, dtype and shape before any allocation.
 fn check_all(store: &TensorStore, c: &ModelConfig) -> Result<()> {
     let (h, v) = (c.hidden_size, c.vocab_size);
-    store.check(store.require("model.embed_tokens.weight")?, &FLOATS, &[v, h])?;
+    store.check(
+        store.require("model.embed_tokens.weight")?,
+        &FLOATS,
+        &[v, h],
+    )?;
     store.check(store.require("model.norm.weight")?, &FLOATS, &[h])?;
     if !c.tie_word_embeddings {
         store.check(store.require("lm_head.weight")?, &FLOATS, &[v, h])?;
     }
     for i in 0..c.num_hidden_layers {
         let p = format!("model.layers.{i}");
-        store.check(store.require(&format!("{p}.input_layernorm.weight"))?, &FLOATS, &[h])?;
-        store.check(store.require(&format!("{p}.post_attention_layernorm.weight"))?, &FLOATS, &[h])?;
+        store.check(
+            store.require(&format!("{p}.input_layernorm.weight"))?,
+            &FLOATS,
+            &[h],
+        )?;
+        store.check(
+            store.require(&format!("{p}.post_attention_layernorm.weight"))?,
+            &FLOATS,
+            &[h],
+        )?;
         let kv = c.kv_dim();
         let inter = c.intermediate_size;
         for (n, inf, outf) in [
@@ -306,7 +359,13 @@ fn check_all(store: &TensorStore, c: &ModelConfig) -> Result<()> {
     Ok(())
 }
 
-fn check_linear(store: &TensorStore, c: &ModelConfig, name: &str, inf: usize, outf: usize) -> Result<()> {
+fn check_linear(
+    store: &TensorStore,
+    c: &ModelConfig,
+    name: &str,
+    inf: usize,
+    outf: usize,
+) -> Result<()> {
     if let Some(b) = store.get(&format!("{name}.bias")) {
         store.check(b, &FLOATS, &[outf])?;
     }
@@ -343,7 +402,13 @@ fn check_linear(store: &TensorStore, c: &ModelConfig, name: &str, inf: usize, ou
     Ok(())
 }
 
-fn load_linear(store: &TensorStore, c: &ModelConfig, name: &str, inf: usize, outf: usize) -> Result<Linear> {
+fn load_linear(
+    store: &TensorStore,
+    c: &ModelConfig,
+    name: &str,
+    inf: usize,
+    outf: usize,
+) -> Result<Linear> {
     let bias = match store.get(&format!("{name}.bias")) {
         Some(t) => Some(store.read_f32(t)?),
         None => None,
@@ -356,7 +421,14 @@ fn load_linear(store: &TensorStore, c: &ModelConfig, name: &str, inf: usize, out
             DenseData::F32(store.read_f32(t)?)
         };
         store.release(t);
-        return Ok(Linear::Dense { w: DenseMatrix { out_features: outf, in_features: inf, data }, bias });
+        return Ok(Linear::Dense {
+            w: DenseMatrix {
+                out_features: outf,
+                in_features: inf,
+                data,
+            },
+            bias,
+        });
     };
     load_gptq(store, q, name, inf, outf, bias).map(Linear::Gptq)
 }

@@ -6,7 +6,10 @@ use std::io::Write;
 use std::process::{Command, Stdio};
 
 fn wv(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_wv")).args(args).output().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_wv"))
+        .args(args)
+        .output()
+        .unwrap();
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -16,9 +19,16 @@ fn wv(args: &[&str]) -> (i32, String, String) {
 
 fn one_clean_line(stderr: &str) {
     let lines: Vec<&str> = stderr.lines().collect();
-    assert_eq!(lines.len(), 1, "expected one line on stderr, got {stderr:?}");
+    assert_eq!(
+        lines.len(),
+        1,
+        "expected one line on stderr, got {stderr:?}"
+    );
     assert!(lines[0].starts_with("wv: "), "{stderr}");
-    assert!(!stderr.contains("panicked") && !stderr.contains("RUST_BACKTRACE"), "{stderr}");
+    assert!(
+        !stderr.contains("panicked") && !stderr.contains("RUST_BACKTRACE"),
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -26,7 +36,13 @@ fn tokenize_prints_the_reference_ids() {
     for name in ["gptq4-g128-asym-spm", "gptq4-actorder-sym-sharded"] {
         let dir = fixture(name);
         let g = golden(&dir);
-        let (code, out, err) = wv(&["tokenize", "--model", dir.to_str().unwrap(), "--text", &g.prompt]);
+        let (code, out, err) = wv(&[
+            "tokenize",
+            "--model",
+            dir.to_str().unwrap(),
+            "--text",
+            &g.prompt,
+        ]);
         assert_eq!(code, 0, "{err}");
         let ids: Vec<u32> = serde_json::from_str(out.trim()).unwrap();
         assert_eq!(ids, g.ids, "{name}");
@@ -38,15 +54,29 @@ fn logits_prints_the_last_positions() {
     let dir = fixture("gptq3-g32");
     let g = golden(&dir);
     let toks: Vec<String> = g.ids.iter().map(|t| t.to_string()).collect();
-    let (code, out, err) =
-        wv(&["logits", "--model", dir.to_str().unwrap(), "--tokens", &toks.join(","), "--last", "2", "--device", "cpu"]);
+    let (code, out, err) = wv(&[
+        "logits",
+        "--model",
+        dir.to_str().unwrap(),
+        "--tokens",
+        &toks.join(","),
+        "--last",
+        "2",
+        "--device",
+        "cpu",
+    ]);
     assert_eq!(code, 0, "{err}");
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     let rows = v["logits"].as_array().unwrap();
     assert_eq!(rows.len(), 2);
     let n = g.ids.len();
     for (i, row) in rows.iter().enumerate() {
-        let got: Vec<f32> = row.as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32).collect();
+        let got: Vec<f32> = row
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_f64().unwrap() as f32)
+            .collect();
         let p = n - 2 + i;
         let r = g.positions.iter().position(|&q| q == p).unwrap();
         let want = &g.logits[r * g.vocab..(r + 1) * g.vocab];
@@ -71,26 +101,69 @@ fn info_prints_json() {
 fn generate_streams_text_and_reports_timings_on_stderr() {
     let dir = fixture("gptq4-g128-asym-spm");
     let (code, out, err) = wv(&[
-        "generate", "--model", dir.to_str().unwrap(), "--prompt", "Hello", "--max-tokens", "5",
-        "--temperature", "0", "--device", "cpu",
+        "generate",
+        "--model",
+        dir.to_str().unwrap(),
+        "--prompt",
+        "Hello",
+        "--max-tokens",
+        "5",
+        "--temperature",
+        "0",
+        "--device",
+        "cpu",
     ]);
     assert_eq!(code, 0, "{err}");
     assert!(!out.trim().is_empty());
     assert!(err.contains("tokens/s"), "{err}");
     // Seeded sampling: same output twice.
-    let args = ["generate", "--model", dir.to_str().unwrap(), "--prompt", "Hi", "--max-tokens", "8", "--seed", "3",
-        "--top-k", "5", "--top-p", "0.9", "--repeat-penalty", "1.2", "--temperature", "0.8", "--stop", "zz", "--chat"];
+    let args = [
+        "generate",
+        "--model",
+        dir.to_str().unwrap(),
+        "--prompt",
+        "Hi",
+        "--max-tokens",
+        "8",
+        "--seed",
+        "3",
+        "--top-k",
+        "5",
+        "--top-p",
+        "0.9",
+        "--repeat-penalty",
+        "1.2",
+        "--temperature",
+        "0.8",
+        "--stop",
+        "zz",
+        "--chat",
+    ];
     assert_eq!(wv(&args).1, wv(&args).1);
 }
 
 #[test]
 fn bench_prints_json() {
     let dir = fixture("gptq2-gall");
-    let (code, out, err) =
-        wv(&["bench", "--model", dir.to_str().unwrap(), "--prompt-tokens", "8", "--gen-tokens", "4", "--device", "cpu"]);
+    let (code, out, err) = wv(&[
+        "bench",
+        "--model",
+        dir.to_str().unwrap(),
+        "--prompt-tokens",
+        "8",
+        "--gen-tokens",
+        "4",
+        "--device",
+        "cpu",
+    ]);
     assert_eq!(code, 0, "{err}");
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
-    for k in ["prefill_tokens_per_s", "decode_tokens_per_s", "time_to_first_token_ms", "peak_rss_bytes"] {
+    for k in [
+        "prefill_tokens_per_s",
+        "decode_tokens_per_s",
+        "time_to_first_token_ms",
+        "peak_rss_bytes",
+    ] {
         assert!(v[k].as_f64().unwrap() > 0.0, "{k}: {v}");
     }
 }
@@ -99,15 +172,34 @@ fn bench_prints_json() {
 fn chat_reads_turns_from_stdin() {
     let dir = fixture("gptq4-g128-asym-spm");
     let mut child = Command::new(env!("CARGO_BIN_EXE_wv"))
-        .args(["chat", "--model", dir.to_str().unwrap(), "--max-tokens", "3", "--temperature", "0", "--device", "cpu"])
+        .args([
+            "chat",
+            "--model",
+            dir.to_str().unwrap(),
+            "--max-tokens",
+            "3",
+            "--temperature",
+            "0",
+            "--device",
+            "cpu",
+        ])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    child.stdin.take().unwrap().write_all(b"hello\n/reset\nagain\n").unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"hello\n/reset\nagain\n")
+        .unwrap();
     let out = child.wait_with_output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(stdout.lines().count(), 2, "{stdout:?}");
     assert!(String::from_utf8_lossy(&out.stderr).contains("conversation reset"));
@@ -130,15 +222,39 @@ fn bad_input_gives_one_clear_line() {
     assert_eq!(code, 2);
     one_clean_line(&err);
     let dir = copy_model(&fixture("gptq4-g128-asym-spm"), "cli-corrupt");
-    std::fs::write(dir.join("gptq_model-4bit-128g.safetensors"), b"\x10\0\0\0\0\0\0\0{not json}      ").unwrap();
-    let (code, _, err) = wv(&["logits", "--model", dir.to_str().unwrap(), "--tokens", "1,2"]);
+    std::fs::write(
+        dir.join("gptq_model-4bit-128g.safetensors"),
+        b"\x10\0\0\0\0\0\0\0{not json}      ",
+    )
+    .unwrap();
+    let (code, _, err) = wv(&[
+        "logits",
+        "--model",
+        dir.to_str().unwrap(),
+        "--tokens",
+        "1,2",
+    ]);
     assert_eq!(code, 1);
     one_clean_line(&err);
     assert!(err.contains("bad header"), "{err}");
-    let (code, _, err) = wv(&["logits", "--model", fixture("gptq2-gall").to_str().unwrap(), "--tokens", "1,99999999"]);
+    let (code, _, err) = wv(&[
+        "logits",
+        "--model",
+        fixture("gptq2-gall").to_str().unwrap(),
+        "--tokens",
+        "1,99999999",
+    ]);
     assert_eq!(code, 1);
     one_clean_line(&err);
-    let (code, _, err) = wv(&["generate", "--model", fixture("gptq2-gall").to_str().unwrap(), "--prompt", "x", "--top-p", "7"]);
+    let (code, _, err) = wv(&[
+        "generate",
+        "--model",
+        fixture("gptq2-gall").to_str().unwrap(),
+        "--prompt",
+        "x",
+        "--top-p",
+        "7",
+    ]);
     assert_eq!(code, 2);
     one_clean_line(&err);
 }

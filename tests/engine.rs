@@ -15,12 +15,20 @@ fn logits_match_goldens_at_every_position() {
             let n = g.ids.len();
             let logits = model.logits(&g.ids, n).unwrap();
             assert_eq!(g.vocab, model.config.vocab_size);
-            let tol = if dev == wv::DeviceRequest::Cpu { 1e-4 } else { 1e-2 };
+            let tol = if dev == wv::DeviceRequest::Cpu {
+                1e-4
+            } else {
+                1e-2
+            };
             for (row, &p) in g.positions.iter().enumerate() {
                 let got = &logits[p * g.vocab..(p + 1) * g.vocab];
                 let want = &g.logits[row * g.vocab..(row + 1) * g.vocab];
                 let e = rel_l2(got, want);
-                assert!(e < tol, "{} ({dev:?}) position {p}: relative L2 {e:.3e} ≥ {tol:e}", dir.display());
+                assert!(
+                    e < tol,
+                    "{} ({dev:?}) position {p}: relative L2 {e:.3e} ≥ {tol:e}",
+                    dir.display()
+                );
             }
         }
     }
@@ -42,7 +50,10 @@ fn greedy_continuations_match_reference() {
             if let Some(i) = g.greedy_margins.iter().position(|&m| m < 1e-3) {
                 n_check = i + 1;
             }
-            let opts = GenerateOptions { max_tokens: n_check, ..GenerateOptions::greedy() };
+            let opts = GenerateOptions {
+                max_tokens: n_check,
+                ..GenerateOptions::greedy()
+            };
             let mut got = Vec::new();
             s.generate("", &opts, &mut |t, _| {
                 if t != wv::session::NO_TOKEN {
@@ -53,8 +64,16 @@ fn greedy_continuations_match_reference() {
             .unwrap();
             let eos = model.config.eos_token_id;
             let want: Vec<u32> = g.greedy[..n_check].to_vec();
-            let cut = want.iter().position(|&t| t == eos).map_or(want.len(), |i| i + 1);
-            assert_eq!(&got[..cut.min(got.len())], &want[..cut], "{} ({dev:?})", dir.display());
+            let cut = want
+                .iter()
+                .position(|&t| t == eos)
+                .map_or(want.len(), |i| i + 1);
+            assert_eq!(
+                &got[..cut.min(got.len())],
+                &want[..cut],
+                "{} ({dev:?})",
+                dir.display()
+            );
         }
     }
 }
@@ -68,7 +87,11 @@ fn demo_or_fixture() -> std::path::PathBuf {
     }
 }
 
-fn collect(s: &mut Session, prompt: &str, o: &GenerateOptions) -> (Vec<u32>, String, wv::Result<wv::GenerateStats>) {
+fn collect(
+    s: &mut Session,
+    prompt: &str,
+    o: &GenerateOptions,
+) -> (Vec<u32>, String, wv::Result<wv::GenerateStats>) {
     let mut ids = Vec::new();
     let mut text = String::new();
     let r = s.generate(prompt, o, &mut |t, piece| {
@@ -84,7 +107,12 @@ fn collect(s: &mut Session, prompt: &str, o: &GenerateOptions) -> (Vec<u32>, Str
 #[test]
 fn seeded_sampling_is_reproducible_and_seeds_differ() {
     let model = load(&demo_or_fixture(), wv::DeviceRequest::Cpu);
-    let o = |seed| GenerateOptions { max_tokens: 24, seed: Some(seed), temperature: 1.0, ..Default::default() };
+    let o = |seed| GenerateOptions {
+        max_tokens: 24,
+        seed: Some(seed),
+        temperature: 1.0,
+        ..Default::default()
+    };
     let run = |seed| {
         let mut s = Session::new(model.clone(), &SessionOptions::default()).unwrap();
         collect(&mut s, "In the beginning", &o(seed))
@@ -94,7 +122,10 @@ fn seeded_sampling_is_reproducible_and_seeds_differ() {
     assert_eq!(a, b);
     assert_eq!(ta, tb);
     let others: Vec<Vec<u32>> = (100..104).map(|s| run(s).0).collect();
-    assert!(others.iter().any(|o| *o != a), "different seeds should give different samples");
+    assert!(
+        others.iter().any(|o| *o != a),
+        "different seeds should give different samples"
+    );
 }
 
 #[test]
@@ -102,7 +133,14 @@ fn streamed_pieces_join_to_the_full_decode() {
     let model = load(&demo_or_fixture(), wv::DeviceRequest::Cpu);
     for seed in 0..4 {
         let mut s = Session::new(model.clone(), &SessionOptions::default()).unwrap();
-        let o = GenerateOptions { max_tokens: 40, seed: Some(seed), temperature: 1.5, top_k: 0, top_p: 1.0, ..Default::default() };
+        let o = GenerateOptions {
+            max_tokens: 40,
+            seed: Some(seed),
+            temperature: 1.5,
+            top_k: 0,
+            top_p: 1.0,
+            ..Default::default()
+        };
         let before = 0;
         let (ids, text, r) = collect(&mut s, "\u{1F600}", &o);
         r.unwrap();
@@ -110,7 +148,10 @@ fn streamed_pieces_join_to_the_full_decode() {
         // (last prompt token + generated) minus the prompt token's text.
         let prompt_ids = &s.tokens()[before..s.tokens().len() - ids.len()];
         let last = *prompt_ids.last().unwrap();
-        let full = model.tokenizer.decode(&[&[last][..], &ids].concat()).unwrap();
+        let full = model
+            .tokenizer
+            .decode(&[&[last][..], &ids].concat())
+            .unwrap();
         let head = model.tokenizer.decode(&[last]).unwrap();
         assert!(full.starts_with(&head));
         assert_eq!(text, full[head.len()..], "seed {seed}");
@@ -122,14 +163,20 @@ fn stop_strings_are_never_emitted() {
     let model = load(&demo_or_fixture(), wv::DeviceRequest::Cpu);
     // Find what greedy decoding says, then stop on a string from its middle.
     let mut s = Session::new(model.clone(), &SessionOptions::default()).unwrap();
-    let g = GenerateOptions { max_tokens: 30, ..GenerateOptions::greedy() };
+    let g = GenerateOptions {
+        max_tokens: 30,
+        ..GenerateOptions::greedy()
+    };
     let (_, full, _) = collect(&mut s, "And God said", &g);
     let chars: Vec<char> = full.chars().collect();
     assert!(chars.len() > 12, "greedy output too short: {full:?}");
     let stop: String = chars[8..11].iter().collect();
     let expect_prefix = &full[..full.find(&stop).unwrap()];
     let mut s = Session::new(model.clone(), &SessionOptions::default()).unwrap();
-    let o = GenerateOptions { stop: vec![stop.clone()], ..g.clone() };
+    let o = GenerateOptions {
+        stop: vec![stop.clone()],
+        ..g.clone()
+    };
     let (_, text, r) = collect(&mut s, "And God said", &o);
     assert_eq!(r.unwrap().stop_reason, StopReason::StopString);
     assert_eq!(text, expect_prefix);
@@ -139,8 +186,18 @@ fn stop_strings_are_never_emitted() {
 #[test]
 fn context_full_delivers_what_fits_and_session_stays_usable() {
     let model = load(&demo_or_fixture(), wv::DeviceRequest::Cpu);
-    let mut s = Session::new(model.clone(), &SessionOptions { context_length: 16, system_prompt: None }).unwrap();
-    let o = GenerateOptions { max_tokens: 100, ..GenerateOptions::greedy() };
+    let mut s = Session::new(
+        model.clone(),
+        &SessionOptions {
+            context_length: 16,
+            system_prompt: None,
+        },
+    )
+    .unwrap();
+    let o = GenerateOptions {
+        max_tokens: 100,
+        ..GenerateOptions::greedy()
+    };
     let (ids, _, r) = collect(&mut s, "In the beginning", &o);
     let prompt_len = s.tokens().len() - ids.len();
     let e = r.unwrap_err();
@@ -150,26 +207,54 @@ fn context_full_delivers_what_fits_and_session_stays_usable() {
     // Too long a prompt is refused up front and changes nothing.
     let long = "word ".repeat(40);
     s.truncate(prompt_len).unwrap();
-    assert_eq!(collect(&mut s, &long, &o).2.unwrap_err().kind, ErrorKind::ContextFull);
+    assert_eq!(
+        collect(&mut s, &long, &o).2.unwrap_err().kind,
+        ErrorKind::ContextFull
+    );
     assert_eq!(s.tokens().len(), prompt_len);
     // After truncation the same greedy continuation comes back.
-    let (again, _, r) = collect(&mut s, "", &GenerateOptions { max_tokens: 4, ..GenerateOptions::greedy() });
+    let (again, _, r) = collect(
+        &mut s,
+        "",
+        &GenerateOptions {
+            max_tokens: 4,
+            ..GenerateOptions::greedy()
+        },
+    );
     r.unwrap();
     assert_eq!(again, ids[..4]);
     s.reset();
     assert!(s.tokens().is_empty());
-    collect(&mut s, "In", &GenerateOptions { max_tokens: 2, ..GenerateOptions::greedy() }).2.unwrap();
+    collect(
+        &mut s,
+        "In",
+        &GenerateOptions {
+            max_tokens: 2,
+            ..GenerateOptions::greedy()
+        },
+    )
+    .2
+    .unwrap();
 }
 
 #[test]
 fn chat_turns_prefill_only_their_own_tokens() {
     let model = load(&demo_or_fixture(), wv::DeviceRequest::Cpu);
     let mut s = Session::new(model.clone(), &SessionOptions::default()).unwrap();
-    let o = GenerateOptions { max_tokens: 8, ..GenerateOptions::greedy() };
+    let o = GenerateOptions {
+        max_tokens: 8,
+        ..GenerateOptions::greedy()
+    };
     let st1 = s.chat("Hello there", &o, &mut |_, _| true).unwrap();
     let tk = &model.tokenizer;
     let mut want = vec![tk.bos_id()];
-    want.extend(tk.encode(&wv::chat::first_turn(wv::chat::VICUNA_SYSTEM, "Hello there"), false).unwrap());
+    want.extend(
+        tk.encode(
+            &wv::chat::first_turn(wv::chat::VICUNA_SYSTEM, "Hello there"),
+            false,
+        )
+        .unwrap(),
+    );
     assert_eq!(&s.tokens()[..want.len()], &want[..]);
     assert_eq!(st1.prompt_tokens, want.len());
     let before_tokens = s.tokens().len();
@@ -182,12 +267,29 @@ fn chat_turns_prefill_only_their_own_tokens() {
     // Forwarded in turn 2: the last reply token (sampled, not yet cached), the new turn's tokens,
     // and the tokens decoded after the first sampled one.
     let fwd = s.forwarded_tokens() - before_fwd;
-    assert_eq!(fwd, 1 + st2.prompt_tokens + st2.generated_tokens.saturating_sub(1));
-    assert_eq!(&s.tokens()[before_tokens + extra..before_tokens + extra + turn.len()], &turn[..]);
+    assert_eq!(
+        fwd,
+        1 + st2.prompt_tokens + st2.generated_tokens.saturating_sub(1)
+    );
+    assert_eq!(
+        &s.tokens()[before_tokens + extra..before_tokens + extra + turn.len()],
+        &turn[..]
+    );
     // The whole conversation equals one-shot tokenisation of the template text.
-    let system = SessionOptions { context_length: 0, system_prompt: Some("Be brief.".into()) };
+    let system = SessionOptions {
+        context_length: 0,
+        system_prompt: Some("Be brief.".into()),
+    };
     let mut s2 = Session::new(model.clone(), &system).unwrap();
-    s2.chat("hi", &GenerateOptions { max_tokens: 1, ..GenerateOptions::greedy() }, &mut |_, _| true).unwrap();
+    s2.chat(
+        "hi",
+        &GenerateOptions {
+            max_tokens: 1,
+            ..GenerateOptions::greedy()
+        },
+        &mut |_, _| true,
+    )
+    .unwrap();
     let head = tk.encode("Be brief. USER: hi ASSISTANT:", true).unwrap();
     assert_eq!(&s2.tokens()[..head.len()], &head[..]);
 }
@@ -196,7 +298,10 @@ fn chat_turns_prefill_only_their_own_tokens() {
 fn save_and_restore_round_trip() {
     let model = load(&demo_or_fixture(), wv::DeviceRequest::Cpu);
     let mut s = Session::new(model.clone(), &SessionOptions::default()).unwrap();
-    let g = GenerateOptions { max_tokens: 6, ..GenerateOptions::greedy() };
+    let g = GenerateOptions {
+        max_tokens: 6,
+        ..GenerateOptions::greedy()
+    };
     collect(&mut s, "In the beginning", &g).2.unwrap();
     let saved = s.save_state();
     let (cont_a, _, _) = collect(&mut s, "", &g);
@@ -206,11 +311,20 @@ fn save_and_restore_round_trip() {
     assert_eq!(cont_a, cont_b);
     let mut bad = saved.clone();
     bad[20] ^= 1;
-    assert_eq!(t.restore_state(&bad).unwrap_err().kind, ErrorKind::ModelFormat);
-    assert_eq!(t.restore_state(&saved[..10]).unwrap_err().kind, ErrorKind::ModelFormat);
+    assert_eq!(
+        t.restore_state(&bad).unwrap_err().kind,
+        ErrorKind::ModelFormat
+    );
+    assert_eq!(
+        t.restore_state(&saved[..10]).unwrap_err().kind,
+        ErrorKind::ModelFormat
+    );
     let other = load(&fixture("gptq2-gall"), wv::DeviceRequest::Cpu);
     let mut u = Session::new(other, &SessionOptions::default()).unwrap();
-    assert_eq!(u.restore_state(&saved).unwrap_err().kind, ErrorKind::InvalidArgument);
+    assert_eq!(
+        u.restore_state(&saved).unwrap_err().kind,
+        ErrorKind::InvalidArgument
+    );
 }
 
 #[test]
@@ -219,15 +333,31 @@ fn cancel_flag_stops_generation() {
     let mut s = Session::new(model, &SessionOptions::default()).unwrap();
     let cancel = s.cancel_handle();
     let mut n = 0;
-    let r = s.generate("In", &GenerateOptions { max_tokens: 50, ..GenerateOptions::greedy() }, &mut |_, _| {
-        n += 1;
-        if n == 3 {
-            cancel.store(true, std::sync::atomic::Ordering::Relaxed);
-        }
-        true
-    });
+    let r = s.generate(
+        "In",
+        &GenerateOptions {
+            max_tokens: 50,
+            ..GenerateOptions::greedy()
+        },
+        &mut |_, _| {
+            n += 1;
+            if n == 3 {
+                cancel.store(true, std::sync::atomic::Ordering::Relaxed);
+            }
+            true
+        },
+    );
     assert_eq!(r.unwrap_err().kind, ErrorKind::Cancelled);
     assert_eq!(n, 3);
     // Usable afterwards.
-    collect(&mut s, "", &GenerateOptions { max_tokens: 2, ..GenerateOptions::greedy() }).2.unwrap();
+    collect(
+        &mut s,
+        "",
+        &GenerateOptions {
+            max_tokens: 2,
+            ..GenerateOptions::greedy()
+        },
+    )
+    .2
+    .unwrap();
 }

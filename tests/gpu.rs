@@ -202,7 +202,9 @@ fn check_linear(name: &str, lins: &[&Linear], t: usize, want_q4: bool) {
 #[ignore = "needs a CUDA GPU: run on the device with --ignored"]
 fn op_linear_4bit() {
     let _ = GPU;
-    let cases: Vec<(&str, usize, usize, Option<usize>, bool, i32, bool)> = vec![
+    // (name, in, out, group, act-order, zero offset, bias)
+    type Case = (&'static str, usize, usize, Option<usize>, bool, i32, bool);
+    let cases: Vec<Case> = vec![
         ("g128", 512, 384, Some(128), false, 1, false),
         ("g32-actorder", 256, 128, Some(32), true, 1, false),
         ("g128-actorder-v2", 1024, 256, Some(128), true, 0, false),
@@ -488,8 +490,12 @@ fn same_greedy(name: &str, got: &[u32], want: &[u32], margins: &[f32], min_margi
 #[test]
 #[ignore = "needs a CUDA GPU: run on the device with --ignored"]
 fn model_fixtures_match_goldens_and_cpu() {
-    let dirs = fixture_dirs();
+    let mut dirs = fixture_dirs();
     assert!(!dirs.is_empty(), "no fixtures found (tests/fixtures/models, .dev/fixtures or $WV_FIXTURES)");
+    let demo = root().join("models/kjv-tiny");
+    if demo.join("golden.json").exists() {
+        dirs.push(demo);
+    }
     for dir in dirs {
         let name = dir.file_name().unwrap().to_string_lossy().to_string();
         let g = golden(&dir);

@@ -13,7 +13,13 @@ const SINGLE: &str = "gptq4-g128-asym-spm";
 const SINGLE_FILE: &str = "gptq_model-4bit-128g.safetensors";
 
 fn load_err(dir: &Path) -> wv::Error {
-    match Model::load(dir, LoadOptions { device: wv::DeviceRequest::Cpu, progress: None }) {
+    match Model::load(
+        dir,
+        LoadOptions {
+            device: wv::DeviceRequest::Cpu,
+            progress: None,
+        },
+    ) {
         Ok(_) => panic!("{} loaded but should have failed", dir.display()),
         Err(e) => e,
     }
@@ -24,10 +30,26 @@ fn every_variant_loads_with_the_right_settings() {
     use wv::config::CheckpointFormat::*;
     type Quant = Option<(u32, Option<usize>, bool, wv::config::CheckpointFormat)>;
     let cases: &[(&str, Quant, bool)] = &[
-        ("gptq4-g128-asym-spm", Some((4, Some(128), false, GptqV1)), false),
-        ("gptq4-actorder-sym-sharded", Some((4, Some(32), true, GptqV1)), true),
-        ("gptq4-nogidx-fp32scales-bias", Some((4, Some(32), false, GptqV1)), true),
-        ("gptq8-v2-inconfig", Some((8, Some(64), false, GptqV2)), true),
+        (
+            "gptq4-g128-asym-spm",
+            Some((4, Some(128), false, GptqV1)),
+            false,
+        ),
+        (
+            "gptq4-actorder-sym-sharded",
+            Some((4, Some(32), true, GptqV1)),
+            true,
+        ),
+        (
+            "gptq4-nogidx-fp32scales-bias",
+            Some((4, Some(32), false, GptqV1)),
+            true,
+        ),
+        (
+            "gptq8-v2-inconfig",
+            Some((8, Some(64), false, GptqV2)),
+            true,
+        ),
         ("gptq3-g32", Some((3, Some(32), false, GptqV1)), true),
         ("gptq2-gall", Some((2, None, false, GptqV1)), true),
         ("dense-fp16", None, false),
@@ -39,16 +61,26 @@ fn every_variant_loads_with_the_right_settings() {
         match (quant, &c.quant) {
             (None, None) => {}
             (Some((bits, group, act, fmt)), Some(q)) => {
-                assert_eq!((q.bits, q.group_size, q.desc_act, q.checkpoint_format), (*bits, *group, *act, *fmt), "{name}");
+                assert_eq!(
+                    (q.bits, q.group_size, q.desc_act, q.checkpoint_format),
+                    (*bits, *group, *act, *fmt),
+                    "{name}"
+                );
             }
             other => panic!("{name}: quantisation mismatch {other:?}"),
         }
     }
     let spm = load(&fixture(SINGLE), wv::DeviceRequest::Cpu);
-    assert_eq!(spm.tokenizer.source(), wv::tokenizer::TokenizerSource::SentencePiece);
+    assert_eq!(
+        spm.tokenizer.source(),
+        wv::tokenizer::TokenizerSource::SentencePiece
+    );
     let dense = load(&fixture("dense-fp16"), wv::DeviceRequest::Cpu);
     assert_eq!(dense.config.rope_theta, 500000.0);
-    let gqa = load(&fixture("gptq4-actorder-sym-sharded"), wv::DeviceRequest::Cpu);
+    let gqa = load(
+        &fixture("gptq4-actorder-sym-sharded"),
+        wv::DeviceRequest::Cpu,
+    );
     assert!(gqa.config.num_key_value_heads < gqa.config.num_attention_heads);
 }
 
@@ -57,19 +89,34 @@ fn progress_callback_reports_and_can_cancel() {
     let mut seen = Vec::new();
     Model::load(
         &fixture(SINGLE),
-        LoadOptions { device: wv::DeviceRequest::Cpu, progress: Some(Box::new(|f| { seen.push(f); true })) },
+        LoadOptions {
+            device: wv::DeviceRequest::Cpu,
+            progress: Some(Box::new(|f| {
+                seen.push(f);
+                true
+            })),
+        },
     )
     .unwrap();
     assert!(seen.len() >= 3 && (seen.last().unwrap() - 1.0).abs() < 1e-6);
     assert!(seen.windows(2).all(|w| w[0] <= w[1]));
-    let e = Model::load(&fixture(SINGLE), LoadOptions { device: wv::DeviceRequest::Cpu, progress: Some(Box::new(|_| false)) })
-        .err()
-        .unwrap();
+    let e = Model::load(
+        &fixture(SINGLE),
+        LoadOptions {
+            device: wv::DeviceRequest::Cpu,
+            progress: Some(Box::new(|_| false)),
+        },
+    )
+    .err()
+    .unwrap();
     assert_eq!(e.kind, ErrorKind::Cancelled);
 }
 
 /// Rewrite the single-file fixture with `edit` applied to its tensor map.
-fn rewrite(tag: &str, edit: impl FnOnce(&mut BTreeMap<String, (Dtype, Vec<usize>, Vec<u8>)>)) -> PathBuf {
+fn rewrite(
+    tag: &str,
+    edit: impl FnOnce(&mut BTreeMap<String, (Dtype, Vec<usize>, Vec<u8>)>),
+) -> PathBuf {
     let dir = copy_model(&fixture(SINGLE), tag);
     let path = dir.join(SINGLE_FILE);
     let bytes = std::fs::read(&path).unwrap();
@@ -128,7 +175,12 @@ fn wrong_dtype() {
     });
     let e = load_err(&dir);
     assert_eq!(e.kind, ErrorKind::ModelFormat);
-    assert!(e.message.contains(QW) && e.message.contains("expected dtype I32") && e.message.contains("F32"), "{e}");
+    assert!(
+        e.message.contains(QW)
+            && e.message.contains("expected dtype I32")
+            && e.message.contains("F32"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -142,7 +194,10 @@ fn wrong_shape() {
         }
     });
     let e = load_err(&dir);
-    assert!(e.message.contains(QW) && e.message.contains("expected shape"), "{e}");
+    assert!(
+        e.message.contains(QW) && e.message.contains("expected shape"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -154,7 +209,10 @@ fn g_idx_out_of_range() {
     });
     let e = load_err(&dir);
     assert_eq!(e.kind, ErrorKind::ModelFormat);
-    assert!(e.message.contains(name) && e.message.contains("g_idx[1] = 999"), "{e}");
+    assert!(
+        e.message.contains(name) && e.message.contains("g_idx[1] = 999"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -165,14 +223,18 @@ fn missing_tensor() {
     });
     let e = load_err(&dir);
     assert_eq!(e.kind, ErrorKind::ModelFormat);
-    assert!(e.message.contains("missing tensor") && e.message.contains(name), "{e}");
+    assert!(
+        e.message.contains("missing tensor") && e.message.contains(name),
+        "{e}"
+    );
 }
 
 #[test]
 fn unsupported_bits_and_bad_json() {
     let dir = copy_model(&fixture(SINGLE), "bits");
     let q = dir.join("quantize_config.json");
-    let mut v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&q).unwrap()).unwrap();
+    let mut v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&q).unwrap()).unwrap();
     v["bits"] = serde_json::json!(5);
     std::fs::write(&q, v.to_string()).unwrap();
     let e = load_err(&dir);
@@ -181,7 +243,10 @@ fn unsupported_bits_and_bad_json() {
     std::fs::write(dir.join("config.json"), "{\"hidden_size\": 32,").unwrap();
     let e = load_err(&dir);
     assert_eq!(e.kind, ErrorKind::ModelFormat);
-    assert!(e.message.contains("config.json") && e.message.contains("malformed JSON"), "{e}");
+    assert!(
+        e.message.contains("config.json") && e.message.contains("malformed JSON"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -211,7 +276,10 @@ fn shard_index_naming_a_missing_file() {
     std::fs::remove_file(dir.join("model-00002-of-00002.safetensors")).unwrap();
     let e = load_err(&dir);
     assert_eq!(e.kind, ErrorKind::Io);
-    assert!(e.message.contains("model-00002-of-00002.safetensors"), "{e}");
+    assert!(
+        e.message.contains("model-00002-of-00002.safetensors"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -223,10 +291,21 @@ fn dequantisation_matches_the_formula() {
     let p = "model.layers.0.mlp.down_proj";
     let get = |s: &str| st.tensor(&format!("{p}.{s}")).unwrap();
     let i32s = |t: safetensors::tensor::TensorView| -> Vec<i32> {
-        t.data().chunks_exact(4).map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()
+        t.data()
+            .chunks_exact(4)
+            .map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect()
     };
-    let (qw, qz, gi) = (i32s(get("qweight")), i32s(get("qzeros")), i32s(get("g_idx")));
-    let sc: Vec<f32> = get("scales").data().chunks_exact(2).map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32()).collect();
+    let (qw, qz, gi) = (
+        i32s(get("qweight")),
+        i32s(get("qzeros")),
+        i32s(get("g_idx")),
+    );
+    let sc: Vec<f32> = get("scales")
+        .data()
+        .chunks_exact(2)
+        .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
+        .collect();
     let outf = get("scales").shape()[1];
     let m = load(&dir, wv::DeviceRequest::Cpu);
     let hw = wv::weights::HostWeights::load(
@@ -235,7 +314,9 @@ fn dequantisation_matches_the_formula() {
         &mut |_, _| true,
     )
     .unwrap();
-    let wv::weights::Linear::Gptq(g) = &hw.layers[0].down else { panic!("not GPTQ") };
+    let wv::weights::Linear::Gptq(g) = &hw.layers[0].down else {
+        panic!("not GPTQ")
+    };
     for (k, n) in [(0, 0), (1, 0), (7, 3), (8, 5), (130, outf - 1), (255, 17)] {
         let q = (qw[(k / 8) * outf + n] as u32 >> ((k % 8) * 4)) & 15;
         let gk = gi[k] as usize;

@@ -78,12 +78,32 @@ fn run(argv: Vec<String>) -> Result<(), CliError> {
         "tokenize" => &["model", "text"],
         "logits" => &["model", "tokens", "last", "device"],
         "generate" => &[
-            "model", "prompt", "max-tokens", "temperature", "top-k", "top-p", "repeat-penalty", "seed",
-            "stop", "chat", "device", "context", "system",
+            "model",
+            "prompt",
+            "max-tokens",
+            "temperature",
+            "top-k",
+            "top-p",
+            "repeat-penalty",
+            "seed",
+            "stop",
+            "chat",
+            "device",
+            "context",
+            "system",
         ],
         "chat" => &[
-            "model", "max-tokens", "temperature", "top-k", "top-p", "repeat-penalty", "seed", "stop",
-            "device", "context", "system",
+            "model",
+            "max-tokens",
+            "temperature",
+            "top-k",
+            "top-p",
+            "repeat-penalty",
+            "seed",
+            "stop",
+            "device",
+            "context",
+            "system",
         ],
         "bench" => &["model", "prompt-tokens", "gen-tokens", "device"],
         other => return Err(CliError::Usage(format!("unknown command {other:?}"))),
@@ -91,9 +111,15 @@ fn run(argv: Vec<String>) -> Result<(), CliError> {
     let args = Args::parse(&argv[1..], allowed, &["chat"]).map_err(CliError::Usage)?;
     let dir = model_dir(&args)?;
     if std::env::var_os("WV_LOG").is_some() {
-        wv::log::set_sink(Some((wv::log::Level::Debug, Box::new(|_, m| eprintln!("wv: {m}")))));
+        wv::log::set_sink(Some((
+            wv::log::Level::Debug,
+            Box::new(|_, m| eprintln!("wv: {m}")),
+        )));
     } else {
-        wv::log::set_sink(Some((wv::log::Level::Warn, Box::new(|_, m| eprintln!("wv: {m}")))));
+        wv::log::set_sink(Some((
+            wv::log::Level::Warn,
+            Box::new(|_, m| eprintln!("wv: {m}")),
+        )));
     }
     match cmd.as_str() {
         "info" => cmd_info(&dir),
@@ -120,16 +146,23 @@ fn model_dir(args: &Args) -> Result<PathBuf, CliError> {
     if bundled.is_dir() {
         Ok(bundled)
     } else {
-        Err(CliError::Usage("--model DIR is required (the bundled demo model was not found)".into()))
+        Err(CliError::Usage(
+            "--model DIR is required (the bundled demo model was not found)".into(),
+        ))
     }
 }
 
 fn device(args: &Args) -> Result<DeviceRequest, CliError> {
-    Ok(DeviceRequest::parse(args.get("device").as_deref().unwrap_or("auto"))?)
+    Ok(DeviceRequest::parse(
+        args.get("device").as_deref().unwrap_or("auto"),
+    )?)
 }
 
 fn load(dir: &std::path::Path, args: &Args) -> Result<Arc<Model>, CliError> {
-    let opts = LoadOptions { device: device(args)?, progress: None };
+    let opts = LoadOptions {
+        device: device(args)?,
+        progress: None,
+    };
     Ok(Model::load(dir, opts)?)
 }
 
@@ -148,8 +181,15 @@ fn sampling(args: &Args) -> Result<GenerateOptions, CliError> {
     if let Some(v) = args.value::<f32>("top-p").map_err(CliError::Usage)? {
         o.top_p = v;
     }
-    if let Some(v) = args.value::<f32>("repeat-penalty").map_err(CliError::Usage)? {
+    if let Some(v) = args
+        .value::<f32>("repeat-penalty")
+        .map_err(CliError::Usage)?
+    {
         o.repetition_penalty = v;
+    }
+    if o.temperature == 0.0 && args.get("repeat-penalty").is_none() {
+        // Greedy means plain arg-max unless a penalty is asked for explicitly.
+        o.repetition_penalty = 1.0;
     }
     o.seed = args.value::<u64>("seed").map_err(CliError::Usage)?;
     o.stop = args.all("stop");
@@ -159,14 +199,20 @@ fn sampling(args: &Args) -> Result<GenerateOptions, CliError> {
 
 fn session_opts(args: &Args) -> Result<SessionOptions, CliError> {
     Ok(SessionOptions {
-        context_length: args.value::<usize>("context").map_err(CliError::Usage)?.unwrap_or(0),
+        context_length: args
+            .value::<usize>("context")
+            .map_err(CliError::Usage)?
+            .unwrap_or(0),
         system_prompt: args.get("system"),
     })
 }
 
 fn cmd_info(dir: &std::path::Path) -> Result<(), CliError> {
     let info = wv::model::inspect(dir)?;
-    println!("{}", serde_json::to_string_pretty(&info).unwrap_or_default());
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&info).unwrap_or_default()
+    );
     Ok(())
 }
 
@@ -175,11 +221,21 @@ fn cmd_logits(dir: &std::path::Path, args: &Args) -> Result<(), CliError> {
         .required("tokens")
         .map_err(CliError::Usage)?
         .split(',')
-        .map(|s| s.trim().parse::<u32>().map_err(|_| CliError::Usage(format!("--tokens: {s:?} is not a token id"))))
+        .map(|s| {
+            s.trim()
+                .parse::<u32>()
+                .map_err(|_| CliError::Usage(format!("--tokens: {s:?} is not a token id")))
+        })
         .collect::<Result<_, _>>()?;
-    let last = args.value::<usize>("last").map_err(CliError::Usage)?.unwrap_or(1);
+    let last = args
+        .value::<usize>("last")
+        .map_err(CliError::Usage)?
+        .unwrap_or(1);
     if last == 0 || last > tokens.len() {
-        return Err(CliError::Usage(format!("--last {last}: must be between 1 and {}", tokens.len())));
+        return Err(CliError::Usage(format!(
+            "--last {last}: must be between 1 and {}",
+            tokens.len()
+        )));
     }
     let model = load(dir, args)?;
     let logits = model.logits(&tokens, last)?;
@@ -220,7 +276,11 @@ fn cmd_generate(dir: &std::path::Path, args: &Args) -> Result<(), CliError> {
     let model = load(dir, args)?;
     let mut s = Session::new(model, &sopts)?;
     let mut cb = |_t: u32, text: &str| print_piece(text);
-    let stats = if args.flag("chat") { s.chat(&prompt, &opts, &mut cb) } else { s.generate(&prompt, &opts, &mut cb) };
+    let stats = if args.flag("chat") {
+        s.chat(&prompt, &opts, &mut cb)
+    } else {
+        s.generate(&prompt, &opts, &mut cb)
+    };
     println!();
     let stats = stats?;
     eprintln!(
@@ -236,7 +296,11 @@ fn cmd_generate(dir: &std::path::Path, args: &Args) -> Result<(), CliError> {
 }
 
 fn rate(n: usize, secs: f64) -> f64 {
-    if secs > 0.0 { n as f64 / secs } else { 0.0 }
+    if secs > 0.0 {
+        n as f64 / secs
+    } else {
+        0.0
+    }
 }
 
 fn cmd_chat(dir: &std::path::Path, args: &Args) -> Result<(), CliError> {
@@ -281,8 +345,14 @@ fn cmd_chat(dir: &std::path::Path, args: &Args) -> Result<(), CliError> {
 }
 
 fn cmd_bench(dir: &std::path::Path, args: &Args) -> Result<(), CliError> {
-    let n_prompt = args.value::<usize>("prompt-tokens").map_err(CliError::Usage)?.unwrap_or(512);
-    let n_gen = args.value::<usize>("gen-tokens").map_err(CliError::Usage)?.unwrap_or(128);
+    let n_prompt = args
+        .value::<usize>("prompt-tokens")
+        .map_err(CliError::Usage)?
+        .unwrap_or(512);
+    let n_gen = args
+        .value::<usize>("gen-tokens")
+        .map_err(CliError::Usage)?
+        .unwrap_or(128);
     if n_prompt == 0 {
         return Err(CliError::Usage("--prompt-tokens must be at least 1".into()));
     }
@@ -290,6 +360,9 @@ fn cmd_bench(dir: &std::path::Path, args: &Args) -> Result<(), CliError> {
     let model = load(dir, args)?;
     let load_s = t_load.elapsed().as_secs_f64();
     let report = wv::bench::run(&model, n_prompt, n_gen, load_s)?;
-    println!("{}", serde_json::to_string_pretty(&report).unwrap_or_default());
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&report).unwrap_or_default()
+    );
     Ok(())
 }

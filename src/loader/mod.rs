@@ -133,7 +133,11 @@ impl TensorStore {
             }
             st
         };
-        let mut store = TensorStore { files: Vec::new(), tensors: HashMap::new(), data_bytes: 0 };
+        let mut store = TensorStore {
+            files: Vec::new(),
+            tensors: HashMap::new(),
+            data_bytes: 0,
+        };
         for path in files {
             store.add_file(&path)?;
         }
@@ -145,7 +149,9 @@ impl TensorStore {
         let len = file.metadata().map_err(|e| Error::io(path, e))?.len();
         let ctx = |msg: String| Error::format(format!("{}: {msg}", path.display()));
         if len < 8 {
-            return Err(ctx(format!("file is {len} bytes, too short for a safetensors header")));
+            return Err(ctx(format!(
+                "file is {len} bytes, too short for a safetensors header"
+            )));
         }
         // SAFETY: the map is read-only; we hold it for the store's life. Another process
         // truncating the file under us could fault; that is the usual contract of mmap-based
@@ -202,7 +208,10 @@ impl TensorStore {
                 },
             );
         }
-        self.files.push(MappedFile { path: path.to_path_buf(), map });
+        self.files.push(MappedFile {
+            path: path.to_path_buf(),
+            map,
+        });
         Ok(())
     }
 
@@ -219,9 +228,15 @@ impl TensorStore {
     /// Look a tensor up, or fail naming it and the folder's files.
     pub fn require(&self, name: &str) -> Result<&TensorInfo> {
         self.tensors.get(name).ok_or_else(|| {
-            let files: Vec<String> =
-                self.files.iter().map(|f| f.path.display().to_string()).collect();
-            Error::format(format!("missing tensor {name} (looked in {})", files.join(", ")))
+            let files: Vec<String> = self
+                .files
+                .iter()
+                .map(|f| f.path.display().to_string())
+                .collect();
+            Error::format(format!(
+                "missing tensor {name} (looked in {})",
+                files.join(", ")
+            ))
         })
     }
 
@@ -232,7 +247,11 @@ impl TensorStore {
                 "{}: tensor {}: expected dtype {}, found {}",
                 self.file_path(t).display(),
                 t.name,
-                allowed.iter().map(|d| format!("{d:?}")).collect::<Vec<_>>().join(" or "),
+                allowed
+                    .iter()
+                    .map(|d| format!("{d:?}"))
+                    .collect::<Vec<_>>()
+                    .join(" or "),
                 t.dtype_name
             )));
         }
@@ -373,11 +392,19 @@ fn shard_files(dir: &Path, index: &Path) -> Result<Vec<PathBuf>> {
     let map = v
         .get("weight_map")
         .and_then(|m| m.as_object())
-        .ok_or_else(|| Error::format(format!("{}: missing \"weight_map\" object", index.display())))?;
+        .ok_or_else(|| {
+            Error::format(format!(
+                "{}: missing \"weight_map\" object",
+                index.display()
+            ))
+        })?;
     let mut names = BTreeMap::new();
     for (tensor, file) in map {
         let f = file.as_str().ok_or_else(|| {
-            Error::format(format!("{}: weight_map[{tensor}] is not a string", index.display()))
+            Error::format(format!(
+                "{}: weight_map[{tensor}] is not a string",
+                index.display()
+            ))
         })?;
         if f.contains('/') || f.contains('\\') || f.contains("..") {
             return Err(Error::format(format!(
@@ -405,7 +432,10 @@ fn shard_files(dir: &Path, index: &Path) -> Result<Vec<PathBuf>> {
         out.push(p);
     }
     if out.is_empty() {
-        return Err(Error::format(format!("{}: weight_map is empty", index.display())));
+        return Err(Error::format(format!(
+            "{}: weight_map is empty",
+            index.display()
+        )));
     }
     Ok(out)
 }

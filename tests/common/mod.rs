@@ -21,7 +21,11 @@ pub fn all_fixtures() -> Vec<PathBuf> {
         .filter(|p| p.join("config.json").exists())
         .collect();
     v.sort();
-    assert!(v.len() >= 7, "expected at least 7 fixture models, found {}", v.len());
+    assert!(
+        v.len() >= 7,
+        "expected at least 7 fixture models, found {}",
+        v.len()
+    );
     v
 }
 
@@ -80,19 +84,33 @@ pub fn golden(dir: &Path) -> Golden {
     let v: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join("golden.json")).unwrap()).unwrap();
     let ids = |k: &str| -> Vec<u32> {
-        v[k].as_array().unwrap_or(&vec![]).iter().map(|x| x.as_u64().unwrap() as u32).collect()
+        v[k].as_array()
+            .unwrap_or(&vec![])
+            .iter()
+            .map(|x| x.as_u64().unwrap() as u32)
+            .collect()
     };
-    let raw = std::fs::read(dir.join(v["logits_file"].as_str().unwrap_or("golden_logits.f32"))).unwrap();
-    let logits: Vec<f32> =
-        raw.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+    let raw =
+        std::fs::read(dir.join(v["logits_file"].as_str().unwrap_or("golden_logits.f32"))).unwrap();
+    let logits: Vec<f32> = raw
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect();
     Golden {
         ids: ids("ids"),
-        positions: v["positions"].as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as usize).collect(),
+        positions: v["positions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_u64().unwrap() as usize)
+            .collect(),
         vocab: v["vocab"].as_u64().unwrap() as usize,
         logits,
         greedy_prompt_ids: ids("greedy_prompt_ids"),
         greedy: ids("greedy"),
-        greedy_margins: v["greedy_margins"].as_array().map_or(vec![], |a| a.iter().map(|x| x.as_f64().unwrap()).collect()),
+        greedy_margins: v["greedy_margins"]
+            .as_array()
+            .map_or(vec![], |a| a.iter().map(|x| x.as_f64().unwrap()).collect()),
         prompt: v["prompt"].as_str().unwrap_or("").to_string(),
         oracle: v["oracle"].as_str().unwrap_or("").to_string(),
     }
@@ -119,6 +137,12 @@ pub fn devices() -> Vec<wv::DeviceRequest> {
 }
 
 pub fn load(dir: &Path, device: wv::DeviceRequest) -> std::sync::Arc<wv::Model> {
-    wv::Model::load(dir, wv::LoadOptions { device, progress: None })
-        .unwrap_or_else(|e| panic!("loading {}: {e}", dir.display()))
+    wv::Model::load(
+        dir,
+        wv::LoadOptions {
+            device,
+            progress: None,
+        },
+    )
+    .unwrap_or_else(|e| panic!("loading {}: {e}", dir.display()))
 }

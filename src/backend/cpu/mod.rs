@@ -65,7 +65,11 @@ impl Backend for CpuBackend {
     }
     fn new_state(&self, context_length: usize) -> Result<Box<dyn BackendState>> {
         let n = self.weights.config.num_hidden_layers;
-        Ok(Box::new(CpuState { capacity: context_length, k: vec![Vec::new(); n], v: vec![Vec::new(); n] }))
+        Ok(Box::new(CpuState {
+            capacity: context_length,
+            k: vec![Vec::new(); n],
+            v: vec![Vec::new(); n],
+        }))
     }
 
     fn forward(
@@ -79,34 +83,61 @@ impl Backend for CpuBackend {
         let st = state
             .as_any_mut()
             .downcast_mut::<CpuState>()
-            .ok_or_else(|| Error::internal("a non-CPU session state was passed to the CPU backend"))?;
+            .ok_or_else(|| {
+                Error::internal("a non-CPU session state was passed to the CPU backend")
+            })?;
         let w = &*self.weights;
         let c = &w.config;
         let t = tokens.len();
         if t == 0 || n_logits > t {
-            return Err(Error::invalid(format!("forward: {t} tokens, {n_logits} logits requested")));
+            return Err(Error::invalid(format!(
+                "forward: {t} tokens, {n_logits} logits requested"
+            )));
         }
-        let end = pos.checked_add(t).filter(|&e| e <= st.capacity).ok_or_else(|| {
-            Error::new(crate::ErrorKind::ContextFull, format!(
-                "positions {pos}..{} exceed the context length {}", pos + t, st.capacity
-            ))
-        })?;
+        let end = pos
+            .checked_add(t)
+            .filter(|&e| e <= st.capacity)
+            .ok_or_else(|| {
+                Error::new(
+                    crate::ErrorKind::ContextFull,
+                    format!(
+                        "positions {pos}..{} exceed the context length {}",
+                        pos + t,
+                        st.capacity
+                    ),
+                )
+            })?;
         if st.k[0].len() < pos * c.kv_dim() {
-            return Err(Error::internal(format!("forward at position {pos} but the cache holds fewer positions")));
+            return Err(Error::internal(format!(
+                "forward at position {pos} but the cache holds fewer positions"
+            )));
         }
         let (h, kvd, hd) = (c.hidden_size, c.kv_dim(), c.head_dim());
         for &tok in tokens {
             if tok as usize >= c.vocab_size {
-                return Err(Error::invalid(format!("token id {tok} is out of range (vocab {})", c.vocab_size)));
+                return Err(Error::invalid(format!(
+                    "token id {tok} is out of range (vocab {})",
+                    c.vocab_size
+                )));
             }
         }
         // x: [t, hidden] — the residual stream.
         let mut x = Vec::with_capacity(t * h);
         for &tok in tokens {
-            x.extend(w.embed[tok as usize * h..(tok as usize + 1) * h].iter().map(|v| v.to_f32()));
+            let row = tok as usize * h..(tok as usize + 1) * h;
+            match &w.embed_exact {
+                Some(e) => x.extend_from_slice(&e[row]),
+                None => x.extend(w.embed[row].iter().map(|v| v.to_f32())),
+            }
         }
-        let (mut xn, mut q, mut k, mut v, mut att, mut o) =
-            (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let (mut xn, mut q, mut k, mut v, mut att, mut o) = (
+            Vec::new(),
+            Vec::new(),
+            Vec::new(),
+            Vec::new(),
+            Vec::new(),
+            Vec::new(),
+        );
         let (mut gate, mut up, mut down) = (Vec::new(), Vec::new(), Vec::new());
         for (li, l) in w.layers.iter().enumerate() {
             ops::rmsnorm(&x, &l.input_norm, c.rms_norm_eps, &mut xn);
@@ -123,7 +154,17 @@ impl Backend for CpuBackend {
                 })?;
                 cache.extend_from_slice(new);
             }
-            ops::attention(&q, &st.k[li], &st.v[li], t, pos, c.num_attention_heads, c.num_key_value_heads, hd, &mut att);
+            ops::attention(
+                &q,
+                &st.k[li],
+                &st.v[li],
+                t,
+                pos,
+                c.num_attention_heads,
+                c.num_key_value_heads,
+                hd,
+                &mut att,
+            );
             matmul::linear(&att, t, &l.o, &mut o);
             ops::add(&mut x, &o);
             ops::rmsnorm(&x, &l.post_attention_norm, c.rms_norm_eps, &mut xn);
@@ -137,7 +178,11 @@ impl Backend for CpuBackend {
         ops::rmsnorm(last, &w.final_norm, c.rms_norm_eps, &mut xn);
         logits.clear();
         logits.resize(n_logits * c.vocab_size, 0.0);
-        matmul::dense_matmul(&xn, n_logits, DenseRef::F16(w.lm_head()), h, c.vocab_size, logits);
+        let head = match &w.lm_head_exact {
+            Some(e) => DenseRef::F32(e),
+            None => DenseRef::F16(w.lm_head()),
+        };
+        matmul::dense_matmul(&xn, n_logits, head, h, c.vocab_size, logits);
         Ok(())
     }
 }

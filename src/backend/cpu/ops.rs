@@ -89,7 +89,8 @@ pub fn attention(
             let n_keys = pos + ti + 1;
             let mut max = f32::NEG_INFINITY;
             for (j, s) in scores[..n_keys].iter_mut().enumerate() {
-                let kv = &k_cache[j * kv_width + kvh * head_dim..j * kv_width + (kvh + 1) * head_dim];
+                let kv =
+                    &k_cache[j * kv_width + kvh * head_dim..j * kv_width + (kvh + 1) * head_dim];
                 *s = super::matmul::dot(qv, kv) * scale;
                 max = max.max(*s);
             }
@@ -100,7 +101,8 @@ pub fn attention(
             }
             acc.iter_mut().for_each(|a| *a = 0.0);
             for (j, &s) in scores[..n_keys].iter().enumerate() {
-                let vv = &v_cache[j * kv_width + kvh * head_dim..j * kv_width + (kvh + 1) * head_dim];
+                let vv =
+                    &v_cache[j * kv_width + kvh * head_dim..j * kv_width + (kvh + 1) * head_dim];
                 let p = s / sum;
                 for (a, &v) in acc.iter_mut().zip(vv) {
                     *a += p * v;

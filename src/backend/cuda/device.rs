@@ -5,7 +5,10 @@
 //! [`DevBuf`] frees its memory on drop, so an error half-way through a load or a session's
 //! creation frees everything taken so far.
 
-use super::ffi::{self, CUcontext, CUdevice, CUdeviceptr, CUevent, CUfunction, CUgraphExec, CUresult, CUstream, Driver};
+use super::ffi::{
+    self, CUcontext, CUdevice, CUdeviceptr, CUevent, CUfunction, CUgraphExec, CUresult, CUstream,
+    Driver,
+};
 use crate::error::{Error, Result};
 use std::ffi::c_void;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -46,44 +49,76 @@ impl Gpu {
             if r == ffi::CUDA_SUCCESS {
                 Ok(())
             } else {
-                Err(Error::device(format!("cuda:{ordinal}: {what} failed: {}", ffi::driver_error_text(drv, r))))
+                Err(Error::device(format!(
+                    "cuda:{ordinal}: {what} failed: {}",
+                    ffi::driver_error_text(drv, r)
+                )))
             }
         };
         // SAFETY: plain driver calls with valid out-pointers.
         unsafe {
-            chk((drv.cuInit)(0), "cuInit (is an NVIDIA GPU present and the driver loaded?)")?;
+            chk(
+                (drv.cuInit)(0),
+                "cuInit (is an NVIDIA GPU present and the driver loaded?)",
+            )?;
             let mut n = 0;
             chk((drv.cuDeviceGetCount)(&mut n), "cuDeviceGetCount")?;
             if n <= 0 {
-                return Err(Error::device(format!("cuda:{ordinal}: the driver sees no CUDA GPU")));
+                return Err(Error::device(format!(
+                    "cuda:{ordinal}: the driver sees no CUDA GPU"
+                )));
             }
             if ordinal >= n as usize {
-                return Err(Error::device(format!("cuda:{ordinal}: no such GPU (the driver sees {n})")));
+                return Err(Error::device(format!(
+                    "cuda:{ordinal}: no such GPU (the driver sees {n})"
+                )));
             }
             let mut dev = 0;
             chk((drv.cuDeviceGet)(&mut dev, ordinal as i32), "cuDeviceGet")?;
             let mut name = [0 as std::ffi::c_char; 256];
-            chk((drv.cuDeviceGetName)(name.as_mut_ptr(), 255, dev), "cuDeviceGetName")?;
-            let name = std::ffi::CStr::from_ptr(name.as_ptr()).to_string_lossy().into_owned();
+            chk(
+                (drv.cuDeviceGetName)(name.as_mut_ptr(), 255, dev),
+                "cuDeviceGetName",
+            )?;
+            let name = std::ffi::CStr::from_ptr(name.as_ptr())
+                .to_string_lossy()
+                .into_owned();
             let attr = |a| -> Result<i32> {
                 let mut v = 0;
-                chk((drv.cuDeviceGetAttribute)(&mut v, a, dev), "cuDeviceGetAttribute")?;
+                chk(
+                    (drv.cuDeviceGetAttribute)(&mut v, a, dev),
+                    "cuDeviceGetAttribute",
+                )?;
                 Ok(v)
             };
-            let cc = (attr(ffi::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR)?, attr(ffi::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR)?);
+            let cc = (
+                attr(ffi::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR)?,
+                attr(ffi::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR)?,
+            );
             let sms = attr(ffi::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)?.max(1) as usize;
             let smem = attr(ffi::CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK)?;
-            let optin = attr(ffi::CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN).unwrap_or(smem).max(smem);
+            let optin = attr(ffi::CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN)
+                .unwrap_or(smem)
+                .max(smem);
             let mut total = 0usize;
-            chk((drv.cuDeviceTotalMem_v2)(&mut total, dev), "cuDeviceTotalMem")?;
+            chk(
+                (drv.cuDeviceTotalMem_v2)(&mut total, dev),
+                "cuDeviceTotalMem",
+            )?;
             let mut ctx = std::ptr::null_mut();
-            chk((drv.cuDevicePrimaryCtxRetain)(&mut ctx, dev), "cuDevicePrimaryCtxRetain")?;
+            chk(
+                (drv.cuDevicePrimaryCtxRetain)(&mut ctx, dev),
+                "cuDevicePrimaryCtxRetain",
+            )?;
             if let Err(e) = chk((drv.cuCtxSetCurrent)(ctx), "cuCtxSetCurrent") {
                 (drv.cuDevicePrimaryCtxRelease_v2)(dev);
                 return Err(e);
             }
             let mut stream = std::ptr::null_mut();
-            if let Err(e) = chk((drv.cuStreamCreate)(&mut stream, ffi::CU_STREAM_NON_BLOCKING), "cuStreamCreate") {
+            if let Err(e) = chk(
+                (drv.cuStreamCreate)(&mut stream, ffi::CU_STREAM_NON_BLOCKING),
+                "cuStreamCreate",
+            ) {
                 (drv.cuDevicePrimaryCtxRelease_v2)(dev);
                 return Err(e);
             }
@@ -110,7 +145,10 @@ impl Gpu {
     /// Make this GPU's context current on the calling thread.
     pub fn bind(&self) -> Result<()> {
         // SAFETY: ctx is the retained primary context, live while self is.
-        self.check(unsafe { (self.drv.cuCtxSetCurrent)(self.ctx) }, "cuCtxSetCurrent")
+        self.check(
+            unsafe { (self.drv.cuCtxSetCurrent)(self.ctx) },
+            "cuCtxSetCurrent",
+        )
     }
 
     /// A driver result as a `Result`.
@@ -118,13 +156,20 @@ impl Gpu {
         if r == ffi::CUDA_SUCCESS {
             Ok(())
         } else {
-            Err(Error::device(format!("cuda:{}: {what} failed: {}", self.ordinal, ffi::driver_error_text(self.drv, r))))
+            Err(Error::device(format!(
+                "cuda:{}: {what} failed: {}",
+                self.ordinal,
+                ffi::driver_error_text(self.drv, r)
+            )))
         }
     }
 
     pub fn sync(&self) -> Result<()> {
         // SAFETY: the stream is live while self is.
-        self.check(unsafe { (self.drv.cuStreamSynchronize)(self.stream) }, "cuStreamSynchronize (a kernel failed)")
+        self.check(
+            unsafe { (self.drv.cuStreamSynchronize)(self.stream) },
+            "cuStreamSynchronize (a kernel failed)",
+        )
     }
 
     /// (free, total) device memory, as the driver reports it.
@@ -163,7 +208,12 @@ impl Gpu {
         self.check(r, &format!("cuMemAlloc of {bytes} bytes for {what}"))?;
         let now = self.used.fetch_add(size, Ordering::Relaxed) + size;
         self.peak.fetch_max(now, Ordering::Relaxed);
-        Ok(DevBuf { ptr, bytes, size, gpu: self.clone() })
+        Ok(DevBuf {
+            ptr,
+            bytes,
+            size,
+            gpu: self.clone(),
+        })
     }
 
     /// Allocate and fill from a host slice (synchronous).
@@ -175,11 +225,22 @@ impl Gpu {
     }
 
     /// Launch `f` with `args` on the stream.
-    pub fn launch(&self, f: &Kernel, grid: (u32, u32, u32), block: u32, smem: u32, args: &mut Args) -> Result<()> {
+    pub fn launch(
+        &self,
+        f: &Kernel,
+        grid: (u32, u32, u32),
+        block: u32,
+        smem: u32,
+        args: &mut Args,
+    ) -> Result<()> {
         if grid.0 == 0 || grid.1 == 0 || grid.2 == 0 {
             return Ok(());
         }
-        let mut ptrs: Vec<*mut c_void> = args.slots.iter_mut().map(|s| s as *mut u64 as *mut c_void).collect();
+        let mut ptrs: Vec<*mut c_void> = args
+            .slots
+            .iter_mut()
+            .map(|s| s as *mut u64 as *mut c_void)
+            .collect();
         // SAFETY: f is a function of a loaded module; ptrs point at one 8-byte slot per kernel
         // parameter, holding its value in the low bytes (little-endian), as the kernel expects.
         let r = unsafe {
@@ -197,9 +258,16 @@ impl Gpu {
                 std::ptr::null_mut(),
             )
         };
-        self.check(r, &format!("launch of {} (grid {grid:?}, block {block}, smem {smem})", f.name))?;
+        self.check(
+            r,
+            &format!(
+                "launch of {} (grid {grid:?}, block {block}, smem {smem})",
+                f.name
+            ),
+        )?;
         if self.sync_each && !self.capturing.load(Ordering::Relaxed) {
-            self.sync().map_err(|e| e.context(format!("after kernel {}", f.name)))?;
+            self.sync()
+                .map_err(|e| e.context(format!("after kernel {}", f.name)))?;
         }
         Ok(())
     }
@@ -218,25 +286,36 @@ impl Gpu {
     /// Capture the launches `f` makes on the stream into a graph (nothing runs until replayed).
     pub fn capture(self: &Arc<Self>, f: impl FnOnce() -> Result<()>) -> Result<Graph> {
         let d = self.drv;
-        let (Some(begin), Some(end), Some(inst), Some(destroy)) =
-            (d.cuStreamBeginCapture_v2, d.cuStreamEndCapture, d.cuGraphInstantiateWithFlags, d.cuGraphDestroy)
-        else {
+        let (Some(begin), Some(end), Some(inst), Some(destroy)) = (
+            d.cuStreamBeginCapture_v2,
+            d.cuStreamEndCapture,
+            d.cuGraphInstantiateWithFlags,
+            d.cuGraphDestroy,
+        ) else {
             return Err(Error::device("this CUDA driver has no graph API"));
         };
         // SAFETY: live stream; thread-local capture mode leaves other threads unaffected.
-        self.check(unsafe { begin(self.stream, ffi::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL) }, "cuStreamBeginCapture")?;
+        self.check(
+            unsafe { begin(self.stream, ffi::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL) },
+            "cuStreamBeginCapture",
+        )?;
         self.capturing.store(true, Ordering::Relaxed);
         let r = f();
         self.capturing.store(false, Ordering::Relaxed);
         let mut graph = std::ptr::null_mut();
         // SAFETY: ends the capture begun above (always, also after a failed launch).
         let re = unsafe { end(self.stream, &mut graph) };
-        let result = r.and_then(|_| self.check(re, "cuStreamEndCapture")).and_then(|_| {
-            let mut exec = std::ptr::null_mut();
-            // SAFETY: graph is the captured graph; exec an out-pointer.
-            self.check(unsafe { inst(&mut exec, graph, 0) }, "cuGraphInstantiate")?;
-            Ok(Graph { exec, gpu: self.clone() })
-        });
+        let result = r
+            .and_then(|_| self.check(re, "cuStreamEndCapture"))
+            .and_then(|_| {
+                let mut exec = std::ptr::null_mut();
+                // SAFETY: graph is the captured graph; exec an out-pointer.
+                self.check(unsafe { inst(&mut exec, graph, 0) }, "cuGraphInstantiate")?;
+                Ok(Graph {
+                    exec,
+                    gpu: self.clone(),
+                })
+            });
         if !graph.is_null() {
             // SAFETY: the instantiated executable does not need the graph.
             unsafe { destroy(graph) };
@@ -246,7 +325,10 @@ impl Gpu {
 
     /// Replay a captured graph on the stream.
     pub fn replay(&self, g: &Graph) -> Result<()> {
-        let launch = self.drv.cuGraphLaunch.ok_or_else(|| Error::device("no cuGraphLaunch"))?;
+        let launch = self
+            .drv
+            .cuGraphLaunch
+            .ok_or_else(|| Error::device("no cuGraphLaunch"))?;
         // SAFETY: live executable graph and stream.
         self.check(unsafe { launch(g.exec, self.stream) }, "cuGraphLaunch")?;
         if self.sync_each {
@@ -257,12 +339,18 @@ impl Gpu {
 
     pub fn memset_u32(&self, buf: CUdeviceptr, value: u32, count: usize) -> Result<()> {
         // SAFETY: callers pass a pointer into a live allocation of at least count words.
-        self.check(unsafe { (self.drv.cuMemsetD32Async)(buf, value, count, self.stream) }, "cuMemsetD32Async")
+        self.check(
+            unsafe { (self.drv.cuMemsetD32Async)(buf, value, count, self.stream) },
+            "cuMemsetD32Async",
+        )
     }
 
     pub fn copy_dtod(&self, dst: CUdeviceptr, src: CUdeviceptr, bytes: usize) -> Result<()> {
         // SAFETY: callers pass ranges inside live allocations.
-        self.check(unsafe { (self.drv.cuMemcpyDtoDAsync_v2)(dst, src, bytes, self.stream) }, "cuMemcpyDtoDAsync")
+        self.check(
+            unsafe { (self.drv.cuMemcpyDtoDAsync_v2)(dst, src, bytes, self.stream) },
+            "cuMemcpyDtoDAsync",
+        )
     }
 
     /// Copy `out.len()` elements from device address `src` into `out`, waiting for the stream.
@@ -275,7 +363,12 @@ impl Gpu {
         // synchronise before returning, so the async copy is complete before `out` is used.
         unsafe {
             self.check(
-                (self.drv.cuMemcpyDtoHAsync_v2)(out.as_mut_ptr() as *mut c_void, src, bytes, self.stream),
+                (self.drv.cuMemcpyDtoHAsync_v2)(
+                    out.as_mut_ptr() as *mut c_void,
+                    src,
+                    bytes,
+                    self.stream,
+                ),
                 "cuMemcpyDtoHAsync",
             )?;
         }
@@ -286,7 +379,10 @@ impl Gpu {
     pub fn event(&self) -> Result<Event<'_>> {
         let mut e = std::ptr::null_mut();
         // SAFETY: valid out-pointer.
-        self.check(unsafe { (self.drv.cuEventCreate)(&mut e, 0) }, "cuEventCreate")?;
+        self.check(
+            unsafe { (self.drv.cuEventCreate)(&mut e, 0) },
+            "cuEventCreate",
+        )?;
         Ok(Event { e, gpu: self })
     }
 }
@@ -334,15 +430,24 @@ pub struct Event<'a> {
 impl Event<'_> {
     pub fn record(&self) -> Result<()> {
         // SAFETY: live event and stream.
-        self.gpu.check(unsafe { (self.gpu.drv.cuEventRecord)(self.e, self.gpu.stream) }, "cuEventRecord")
+        self.gpu.check(
+            unsafe { (self.gpu.drv.cuEventRecord)(self.e, self.gpu.stream) },
+            "cuEventRecord",
+        )
     }
     /// Milliseconds from `start` to this event (waits for this event).
     pub fn since(&self, start: &Event<'_>) -> Result<f32> {
         let mut ms = 0f32;
         // SAFETY: live events.
         unsafe {
-            self.gpu.check((self.gpu.drv.cuEventSynchronize)(self.e), "cuEventSynchronize")?;
-            self.gpu.check((self.gpu.drv.cuEventElapsedTime)(&mut ms, start.e, self.e), "cuEventElapsedTime")?;
+            self.gpu.check(
+                (self.gpu.drv.cuEventSynchronize)(self.e),
+                "cuEventSynchronize",
+            )?;
+            self.gpu.check(
+                (self.gpu.drv.cuEventElapsedTime)(&mut ms, start.e, self.e),
+                "cuEventElapsedTime",
+            )?;
         }
         Ok(ms)
     }
@@ -378,7 +483,10 @@ impl DevBuf {
     pub fn write_at<T: Copy>(&self, offset: usize, data: &[T]) -> Result<()> {
         let bytes = std::mem::size_of_val(data);
         if offset + bytes > self.bytes {
-            return Err(Error::internal(format!("upload of {bytes} bytes at {offset} overflows a buffer of {}", self.bytes)));
+            return Err(Error::internal(format!(
+                "upload of {bytes} bytes at {offset} overflows a buffer of {}",
+                self.bytes
+            )));
         }
         if bytes == 0 {
             return Ok(());
@@ -440,7 +548,9 @@ pub struct Args {
 
 impl Args {
     pub fn new() -> Args {
-        Args { slots: Vec::with_capacity(16) }
+        Args {
+            slots: Vec::with_capacity(16),
+        }
     }
     /// A device pointer (0 for NULL).
     pub fn ptr(&mut self, p: CUdeviceptr) -> &mut Self {

@@ -65,13 +65,21 @@ impl Lib {
     /// dlopen `name` (a soname or a full path).
     fn open(name: &str, global: bool) -> Option<Lib> {
         let c = CString::new(name).ok()?;
-        let flags = libc::RTLD_NOW | if global { libc::RTLD_GLOBAL } else { libc::RTLD_LOCAL };
+        let flags = libc::RTLD_NOW
+            | if global {
+                libc::RTLD_GLOBAL
+            } else {
+                libc::RTLD_LOCAL
+            };
         // SAFETY: c is a valid NUL-terminated string; dlopen has no other preconditions.
         let handle = unsafe { libc::dlopen(c.as_ptr(), flags) };
         if handle.is_null() {
             None
         } else {
-            Some(Lib { handle, path: name.to_string() })
+            Some(Lib {
+                handle,
+                path: name.to_string(),
+            })
         }
     }
 
@@ -81,7 +89,11 @@ impl Lib {
         // SAFETY: the handle is live (never closed) and name is NUL-terminated.
         let p = unsafe { libc::dlsym(self.handle, name.as_ptr() as *const c_char) };
         if p.is_null() {
-            Err(format!("{}: symbol {} not found", self.path, name.trim_end_matches('\0')))
+            Err(format!(
+                "{}: symbol {} not found",
+                self.path,
+                name.trim_end_matches('\0')
+            ))
         } else {
             Ok(p)
         }
@@ -91,7 +103,12 @@ impl Lib {
 /// Folders to search for CUDA libraries, most specific first.
 pub fn search_dirs() -> Vec<PathBuf> {
     let mut dirs: Vec<PathBuf> = Vec::new();
-    for var in ["CUDA_PATH", "CUDA_HOME", "CUDA_ROOT", "CUDA_TOOLKIT_ROOT_DIR"] {
+    for var in [
+        "CUDA_PATH",
+        "CUDA_HOME",
+        "CUDA_ROOT",
+        "CUDA_TOOLKIT_ROOT_DIR",
+    ] {
         if let Some(v) = std::env::var_os(var) {
             let d = PathBuf::from(v);
             dirs.push(d.join("lib64"));
@@ -113,7 +130,13 @@ pub fn search_dirs() -> Vec<PathBuf> {
         dirs.push(d.join("lib64"));
         dirs.push(d.join("targets/x86_64-linux/lib"));
     }
-    for d in ["/usr/local/nvidia/lib64", "/usr/local/nvidia/lib", "/usr/lib/x86_64-linux-gnu", "/usr/lib64", "/usr/lib"] {
+    for d in [
+        "/usr/local/nvidia/lib64",
+        "/usr/local/nvidia/lib",
+        "/usr/lib/x86_64-linux-gnu",
+        "/usr/lib64",
+        "/usr/lib",
+    ] {
         dirs.push(d.into());
     }
     dirs.extend(python_nvidia_dirs());
@@ -124,7 +147,9 @@ pub fn search_dirs() -> Vec<PathBuf> {
 
 /// Subfolders of `dir` whose names start with `prefix`.
 fn glob_dirs(dir: &Path, prefix: &str) -> Vec<PathBuf> {
-    let Ok(rd) = std::fs::read_dir(dir) else { return Vec::new() };
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
     rd.filter_map(|e| e.ok())
         .filter(|e| e.file_name().to_string_lossy().starts_with(prefix))
         .map(|e| e.path())
@@ -134,7 +159,11 @@ fn glob_dirs(dir: &Path, prefix: &str) -> Vec<PathBuf> {
 
 /// `lib` folders of the `nvidia-*` pip wheels in any Python environment we can find.
 fn python_nvidia_dirs() -> Vec<PathBuf> {
-    let mut roots: Vec<PathBuf> = vec!["/usr/lib".into(), "/usr/local/lib".into(), "/opt/conda/lib".into()];
+    let mut roots: Vec<PathBuf> = vec![
+        "/usr/lib".into(),
+        "/usr/local/lib".into(),
+        "/opt/conda/lib".into(),
+    ];
     for var in ["VIRTUAL_ENV", "CONDA_PREFIX"] {
         if let Some(v) = std::env::var_os(var) {
             roots.push(PathBuf::from(v).join("lib"));
@@ -190,9 +219,17 @@ fn open_first(sonames: &[&str], dirs: &[PathBuf]) -> Option<(Lib, Option<PathBuf
 /// Preload (RTLD_GLOBAL) every file in `dir` whose name starts with `prefix`, so that a library
 /// loaded from `dir` finds its dependencies there even when `dir` is not on the search path.
 fn preload_from(dir: &Path, prefix: &str) {
-    let Ok(rd) = std::fs::read_dir(dir) else { return };
-    let mut names: Vec<PathBuf> =
-        rd.filter_map(|e| e.ok()).map(|e| e.path()).filter(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with(prefix))).collect();
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return;
+    };
+    let mut names: Vec<PathBuf> = rd
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with(prefix))
+        })
+        .collect();
     names.sort();
     for p in names {
         let _ = Lib::open(&p.to_string_lossy(), true);
@@ -369,7 +406,12 @@ pub fn cublas() -> Result<&'static Cublas, String> {
         if std::env::var_os("WV_NO_CUBLAS").is_some() {
             return Err("cuBLAS disabled by WV_NO_CUBLAS".into());
         }
-        let names = ["libcublas.so.13", "libcublas.so.12", "libcublas.so.11", "libcublas.so"];
+        let names = [
+            "libcublas.so.13",
+            "libcublas.so.12",
+            "libcublas.so.11",
+            "libcublas.so",
+        ];
         let dirs = search_dirs();
         for d in &dirs {
             if names.iter().any(|n| d.join(n).exists()) {
@@ -377,8 +419,8 @@ pub fn cublas() -> Result<&'static Cublas, String> {
                 break;
             }
         }
-        let (lib, _) =
-            open_first(&names, &dirs).ok_or_else(|| format!("cuBLAS not found (looked for {})", names.join(", ")))?;
+        let (lib, _) = open_first(&names, &dirs)
+            .ok_or_else(|| format!("cuBLAS not found (looked for {})", names.join(", ")))?;
         Cublas::load(lib)
     })
     .as_ref()

@@ -55,8 +55,8 @@ pub struct Scratch {
     pub out_id: DevBuf,
     /// Decode: [token, position] on the device (what a captured step reads).
     pub step: DevBuf,
-    /// Captured decode steps, per session cache (address, capacity).
-    pub graphs: Vec<((u64, usize), Graph)>,
+    /// Captured decode steps, per session cache (K and V addresses, capacity).
+    pub graphs: Vec<((u64, u64, usize), Graph)>,
 }
 
 impl Scratch {
@@ -68,7 +68,11 @@ impl Scratch {
         let att_slots = (rows * 4).max(64);
         let what = "scratch buffers";
         // Enough for pieces of at least 64 columns of the widest input, at most DEQ_CAP.
-        let deq_elems = if rows > 1 { w.max_q4_elems().min(DEQ_CAP.max(wmax * 64)) } else { 0 };
+        let deq_elems = if rows > 1 {
+            w.max_q4_elems().min(DEQ_CAP.max(wmax * 64))
+        } else {
+            0
+        };
         Ok(Scratch {
             rows,
             tokens: gpu.alloc(rows * 4, what)?,
@@ -80,7 +84,11 @@ impl Scratch {
             att_o: gpu.alloc(att_slots * qd * 4, what)?,
             att_ml: gpu.alloc(att_slots * c.num_attention_heads * 2 * 4, what)?,
             logits: gpu.alloc(rows * c.vocab_size * 4, what)?,
-            deq: if deq_elems > 0 { Some(gpu.alloc(deq_elems * 2, "dequantised weights for prefill")?) } else { None },
+            deq: if deq_elems > 0 {
+                Some(gpu.alloc(deq_elems * 2, "dequantised weights for prefill")?)
+            } else {
+                None
+            },
             deq_elems,
             logits2: gpu.alloc(c.vocab_size * 4, what)?,
             ids: None,
@@ -110,7 +118,17 @@ pub struct Ops<'a> {
 impl Ops<'_> {
     /// `Y[t, n] (row stride ldy) = X[t, :] · B[:, n]` through cuBLAS when present.
     #[allow(clippy::too_many_arguments)]
-    pub fn gemm(&self, nk: bool, x: CUdeviceptr, w: CUdeviceptr, y: CUdeviceptr, t: usize, n: usize, k: usize, ldy: usize) -> Result<()> {
+    pub fn gemm(
+        &self,
+        nk: bool,
+        x: CUdeviceptr,
+        w: CUdeviceptr,
+        y: CUdeviceptr,
+        t: usize,
+        n: usize,
+        k: usize,
+        ldy: usize,
+    ) -> Result<()> {
         match self.blas {
             Some(b) => b.gemm(nk, x, w, y, t, n, k, ldy),
             None => self.k.gemm(self.gpu, nk, x, w, y, t, n, k, ldy),
@@ -118,22 +136,49 @@ impl Ops<'_> {
     }
 
     /// Apply a group of products to `x` (f16 `[t, g.k]`), writing partial slabs into `part`.
-    pub fn linear(&self, g: &LinearGroup, x: CUdeviceptr, t: usize, part: CUdeviceptr, deq: Option<(&DevBuf, usize)>) -> Result<Partials> {
+    pub fn linear(
+        &self,
+        g: &LinearGroup,
+        x: CUdeviceptr,
+        t: usize,
+        part: CUdeviceptr,
+        deq: Option<(&DevBuf, usize)>,
+    ) -> Result<Partials> {
         if t == 1 {
             for m in &g.members {
                 let out = part + 4 * m.col0 as u64;
                 match &m.mat {
-                    DevMat::Q4(q) => self.k.gemv_q4(self.gpu, q, x, out, g.s_decode, m.per_block, g.n_total)?,
-                    DevMat::F16(d) => self.k.gemv_f16(self.gpu, d.w.ptr, d.k, d.n, x, out, g.s_decode, m.per_block, g.n_total)?,
+                    DevMat::Q4(q) => {
+                        self.k
+                            .gemv_q4(self.gpu, q, x, out, g.s_decode, m.per_block, g.n_total)?
+                    }
+                    DevMat::F16(d) => self.k.gemv_f16(
+                        self.gpu,
+                        d.w.ptr,
+                        d.k,
+                        d.n,
+                        x,
+                        out,
+                        g.s_decode,
+                        m.per_block,
+                        g.n_total,
+                    )?,
                 }
             }
-            return Ok(Partials { ptr: part, s: g.s_decode, sstride: g.n_total, ld: g.n_total });
+            return Ok(Partials {
+                ptr: part,
+                s: g.s_decode,
+                sstride: g.n_total,
+                ld: g.n_total,
+            });
         }
         for m in &g.members {
             let out = part + 4 * m.col0 as u64;
             match &m.mat {
                 DevMat::Q4(q) => {
-                    let (buf, elems) = deq.ok_or_else(|| Error::internal("prefill without a dequantisation buffer"))?;
+                    let (buf, elems) = deq.ok_or_else(|| {
+                        Error::internal("prefill without a dequantisation buffer")
+                    })?;
                     let mut piece = (elems / q.k).min(q.n).max(1);
                     if piece < q.n && piece >= 64 {
                         piece -= piece % 64; // keep the products' column offsets aligned
@@ -145,14 +190,28 @@ impl Ops<'_> {
                     while c0 < q.n {
                         let c1 = (c0 + piece).min(q.n);
                         self.k.dequant_q4(self.gpu, q, buf.ptr, c0, c1)?;
-                        self.gemm(false, x, buf.ptr, out + 4 * c0 as u64, t, c1 - c0, q.k, g.n_total)?;
+                        self.gemm(
+                            false,
+                            x,
+                            buf.ptr,
+                            out + 4 * c0 as u64,
+                            t,
+                            c1 - c0,
+                            q.k,
+                            g.n_total,
+                        )?;
                         c0 = c1;
                     }
                 }
                 DevMat::F16(d) => self.gemm(true, x, d.w.ptr, out, t, d.n, d.k, g.n_total)?,
             }
         }
-        Ok(Partials { ptr: part, s: 1, sstride: t * g.n_total, ld: g.n_total })
+        Ok(Partials {
+            ptr: part,
+            s: 1,
+            sstride: t * g.n_total,
+            ld: g.n_total,
+        })
     }
 }
 
@@ -163,7 +222,11 @@ pub enum Pos {
     Host(usize),
     /// Decode: the position read from device memory, the chunking fixed by the cache's
     /// capacity, so the launches are the same at every step (and can be captured once).
-    Device { ptr: CUdeviceptr, chunk: usize, nch: usize },
+    Device {
+        ptr: CUdeviceptr,
+        chunk: usize,
+        nch: usize,
+    },
 }
 
 /// Enqueue a pass over `t` tokens already on the device at `tokens`; leave the logits of the
@@ -193,16 +256,60 @@ pub fn enqueue(
     };
     for (li, l) in w.layers.iter().enumerate() {
         let (d, b) = prev.map_or((None, 0), |(p, b)| (Some(p), b));
-        k.residual_rmsnorm(gpu, sc.x.ptr, d, b, l.input_norm.ptr, eps, sc.xh.ptr, h, 0, t)?;
+        k.residual_rmsnorm(
+            gpu,
+            sc.x.ptr,
+            d,
+            b,
+            l.input_norm.ptr,
+            eps,
+            sc.xh.ptr,
+            h,
+            0,
+            t,
+        )?;
         let p = ops.linear(&l.qkv, sc.xh.ptr, t, sc.part.ptr, deq)?;
         let kc = st.k.at(li * st.layer_stride);
         let vc = st.v.at(li * st.layer_stride);
         let bias = l.qkv.bias.as_ref().map_or(0, |b| b.ptr);
-        k.qkv_rope(gpu, p, bias, sc.q.ptr, kc, vc, w.inv_freq.ptr, p_arg, t, dims)?;
-        k.attention(gpu, sc.q.ptr, kc, vc, (sc.att_o.ptr, sc.att_ml.ptr), sc.xh.ptr, p_arg, t, dims, att)?;
+        k.qkv_rope(
+            gpu,
+            p,
+            bias,
+            sc.q.ptr,
+            kc,
+            vc,
+            w.inv_freq.ptr,
+            p_arg,
+            t,
+            dims,
+        )?;
+        k.attention(
+            gpu,
+            sc.q.ptr,
+            kc,
+            vc,
+            (sc.att_o.ptr, sc.att_ml.ptr),
+            sc.xh.ptr,
+            p_arg,
+            t,
+            dims,
+            att,
+        )?;
         let p = ops.linear(&l.o, sc.xh.ptr, t, sc.part.ptr, deq)?;
         let bias = l.o.bias.as_ref().map_or(0, |b| b.ptr);
-        k.residual_rmsnorm(gpu, sc.x.ptr, Some(p), bias, l.post_norm.ptr, eps, sc.xh.ptr, h, 0, t)?;
+        k.residual_rmsnorm(
+            gpu,
+            sc.x.ptr,
+            Some(p),
+            bias,
+            l.post_norm.ptr,
+            eps,
+            sc.xh.ptr,
+            h,
+            0,
+            t,
+        )?;
         let p = ops.linear(&l.gate_up, sc.xh.ptr, t, sc.part.ptr, deq)?;
         let bias = l.gate_up.bias.as_ref().map_or(0, |b| b.ptr);
         k.silu_mul(gpu, p, bias, sc.xh.ptr, c.intermediate_size, t)?;
@@ -213,12 +320,42 @@ pub fn enqueue(
         return Ok(());
     }
     let (d, b) = prev.map_or((None, 0), |(p, b)| (Some(p), b));
-    k.residual_rmsnorm(gpu, sc.x.ptr, d, b, w.final_norm.ptr, eps, sc.xh.ptr, h, t - logit_rows, logit_rows)?;
+    k.residual_rmsnorm(
+        gpu,
+        sc.x.ptr,
+        d,
+        b,
+        w.final_norm.ptr,
+        eps,
+        sc.xh.ptr,
+        h,
+        t - logit_rows,
+        logit_rows,
+    )?;
     let v = c.vocab_size;
     if logit_rows == 1 {
-        k.gemv_f16(gpu, w.lm_head().ptr, h, v, sc.xh.ptr, sc.logits.ptr, 1, h.div_ceil(8) * 8, v)
+        k.gemv_f16(
+            gpu,
+            w.lm_head().ptr,
+            h,
+            v,
+            sc.xh.ptr,
+            sc.logits.ptr,
+            1,
+            h.div_ceil(8) * 8,
+            v,
+        )
     } else {
-        ops.gemm(true, sc.xh.ptr, w.lm_head().ptr, sc.logits.ptr, logit_rows, v, h, v)
+        ops.gemm(
+            true,
+            sc.xh.ptr,
+            w.lm_head().ptr,
+            sc.logits.ptr,
+            logit_rows,
+            v,
+            h,
+            v,
+        )
     }
 }
 
@@ -235,7 +372,17 @@ pub fn run_pass(
     logit_rows: usize,
 ) -> Result<()> {
     sc.tokens.write(tokens)?;
-    enqueue(ops, c, w, sc, st, sc.tokens.ptr, tokens.len(), Pos::Host(pos), logit_rows)
+    enqueue(
+        ops,
+        c,
+        w,
+        sc,
+        st,
+        sc.tokens.ptr,
+        tokens.len(),
+        Pos::Host(pos),
+        logit_rows,
+    )
 }
 
 /// The most captured decode steps kept (one per recently used session).
@@ -256,17 +403,22 @@ pub fn decode_step(
 ) -> Result<()> {
     sc.step.write(&[token, pos as u32])?;
     let (chunk, nch) = plan_attention(st.capacity, 1, sc.att_slots);
-    let p = Pos::Device { ptr: sc.step.ptr + 4, chunk, nch };
+    let p = Pos::Device {
+        ptr: sc.step.ptr + 4,
+        chunk,
+        nch,
+    };
     if !use_graph {
         return enqueue(ops, c, w, sc, st, sc.step.ptr, 1, p, 1);
     }
-    let key = (st.k.ptr, st.capacity);
+    let key = (st.k.ptr, st.v.ptr, st.capacity);
     if let Some(i) = sc.graphs.iter().position(|(k, _)| *k == key) {
         return ops.gpu.replay(&sc.graphs[i].1);
     }
     let g = {
         let scr: &Scratch = sc;
-        ops.gpu.capture(|| enqueue(ops, c, w, scr, st, scr.step.ptr, 1, p, 1))?
+        ops.gpu
+            .capture(|| enqueue(ops, c, w, scr, st, scr.step.ptr, 1, p, 1))?
     };
     if sc.graphs.len() >= MAX_GRAPHS {
         sc.graphs.remove(0);

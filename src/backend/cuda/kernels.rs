@@ -2,7 +2,7 @@
 //! kernel's layout and launch shape), and the cuBLAS products used by prefill.
 
 use super::device::{Args, Gpu, Kernel};
-use super::ffi::{self, CublasHandle, CUdeviceptr};
+use super::ffi::{self, CUdeviceptr, CublasHandle};
 use super::module::Modules;
 use super::weights::{Q4Dev, MAX_X_SLICE};
 use crate::error::{Error, Result};
@@ -61,29 +61,88 @@ impl Kernels {
 
     /// `out[s*ldo + n] = Σ_{k in slab s} x[k] W[k, n]` (decode, one token).
     #[allow(clippy::too_many_arguments)]
-    pub fn gemv_q4(&self, gpu: &Gpu, q: &Q4Dev, x: CUdeviceptr, out: CUdeviceptr, s: usize, gpb: usize, ldo: usize) -> Result<()> {
+    pub fn gemv_q4(
+        &self,
+        gpu: &Gpu,
+        q: &Q4Dev,
+        x: CUdeviceptr,
+        out: CUdeviceptr,
+        s: usize,
+        gpb: usize,
+        ldo: usize,
+    ) -> Result<()> {
         let smem = gpb.min(q.groups) * q.gs * 2;
         debug_assert!(smem <= MAX_X_SLICE * 2);
         let mut a = Args::new();
-        a.ptr(q.qw.ptr).ptr(q.scales.ptr).ptr(q.zeros.ptr).ptr(x).ptr(q.perm.as_ref().map_or(0, |p| p.ptr)).ptr(out);
-        a.int(q.k).int(q.n).int(q.groups).int(q.gs).int(gpb).int(ldo);
-        gpu.launch(&self.gemv_q4, (q.n.div_ceil(512) as u32, s as u32, 1), 128, smem as u32, &mut a)
+        a.ptr(q.qw.ptr)
+            .ptr(q.scales.ptr)
+            .ptr(q.zeros.ptr)
+            .ptr(x)
+            .ptr(q.perm.as_ref().map_or(0, |p| p.ptr))
+            .ptr(out);
+        a.int(q.k)
+            .int(q.n)
+            .int(q.groups)
+            .int(q.gs)
+            .int(gpb)
+            .int(ldo);
+        gpu.launch(
+            &self.gemv_q4,
+            (q.n.div_ceil(512) as u32, s as u32, 1),
+            128,
+            smem as u32,
+            &mut a,
+        )
     }
 
     /// Dense `[n, k]` f16 matrix times x, K split into `s` chunks of `kc`.
     #[allow(clippy::too_many_arguments)]
-    pub fn gemv_f16(&self, gpu: &Gpu, w: CUdeviceptr, k: usize, n: usize, x: CUdeviceptr, out: CUdeviceptr, s: usize, kc: usize, ldo: usize) -> Result<()> {
+    pub fn gemv_f16(
+        &self,
+        gpu: &Gpu,
+        w: CUdeviceptr,
+        k: usize,
+        n: usize,
+        x: CUdeviceptr,
+        out: CUdeviceptr,
+        s: usize,
+        kc: usize,
+        ldo: usize,
+    ) -> Result<()> {
         let mut a = Args::new();
-        a.ptr(w).ptr(x).ptr(out).int(k).int(n).int(kc.max(8)).int(ldo);
-        gpu.launch(&self.gemv_f16, (n.div_ceil(8) as u32, s as u32, 1), 256, 0, &mut a)
+        a.ptr(w)
+            .ptr(x)
+            .ptr(out)
+            .int(k)
+            .int(n)
+            .int(kc.max(8))
+            .int(ldo);
+        gpu.launch(
+            &self.gemv_f16,
+            (n.div_ceil(8) as u32, s as u32, 1),
+            256,
+            0,
+            &mut a,
+        )
     }
 
     /// Columns [c0, c1) of a 4-bit matrix to f16 `[k, c1-c0]`, rows in the checkpoint's order.
-    pub fn dequant_q4(&self, gpu: &Gpu, q: &Q4Dev, out: CUdeviceptr, c0: usize, c1: usize) -> Result<()> {
+    pub fn dequant_q4(
+        &self,
+        gpu: &Gpu,
+        q: &Q4Dev,
+        out: CUdeviceptr,
+        c0: usize,
+        c1: usize,
+    ) -> Result<()> {
         let total = (q.k / 8) * (c1 - c0);
         let blocks = total.div_ceil(256).min(gpu.sms * 32).max(1);
         let mut a = Args::new();
-        a.ptr(q.qw.ptr).ptr(q.scales.ptr).ptr(q.zeros.ptr).ptr(q.perm.as_ref().map_or(0, |p| p.ptr)).ptr(out);
+        a.ptr(q.qw.ptr)
+            .ptr(q.scales.ptr)
+            .ptr(q.zeros.ptr)
+            .ptr(q.perm.as_ref().map_or(0, |p| p.ptr))
+            .ptr(out);
         a.int(q.k).int(q.n).int(q.gs).int(c0).int(c1);
         gpu.launch(&self.dequant_q4, (blocks as u32, 1, 1), 256, 0, &mut a)
     }
@@ -91,14 +150,39 @@ impl Kernels {
     /// The SIMT fallback product: `Y[t, n] (row stride ldy) = X[t, :] · B[:, n]`, B either
     /// `[k, n]` (`nk == false`) or `[n, k]`.
     #[allow(clippy::too_many_arguments)]
-    pub fn gemm(&self, gpu: &Gpu, nk: bool, x: CUdeviceptr, w: CUdeviceptr, y: CUdeviceptr, t: usize, n: usize, k: usize, ldy: usize) -> Result<()> {
+    pub fn gemm(
+        &self,
+        gpu: &Gpu,
+        nk: bool,
+        x: CUdeviceptr,
+        w: CUdeviceptr,
+        y: CUdeviceptr,
+        t: usize,
+        n: usize,
+        k: usize,
+        ldy: usize,
+    ) -> Result<()> {
         let mut a = Args::new();
         a.ptr(x).ptr(w).ptr(y).int(t).int(n).int(k).int(ldy);
         let f = if nk { &self.gemm_nk } else { &self.gemm_kn };
-        gpu.launch(f, (n.div_ceil(64) as u32, t.div_ceil(64) as u32, 1), 256, 0, &mut a)
+        gpu.launch(
+            f,
+            (n.div_ceil(64) as u32, t.div_ceil(64) as u32, 1),
+            256,
+            0,
+            &mut a,
+        )
     }
 
-    pub fn embed(&self, gpu: &Gpu, tokens: CUdeviceptr, table: CUdeviceptr, x: CUdeviceptr, t: usize, h: usize) -> Result<()> {
+    pub fn embed(
+        &self,
+        gpu: &Gpu,
+        tokens: CUdeviceptr,
+        table: CUdeviceptr,
+        x: CUdeviceptr,
+        t: usize,
+        h: usize,
+    ) -> Result<()> {
         let mut a = Args::new();
         a.ptr(tokens).ptr(table).ptr(x).int(h);
         gpu.launch(&self.embed, (t as u32, 1, 1), 256, 0, &mut a)
@@ -124,19 +208,45 @@ impl Kernels {
         let delta = match delta {
             Some(p) if rows == 1 && p.s > 1 => {
                 let mut a = Args::new();
-                a.ptr(x + (row0 * h * 4) as u64).ptr(p.ptr + (row0 * p.ld * 4) as u64).int(p.s).i64(p.sstride as i64).int(p.ld);
+                a.ptr(x + (row0 * h * 4) as u64)
+                    .ptr(p.ptr + (row0 * p.ld * 4) as u64)
+                    .int(p.s)
+                    .i64(p.sstride as i64)
+                    .int(p.ld);
                 a.ptr(bias).int(h).int(1);
-                gpu.launch(&self.residual_add, (h.div_ceil(256).min(gpu.sms * 8) as u32, 1, 1), 256, 0, &mut a)?;
+                gpu.launch(
+                    &self.residual_add,
+                    (h.div_ceil(256).min(gpu.sms * 8) as u32, 1, 1),
+                    256,
+                    0,
+                    &mut a,
+                )?;
                 None
             }
             d => d,
         };
-        let d = delta.unwrap_or(Partials { ptr: 0, s: 0, sstride: 0, ld: 0 });
+        let d = delta.unwrap_or(Partials {
+            ptr: 0,
+            s: 0,
+            sstride: 0,
+            ld: 0,
+        });
         let mut a = Args::new();
-        a.ptr(x).ptr(d.ptr).int(d.s).i64(d.sstride as i64).int(d.ld).ptr(if delta.is_some() { bias } else { 0 });
+        a.ptr(x)
+            .ptr(d.ptr)
+            .int(d.s)
+            .i64(d.sstride as i64)
+            .int(d.ld)
+            .ptr(if delta.is_some() { bias } else { 0 });
         a.ptr(w).f32(eps).ptr(out).int(h).int(row0);
         let block = if h >= 4096 { 1024 } else { 256 };
-        gpu.launch(&self.residual_rmsnorm, (rows as u32, 1, 1), block, 0, &mut a)
+        gpu.launch(
+            &self.residual_rmsnorm,
+            (rows as u32, 1, 1),
+            block,
+            0,
+            &mut a,
+        )
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -154,15 +264,42 @@ impl Kernels {
         (nh, nkv, hd): (usize, usize, usize),
     ) -> Result<()> {
         let mut a = Args::new();
-        a.ptr(p.ptr).int(p.s).i64(p.sstride as i64).ptr(bias).ptr(q).ptr(kc).ptr(vc).ptr(inv_freq);
+        a.ptr(p.ptr)
+            .int(p.s)
+            .i64(p.sstride as i64)
+            .ptr(bias)
+            .ptr(q)
+            .ptr(kc)
+            .ptr(vc)
+            .ptr(inv_freq);
         a.int(pos).ptr(dpos).int(nh).int(nkv).int(hd);
         let block = (hd / 2).div_ceil(32) * 32;
-        gpu.launch(&self.qkv_rope, (t as u32, (nh + 2 * nkv) as u32, 1), block as u32, 0, &mut a)
+        gpu.launch(
+            &self.qkv_rope,
+            (t as u32, (nh + 2 * nkv) as u32, 1),
+            block as u32,
+            0,
+            &mut a,
+        )
     }
 
-    pub fn silu_mul(&self, gpu: &Gpu, p: Partials, bias: CUdeviceptr, out: CUdeviceptr, f: usize, t: usize) -> Result<()> {
+    pub fn silu_mul(
+        &self,
+        gpu: &Gpu,
+        p: Partials,
+        bias: CUdeviceptr,
+        out: CUdeviceptr,
+        f: usize,
+        t: usize,
+    ) -> Result<()> {
         let mut a = Args::new();
-        a.ptr(p.ptr).int(p.s).i64(p.sstride as i64).ptr(bias).ptr(out).int(f).int(t);
+        a.ptr(p.ptr)
+            .int(p.s)
+            .i64(p.sstride as i64)
+            .ptr(bias)
+            .ptr(out)
+            .int(f)
+            .int(t);
         let blocks = (t * f).div_ceil(256).min(gpu.sms * 16).max(1);
         gpu.launch(&self.silu_mul, (blocks as u32, 1, 1), 256, 0, &mut a)
     }
@@ -187,8 +324,26 @@ impl Kernels {
         let scale = 1.0 / (hd as f32).sqrt();
         let smem = (5 * hd + 64 + 4) * 4;
         let mut a = Args::new();
-        a.ptr(q).ptr(kc).ptr(vc).ptr(po).ptr(pml).int(pos).ptr(dpos).int(nh).int(nkv).int(hd).int(chunk).int(nch).f32(scale);
-        gpu.launch(&self.attn_partial, (nh as u32, nch as u32, t as u32), 128, smem as u32, &mut a)?;
+        a.ptr(q)
+            .ptr(kc)
+            .ptr(vc)
+            .ptr(po)
+            .ptr(pml)
+            .int(pos)
+            .ptr(dpos)
+            .int(nh)
+            .int(nkv)
+            .int(hd)
+            .int(chunk)
+            .int(nch)
+            .f32(scale);
+        gpu.launch(
+            &self.attn_partial,
+            (nh as u32, nch as u32, t as u32),
+            128,
+            smem as u32,
+            &mut a,
+        )?;
         let mut a = Args::new();
         a.ptr(po).ptr(pml).ptr(out).int(nch).int(nh).int(hd);
         gpu.launch(&self.attn_combine, (nh as u32, t as u32, 1), 128, 0, &mut a)
@@ -201,10 +356,25 @@ impl Kernels {
     }
 
     #[allow(clippy::too_many_arguments)]
-    pub fn penalty(&self, gpu: &Gpu, src: CUdeviceptr, dst: CUdeviceptr, ids: CUdeviceptr, n_ids: usize, vocab: usize, p: f32) -> Result<()> {
+    pub fn penalty(
+        &self,
+        gpu: &Gpu,
+        src: CUdeviceptr,
+        dst: CUdeviceptr,
+        ids: CUdeviceptr,
+        n_ids: usize,
+        vocab: usize,
+        p: f32,
+    ) -> Result<()> {
         let mut a = Args::new();
         a.ptr(src).ptr(dst).ptr(ids).int(n_ids).int(vocab).f32(p);
-        gpu.launch(&self.penalty, (n_ids.div_ceil(256).clamp(1, 1024) as u32, 1, 1), 256, 0, &mut a)
+        gpu.launch(
+            &self.penalty,
+            (n_ids.div_ceil(256).clamp(1, 1024) as u32, 1, 1),
+            256,
+            0,
+            &mut a,
+        )
     }
 }
 
@@ -225,7 +395,13 @@ impl Blas {
         let lib = match ffi::cublas() {
             Ok(l) => l,
             Err(e) => {
-                log(Level::Info, &format!("cuda:{}: {e}; prefill uses wv's own product kernel", gpu.ordinal));
+                log(
+                    Level::Info,
+                    &format!(
+                        "cuda:{}: {e}; prefill uses wv's own product kernel",
+                        gpu.ordinal
+                    ),
+                );
                 return None;
             }
         };
@@ -233,7 +409,13 @@ impl Blas {
         // SAFETY: valid out-pointer; the context is current.
         let r = unsafe { (lib.cublasCreate_v2)(&mut handle) };
         if r != 0 {
-            log(Level::Info, &format!("cuda:{}: cublasCreate failed ({r}); prefill uses wv's own product kernel", gpu.ordinal));
+            log(
+                Level::Info,
+                &format!(
+                    "cuda:{}: cublasCreate failed ({r}); prefill uses wv's own product kernel",
+                    gpu.ordinal
+                ),
+            );
             return None;
         }
         // SAFETY: live handle and stream.
@@ -253,10 +435,24 @@ impl Blas {
     /// `Y[t, n] (row stride ldy, f32) = X[t, :] · B[:, n]` with X f16 `[t, k]` and B f16 either
     /// `[k, n]` (`nk == false`, leading dimension n) or `[n, k]`.
     #[allow(clippy::too_many_arguments)]
-    pub fn gemm(&self, nk: bool, x: CUdeviceptr, w: CUdeviceptr, y: CUdeviceptr, t: usize, n: usize, k: usize, ldy: usize) -> Result<()> {
+    pub fn gemm(
+        &self,
+        nk: bool,
+        x: CUdeviceptr,
+        w: CUdeviceptr,
+        y: CUdeviceptr,
+        t: usize,
+        n: usize,
+        k: usize,
+        ldy: usize,
+    ) -> Result<()> {
         let (alpha, beta) = (1f32, 0f32);
         // Row-major Y[t, n] is column-major Yᵀ [n, t]: Yᵀ = op(B)ᵀ-as-stored · Xᵀ.
-        let (opa, lda) = if nk { (ffi::CUBLAS_OP_T, k) } else { (ffi::CUBLAS_OP_N, n) };
+        let (opa, lda) = if nk {
+            (ffi::CUBLAS_OP_T, k)
+        } else {
+            (ffi::CUBLAS_OP_N, n)
+        };
         // SAFETY: all pointers are live device buffers of the sizes the shapes imply; alpha and
         // beta are host scalars (the default pointer mode).
         let r = unsafe {
@@ -283,7 +479,9 @@ impl Blas {
             )
         };
         if r != 0 {
-            return Err(Error::device(format!("cublasGemmEx (m={n}, n={t}, k={k}) failed with status {r}")));
+            return Err(Error::device(format!(
+                "cublasGemmEx (m={n}, n={t}, k={k}) failed with status {r}"
+            )));
         }
         Ok(())
     }

@@ -46,9 +46,13 @@ pub struct CudaBackend {
 /// Make a CUDA backend on device `ordinal`, uploading the weights. Any failure to find or use
 /// the GPU is a `Device` error (so `--device auto` falls back to the CPU).
 pub fn new_backend(host: &HostWeights, ordinal: usize) -> Result<Box<dyn Backend>> {
-    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| CudaBackend::new(host, ordinal))) {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        CudaBackend::new(host, ordinal)
+    })) {
         Ok(r) => r.map(|b| Box::new(b) as Box<dyn Backend>),
-        Err(_) => Err(Error::device(format!("cuda:{ordinal}: the CUDA backend panicked while starting"))),
+        Err(_) => Err(Error::device(format!(
+            "cuda:{ordinal}: the CUDA backend panicked while starting"
+        ))),
     }
 }
 
@@ -59,7 +63,9 @@ fn check_config(c: &ModelConfig) -> Result<()> {
         return Err(Error::device(format!("the CUDA backend needs a head dimension that is a multiple of 4, at most 256 (this model's is {hd})")));
     }
     if c.num_key_value_heads == 0 || c.num_attention_heads % c.num_key_value_heads != 0 {
-        return Err(Error::device("the CUDA backend needs the heads to be a multiple of the KV heads"));
+        return Err(Error::device(
+            "the CUDA backend needs the heads to be a multiple of the KV heads",
+        ));
     }
     Ok(())
 }
@@ -73,7 +79,15 @@ impl CudaBackend {
         let blas = Blas::new(&gpu);
         let weights = DevWeights::upload(&gpu, host)?;
         let graphs = gpu.has_graphs() && std::env::var("WV_CUDA_GRAPH").map_or(true, |v| v != "0");
-        Ok(CudaBackend { scratch: Mutex::new(None), weights, blas, kernels, config: c.clone(), graphs, gpu })
+        Ok(CudaBackend {
+            scratch: Mutex::new(None),
+            weights,
+            blas,
+            kernels,
+            config: c.clone(),
+            graphs,
+            gpu,
+        })
     }
 
     pub fn gpu(&self) -> &Arc<Gpu> {
@@ -86,39 +100,70 @@ impl CudaBackend {
     }
 
     fn ops(&self) -> Ops<'_> {
-        Ops { gpu: &self.gpu, k: &self.kernels, blas: self.blas.as_ref() }
+        Ops {
+            gpu: &self.gpu,
+            k: &self.kernels,
+            blas: self.blas.as_ref(),
+        }
     }
 
     fn state<'s>(&self, state: &'s mut dyn BackendState) -> Result<&'s mut CudaState> {
         state
             .as_any_mut()
             .downcast_mut::<CudaState>()
-            .ok_or_else(|| Error::internal("a non-CUDA session state was passed to the CUDA backend"))
+            .ok_or_else(|| {
+                Error::internal("a non-CUDA session state was passed to the CUDA backend")
+            })
     }
 
     /// Validate a forward call as the CPU backend does.
-    fn check_call(&self, st: &CudaState, tokens: &[u32], pos: usize, n_logits: usize) -> Result<()> {
+    fn check_call(
+        &self,
+        st: &CudaState,
+        tokens: &[u32],
+        pos: usize,
+        n_logits: usize,
+    ) -> Result<()> {
         let t = tokens.len();
         if t == 0 || n_logits > t {
-            return Err(Error::invalid(format!("forward: {t} tokens, {n_logits} logits requested")));
+            return Err(Error::invalid(format!(
+                "forward: {t} tokens, {n_logits} logits requested"
+            )));
         }
         if pos.checked_add(t).map_or(true, |e| e > st.capacity) {
             return Err(Error::new(
                 ErrorKind::ContextFull,
-                format!("positions {pos}..{} exceed the context length {}", pos.saturating_add(t), st.capacity),
+                format!(
+                    "positions {pos}..{} exceed the context length {}",
+                    pos.saturating_add(t),
+                    st.capacity
+                ),
             ));
         }
         if pos > st.filled {
-            return Err(Error::internal(format!("forward at position {pos} but the cache holds {} positions", st.filled)));
+            return Err(Error::internal(format!(
+                "forward at position {pos} but the cache holds {} positions",
+                st.filled
+            )));
         }
-        if let Some(&tok) = tokens.iter().find(|&&x| x as usize >= self.config.vocab_size) {
-            return Err(Error::invalid(format!("token id {tok} is out of range (vocab {})", self.config.vocab_size)));
+        if let Some(&tok) = tokens
+            .iter()
+            .find(|&&x| x as usize >= self.config.vocab_size)
+        {
+            return Err(Error::invalid(format!(
+                "token id {tok} is out of range (vocab {})",
+                self.config.vocab_size
+            )));
         }
         Ok(())
     }
 
     /// The scratch for passes of `rows` tokens (grown when needed).
-    fn scratch_for<'g>(&self, guard: &'g mut Option<Scratch>, rows: usize) -> Result<&'g mut Scratch> {
+    fn scratch_for<'g>(
+        &self,
+        guard: &'g mut Option<Scratch>,
+        rows: usize,
+    ) -> Result<&'g mut Scratch> {
         if guard.as_ref().map_or(true, |s| s.rows < rows) {
             *guard = None; // free the old one first
             *guard = Some(Scratch::new(&self.gpu, &self.config, &self.weights, rows)?);
@@ -126,7 +171,14 @@ impl CudaBackend {
         Ok(guard.as_mut().expect("just made"))
     }
 
-    fn forward_inner(&self, st: &mut CudaState, tokens: &[u32], pos: usize, n_logits: usize, logits: &mut Vec<f32>) -> Result<()> {
+    fn forward_inner(
+        &self,
+        st: &mut CudaState,
+        tokens: &[u32],
+        pos: usize,
+        n_logits: usize,
+        logits: &mut Vec<f32>,
+    ) -> Result<()> {
         let t = tokens.len();
         let v = self.config.vocab_size;
         let mut guard = self.scratch.lock();
@@ -145,9 +197,27 @@ impl CudaBackend {
             let c1 = (c0 + step).min(t);
             let rows_here = c1.saturating_sub(first_logit.max(c0));
             if c1 - c0 == 1 {
-                forward::decode_step(&ops, &self.config, &self.weights, sc, st, tokens[c0], pos + c0, self.graphs)?;
+                forward::decode_step(
+                    &ops,
+                    &self.config,
+                    &self.weights,
+                    sc,
+                    st,
+                    tokens[c0],
+                    pos + c0,
+                    self.graphs,
+                )?;
             } else {
-                forward::run_pass(&ops, &self.config, &self.weights, sc, st, &tokens[c0..c1], pos + c0, rows_here)?;
+                forward::run_pass(
+                    &ops,
+                    &self.config,
+                    &self.weights,
+                    sc,
+                    st,
+                    &tokens[c0..c1],
+                    pos + c0,
+                    rows_here,
+                )?;
             }
             st.filled = st.filled.max(pos + c1);
             if rows_here > 0 {
@@ -176,7 +246,11 @@ impl Backend for CudaBackend {
             g.cc.1,
             g.sms,
             fmt_bytes(g.total_mem),
-            if self.blas.is_some() { "wv GEMV + cuBLAS" } else { "wv GEMV + wv GEMM" }
+            if self.blas.is_some() {
+                "wv GEMV + cuBLAS"
+            } else {
+                "wv GEMV + wv GEMM"
+            }
         )
     }
 
@@ -186,10 +260,21 @@ impl Backend for CudaBackend {
 
     fn new_state(&self, context_length: usize) -> Result<Box<dyn BackendState>> {
         let _guard = self.scratch.lock();
-        Ok(Box::new(CudaState::new(&self.gpu, &self.config, context_length)?))
+        Ok(Box::new(CudaState::new(
+            &self.gpu,
+            &self.config,
+            context_length,
+        )?))
     }
 
-    fn forward(&self, state: &mut dyn BackendState, tokens: &[u32], pos: usize, n_logits: usize, logits: &mut Vec<f32>) -> Result<()> {
+    fn forward(
+        &self,
+        state: &mut dyn BackendState,
+        tokens: &[u32],
+        pos: usize,
+        n_logits: usize,
+        logits: &mut Vec<f32>,
+    ) -> Result<()> {
         let st = self.state(state)?;
         self.check_call(st, tokens, pos, n_logits)?;
         // Positions from pos on are rewritten: until this call succeeds only 0..pos are valid.
@@ -236,14 +321,34 @@ impl Backend for CudaBackend {
             }
             let sc = guard.as_mut().expect("made above");
             let ops = self.ops();
-            forward::decode_step(&ops, &self.config, &self.weights, sc, st, token, pos, self.graphs)?;
+            forward::decode_step(
+                &ops,
+                &self.config,
+                &self.weights,
+                sc,
+                st,
+                token,
+                pos,
+                self.graphs,
+            )?;
             let v = self.config.vocab_size;
             let mut src = sc.logits.ptr;
             if sampling.repetition_penalty != 1.0 && !history.is_empty() {
-                let ids = sc.ids.as_ref().ok_or_else(|| Error::internal("no id buffer"))?;
+                let ids = sc
+                    .ids
+                    .as_ref()
+                    .ok_or_else(|| Error::internal("no id buffer"))?;
                 ids.write(history)?;
                 self.gpu.copy_dtod(sc.logits2.ptr, sc.logits.ptr, v * 4)?;
-                self.kernels.penalty(&self.gpu, sc.logits.ptr, sc.logits2.ptr, ids.ptr, history.len(), v, sampling.repetition_penalty)?;
+                self.kernels.penalty(
+                    &self.gpu,
+                    sc.logits.ptr,
+                    sc.logits2.ptr,
+                    ids.ptr,
+                    history.len(),
+                    v,
+                    sampling.repetition_penalty,
+                )?;
                 src = sc.logits2.ptr;
             }
             self.kernels.argmax(&self.gpu, src, v, sc.out_id.ptr)?;

@@ -24,8 +24,14 @@ pub const SOURCES: &[(&str, &str)] = &[
     ("dequant.cu", include_str!("../../../kernels/dequant.cu")),
     ("gemm.cu", include_str!("../../../kernels/gemm.cu")),
     ("norm.cu", include_str!("../../../kernels/norm.cu")),
-    ("elementwise.cu", include_str!("../../../kernels/elementwise.cu")),
-    ("attention.cu", include_str!("../../../kernels/attention.cu")),
+    (
+        "elementwise.cu",
+        include_str!("../../../kernels/elementwise.cu"),
+    ),
+    (
+        "attention.cu",
+        include_str!("../../../kernels/attention.cu"),
+    ),
     ("sample.cu", include_str!("../../../kernels/sample.cu")),
 ];
 
@@ -70,12 +76,20 @@ impl Target {
         }
         let has_cubin = nv.nvrtcGetCUBIN.is_some() && nv.nvrtcGetCUBINSize.is_some();
         if archs.is_empty() || archs.contains(&want) {
-            return Ok(Target { nvrtc_version: (maj, min), arch: want, cubin: has_cubin });
+            return Ok(Target {
+                nvrtc_version: (maj, min),
+                arch: want,
+                cubin: has_cubin,
+            });
         }
         let newest = *archs.iter().max().unwrap_or(&want);
         if newest < want {
             // The GPU is newer than this NVRTC: PTX that the driver compiles for it.
-            return Ok(Target { nvrtc_version: (maj, min), arch: newest, cubin: false });
+            return Ok(Target {
+                nvrtc_version: (maj, min),
+                arch: newest,
+                cubin: false,
+            });
         }
         Err(Error::device(format!(
             "NVRTC {maj}.{min} cannot compile for this GPU (sm_{want}); it supports {archs:?}"
@@ -83,8 +97,16 @@ impl Target {
     }
 
     fn options(&self) -> Vec<String> {
-        let arch = if self.cubin { format!("sm_{}", self.arch) } else { format!("compute_{}", self.arch) };
-        vec![format!("--gpu-architecture={arch}"), "--std=c++17".into(), "-lineinfo".into()]
+        let arch = if self.cubin {
+            format!("sm_{}", self.arch)
+        } else {
+            format!("compute_{}", self.arch)
+        };
+        vec![
+            format!("--gpu-architecture={arch}"),
+            "--std=c++17".into(),
+            "-lineinfo".into(),
+        ]
     }
 }
 
@@ -117,7 +139,13 @@ fn cache_path(name: &str, src: &str, t: &Target) -> Option<PathBuf> {
     let stem = name.trim_end_matches(".cu");
     let ext = if t.cubin { "cubin" } else { "ptx" };
     cache_dir().map(|d| {
-        d.join(format!("{stem}-{h:016x}-{}{}-nvrtc{}.{}.{ext}", if t.cubin { "sm" } else { "compute" }, t.arch, t.nvrtc_version.0, t.nvrtc_version.1))
+        d.join(format!(
+            "{stem}-{h:016x}-{}{}-nvrtc{}.{}.{ext}",
+            if t.cubin { "sm" } else { "compute" },
+            t.arch,
+            t.nvrtc_version.0,
+            t.nvrtc_version.1
+        ))
     })
 }
 
@@ -125,13 +153,29 @@ fn cache_path(name: &str, src: &str, t: &Target) -> Option<PathBuf> {
 pub fn compile(nv: &Nvrtc, name: &str, src: &str, t: &Target) -> Result<Image> {
     let csrc = CString::new(src).map_err(|_| Error::internal("kernel source holds a NUL byte"))?;
     let cname = CString::new(name).map_err(|_| Error::internal("bad kernel file name"))?;
-    let opts: Vec<CString> = t.options().into_iter().map(|o| CString::new(o).expect("no NUL in options")).collect();
+    let opts: Vec<CString> = t
+        .options()
+        .into_iter()
+        .map(|o| CString::new(o).expect("no NUL in options"))
+        .collect();
     let optp: Vec<*const c_char> = opts.iter().map(|o| o.as_ptr()).collect();
-    let err = |what: &str, r| Error::device(format!("NVRTC {what} for {name} failed: {}", ffi::nvrtc_error_text(nv, r)));
+    let err = |what: &str, r| {
+        Error::device(format!(
+            "NVRTC {what} for {name} failed: {}",
+            ffi::nvrtc_error_text(nv, r)
+        ))
+    };
     let mut prog: ffi::NvrtcProgram = std::ptr::null_mut();
     // SAFETY: valid NUL-terminated strings and out-pointers; the program is destroyed below.
     unsafe {
-        let r = (nv.nvrtcCreateProgram)(&mut prog, csrc.as_ptr(), cname.as_ptr(), 0, std::ptr::null(), std::ptr::null());
+        let r = (nv.nvrtcCreateProgram)(
+            &mut prog,
+            csrc.as_ptr(),
+            cname.as_ptr(),
+            0,
+            std::ptr::null(),
+            std::ptr::null(),
+        );
         if r != 0 {
             return Err(err("nvrtcCreateProgram", r));
         }
@@ -141,7 +185,10 @@ pub fn compile(nv: &Nvrtc, name: &str, src: &str, t: &Target) -> Result<Image> {
             (nv.nvrtcGetProgramLogSize)(prog, &mut log_size);
             let mut log_buf = vec![0u8; log_size.max(1)];
             (nv.nvrtcGetProgramLog)(prog, log_buf.as_mut_ptr() as *mut c_char);
-            let log_text = String::from_utf8_lossy(&log_buf).trim_end_matches('\0').trim().to_string();
+            let log_text = String::from_utf8_lossy(&log_buf)
+                .trim_end_matches('\0')
+                .trim()
+                .to_string();
             if r != 0 {
                 return Err(Error::device(format!(
                     "NVRTC could not compile {name}: {}\n{log_text}",
@@ -149,7 +196,10 @@ pub fn compile(nv: &Nvrtc, name: &str, src: &str, t: &Target) -> Result<Image> {
                 )));
             }
             let (size_f, get_f) = if t.cubin {
-                (nv.nvrtcGetCUBINSize.expect("checked in Target"), nv.nvrtcGetCUBIN.expect("checked in Target"))
+                (
+                    nv.nvrtcGetCUBINSize.expect("checked in Target"),
+                    nv.nvrtcGetCUBIN.expect("checked in Target"),
+                )
             } else {
                 (nv.nvrtcGetPTXSize, nv.nvrtcGetPTX)
             };
@@ -163,7 +213,10 @@ pub fn compile(nv: &Nvrtc, name: &str, src: &str, t: &Target) -> Result<Image> {
             if r != 0 {
                 return Err(err("code query", r));
             }
-            Ok(Image { bytes, is_cubin: t.cubin })
+            Ok(Image {
+                bytes,
+                is_cubin: t.cubin,
+            })
         })();
         (nv.nvrtcDestroyProgram)(&mut prog);
         result
@@ -175,19 +228,31 @@ fn image_for(nv: &Nvrtc, name: &str, src: &str, t: &Target, refresh: bool) -> Re
     let full = full_source(src);
     let path = cache_path(name, &full, t);
     if !refresh {
-        if let Some(bytes) = path.as_ref().and_then(|p| std::fs::read(p).ok()).filter(|b| !b.is_empty()) {
-            return Ok(Image { bytes, is_cubin: t.cubin });
+        if let Some(bytes) = path
+            .as_ref()
+            .and_then(|p| std::fs::read(p).ok())
+            .filter(|b| !b.is_empty())
+        {
+            return Ok(Image {
+                bytes,
+                is_cubin: t.cubin,
+            });
         }
     }
     let img = compile(nv, name, &full, t)?;
     if let Some(p) = path {
         let tmp = p.with_extension(format!("tmp{}", std::process::id()));
-        let ok = p.parent().is_some_and(|d| std::fs::create_dir_all(d).is_ok())
+        let ok = p
+            .parent()
+            .is_some_and(|d| std::fs::create_dir_all(d).is_ok())
             && std::fs::write(&tmp, &img.bytes).is_ok()
             && std::fs::rename(&tmp, &p).is_ok();
         if !ok {
             let _ = std::fs::remove_file(&tmp);
-            log(Level::Debug, &format!("could not cache {} (not an error)", p.display()));
+            log(
+                Level::Debug,
+                &format!("could not cache {} (not an error)", p.display()),
+            );
         }
     }
     Ok(img)
@@ -222,10 +287,21 @@ impl Modules {
         let t0 = std::time::Instant::now();
         // Compile the modules in parallel (NVRTC programs are independent).
         let images: Vec<Result<Image>> = std::thread::scope(|s| {
-            let hs: Vec<_> = SOURCES.iter().map(|(n, src)| s.spawn(|| image_for(nv, n, src, &t, false))).collect();
-            hs.into_iter().map(|h| h.join().unwrap_or_else(|_| Err(Error::internal("NVRTC thread panicked")))).collect()
+            let hs: Vec<_> = SOURCES
+                .iter()
+                .map(|(n, src)| s.spawn(|| image_for(nv, n, src, &t, false)))
+                .collect();
+            hs.into_iter()
+                .map(|h| {
+                    h.join()
+                        .unwrap_or_else(|_| Err(Error::internal("NVRTC thread panicked")))
+                })
+                .collect()
         });
-        let mut mods = Modules { mods: Vec::new(), gpu: gpu.clone() };
+        let mut mods = Modules {
+            mods: Vec::new(),
+            gpu: gpu.clone(),
+        };
         gpu.bind()?;
         for ((name, src), img) in SOURCES.iter().zip(images) {
             let img = img?;
@@ -234,7 +310,8 @@ impl Modules {
                 Err(_) => {
                     // A stale or corrupt cache entry: compile afresh once.
                     let img = image_for(nv, name, src, &t, true)?;
-                    load_image(gpu, &img).map_err(|e| e.context(format!("loading module {name}")))?
+                    load_image(gpu, &img)
+                        .map_err(|e| e.context(format!("loading module {name}")))?
                 }
             };
             mods.mods.push((name, m));
@@ -266,7 +343,10 @@ impl Modules {
         let c = CString::new(name).expect("no NUL in kernel names");
         let mut f = std::ptr::null_mut();
         // SAFETY: live module, valid name and out-pointer.
-        self.gpu.check(unsafe { (self.gpu.drv.cuModuleGetFunction)(&mut f, m, c.as_ptr()) }, &format!("cuModuleGetFunction({name})"))?;
+        self.gpu.check(
+            unsafe { (self.gpu.drv.cuModuleGetFunction)(&mut f, m, c.as_ptr()) },
+            &format!("cuModuleGetFunction({name})"),
+        )?;
         Ok(Kernel { func: f, name })
     }
 }
@@ -278,7 +358,10 @@ fn load_image(gpu: &Gpu, img: &Image) -> Result<CUmodule> {
     }
     let mut m = std::ptr::null_mut();
     // SAFETY: bytes is a complete cubin or NUL-terminated PTX image.
-    gpu.check(unsafe { (gpu.drv.cuModuleLoadData)(&mut m, bytes.as_ptr() as *const _) }, "cuModuleLoadData")?;
+    gpu.check(
+        unsafe { (gpu.drv.cuModuleLoadData)(&mut m, bytes.as_ptr() as *const _) },
+        "cuModuleLoadData",
+    )?;
     Ok(m)
 }
 
@@ -288,5 +371,8 @@ pub fn compile_all_for(arch: i32) -> Result<Vec<(&'static str, Image)>> {
     let nv = ffi::nvrtc().map_err(Error::device)?;
     let mut t = Target::for_cc(nv, (arch / 10, arch % 10))?;
     t.arch = t.arch.min(arch.max(t.arch));
-    SOURCES.iter().map(|(n, src)| compile(nv, n, &full_source(src), &t).map(|i| (*n, i))).collect()
+    SOURCES
+        .iter()
+        .map(|(n, src)| compile(nv, n, &full_source(src), &t).map(|i| (*n, i)))
+        .collect()
 }

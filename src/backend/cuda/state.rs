@@ -22,7 +22,9 @@ pub struct CudaState {
 impl CudaState {
     pub fn new(gpu: &Arc<Gpu>, c: &ModelConfig, capacity: usize) -> Result<CudaState> {
         if capacity == 0 {
-            return Err(Error::invalid("a session needs a context of at least one position"));
+            return Err(Error::invalid(
+                "a session needs a context of at least one position",
+            ));
         }
         let layer_stride = capacity
             .checked_mul(c.kv_dim() * 2)
@@ -42,7 +44,14 @@ impl CudaState {
         gpu.memset_u32(k.ptr, 0, bytes / 4)?;
         gpu.memset_u32(v.ptr, 0, bytes / 4)?;
         gpu.sync()?;
-        Ok(CudaState { capacity, k, v, layer_stride, filled: 0, gpu: gpu.clone() })
+        Ok(CudaState {
+            capacity,
+            k,
+            v,
+            layer_stride,
+            filled: 0,
+            gpu: gpu.clone(),
+        })
     }
 }
 

@@ -73,16 +73,46 @@ impl OpHarness {
     /// the decode path (`t == 1`) or the prefill path (cuBLAS when `use_blas`, else wv's GEMM;
     /// `deq_elems` caps the dequantisation buffer to force pieces). x is rounded to f16.
     /// Also returns whether every member took the 4-bit path.
-    pub fn linear(&self, lins: &[&Linear], x: &[f32], t: usize, use_blas: bool, deq_elems: Option<usize>) -> Result<(Vec<f32>, bool)> {
+    pub fn linear(
+        &self,
+        lins: &[&Linear],
+        x: &[f32],
+        t: usize,
+        use_blas: bool,
+        deq_elems: Option<usize>,
+    ) -> Result<(Vec<f32>, bool)> {
         let g = LinearGroup::upload(&self.gpu, lins, "test weights")?;
         let all_q4 = g.members.iter().all(|m| matches!(m.mat, DevMat::Q4(_)));
         let xd = self.up(&to_f16(x))?;
-        let elems = if t == 1 { g.s_decode * g.n_total } else { t * g.n_total };
+        let elems = if t == 1 {
+            g.s_decode * g.n_total
+        } else {
+            t * g.n_total
+        };
         let part = self.poisoned(elems)?;
-        let max_q4 = g.members.iter().map(|m| if let DevMat::Q4(q) = &m.mat { q.k * q.n } else { 0 }).max().unwrap_or(0);
+        let max_q4 = g
+            .members
+            .iter()
+            .map(|m| {
+                if let DevMat::Q4(q) = &m.mat {
+                    q.k * q.n
+                } else {
+                    0
+                }
+            })
+            .max()
+            .unwrap_or(0);
         let deq_n = deq_elems.unwrap_or(max_q4).min(max_q4);
-        let deq = if t > 1 && deq_n > 0 { Some(self.gpu.alloc(deq_n * 2, "test dequant")?) } else { None };
-        let ops = Ops { gpu: &self.gpu, k: &self.k, blas: if use_blas { self.blas.as_ref() } else { None } };
+        let deq = if t > 1 && deq_n > 0 {
+            Some(self.gpu.alloc(deq_n * 2, "test dequant")?)
+        } else {
+            None
+        };
+        let ops = Ops {
+            gpu: &self.gpu,
+            k: &self.k,
+            blas: if use_blas { self.blas.as_ref() } else { None },
+        };
         let p = ops.linear(&g, xd.ptr, t, part.ptr, deq.as_ref().map(|d| (d, deq_n)))?;
         let host = self.read_f32(&part, elems)?;
         let mut y = Self::sum_slabs(&host, p, t, g.n_total);
@@ -101,7 +131,9 @@ impl OpHarness {
     /// the matrix does not take the 4-bit path.
     pub fn dequant(&self, m: &GptqMatrix) -> Result<Option<Vec<f32>>> {
         let g = LinearGroup::upload(&self.gpu, &[&Linear::Gptq(m.clone())], "test weights")?;
-        let DevMat::Q4(q) = &g.members[0].mat else { return Ok(None) };
+        let DevMat::Q4(q) = &g.members[0].mat else {
+            return Ok(None);
+        };
         let out = self.gpu.alloc(q.k * q.n * 2, "test dequant")?;
         // Two pieces, to test the column offsets.
         let half = (q.n / 2).max(1);
@@ -113,7 +145,8 @@ impl OpHarness {
         let mut w = vec![0f32; q.k * q.n];
         for r in 0..q.k {
             w[r * q.n..r * q.n + half].copy_from_slice(&a[r * half..(r + 1) * half]);
-            w[r * q.n + half..(r + 1) * q.n].copy_from_slice(&b[r * (q.n - half)..(r + 1) * (q.n - half)]);
+            w[r * q.n + half..(r + 1) * q.n]
+                .copy_from_slice(&b[r * (q.n - half)..(r + 1) * (q.n - half)]);
         }
         Ok(Some(w))
     }
@@ -122,7 +155,8 @@ impl OpHarness {
     pub fn embed(&self, table: &[f16], h: usize, tokens: &[u32]) -> Result<Vec<f32>> {
         let (tb, td) = (self.up(table)?, self.up(tokens)?);
         let x = self.poisoned(tokens.len() * h)?;
-        self.k.embed(&self.gpu, td.ptr, tb.ptr, x.ptr, tokens.len(), h)?;
+        self.k
+            .embed(&self.gpu, td.ptr, tb.ptr, x.ptr, tokens.len(), h)?;
         self.read_f32(&x, tokens.len() * h)
     }
 
@@ -148,9 +182,32 @@ impl OpHarness {
         };
         let wd = self.up(w)?;
         let out = self.gpu.alloc((rows - row0) * h * 2, "test out")?;
-        let delta = if slabs.is_empty() { None } else { Some(Partials { ptr: dd.ptr, s: slabs.len(), sstride: rows * h, ld: h }) };
-        self.k.residual_rmsnorm(&self.gpu, xd.ptr, delta, bd.as_ref().map_or(0, |b| b.ptr), wd.ptr, eps, out.ptr, h, row0, rows - row0)?;
-        Ok((self.read_f32(&xd, rows * h)?, self.read_f16(&out, (rows - row0) * h)?))
+        let delta = if slabs.is_empty() {
+            None
+        } else {
+            Some(Partials {
+                ptr: dd.ptr,
+                s: slabs.len(),
+                sstride: rows * h,
+                ld: h,
+            })
+        };
+        self.k.residual_rmsnorm(
+            &self.gpu,
+            xd.ptr,
+            delta,
+            bd.as_ref().map_or(0, |b| b.ptr),
+            wd.ptr,
+            eps,
+            out.ptr,
+            h,
+            row0,
+            rows - row0,
+        )?;
+        Ok((
+            self.read_f32(&xd, rows * h)?,
+            self.read_f16(&out, (rows - row0) * h)?,
+        ))
     }
 
     /// The attention input: q|k|v slabs `[t, (nh + 2 nkv) hd]` → (q `[t, nh hd]`, the K and V
@@ -178,9 +235,29 @@ impl OpHarness {
         let kvd = nkv * hd;
         let kc = self.up(&vec![0u16; capacity * kvd])?;
         let vc = self.up(&vec![0u16; capacity * kvd])?;
-        let p = Partials { ptr: pd.ptr, s: slabs.len(), sstride: t * ld, ld };
-        self.k.qkv_rope(&self.gpu, p, bd.as_ref().map_or(0, |b| b.ptr), q.ptr, kc.ptr, vc.ptr, invd.ptr, (pos, 0), t, (nh, nkv, hd))?;
-        Ok((self.read_f32(&q, t * nh * hd)?, self.read_f16(&kc, capacity * kvd)?, self.read_f16(&vc, capacity * kvd)?))
+        let p = Partials {
+            ptr: pd.ptr,
+            s: slabs.len(),
+            sstride: t * ld,
+            ld,
+        };
+        self.k.qkv_rope(
+            &self.gpu,
+            p,
+            bd.as_ref().map_or(0, |b| b.ptr),
+            q.ptr,
+            kc.ptr,
+            vc.ptr,
+            invd.ptr,
+            (pos, 0),
+            t,
+            (nh, nkv, hd),
+        )?;
+        Ok((
+            self.read_f32(&q, t * nh * hd)?,
+            self.read_f16(&kc, capacity * kvd)?,
+            self.read_f16(&vc, capacity * kvd)?,
+        ))
     }
 
     /// Attention of `t` queries at pos.. over caches `[pos + t, nkv hd]` (rounded to f16), with
@@ -206,20 +283,49 @@ impl OpHarness {
         let pml = self.poisoned(t * nch * nh * 2)?;
         let out = self.gpu.alloc(t * nh * hd * 2, "test out")?;
         let p = if device_pos { (0, dpos.ptr) } else { (pos, 0) };
-        self.k.attention(&self.gpu, qd.ptr, kd.ptr, vd.ptr, (po.ptr, pml.ptr), out.ptr, p, t, (nh, nkv, hd), (chunk, nch))?;
+        self.k.attention(
+            &self.gpu,
+            qd.ptr,
+            kd.ptr,
+            vd.ptr,
+            (po.ptr, pml.ptr),
+            out.ptr,
+            p,
+            t,
+            (nh, nkv, hd),
+            (chunk, nch),
+        )?;
         self.read_f16(&out, t * nh * hd)
     }
 
     /// silu(gate) · up from gate|up slabs `[t, 2f]` (+bias).
-    pub fn silu_mul(&self, slabs: &[Vec<f32>], bias: Option<&[f32]>, f: usize, t: usize) -> Result<Vec<f32>> {
+    pub fn silu_mul(
+        &self,
+        slabs: &[Vec<f32>],
+        bias: Option<&[f32]>,
+        f: usize,
+        t: usize,
+    ) -> Result<Vec<f32>> {
         let pd = self.up(&slabs.concat())?;
         let bd = match bias {
             Some(b) => Some(self.up(b)?),
             None => None,
         };
         let out = self.gpu.alloc(t * f * 2, "test out")?;
-        let p = Partials { ptr: pd.ptr, s: slabs.len(), sstride: t * 2 * f, ld: 2 * f };
-        self.k.silu_mul(&self.gpu, p, bd.as_ref().map_or(0, |b| b.ptr), out.ptr, f, t)?;
+        let p = Partials {
+            ptr: pd.ptr,
+            s: slabs.len(),
+            sstride: t * 2 * f,
+            ld: 2 * f,
+        };
+        self.k.silu_mul(
+            &self.gpu,
+            p,
+            bd.as_ref().map_or(0, |b| b.ptr),
+            out.ptr,
+            f,
+            t,
+        )?;
         self.read_f16(&out, t * f)
     }
 
@@ -231,7 +337,8 @@ impl OpHarness {
         let v2 = self.up(v)?;
         let idd = self.up(if ids.is_empty() { &[0u32][..] } else { ids })?;
         if p != 1.0 && !ids.is_empty() {
-            self.k.penalty(&self.gpu, vd.ptr, v2.ptr, idd.ptr, ids.len(), v.len(), p)?;
+            self.k
+                .penalty(&self.gpu, vd.ptr, v2.ptr, idd.ptr, ids.len(), v.len(), p)?;
             src = v2.ptr;
         }
         self.k.argmax(&self.gpu, src, v.len(), out.ptr)?;
@@ -241,7 +348,12 @@ impl OpHarness {
     }
 
     /// Time `f` with CUDA events: (median ms over `reps` runs after `warm` warm-ups).
-    pub fn time_ms(&self, warm: usize, reps: usize, mut f: impl FnMut() -> Result<()>) -> Result<f32> {
+    pub fn time_ms(
+        &self,
+        warm: usize,
+        reps: usize,
+        mut f: impl FnMut() -> Result<()>,
+    ) -> Result<f32> {
         for _ in 0..warm {
             f()?;
         }
@@ -269,11 +381,19 @@ impl OpHarness {
     /// Median time of the decode GEMV of one group (for kernel benchmarks): (ms, bytes read).
     pub fn time_gemv(&self, lins: &[&Linear], reps: usize) -> Result<(f32, usize)> {
         let g = LinearGroup::upload(&self.gpu, lins, "bench weights")?;
-        let x: Vec<f16> = (0..g.k).map(|i| f16::from_f32(((i * 7919) % 1000) as f32 / 1000.0 - 0.5)).collect();
+        let x: Vec<f16> = (0..g.k)
+            .map(|i| f16::from_f32(((i * 7919) % 1000) as f32 / 1000.0 - 0.5))
+            .collect();
         let xd = self.up(&x)?;
         let part = self.gpu.alloc(g.s_decode * g.n_total * 4, "bench out")?;
-        let ops = Ops { gpu: &self.gpu, k: &self.k, blas: None };
-        let ms = self.time_ms(5, reps, || ops.linear(&g, xd.ptr, 1, part.ptr, None).map(|_| ()))?;
+        let ops = Ops {
+            gpu: &self.gpu,
+            k: &self.k,
+            blas: None,
+        };
+        let ms = self.time_ms(5, reps, || {
+            ops.linear(&g, xd.ptr, 1, part.ptr, None).map(|_| ())
+        })?;
         Ok((ms, g.bytes()))
     }
 }
@@ -281,6 +401,7 @@ impl OpHarness {
 /// A random GPTQ matrix: `bits`-bit values, groups of `group` rows (`None`: one group), rows in a
 /// random act-order permutation when `act_order`, zeros stored with `zero_offset` added back on
 /// read (1: `gptq` v1), an optional bias.
+#[allow(clippy::too_many_arguments)]
 pub fn random_gptq(
     bits: u32,
     k: usize,
@@ -294,9 +415,15 @@ pub fn random_gptq(
     let mut rng = crate::sampler::Rng::new(seed);
     let gs = group.unwrap_or(k);
     let n_groups = k.div_ceil(gs);
-    let qweight: Vec<u32> = (0..k * bits as usize / 32 * n).map(|_| rng.next_u64() as u32).collect();
-    let qzeros: Vec<u32> = (0..n_groups * (n * bits as usize / 32)).map(|_| rng.next_u64() as u32).collect();
-    let scales: Vec<f32> = (0..n_groups * n).map(|_| f16::from_f64(0.004 + 0.012 * rng.uniform()).to_f32()).collect();
+    let qweight: Vec<u32> = (0..k * bits as usize / 32 * n)
+        .map(|_| rng.next_u64() as u32)
+        .collect();
+    let qzeros: Vec<u32> = (0..n_groups * (n * bits as usize / 32))
+        .map(|_| rng.next_u64() as u32)
+        .collect();
+    let scales: Vec<f32> = (0..n_groups * n)
+        .map(|_| f16::from_f64(0.004 + 0.012 * rng.uniform()).to_f32())
+        .collect();
     let mut g_idx: Vec<u32> = (0..k).map(|i| (i / gs) as u32).collect();
     if act_order {
         // Fisher–Yates over the rows.

@@ -113,14 +113,25 @@ pub fn repack_q4(m: &GptqMatrix) -> Option<Q4Host> {
             zeros.push(z as u8);
         }
     }
-    Some(Q4Host { k, n, groups, gs, qw, scales, zeros, perm })
+    Some(Q4Host {
+        k,
+        n,
+        groups,
+        gs,
+        qw,
+        scales,
+        zeros,
+        perm,
+    })
 }
 
 impl Q4Host {
     /// Concatenate matrices with the same rows (K, groups, order) along the output.
     pub fn concat(parts: &[Q4Host]) -> Option<Q4Host> {
         let first = parts.first()?;
-        if parts.iter().any(|p| p.k != first.k || p.gs != first.gs || p.groups != first.groups || p.perm != first.perm) {
+        if parts.iter().any(|p| {
+            p.k != first.k || p.gs != first.gs || p.groups != first.groups || p.perm != first.perm
+        }) {
             return None;
         }
         let n: usize = parts.iter().map(|p| p.n).sum();
@@ -139,7 +150,16 @@ impl Q4Host {
                 zeros.extend_from_slice(&p.zeros[g * p.n..(g + 1) * p.n]);
             }
         }
-        Some(Q4Host { k: first.k, n, groups: first.groups, gs: first.gs, qw, scales, zeros, perm: first.perm.clone() })
+        Some(Q4Host {
+            k: first.k,
+            n,
+            groups: first.groups,
+            gs: first.gs,
+            qw,
+            scales,
+            zeros,
+            perm: first.perm.clone(),
+        })
     }
 
     /// `y = x · W` exactly as `gemv_q4` computes it, in f32 (a host model of the kernel's
@@ -154,7 +174,10 @@ impl Q4Host {
                 let mut ga = 0f32;
                 for i in g * self.gs..((g + 1) * self.gs).min(self.k) {
                     let r = i / 8;
-                    let p = POS.iter().position(|&v| v == i % 8).expect("POS is a permutation");
+                    let p = POS
+                        .iter()
+                        .position(|&v| v == i % 8)
+                        .expect("POS is a permutation");
                     let q = ((self.qw[r * self.n + col] >> (4 * p)) & 15) as f32;
                     let row = self.perm.as_ref().map_or(i, |pm| pm[i] as usize);
                     ga += (q - z) * x[row];
@@ -230,7 +253,9 @@ impl DevMat {
     }
     pub fn bytes(&self) -> usize {
         match self {
-            DevMat::Q4(q) => q.qw.bytes + q.scales.bytes + q.zeros.bytes + q.perm.as_ref().map_or(0, |p| p.bytes),
+            DevMat::Q4(q) => {
+                q.qw.bytes + q.scales.bytes + q.zeros.bytes + q.perm.as_ref().map_or(0, |p| p.bytes)
+            }
             DevMat::F16(d) => d.w.bytes,
         }
     }
@@ -257,7 +282,8 @@ pub struct LinearGroup {
 
 impl LinearGroup {
     pub fn bytes(&self) -> usize {
-        self.members.iter().map(|m| m.mat.bytes()).sum::<usize>() + self.bias.as_ref().map_or(0, |b| b.bytes)
+        self.members.iter().map(|m| m.mat.bytes()).sum::<usize>()
+            + self.bias.as_ref().map_or(0, |b| b.bytes)
     }
 
     /// Upload `lins` (all with `k` inputs) as one group.
@@ -284,7 +310,11 @@ impl LinearGroup {
                     Some(q) => DevMat::Q4(upload_q4(gpu, &q, what)?),
                     None => {
                         let w = dense_f16(l);
-                        DevMat::F16(F16Dev { k, n: l.out_features(), w: gpu.upload(&w, what)? })
+                        DevMat::F16(F16Dev {
+                            k,
+                            n: l.out_features(),
+                            w: gpu.upload(&w, what)?,
+                        })
                     }
                 });
             }
@@ -301,29 +331,56 @@ impl LinearGroup {
         } else {
             None
         };
-        let shapes: Vec<Option<(usize, usize)>> =
-            mats.iter().map(|m| if let DevMat::Q4(q) = m { Some((q.groups, q.gs)) } else { None }).collect();
+        let shapes: Vec<Option<(usize, usize)>> = mats
+            .iter()
+            .map(|m| {
+                if let DevMat::Q4(q) = m {
+                    Some((q.groups, q.gs))
+                } else {
+                    None
+                }
+            })
+            .collect();
         let (s_decode, per_block) = plan_decode(gpu.sms, k, n_total, &shapes);
         let mut col0 = 0;
         let members = mats
             .into_iter()
             .zip(per_block)
             .map(|(mat, per_block)| {
-                let m = Member { col0, per_block, mat };
+                let m = Member {
+                    col0,
+                    per_block,
+                    mat,
+                };
                 col0 += m.mat.n();
                 m
             })
             .collect();
-        Ok(LinearGroup { k, n_total, members, bias, s_decode })
+        Ok(LinearGroup {
+            k,
+            n_total,
+            members,
+            bias,
+            s_decode,
+        })
     }
 }
 
 /// Choose the decode split: S slabs over K, and for each member its groups per block (4-bit,
 /// `Some((groups, gs))`) or K elements per block (dense, `None`). Aims at about four blocks
 /// per multiprocessor.
-pub fn plan_decode(sms: usize, k: usize, n_total: usize, members: &[Option<(usize, usize)>]) -> (usize, Vec<usize>) {
+pub fn plan_decode(
+    sms: usize,
+    k: usize,
+    n_total: usize,
+    members: &[Option<(usize, usize)>],
+) -> (usize, Vec<usize>) {
     let target = 4 * sms.max(1);
-    let max_groups = members.iter().map(|m| m.map_or(0, |(g, _)| g)).max().unwrap_or(0);
+    let max_groups = members
+        .iter()
+        .map(|m| m.map_or(0, |(g, _)| g))
+        .max()
+        .unwrap_or(0);
     let s0 = if max_groups > 0 {
         let col_blocks = n_total.div_ceil(512).max(1);
         target.div_ceil(col_blocks).clamp(1, max_groups)
@@ -415,7 +472,13 @@ impl DevWeights {
                 down: LinearGroup::upload(gpu, &[&l.down], &what)?,
             });
         }
-        Ok(DevWeights { embed, lm_head, final_norm, inv_freq, layers })
+        Ok(DevWeights {
+            embed,
+            lm_head,
+            final_norm,
+            inv_freq,
+            layers,
+        })
     }
 
     pub fn lm_head(&self) -> &DevBuf {
@@ -423,7 +486,8 @@ impl DevWeights {
     }
 
     pub fn bytes(&self) -> usize {
-        let mut b = self.embed.bytes + self.lm_head.as_ref().map_or(0, |l| l.bytes) + self.final_norm.bytes;
+        let mut b =
+            self.embed.bytes + self.lm_head.as_ref().map_or(0, |l| l.bytes) + self.final_norm.bytes;
         for l in &self.layers {
             b += l.input_norm.bytes + l.post_norm.bytes;
             b += l.qkv.bytes() + l.o.bytes() + l.gate_up.bytes() + l.down.bytes();
@@ -433,12 +497,27 @@ impl DevWeights {
 
     /// Bytes a decode step reads: every layer, the norms and the lm_head (not the embeddings).
     pub fn decode_bytes(&self) -> usize {
-        self.bytes() - if self.lm_head.is_some() { self.embed.bytes } else { 0 }
+        self.bytes()
+            - if self.lm_head.is_some() {
+                self.embed.bytes
+            } else {
+                0
+            }
     }
 
     /// The widest group output and the widest input (for scratch sizes).
     pub fn max_n(&self) -> usize {
-        self.layers.iter().map(|l| l.qkv.n_total.max(l.o.n_total).max(l.gate_up.n_total).max(l.down.n_total)).max().unwrap_or(0)
+        self.layers
+            .iter()
+            .map(|l| {
+                l.qkv
+                    .n_total
+                    .max(l.o.n_total)
+                    .max(l.gate_up.n_total)
+                    .max(l.down.n_total)
+            })
+            .max()
+            .unwrap_or(0)
     }
     pub fn max_s_times_n(&self) -> usize {
         self.layers
@@ -454,7 +533,13 @@ impl DevWeights {
             .iter()
             .flat_map(|l| [&l.qkv, &l.o, &l.gate_up, &l.down])
             .flat_map(|g| g.members.iter())
-            .map(|m| if let DevMat::Q4(q) = &m.mat { q.k * q.n } else { 0 })
+            .map(|m| {
+                if let DevMat::Q4(q) = &m.mat {
+                    q.k * q.n
+                } else {
+                    0
+                }
+            })
             .max()
             .unwrap_or(0)
     }
@@ -486,7 +571,9 @@ mod tests {
             let m = random_gptq(4, k, n, g, act, off, false, 7 + i as u64);
             let q = repack_q4(&m).expect("4-bit matrices take the fast path");
             assert_eq!(q.perm.is_some(), act, "case {i}");
-            let x: Vec<f32> = (0..k).map(|j| ((j * 37 % 101) as f32 / 50.0) - 1.0).collect();
+            let x: Vec<f32> = (0..k)
+                .map(|j| ((j * 37 % 101) as f32 / 50.0) - 1.0)
+                .collect();
             let mut want = Vec::new();
             matmul::linear(&x, 1, &Linear::Gptq(m.clone()), &mut want);
             let got = q.reference_gemv(&x);
@@ -516,7 +603,10 @@ mod tests {
             for (kk, nn) in [(0, 0), (127, 63), (64, 5)] {
                 let want = m.dequant(kk, nn);
                 let got = d[nn * 128 + kk].to_f32();
-                assert!((got - want).abs() <= want.abs() * 1e-3 + 1e-6, "{bits}-bit ({kk},{nn}): {got} vs {want}");
+                assert!(
+                    (got - want).abs() <= want.abs() * 1e-3 + 1e-6,
+                    "{bits}-bit ({kk},{nn}): {got} vs {want}"
+                );
             }
         }
     }
@@ -524,11 +614,24 @@ mod tests {
     #[test]
     fn decode_plan_fits() {
         // 13B shapes on 132 SMs: x slices fit shared memory, S within bounds, enough blocks.
-        for (k, n) in [(5120usize, 15360usize), (5120, 5120), (5120, 27648), (13824, 5120)] {
+        for (k, n) in [
+            (5120usize, 15360usize),
+            (5120, 5120),
+            (5120, 27648),
+            (13824, 5120),
+        ] {
             let (s, per) = plan_decode(132, k, n, &[Some((k / 128, 128))]);
-            assert!(per[0] * 128 <= MAX_X_SLICE && (1..=64).contains(&s), "{k}x{n}: S {s}, gpb {}", per[0]);
+            assert!(
+                per[0] * 128 <= MAX_X_SLICE && (1..=64).contains(&s),
+                "{k}x{n}: S {s}, gpb {}",
+                per[0]
+            );
             assert_eq!(s, (k / 128).div_ceil(per[0]));
-            assert!(s * n.div_ceil(512) >= 264, "{k}x{n}: only {} blocks", s * n.div_ceil(512));
+            assert!(
+                s * n.div_ceil(512) >= 264,
+                "{k}x{n}: only {} blocks",
+                s * n.div_ceil(512)
+            );
         }
         // One group of the whole input (group_size -1), and a dense member beside a 4-bit one.
         let (s, per) = plan_decode(132, 4096, 64, &[Some((1, 4096)), None]);
