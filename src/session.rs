@@ -279,7 +279,8 @@ impl Session {
         }
         let prompt_tokens = new.len();
         let prime = if prime_with_context {
-            self.tokens.last().copied().or(new.last().copied())
+            // The token just before the first generated one.
+            new.last().or(self.tokens.last()).copied()
         } else {
             None
         };

@@ -325,3 +325,46 @@ fn dequantisation_matches_the_formula() {
         assert_eq!(g.dequant(k, n), want, "k={k} n={n}");
     }
 }
+
+/// Re-store every float tensor of a fixture in another dtype.
+fn convert_floats(name: &str, file: &str, tag: &str, to: Dtype) -> PathBuf {
+    let dir = copy_model(&fixture(name), tag);
+    let path = dir.join(file);
+    let bytes = std::fs::read(&path).unwrap();
+    let st = SafeTensors::deserialize(&bytes).unwrap();
+    let mut owned: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = Vec::new();
+    for (n, t) in st.tensors() {
+        if t.dtype() != Dtype::F16 {
+            owned.push((n, t.dtype(), t.shape().to_vec(), t.data().to_vec()));
+            continue;
+        }
+        let vals = t.data().chunks_exact(2).map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32());
+        let data: Vec<u8> = match to {
+            Dtype::F32 => vals.flat_map(|v| v.to_le_bytes()).collect(),
+            Dtype::BF16 => vals.flat_map(|v| half::bf16::from_f32(v).to_le_bytes()).collect(),
+            _ => unreachable!(),
+        };
+        owned.push((n, to, t.shape().to_vec(), data));
+    }
+    let views: Vec<(String, TensorView)> =
+        owned.iter().map(|(n, d, s, b)| (n.clone(), TensorView::new(*d, s.clone(), b).unwrap())).collect();
+    std::fs::write(&path, safetensors::serialize(views, None).unwrap()).unwrap();
+    dir
+}
+
+#[test]
+fn dense_f32_and_bf16_checkpoints_load() {
+    let g = golden(&fixture("dense-fp16"));
+    let n = g.ids.len();
+    // f32 holds the fp16 values exactly: the goldens still apply at full precision.
+    let dir = convert_floats("dense-fp16", "model.safetensors", "f32", Dtype::F32);
+    let m = load(&dir, wv::DeviceRequest::Cpu);
+    let l = m.logits(&g.ids, n).unwrap();
+    assert!(rel_l2(&l, &g.logits) < 1e-4, "{}", rel_l2(&l, &g.logits));
+    // bf16 rounds the weights: close, not equal.
+    let dir = convert_floats("dense-fp16", "model.safetensors", "bf16", Dtype::BF16);
+    let m = load(&dir, wv::DeviceRequest::Cpu);
+    let l = m.logits(&g.ids, n).unwrap();
+    let e = rel_l2(&l, &g.logits);
+    assert!(e > 1e-6 && e < 5e-2, "bf16 error {e}");
+}
