@@ -34,6 +34,12 @@ const USAGE: &str = "usage: wv <info|tokenize|logits|generate|chat|bench> [--mod
 Without --model the bundled demo model is used.";
 
 fn main() -> ExitCode {
+    #[cfg(unix)]
+    // SAFETY: restoring the default SIGPIPE action before any thread starts, so that
+    // `wv ... | head` ends quietly like other Unix tools instead of failing on a closed pipe.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     std::panic::set_hook(Box::new(|info| {
         eprintln!("wv: internal error: {info}");
     }));
