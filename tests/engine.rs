@@ -365,7 +365,10 @@ fn cancel_flag_stops_generation() {
 #[test]
 fn continuing_in_two_calls_streams_the_same_text() {
     let model = load(&demo_or_fixture(), wv::DeviceRequest::Cpu);
-    let g = |n| GenerateOptions { max_tokens: n, ..GenerateOptions::greedy() };
+    let g = |n| GenerateOptions {
+        max_tokens: n,
+        ..GenerateOptions::greedy()
+    };
     let mut a = Session::new(model.clone(), &SessionOptions::default()).unwrap();
     let (ids_a, text_a, _) = collect(&mut a, "In the beginning", &g(20));
     let mut b = Session::new(model.clone(), &SessionOptions::default()).unwrap();
@@ -373,5 +376,8 @@ fn continuing_in_two_calls_streams_the_same_text() {
     let (ids2, t2, _) = collect(&mut b, "", &g(10));
     assert_eq!([ids1, ids2].concat(), ids_a);
     assert_eq!(t1 + &t2, text_a);
-    assert!(text_a.starts_with(' '), "a continuation keeps its leading space: {text_a:?}");
+    assert!(
+        text_a.starts_with(' '),
+        "a continuation keeps its leading space: {text_a:?}"
+    );
 }

@@ -338,16 +338,23 @@ fn convert_floats(name: &str, file: &str, tag: &str, to: Dtype) -> PathBuf {
             owned.push((n, t.dtype(), t.shape().to_vec(), t.data().to_vec()));
             continue;
         }
-        let vals = t.data().chunks_exact(2).map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32());
+        let vals = t
+            .data()
+            .chunks_exact(2)
+            .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32());
         let data: Vec<u8> = match to {
             Dtype::F32 => vals.flat_map(|v| v.to_le_bytes()).collect(),
-            Dtype::BF16 => vals.flat_map(|v| half::bf16::from_f32(v).to_le_bytes()).collect(),
+            Dtype::BF16 => vals
+                .flat_map(|v| half::bf16::from_f32(v).to_le_bytes())
+                .collect(),
             _ => unreachable!(),
         };
         owned.push((n, to, t.shape().to_vec(), data));
     }
-    let views: Vec<(String, TensorView)> =
-        owned.iter().map(|(n, d, s, b)| (n.clone(), TensorView::new(*d, s.clone(), b).unwrap())).collect();
+    let views: Vec<(String, TensorView)> = owned
+        .iter()
+        .map(|(n, d, s, b)| (n.clone(), TensorView::new(*d, s.clone(), b).unwrap()))
+        .collect();
     std::fs::write(&path, safetensors::serialize(views, None).unwrap()).unwrap();
     dir
 }
