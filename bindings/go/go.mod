@@ -1,0 +1,3 @@
+module github.com/wv-project/wv/bindings/go
+
+go 1.24
