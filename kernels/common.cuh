@@ -71,6 +71,22 @@ __device__ __forceinline__ float warp_max(float v) {
     return v;
 }
 
+// Programmatic dependent launch (sm_90+; no-ops when a kernel is launched without it). Every
+// kernel calls pdl_wait() before it reads anything an earlier kernel wrote or writes anything an
+// earlier kernel may still read (only immutable weights may be read before it), then
+// pdl_launch(), so the next kernel may be scheduled while this one runs. (Triggering before the
+// wait let launches cascade many kernels ahead and made decode slower.)
+__device__ __forceinline__ void pdl_launch() {
+#if __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+#endif
+}
+__device__ __forceinline__ void pdl_wait() {
+#if __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+}
+
 // Sum over the block (blockDim.x a multiple of 32, at most 1024). `red` is 32 floats of shared
 // memory. Every thread gets the total. Contains __syncthreads: call from all threads.
 __device__ __forceinline__ float block_sum(float v, float* red) {

@@ -18,6 +18,8 @@ extern "C" __global__ void qkv_rope(
     float* __restrict__ qout, f16* __restrict__ kc, f16* __restrict__ vc, const float* __restrict__ inv_freq,
     int pos, const int* __restrict__ dpos, int nh, int nkv, int hd)
 {
+    pdl_wait();
+    pdl_launch();
     const int t = blockIdx.x, hh = blockIdx.y, j = threadIdx.x, half = hd >> 1;
     if (j >= half) return;
     if (dpos) pos = *dpos;
@@ -59,6 +61,8 @@ extern "C" __global__ void __launch_bounds__(256) silu_mul(
     const float* __restrict__ part, int S, long long sstride, const float* __restrict__ bias,
     f16* __restrict__ out, int F, int T)
 {
+    pdl_wait();
+    pdl_launch();
     const long long total = (long long)T * F;
     for (long long idx = (long long)blockIdx.x * blockDim.x + threadIdx.x; idx < total;
          idx += (long long)gridDim.x * blockDim.x) {

@@ -68,11 +68,15 @@ __device__ __forceinline__ void gemm_tile(const f16* __restrict__ X, const f16* 
 extern "C" __global__ void __launch_bounds__(256) gemm_f16_kn(
     const f16* __restrict__ X, const f16* __restrict__ W, float* __restrict__ Y, int T, int N, int K, int ldy)
 {
+    pdl_wait();
+    pdl_launch();
     gemm_tile<false>(X, W, Y, T, N, K, ldy);
 }
 
 extern "C" __global__ void __launch_bounds__(256) gemm_f16_nk(
     const f16* __restrict__ X, const f16* __restrict__ W, float* __restrict__ Y, int T, int N, int K, int ldy)
 {
+    pdl_wait();
+    pdl_launch();
     gemm_tile<true>(X, W, Y, T, N, K, ldy);
 }

@@ -11,7 +11,8 @@
 //   [(4*bx + w)*128, +128), 4 per lane (one 16-byte load per packed row), over groups
 //   [by*gpb, min(G, (by+1)*gpb)). grid = (ceil(N/512), S). Dynamic shared memory: gpb*gs*2 bytes
 //   (the block's slice of x, f16). Output: slab by of out f32 [S, ldo] (zeros where a block row
-//   has no groups). Per packed word: 4 lop3 + 4 sub.f16x2 + 4 fma.f16x2 (products of (q - z) and
+//   has no groups). The first group's weights, scales and zeros are loaded before the kernel waits
+//   for its predecessor (programmatic dependent launch), overlapping its tail. Per packed word: 4 lop3 + 4 sub.f16x2 + 4 fma.f16x2 (products of (q - z) and
 //   x summed in f16 over 8 rows, then in f32), the scale applied once per group in f32.
 //
 // gemv_f16: out = x · Wᵀ for a dense f16 matrix W [N, K] row-major (dense layers, non-4-bit GPTQ
@@ -29,6 +30,30 @@ __device__ __forceinline__ float dot8_q4(u32 w, uint4 xv, u32 z2) {
     return lo2f(a) + hi2f(a);
 }
 
+__device__ __forceinline__ void q4_load8(uint4 (&w)[8], const uint4* __restrict__ qv, int r, int rend, int N4) {
+#pragma unroll
+    for (int i = 0; i < 8; ++i)
+        if (r + i < rend) w[i] = __ldg(qv + (size_t)(r + i) * N4);
+}
+
+__device__ __forceinline__ u32 zero2(u32 zv, int c) { return (0x6400u + ((zv >> (8 * c)) & 0xffu)) * 0x10001u; }
+
+// Eight packed rows (64 inputs) of four columns into the group accumulators.
+__device__ __forceinline__ void q4_chunk(const uint4 (&w)[8], const f16* xs, int r, int rend, int k0,
+                                         u32 zv, float (&ga)[4]) {
+    const u32 z0 = zero2(zv, 0), z1 = zero2(zv, 1), z2 = zero2(zv, 2), z3 = zero2(zv, 3);
+#pragma unroll
+    for (int i = 0; i < 8; ++i) {
+        if (r + i < rend) {
+            const uint4 xv = *reinterpret_cast<const uint4*>(xs + ((r + i) << 3) - k0);
+            ga[0] += dot8_q4(w[i].x, xv, z0);
+            ga[1] += dot8_q4(w[i].y, xv, z1);
+            ga[2] += dot8_q4(w[i].z, xv, z2);
+            ga[3] += dot8_q4(w[i].w, xv, z3);
+        }
+    }
+}
+
 extern "C" __global__ void __launch_bounds__(128) gemv_q4(
     const u32* __restrict__ qw, const f16* __restrict__ scales, const u8* __restrict__ zeros,
     const f16* __restrict__ x, const int* __restrict__ perm, float* __restrict__ out,
@@ -39,53 +64,56 @@ extern "C" __global__ void __launch_bounds__(128) gemv_q4(
     const int g1 = min(G, g0 + gpb);
     const int k0 = g0 * gs;
     const int k1 = min(K, g1 * gs);
+    const int lane = threadIdx.x & 31;
+    const int n = ((blockIdx.x * 4 + (threadIdx.x >> 5)) * 32 + lane) * 4;
+    const bool active = n < N && g0 < g1;
+    const int N4 = N >> 2;
+    const uint4* __restrict__ qv = reinterpret_cast<const uint4*>(qw) + (n >> 2);
+    // Prologue, before waiting for the previous kernel: the first group's scales, zeros and first
+    // eight packed rows (weights never change), so their latency overlaps the wait and the
+    // staging of x. (A software-pipelined variant, loading the next eight rows while computing
+    // the current ones, measured slower on the 13B shapes: docs/cuda.md.)
+    uint4 wa[8];
+    uint2 sv = make_uint2(0u, 0u);
+    u32 zv = 0u;
+    if (active) {
+        sv = __ldg(reinterpret_cast<const uint2*>(scales + (size_t)g0 * N + n));
+        zv = __ldg(reinterpret_cast<const u32*>(zeros + (size_t)g0 * N + n));
+        q4_load8(wa, qv, (g0 * gs) >> 3, min(K, (g0 + 1) * gs) >> 3, N4);
+    }
+    pdl_wait();
     for (int i = threadIdx.x; i < k1 - k0; i += blockDim.x) {
         const int k = k0 + i;
         xs[i] = x[perm ? perm[k] : k];
     }
     __syncthreads();
-    const int lane = threadIdx.x & 31;
-    const int n = ((blockIdx.x * 4 + (threadIdx.x >> 5)) * 32 + lane) * 4;
-    if (n >= N) return;
-    float acc0 = 0.f, acc1 = 0.f, acc2 = 0.f, acc3 = 0.f;
-    const int N4 = N >> 2;
-    const uint4* __restrict__ qv = reinterpret_cast<const uint4*>(qw) + (n >> 2);
-    for (int g = g0; g < g1; ++g) {
-        const int r0 = (g * gs) >> 3;
-        const int r1 = min(K, (g + 1) * gs) >> 3;
-        const uint2 sv = *reinterpret_cast<const uint2*>(scales + (size_t)g * N + n);
-        const u32 zv = *reinterpret_cast<const u32*>(zeros + (size_t)g * N + n);
-        const u32 z0 = (0x6400u + (zv & 0xffu)) * 0x10001u;
-        const u32 z1 = (0x6400u + ((zv >> 8) & 0xffu)) * 0x10001u;
-        const u32 z2 = (0x6400u + ((zv >> 16) & 0xffu)) * 0x10001u;
-        const u32 z3 = (0x6400u + (zv >> 24)) * 0x10001u;
-        float ga0 = 0.f, ga1 = 0.f, ga2 = 0.f, ga3 = 0.f;
-        for (int r = r0; r < r1; r += 8) {
-            uint4 w[8];
-#pragma unroll
-            for (int i = 0; i < 8; ++i)
-                if (r + i < r1) w[i] = __ldg(qv + (size_t)(r + i) * N4);
-#pragma unroll
-            for (int i = 0; i < 8; ++i) {
-                if (r + i < r1) {
-                    const uint4 xv = *reinterpret_cast<const uint4*>(xs + ((r + i) << 3) - k0);
-                    ga0 += dot8_q4(w[i].x, xv, z0);
-                    ga1 += dot8_q4(w[i].y, xv, z1);
-                    ga2 += dot8_q4(w[i].z, xv, z2);
-                    ga3 += dot8_q4(w[i].w, xv, z3);
-                }
+    pdl_launch();
+    float acc[4] = {0.f, 0.f, 0.f, 0.f};
+    if (active) {
+        for (int g = g0; g < g1; ++g) {
+            const int r0 = (g * gs) >> 3;
+            const int r1 = min(K, (g + 1) * gs) >> 3;
+            if (g != g0) {
+                sv = __ldg(reinterpret_cast<const uint2*>(scales + (size_t)g * N + n));
+                zv = __ldg(reinterpret_cast<const u32*>(zeros + (size_t)g * N + n));
             }
+            float ga[4] = {0.f, 0.f, 0.f, 0.f};
+            for (int r = r0; r < r1; r += 8) {
+                if (g != g0 || r != r0) q4_load8(wa, qv, r, r1, N4);
+                q4_chunk(wa, xs, r, r1, k0, zv, ga);
+            }
+            acc[0] += ga[0] * lo2f(sv.x);
+            acc[1] += ga[1] * hi2f(sv.x);
+            acc[2] += ga[2] * lo2f(sv.y);
+            acc[3] += ga[3] * hi2f(sv.y);
         }
-        acc0 += ga0 * lo2f(sv.x);
-        acc1 += ga1 * hi2f(sv.x);
-        acc2 += ga2 * lo2f(sv.y);
-        acc3 += ga3 * hi2f(sv.y);
     }
+    if (n >= N) return;
     float* o = out + (size_t)blockIdx.y * ldo + n;
-    o[0] = acc0;
-    o[1] = acc1;
-    o[2] = acc2;
-    o[3] = acc3;
+    o[0] = acc[0];
+    o[1] = acc[1];
+    o[2] = acc[2];
+    o[3] = acc[3];
 }
 
 __device__ __forceinline__ float dot8_f16(uint4 a, uint4 b) {
@@ -104,6 +132,8 @@ extern "C" __global__ void __launch_bounds__(256) gemv_f16(
     const f16* __restrict__ W, const f16* __restrict__ x, float* __restrict__ out,
     int K, int N, int kc, int ldo)
 {
+    pdl_wait();
+    pdl_launch();
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     const int n = blockIdx.x * 8 + warp;
     if (n >= N) return;

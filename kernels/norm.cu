@@ -15,6 +15,8 @@
 extern "C" __global__ void __launch_bounds__(256) embed(const u32* __restrict__ tokens, const f16* __restrict__ table,
                                                         float* __restrict__ x, int H)
 {
+    pdl_wait();
+    pdl_launch();
     const size_t t = blockIdx.x;
     const size_t tok = tokens[t];
     for (int i = threadIdx.x; i < H; i += blockDim.x) x[t * H + i] = h2f(table[tok * H + i]);
@@ -24,6 +26,8 @@ extern "C" __global__ void __launch_bounds__(1024) residual_rmsnorm(
     float* __restrict__ x, const float* __restrict__ delta, int S, long long sstride, int ldd,
     const float* __restrict__ bias, const float* __restrict__ w, float eps, f16* __restrict__ out, int H, int row0)
 {
+    pdl_wait();
+    pdl_launch();
     __shared__ float red[32];
     const int t = row0 + blockIdx.x;
     float* __restrict__ xr = x + (size_t)t * H;
@@ -47,6 +51,8 @@ extern "C" __global__ void __launch_bounds__(256) residual_add(
     float* __restrict__ x, const float* __restrict__ delta, int S, long long sstride, int ldd,
     const float* __restrict__ bias, int H, int T)
 {
+    pdl_wait();
+    pdl_launch();
     const long long total = (long long)T * H;
     for (long long idx = (long long)blockIdx.x * blockDim.x + threadIdx.x; idx < total;
          idx += (long long)gridDim.x * blockDim.x) {

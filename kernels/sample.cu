@@ -8,6 +8,8 @@
 
 extern "C" __global__ void __launch_bounds__(1024) argmax_f32(const float* __restrict__ v, int n, u32* __restrict__ out)
 {
+    pdl_wait();
+    pdl_launch();
     __shared__ float bv[32];
     __shared__ int bi[32];
     float best = NEG_INF;
@@ -53,6 +55,8 @@ extern "C" __global__ void __launch_bounds__(1024) argmax_f32(const float* __res
 extern "C" __global__ void __launch_bounds__(256) repetition_penalty(
     const float* __restrict__ src, float* __restrict__ dst, const u32* __restrict__ ids, int n_ids, int vocab, float p)
 {
+    pdl_wait();
+    pdl_launch();
     for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < n_ids; i += gridDim.x * blockDim.x) {
         const u32 tok = ids[i];
         if (tok < (u32)vocab) {

@@ -13,9 +13,11 @@
 # `python3 tools/make_fixtures.py --no-torch --out .dev/fixtures` when neither exists).
 # Env: OUT (logs; default ./gpu-out), SKIP_TESTS=1, SKIP_SANITIZER=1, SKIP_BENCH=1,
 #      BENCH_LAYERS (default 40), BENCH_DIR (default /tmp/wv-bench-13b).
-# Everything goes to $OUT/*.log; a summary table is printed last.
+# Each phase logs to $LOGS/NAME.log; at the end they are gathered into four files in $OUT
+# (tests.log, sanitizer.log, bench.log, summary.log) and a summary table is printed last.
 set -u
 OUT=${OUT:-$PWD/gpu-out}
+LOGS=$(mktemp -d /tmp/wv-suite.XXXXXX)
 mkdir -p "$OUT"
 export WV_ROOT=$PWD
 BIN=${BIN:-.dev/bin}
@@ -25,10 +27,10 @@ phase() { # phase NAME TIMEOUT CMD... : run with a time limit, log to $OUT/NAME.
     local name=$1 limit=$2
     shift 2
     local t0=$(date +%s)
-    timeout "$limit" "$@" >"$OUT/$name.log" 2>&1
+    timeout "$limit" "$@" >"$LOGS/$name.log" 2>&1
     local rc=$?
     SUMMARY+=("$(printf '%-16s rc=%-4s %5ss' "$name" "$rc" $(($(date +%s) - t0)))")
-    echo "${SUMMARY[-1]}" | tee -a "$OUT/summary.txt"
+    echo "${SUMMARY[-1]}"
     return $rc
 }
 
@@ -40,8 +42,8 @@ phase() { # phase NAME TIMEOUT CMD... : run with a time limit, log to $OUT/NAME.
     echo
     ldconfig -p 2>/dev/null | grep -E 'libcuda\.so|libnvrtc\.so|libcublas\.so' | head
     python3 -c 'import nvidia, os; print(nvidia.__path__)' 2>/dev/null
-} >"$OUT/env.log" 2>&1
-cat "$OUT/env.log"
+} >"$LOGS/env.log" 2>&1
+cat "$LOGS/env.log"
 
 if [ ! -d tests/fixtures/models ] && [ ! -d .dev/fixtures ]; then
     phase fixtures 120 python3 tools/make_fixtures.py --no-torch --out .dev/fixtures
@@ -53,7 +55,7 @@ if [ -z "${SKIP_TESTS:-}" ]; then
     phase tests-plain 60 "$BIN/gpu" --test-threads=1 --nocapture
     # The command line on the device (how hidden checkpoints are checked).
     F=$(ls -d tests/fixtures/models/*/ .dev/fixtures/*/ 2>/dev/null | head -1)
-    phase cli 60 sh -c "'$BIN/wv' logits --model '$F' --tokens 1,450,4996 --device cuda | head -c 400"
+    phase cli 60 sh -c "'$BIN/wv' logits --model '$F' --tokens 1,450,4996 --device cuda > '$LOGS/cli.json' && head -c 300 '$LOGS/cli.json'"
 fi
 
 if [ -z "${SKIP_BENCH:-}" ]; then
@@ -66,6 +68,7 @@ if [ -z "${SKIP_BENCH:-}" ]; then
     phase bench-512 90 "$BIN/wv" bench --model "$BD" --prompt-tokens 512 --gen-tokens 64 --device cuda
     phase bench-1500 90 "$BIN/wv" bench --model "$BD" --prompt-tokens 1500 --gen-tokens 64 --device cuda
     phase bench-nograph 90 env WV_CUDA_GRAPH=0 "$BIN/wv" bench --model "$BD" --prompt-tokens 32 --gen-tokens 64 --device cuda
+    phase bench-nopdl 90 env WV_CUDA_PDL=0 "$BIN/wv" bench --model "$BD" --prompt-tokens 32 --gen-tokens 64 --device cuda
     unset WV_LOG
 fi
 
@@ -75,21 +78,28 @@ if [ -z "${SKIP_SANITIZER:-}" ]; then
         "$BIN/gpu" --ignored --test-threads=1 --skip model_out_of_memory --skip bench_kernels
 fi
 
+# Gather the logs into at most four files (the device returns few files).
+cat "$LOGS"/env.log "$LOGS"/tests.log "$LOGS"/tests-plain.log "$LOGS"/cli.log >"$OUT/tests.log" 2>/dev/null
+cat "$LOGS"/sanitizer.log >"$OUT/sanitizer.log" 2>/dev/null
+for f in make-ckpt bench-short bench-512 bench-1500 bench-nograph bench-nopdl; do
+    [ -f "$LOGS/$f.log" ] && { echo "=== $f"; cat "$LOGS/$f.log"; }
+done >"$OUT/bench.log" 2>/dev/null
+{
 echo
 echo "================ summary ================"
 printf '%s\n' "${SUMMARY[@]}"
 for f in tests tests-plain sanitizer cli; do
-    [ -f "$OUT/$f.log" ] || continue
+    [ -f "$LOGS/$f.log" ] || continue
     echo "--- $f"
-    grep -E '^test .* (ok|FAILED|ignored)$|^test result|panicked at|ERROR SUMMARY|^=+ (Invalid|Error)|Program hit' "$OUT/$f.log" | grep -v ' ignored$' | head -40
+    grep -E '^test .* (ok|FAILED|ignored)$|^test result|panicked at|ERROR SUMMARY|^=+ (Invalid|Error)|Program hit' "$LOGS/$f.log" | grep -v ' ignored$' | head -40
 done
-if [ -f "$OUT/tests.log" ]; then
+if [ -f "$LOGS/tests.log" ]; then
     echo "--- measurements"
-    grep -E '^(BENCH|fixture|1100-token|kjv-tiny|attention t=|linear .* t=1 default)' "$OUT/tests.log" | head -60
+    grep -oE 'BENCH.*|^fixture.*|^1100-token.*|^kjv-tiny.*|^attention t=.*|^linear .* t=1 default.*' "$LOGS/tests.log" | head -60
 fi
-for f in bench-short bench-512 bench-1500 bench-nograph; do
-    [ -f "$OUT/$f.log" ] || continue
-    python3 - "$OUT/$f.log" "$f" <<'EOF'
+for f in bench-short bench-512 bench-1500 bench-nograph bench-nopdl; do
+    [ -f "$LOGS/$f.log" ] || continue
+    python3 - "$LOGS/$f.log" "$f" <<'EOF'
 import json, re, sys
 text = open(sys.argv[1]).read()
 m = re.search(r'\{.*\}', text, re.S)
@@ -103,4 +113,5 @@ print(f"{sys.argv[2]:11s} load {r['load_seconds']:.1f}s prefill {r['prompt_token
       f"weights {r['weight_bytes']/2**30:.2f} GiB")
 EOF
 done
-grep -h "^wv: loaded" "$OUT"/bench-*.log 2>/dev/null | head -3
+grep -h "^wv: " "$LOGS"/bench-short.log 2>/dev/null | head -5
+} 2>&1 | tee "$OUT/summary.log"

@@ -33,6 +33,9 @@ pub struct Gpu {
     pub sync_each: bool,
     /// A stream capture is in progress (no synchronisation allowed).
     capturing: AtomicBool,
+    /// Launch with programmatic dependent launch (sm_90+, WV_CUDA_PDL=0 turns it off): each
+    /// kernel may start while its predecessor finishes (see kernels/common.cuh).
+    pdl: bool,
 }
 
 // SAFETY: CUDA driver handles may be used from any thread once the context is made current there
@@ -138,6 +141,9 @@ impl Gpu {
                 peak: AtomicUsize::new(0),
                 sync_each,
                 capturing: AtomicBool::new(false),
+                pdl: cc.0 >= 9
+                    && drv.cuLaunchKernelEx.is_some()
+                    && std::env::var("WV_CUDA_PDL").map_or(true, |v| v != "0"),
             }))
         }
     }
@@ -241,6 +247,35 @@ impl Gpu {
             .iter_mut()
             .map(|s| s as *mut u64 as *mut c_void)
             .collect();
+        if let (true, Some(ex)) = (self.pdl, self.drv.cuLaunchKernelEx) {
+            let mut attr = ffi::CUlaunchAttribute {
+                id: ffi::CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION,
+                pad: 0,
+                value: [1, 0, 0, 0, 0, 0, 0, 0],
+            };
+            let cfg = ffi::CUlaunchConfig {
+                grid: [grid.0, grid.1, grid.2],
+                block: [block, 1, 1],
+                shared_mem: smem,
+                stream: self.stream,
+                attrs: &mut attr,
+                num_attrs: 1,
+            };
+            // SAFETY: as below; cfg and attr outlive the call.
+            let r = unsafe { ex(&cfg, f.func, ptrs.as_mut_ptr(), std::ptr::null_mut()) };
+            self.check(
+                r,
+                &format!(
+                    "launch of {} (grid {grid:?}, block {block}, smem {smem})",
+                    f.name
+                ),
+            )?;
+            if self.sync_each && !self.capturing.load(Ordering::Relaxed) {
+                self.sync()
+                    .map_err(|e| e.context(format!("after kernel {}", f.name)))?;
+            }
+            return Ok(());
+        }
         // SAFETY: f is a function of a loaded module; ptrs point at one 8-byte slot per kernel
         // parameter, holding its value in the low bytes (little-endian), as the kernel expects.
         let r = unsafe {

@@ -65,7 +65,8 @@ impl Scratch {
         let qd = c.num_attention_heads * c.head_dim();
         let wmax = h.max(c.intermediate_size).max(qd);
         let part = (w.max_s_times_n()).max(rows * w.max_n());
-        let att_slots = (rows * 4).max(64);
+        // Decode only (prefill attention needs no partials): up to 128 chunks of keys.
+        let att_slots = 128;
         let what = "scratch buffers";
         // Enough for pieces of at least 64 columns of the widest input, at most DEQ_CAP.
         let deq_elems = if rows > 1 {

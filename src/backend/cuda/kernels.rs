@@ -23,6 +23,8 @@ pub struct Kernels {
     silu_mul: Kernel,
     attn_partial: Kernel,
     attn_combine: Kernel,
+    attn_prefill_64: Kernel,
+    attn_prefill_32: Kernel,
     argmax: Kernel,
     penalty: Kernel,
     _modules: Modules,
@@ -53,6 +55,8 @@ impl Kernels {
             silu_mul: m.get("elementwise.cu", "silu_mul")?,
             attn_partial: m.get("attention.cu", "attn_partial")?,
             attn_combine: m.get("attention.cu", "attn_combine")?,
+            attn_prefill_64: m.get("attention.cu", "attn_prefill_64")?,
+            attn_prefill_32: m.get("attention.cu", "attn_prefill_32")?,
             argmax: m.get("sample.cu", "argmax_f32")?,
             penalty: m.get("sample.cu", "repetition_penalty")?,
             _modules: m,
@@ -322,6 +326,37 @@ impl Kernels {
         (chunk, nch): (usize, usize),
     ) -> Result<()> {
         let scale = 1.0 / (hd as f32).sqrt();
+        if t > 1 && dpos == 0 {
+            // Prefill: query tiles share K/V tiles in shared memory; no partials.
+            let (kt, qt, f) = if hd <= 128 {
+                (64, 16, &self.attn_prefill_64)
+            } else {
+                (32, 8, &self.attn_prefill_32)
+            };
+            let smem = qt * hd * 4
+                + kt * (hd / 2 + 1) * 4
+                + kt * (hd / 2) * 4
+                + qt * (kt + 1) * 4
+                + 3 * qt * 4;
+            let mut a = Args::new();
+            a.ptr(q)
+                .ptr(kc)
+                .ptr(vc)
+                .ptr(out)
+                .int(pos)
+                .int(t)
+                .int(nh)
+                .int(nkv)
+                .int(hd)
+                .f32(scale);
+            return gpu.launch(
+                f,
+                (nh as u32, t.div_ceil(qt) as u32, 1),
+                128,
+                smem as u32,
+                &mut a,
+            );
+        }
         let smem = (5 * hd + 64 + 4) * 4;
         let mut a = Args::new();
         a.ptr(q)

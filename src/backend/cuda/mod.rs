@@ -77,7 +77,16 @@ impl CudaBackend {
         let gpu = Gpu::open(ordinal)?;
         let kernels = Kernels::load(&gpu)?;
         let blas = Blas::new(&gpu);
+        let t0 = std::time::Instant::now();
         let weights = DevWeights::upload(&gpu, host)?;
+        crate::log::log(
+            crate::log::Level::Debug,
+            &format!(
+                "cuda:{ordinal}: weights repacked and uploaded ({}) in {:.2}s",
+                fmt_bytes(weights.bytes()),
+                t0.elapsed().as_secs_f64()
+            ),
+        );
         let graphs = gpu.has_graphs() && std::env::var("WV_CUDA_GRAPH").map_or(true, |v| v != "0");
         Ok(CudaBackend {
             scratch: Mutex::new(None),

@@ -396,6 +396,82 @@ impl OpHarness {
         })?;
         Ok((ms, g.bytes()))
     }
+
+    /// Timings of prefill's parts on 13B shapes (ms): dequantisation, the cuBLAS product and
+    /// attention, for `t` tokens after `pos` cached ones.
+    pub fn time_prefill_parts(&self, t: usize, pos: usize) -> Result<Vec<(String, f32)>> {
+        let mut out = Vec::new();
+        let m = crate::weights::Linear::Gptq(random_gptq(
+            4,
+            5120,
+            13824,
+            Some(128),
+            false,
+            1,
+            false,
+            3,
+        ));
+        let g = LinearGroup::upload(&self.gpu, &[&m], "bench weights")?;
+        let DevMat::Q4(q) = &g.members[0].mat else {
+            return Ok(out);
+        };
+        let deq = self.gpu.alloc(q.k * q.n * 2, "bench dequant")?;
+        let ms = self.time_ms(3, 10, || self.k.dequant_q4(&self.gpu, q, deq.ptr, 0, q.n))?;
+        out.push((
+            format!(
+                "dequant 5120x13824 ({:.0} GB/s written+read)",
+                (q.k * q.n * 2 + g.bytes()) as f64 / (ms as f64 * 1e-3) / 1e9
+            ),
+            ms,
+        ));
+        let x = self.gpu.alloc(t * q.k * 2, "bench x")?;
+        self.gpu.memset_u32(x.ptr, 0x3c00_3c00, t * q.k / 2)?;
+        let y = self.gpu.alloc(t * q.n * 4, "bench y")?;
+        if let Some(b) = &self.blas {
+            let ms = self.time_ms(3, 10, || {
+                b.gemm(false, x.ptr, deq.ptr, y.ptr, t, q.n, q.k, q.n)
+            })?;
+            out.push((
+                format!(
+                    "cuBLAS {t}x5120x13824 ({:.0} TFLOP/s)",
+                    2.0 * (t * q.k * q.n) as f64 / (ms as f64 * 1e-3) / 1e12
+                ),
+                ms,
+            ));
+        }
+        let ms = self.time_ms(1, 3, || {
+            self.k
+                .gemm(&self.gpu, false, x.ptr, deq.ptr, y.ptr, t, q.n, q.k, q.n)
+        })?;
+        out.push((format!("wv SIMT GEMM {t}x5120x13824"), ms));
+        let (nh, hd) = (40, 128);
+        let n = pos + t;
+        let qd = self.gpu.alloc(t * nh * hd * 4, "bench q")?;
+        self.gpu.memset_u32(qd.ptr, 0x3c00_0000, t * nh * hd)?;
+        let kv = self.gpu.alloc(n * nh * hd * 2, "bench kv")?;
+        self.gpu.memset_u32(kv.ptr, 0x3c00_3c00, n * nh * hd / 2)?;
+        let slots = (t * 4).max(64);
+        let (chunk, nch) = plan_attention(n, t, slots);
+        let po = self.gpu.alloc(slots * nh * hd * 4, "bench po")?;
+        let pml = self.gpu.alloc(slots * nh * 2 * 4, "bench pml")?;
+        let o = self.gpu.alloc(t * nh * hd * 2, "bench out")?;
+        let ms = self.time_ms(2, 5, || {
+            self.k.attention(
+                &self.gpu,
+                qd.ptr,
+                kv.ptr,
+                kv.ptr,
+                (po.ptr, pml.ptr),
+                o.ptr,
+                (pos, 0),
+                t,
+                (nh, nh, hd),
+                (chunk, nch),
+            )
+        })?;
+        out.push((format!("attention t={t} pos={pos} (40 heads x 128)"), ms));
+        Ok(out)
+    }
 }
 
 /// A random GPTQ matrix: `bits`-bit values, groups of `group` rows (`None`: one group), rows in a

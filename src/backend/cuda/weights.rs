@@ -23,6 +23,17 @@ pub const POS: [usize; 8] = [0, 2, 4, 6, 1, 3, 5, 7];
 /// The largest x slice (in f16 elements) one GEMV block stages in shared memory.
 pub const MAX_X_SLICE: usize = 24 * 1024;
 
+/// A raw pointer for threads that fill disjoint rows of one buffer.
+struct RowsMut(*mut u32);
+// SAFETY: users write disjoint ranges (see each use).
+unsafe impl Sync for RowsMut {}
+impl RowsMut {
+    fn at(&self, i: usize) -> *mut u32 {
+        // SAFETY: callers stay inside the buffer.
+        unsafe { self.0.add(i) }
+    }
+}
+
 /// A 4-bit matrix in the kernels' layout, on the host.
 #[derive(Debug, Clone)]
 pub struct Q4Host {
@@ -136,12 +147,19 @@ impl Q4Host {
         }
         let n: usize = parts.iter().map(|p| p.n).sum();
         let rows = first.k / 8;
-        let mut qw = Vec::with_capacity(rows * n);
-        for r in 0..rows {
-            for p in parts {
-                qw.extend_from_slice(&p.qw[r * p.n..(r + 1) * p.n]);
+        let mut qw = vec![0u32; rows * n];
+        let out = RowsMut(qw.as_mut_ptr());
+        parallel_for(rows, rows * n, |range| {
+            for r in range {
+                let mut c = r * n;
+                for p in parts {
+                    let src = &p.qw[r * p.n..(r + 1) * p.n];
+                    // SAFETY: row r of the output (n words from r*n) belongs to this range alone.
+                    unsafe { std::ptr::copy_nonoverlapping(src.as_ptr(), out.at(c), src.len()) };
+                    c += p.n;
+                }
             }
-        }
+        });
         let mut scales = Vec::with_capacity(first.groups * n);
         let mut zeros = Vec::with_capacity(first.groups * n);
         for g in 0..first.groups {
@@ -290,7 +308,7 @@ impl LinearGroup {
     pub fn upload(gpu: &Arc<Gpu>, lins: &[&Linear], what: &str) -> Result<LinearGroup> {
         let k = lins[0].in_features();
         let n_total: usize = lins.iter().map(|l| l.out_features()).sum();
-        let q4: Vec<Option<Q4Host>> = lins
+        let mut q4: Vec<Option<Q4Host>> = lins
             .iter()
             .map(|l| match l {
                 Linear::Gptq(m) if std::env::var_os("WV_CUDA_NO_Q4").is_none() => repack_q4(m),
@@ -299,9 +317,17 @@ impl LinearGroup {
             .collect();
         let mut mats: Vec<DevMat> = Vec::new();
         if q4.iter().all(|q| q.is_some()) && lins.len() > 1 {
-            let parts: Vec<Q4Host> = q4.iter().map(|q| q.clone().expect("checked")).collect();
-            if let Some(cat) = Q4Host::concat(&parts) {
+            let parts: Vec<&Q4Host> = q4.iter().flatten().collect();
+            let f = parts[0];
+            if parts
+                .iter()
+                .all(|p| p.k == f.k && p.gs == f.gs && p.groups == f.groups && p.perm == f.perm)
+            {
+                let owned: Vec<Q4Host> = q4.into_iter().flatten().collect();
+                let cat = Q4Host::concat(&owned).expect("checked compatible");
+                drop(owned);
                 mats.push(DevMat::Q4(upload_q4(gpu, &cat, what)?));
+                q4 = Vec::new();
             }
         }
         if mats.is_empty() {
