@@ -260,8 +260,7 @@ impl HostWeights {
         if !progress(1, total) {
             return Err(cancelled());
         }
-        let mut layers = Vec::with_capacity(config.num_hidden_layers);
-        for i in 0..config.num_hidden_layers {
+        let load_layer = |i: usize| -> Result<LayerWeights> {
             let p = format!("model.layers.{i}");
             let norm = |n: &str| -> Result<Vec<f32>> {
                 let t = store.require(&format!("{p}.{n}.weight"))?;
@@ -271,7 +270,7 @@ impl HostWeights {
                 load_linear(store, config, &format!("{p}.{n}"), inf, outf)
             };
             let (kv, inter) = (config.kv_dim(), config.intermediate_size);
-            layers.push(LayerWeights {
+            Ok(LayerWeights {
                 input_norm: norm("input_layernorm")?,
                 post_attention_norm: norm("post_attention_layernorm")?,
                 q: lin("self_attn.q_proj", h, h)?,
@@ -281,10 +280,37 @@ impl HostWeights {
                 gate: lin("mlp.gate_proj", h, inter)?,
                 up: lin("mlp.up_proj", h, inter)?,
                 down: lin("mlp.down_proj", inter, h)?,
+            })
+        };
+        // Layers are copied out of the map on several threads at once (a warm 13B load is
+        // bound by memory copies and conversions, not by the disk), a batch at a time so that
+        // progress is reported and a cancel is honoured between batches.
+        let n = config.num_hidden_layers;
+        let batch = crate::backend::cpu::pool::threads().clamp(1, 8);
+        let mut layers = Vec::with_capacity(n);
+        let mut start = 0;
+        while start < n {
+            let end = (start + batch).min(n);
+            let results: Vec<Result<LayerWeights>> = std::thread::scope(|s| {
+                let load_layer = &load_layer;
+                let handles: Vec<_> = (start..end)
+                    .map(|i| s.spawn(move || load_layer(i)))
+                    .collect();
+                handles
+                    .into_iter()
+                    .map(|h| {
+                        h.join()
+                            .unwrap_or_else(|_| Err(Error::internal("a loader thread panicked")))
+                    })
+                    .collect()
             });
-            if !progress(i + 2, total) {
-                return Err(cancelled());
+            for r in results {
+                layers.push(r?);
+                if !progress(layers.len() + 1, total) {
+                    return Err(cancelled());
+                }
             }
+            start = end;
         }
         let final_norm = store.read_f32(store.require("model.norm.weight")?)?;
         let (lm_head, lm_head_exact) = if config.tie_word_embeddings {
