@@ -15,6 +15,18 @@
 //   for its predecessor (programmatic dependent launch), overlapping its tail. Per packed word: 4 lop3 + 4 sub.f16x2 + 4 fma.f16x2 (products of (q - z) and
 //   x summed in f16 over 8 rows, then in f32), the scale applied once per group in f32.
 //
+// gemv_q4w ("wide", the decode default when every 4-bit member's group size is a multiple of 64;
+//   WV_CUDA_GEMV=1 goes back to gemv_q4): same layout, arguments
+//   and output slabs as gemv_q4, but block 256 threads = 8 warps all on columns [bx*128, +128)
+//   (4 per lane, one 16-byte load per packed row: 512 contiguous bytes per warp per row). The
+//   block's packed rows (groups [by*gpb, min(G, (by+1)*gpb))) are cut into batches of 8 (64
+//   inputs, never across a group since gs % 64 == 0), split evenly over the 8 warps; each warp
+//   streams its batches double-buffered (the next 8 loads, scales and zeros in flight while the
+//   current 8 rows are computed), applies the scale per batch in f32, and the 8 warps' sums meet
+//   in shared memory. grid = (ceil(N/128), S), S small (plan_decode aims at <= 2 blocks per SM,
+//   the residency __launch_bounds__(256, 2) guarantees), so every block is resident at once.
+//   Dynamic shared memory: gpb*gs*2 bytes (x slice); static 4 KiB (reduction).
+//
 // gemv_f16: out = x · Wᵀ for a dense f16 matrix W [N, K] row-major (dense layers, non-4-bit GPTQ
 //   dequantised at upload, the lm_head).
 // Launch: block 256 = 8 warps, warp w → row n = 8*bx + w; block row by covers k in
@@ -114,6 +126,81 @@ extern "C" __global__ void __launch_bounds__(128) gemv_q4(
     o[1] = acc[1];
     o[2] = acc[2];
     o[3] = acc[3];
+}
+
+// One batch of eight packed rows starting at row r (< rend), with its group's scales and zeros.
+__device__ __forceinline__ void q4w_load(uint4 (&w)[8], uint2& sv, u32& zv, const uint4* __restrict__ qv,
+                                         const f16* __restrict__ scales, const u8* __restrict__ zeros,
+                                         int r, int rend, int N4, int N, int n, int gs) {
+    const int g = (r << 3) / gs;
+    sv = __ldg(reinterpret_cast<const uint2*>(scales + (size_t)g * N + n));
+    zv = __ldg(reinterpret_cast<const u32*>(zeros + (size_t)g * N + n));
+#pragma unroll
+    for (int i = 0; i < 8; ++i) w[i] = r + i < rend ? __ldg(qv + (size_t)(r + i) * N4) : make_uint4(0u, 0u, 0u, 0u);
+}
+
+__device__ __forceinline__ void q4w_batch(const uint4 (&w)[8], uint2 sv, u32 zv, const f16* xs, int r, int rend,
+                                          int k0, float (&acc)[4]) {
+    float ga[4] = {0.f, 0.f, 0.f, 0.f};
+    q4_chunk(w, xs, r, rend, k0, zv, ga);
+    acc[0] += ga[0] * lo2f(sv.x);
+    acc[1] += ga[1] * hi2f(sv.x);
+    acc[2] += ga[2] * lo2f(sv.y);
+    acc[3] += ga[3] * hi2f(sv.y);
+}
+
+extern "C" __global__ void __launch_bounds__(256, 2) gemv_q4w(
+    const u32* __restrict__ qw, const f16* __restrict__ scales, const u8* __restrict__ zeros,
+    const f16* __restrict__ x, const int* __restrict__ perm, float* __restrict__ out,
+    int K, int N, int G, int gs, int gpb, int ldo)
+{
+    extern __shared__ __align__(16) f16 xs[];
+    __shared__ __align__(16) float red[8 * 128];
+    const int g0 = blockIdx.y * gpb;
+    const int g1 = min(G, g0 + gpb);
+    const int k0 = g0 * gs;
+    const int k1 = g0 < g1 ? min(K, g1 * gs) : k0;
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const int n = blockIdx.x * 128 + lane * 4;
+    const int r0 = k0 >> 3, rend = k1 >> 3;
+    const int nb = (rend - r0 + 7) >> 3;
+    const int b0 = (nb * warp) >> 3, b1 = (nb * (warp + 1)) >> 3;
+    const bool active = n < N && b0 < b1;
+    const int N4 = N >> 2;
+    const uint4* __restrict__ qv = reinterpret_cast<const uint4*>(qw) + (n >> 2);
+    uint4 wa[8], wb[8];
+    uint2 sa = make_uint2(0u, 0u), sb = make_uint2(0u, 0u);
+    u32 za = 0u, zb = 0u;
+    // The first batch before waiting for the previous kernel (weights never change).
+    if (active) q4w_load(wa, sa, za, qv, scales, zeros, r0 + 8 * b0, rend, N4, N, n, gs);
+    pdl_wait();
+    for (int i = threadIdx.x; i < k1 - k0; i += blockDim.x) {
+        const int k = k0 + i;
+        xs[i] = x[perm ? perm[k] : k];
+    }
+    __syncthreads();
+    pdl_launch();
+    float acc[4] = {0.f, 0.f, 0.f, 0.f};
+    if (active) {
+        for (int b = b0; b < b1; b += 2) {
+            const int ra = r0 + 8 * b;
+            if (b + 1 < b1) q4w_load(wb, sb, zb, qv, scales, zeros, ra + 8, rend, N4, N, n, gs);
+            q4w_batch(wa, sa, za, xs, ra, rend, k0, acc);
+            if (b + 1 < b1) {
+                if (b + 2 < b1) q4w_load(wa, sa, za, qv, scales, zeros, ra + 16, rend, N4, N, n, gs);
+                q4w_batch(wb, sb, zb, xs, ra + 8, rend, k0, acc);
+            }
+        }
+    }
+    *reinterpret_cast<float4*>(red + warp * 128 + lane * 4) = make_float4(acc[0], acc[1], acc[2], acc[3]);
+    __syncthreads();
+    const int c = blockIdx.x * 128 + threadIdx.x;
+    if (threadIdx.x < 128 && c < N) {
+        float v = 0.f;
+#pragma unroll
+        for (int w = 0; w < 8; ++w) v += red[w * 128 + threadIdx.x];
+        out[(size_t)blockIdx.y * ldo + c] = v;
+    }
 }
 
 __device__ __forceinline__ float dot8_f16(uint4 a, uint4 b) {

@@ -11,6 +11,8 @@
 #
 # Fixtures: tests/fixtures/models, else .dev/fixtures (made here with
 # `python3 tools/make_fixtures.py --no-torch --out .dev/fixtures` when neither exists).
+# The bench phase also runs the short bench and the kernel timings with WV_CUDA_GEMV=1 (the older
+# gemv_q4) for an A/B in the same run.
 # Env: OUT (logs; default ./gpu-out), SKIP_TESTS=1, SKIP_SANITIZER=1, SKIP_BENCH=1,
 #      BENCH_LAYERS (default 40), BENCH_DIR (default /tmp/wv-bench-13b).
 # Each phase logs to $LOGS/NAME.log; at the end they are gathered into four files in $OUT
@@ -68,6 +70,8 @@ if [ -z "${SKIP_BENCH:-}" ]; then
     phase bench-512 90 "$BIN/wv" bench --model "$BD" --prompt-tokens 512 --gen-tokens 64 --device cuda
     phase bench-1500 90 "$BIN/wv" bench --model "$BD" --prompt-tokens 1500 --gen-tokens 64 --device cuda
     phase bench-nograph 90 env WV_CUDA_GRAPH=0 "$BIN/wv" bench --model "$BD" --prompt-tokens 32 --gen-tokens 64 --device cuda
+    phase bench-oldgemv 90 env WV_CUDA_GEMV=1 "$BIN/wv" bench --model "$BD" --prompt-tokens 32 --gen-tokens 64 --device cuda
+    phase kernels-oldgemv 60 env WV_CUDA_GEMV=1 "$BIN/gpu" --ignored --nocapture bench_kernels
     phase bench-nopdl 90 env WV_CUDA_PDL=0 "$BIN/wv" bench --model "$BD" --prompt-tokens 32 --gen-tokens 64 --device cuda
     unset WV_LOG
 fi
@@ -81,7 +85,7 @@ fi
 # Gather the logs into at most four files (the device returns few files).
 cat "$LOGS"/env.log "$LOGS"/tests.log "$LOGS"/tests-plain.log "$LOGS"/cli.log >"$OUT/tests.log" 2>/dev/null
 cat "$LOGS"/sanitizer.log >"$OUT/sanitizer.log" 2>/dev/null
-for f in make-ckpt bench-short bench-512 bench-1500 bench-nograph bench-nopdl; do
+for f in make-ckpt bench-short bench-512 bench-1500 bench-nograph bench-oldgemv kernels-oldgemv bench-nopdl; do
     [ -f "$LOGS/$f.log" ] && { echo "=== $f"; cat "$LOGS/$f.log"; }
 done >"$OUT/bench.log" 2>/dev/null
 {
@@ -97,7 +101,8 @@ if [ -f "$LOGS/tests.log" ]; then
     echo "--- measurements"
     grep -oE 'BENCH.*|^fixture.*|^1100-token.*|^kjv-tiny.*|^attention t=.*|^linear .* t=1 default.*' "$LOGS/tests.log" | head -60
 fi
-for f in bench-short bench-512 bench-1500 bench-nograph bench-nopdl; do
+[ -f "$LOGS/kernels-oldgemv.log" ] && { echo "--- kernels with WV_CUDA_GEMV=1 (gemv_q4)"; grep -oE 'BENCH gemv.*|BENCH one.*' "$LOGS/kernels-oldgemv.log"; }
+for f in bench-short bench-512 bench-1500 bench-nograph bench-oldgemv bench-nopdl; do
     [ -f "$LOGS/$f.log" ] || continue
     python3 - "$LOGS/$f.log" "$f" <<'EOF'
 import json, re, sys

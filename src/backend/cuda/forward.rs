@@ -149,10 +149,16 @@ impl Ops<'_> {
             for m in &g.members {
                 let out = part + 4 * m.col0 as u64;
                 match &m.mat {
-                    DevMat::Q4(q) => {
-                        self.k
-                            .gemv_q4(self.gpu, q, x, out, g.s_decode, m.per_block, g.n_total)?
-                    }
+                    DevMat::Q4(q) => self.k.gemv_q4(
+                        self.gpu,
+                        q,
+                        x,
+                        out,
+                        g.s_decode,
+                        m.per_block,
+                        g.n_total,
+                        g.wide,
+                    )?,
                     DevMat::F16(d) => self.k.gemv_f16(
                         self.gpu,
                         d.w.ptr,

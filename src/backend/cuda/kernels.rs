@@ -12,6 +12,7 @@ use std::sync::Arc;
 /// Every kernel, looked up once.
 pub struct Kernels {
     gemv_q4: Kernel,
+    gemv_q4w: Kernel,
     gemv_f16: Kernel,
     dequant_q4: Kernel,
     gemm_kn: Kernel,
@@ -44,6 +45,7 @@ impl Kernels {
         let m = Modules::load(gpu)?;
         Ok(Kernels {
             gemv_q4: m.get("gemv.cu", "gemv_q4")?,
+            gemv_q4w: m.get("gemv.cu", "gemv_q4w")?,
             gemv_f16: m.get("gemv.cu", "gemv_f16")?,
             dequant_q4: m.get("dequant.cu", "dequant_q4")?,
             gemm_kn: m.get("gemm.cu", "gemm_f16_kn")?,
@@ -74,6 +76,7 @@ impl Kernels {
         s: usize,
         gpb: usize,
         ldo: usize,
+        wide: bool,
     ) -> Result<()> {
         let smem = gpb.min(q.groups) * q.gs * 2;
         debug_assert!(smem <= MAX_X_SLICE * 2);
@@ -90,10 +93,20 @@ impl Kernels {
             .int(q.gs)
             .int(gpb)
             .int(ldo);
+        // `wide` (gemv_q4w, needs gs % 64 == 0): 8 warps per 128 columns; else 4 warps per 512.
+        let (kernel, cols, threads) = if wide {
+            debug_assert!(q.gs % 64 == 0);
+            (&self.gemv_q4w, 128, 256)
+        } else {
+            (&self.gemv_q4, 512, 128)
+        };
+        // SAFETY (both kernels): qw/scales/zeros/perm are q's device buffers of the shapes the
+        // kernel header gives; x holds q.k f16 values, out has s slabs of ldo >= q.n floats from
+        // the given column; smem is the x slice of gpb groups (<= MAX_X_SLICE f16).
         gpu.launch(
-            &self.gemv_q4,
-            (q.n.div_ceil(512) as u32, s as u32, 1),
-            128,
+            kernel,
+            (q.n.div_ceil(cols) as u32, s as u32, 1),
+            threads,
             smem as u32,
             &mut a,
         )

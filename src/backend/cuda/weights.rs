@@ -296,6 +296,9 @@ pub struct LinearGroup {
     pub bias: Option<DevBuf>,
     /// Partial slabs in decode (split over K).
     pub s_decode: usize,
+    /// Decode 4-bit members with `gemv_q4a` / `gemv_q4w` (128 columns per block; every 4-bit
+    /// member has gs % 64 == 0, and `WV_CUDA_GEMV=1` does not ask for the older `gemv_q4`).
+    pub wide: bool,
 }
 
 impl LinearGroup {
@@ -367,7 +370,16 @@ impl LinearGroup {
                 }
             })
             .collect();
-        let (s_decode, per_block) = plan_decode(gpu.sms, k, n_total, &shapes);
+        let wide = std::env::var("WV_CUDA_GEMV").map_or(true, |v| v != "1")
+            && shapes.iter().flatten().all(|&(_, gs)| gs % 64 == 0);
+        // Blocks per SM the wide plan aims at (WV_CUDA_GEMV_BPS, default 2: all resident).
+        let bps = std::env::var("WV_CUDA_GEMV_BPS")
+            .ok()
+            .and_then(|v| v.parse::<usize>().ok())
+            .unwrap_or(2)
+            .clamp(1, 16);
+        let (s_decode, per_block) =
+            plan_decode(gpu.sms, k, n_total, &shapes, if wide { bps } else { 0 });
         let mut col0 = 0;
         let members = mats
             .into_iter()
@@ -388,19 +400,46 @@ impl LinearGroup {
             members,
             bias,
             s_decode,
+            wide,
         })
     }
 }
 
 /// Choose the decode split: S slabs over K, and for each member its groups per block (4-bit,
 /// `Some((groups, gs))`) or K elements per block (dense, `None`). Aims at about four blocks
-/// per multiprocessor.
+/// per multiprocessor (`gemv_q4`, `wide` = 0), or for `gemv_q4w` (128 columns per block) at
+/// most `wide` blocks per multiprocessor, with groups per block a multiple of 4.
 pub fn plan_decode(
     sms: usize,
     k: usize,
     n_total: usize,
     members: &[Option<(usize, usize)>],
+    wide: usize,
 ) -> (usize, Vec<usize>) {
+    if wide > 0 && members.iter().any(|m| m.is_some()) {
+        let per_cols = (wide * sms.max(1) / n_total.div_ceil(128).max(1)).max(1);
+        let mut per: Vec<usize> = Vec::with_capacity(members.len());
+        let mut s = 1;
+        for m in members {
+            match *m {
+                Some((groups, gs)) => {
+                    let gpb = (groups.div_ceil(per_cols).div_ceil(4) * 4)
+                        .min(groups)
+                        .min((MAX_X_SLICE / gs).max(1));
+                    s = s.max(groups.div_ceil(gpb));
+                    per.push(gpb);
+                }
+                None => per.push(0),
+            }
+        }
+        let s = s.clamp(1, 64);
+        for (m, p) in members.iter().zip(per.iter_mut()) {
+            if m.is_none() {
+                *p = k.div_ceil(s).div_ceil(8) * 8;
+            }
+        }
+        return (s, per);
+    }
     let target = 4 * sms.max(1);
     let max_groups = members
         .iter()
@@ -646,7 +685,7 @@ mod tests {
             (5120, 27648),
             (13824, 5120),
         ] {
-            let (s, per) = plan_decode(132, k, n, &[Some((k / 128, 128))]);
+            let (s, per) = plan_decode(132, k, n, &[Some((k / 128, 128))], 0);
             assert!(
                 per[0] * 128 <= MAX_X_SLICE && (1..=64).contains(&s),
                 "{k}x{n}: S {s}, gpb {}",
@@ -659,8 +698,20 @@ mod tests {
                 s * n.div_ceil(512)
             );
         }
+        // The wide kernel: 128 columns per block, every block resident (<= 2 per SM).
+        for (k, n) in [
+            (5120usize, 15360usize),
+            (5120, 5120),
+            (5120, 27648),
+            (13824, 5120),
+        ] {
+            let (s, per) = plan_decode(132, k, n, &[Some((k / 128, 128))], 2);
+            assert!(per[0] * 128 <= MAX_X_SLICE && (1..=64).contains(&s));
+            assert_eq!(s, (k / 128).div_ceil(per[0]));
+            assert!(s * n.div_ceil(128) <= 264, "{k}x{n}: S {s}");
+        }
         // One group of the whole input (group_size -1), and a dense member beside a 4-bit one.
-        let (s, per) = plan_decode(132, 4096, 64, &[Some((1, 4096)), None]);
+        let (s, per) = plan_decode(132, 4096, 64, &[Some((1, 4096)), None], 0);
         assert_eq!((s, per[0]), (1, 1));
         assert_eq!(per[1] % 8, 0);
         assert!(per[1] >= 4096);
