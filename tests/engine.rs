@@ -47,7 +47,11 @@ fn greedy_continuations_match_reference() {
             s.set_tokens(g.greedy_prompt_ids.clone()).unwrap();
             // Compare only while the reference's choice is unambiguous: a margin of 1e-3 for
             // f32 arithmetic, 5e-2 for the GPU's f16 weights and activations.
-            let min_margin = if dev == wv::DeviceRequest::Cpu { 1e-3 } else { 5e-2 };
+            let min_margin = if dev == wv::DeviceRequest::Cpu {
+                1e-3
+            } else {
+                5e-2
+            };
             let mut n_check = g.greedy.len();
             if let Some(i) = g.greedy_margins.iter().position(|&m| m < min_margin) {
                 n_check = i + 1;
