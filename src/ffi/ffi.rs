@@ -33,6 +33,7 @@ impl Magic {
 impl Drop for Magic {
     fn drop(&mut self) {
         // Volatile so that the store is not elided before the memory is freed.
+        // SAFETY: the pointer is to our own live field.
         unsafe { ptr::write_volatile(self.0.as_ptr(), 0) };
     }
 }
