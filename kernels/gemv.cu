@@ -149,7 +149,10 @@ __device__ __forceinline__ void q4w_batch(const uint4 (&w)[8], uint2 sv, u32 zv,
     acc[3] += ga[3] * hi2f(sv.y);
 }
 
-extern "C" __global__ void __launch_bounds__(256, 2) gemv_q4w(
+#ifndef WV_GEMV_MINB
+#define WV_GEMV_MINB 2
+#endif
+extern "C" __global__ void __launch_bounds__(256, WV_GEMV_MINB) gemv_q4w(
     const u32* __restrict__ qw, const f16* __restrict__ scales, const u8* __restrict__ zeros,
     const f16* __restrict__ x, const int* __restrict__ perm, float* __restrict__ out,
     int K, int N, int G, int gs, int gpb, int ldo)

@@ -102,11 +102,21 @@ impl Target {
         } else {
             format!("compute_{}", self.arch)
         };
-        vec![
+        let mut o = vec![
             format!("--gpu-architecture={arch}"),
             "--std=c++17".into(),
             "-lineinfo".into(),
-        ]
+        ];
+        // Blocks of gemv_q4w that must fit on one SM (caps its registers); an experiment knob.
+        if let Some(n) = std::env::var("WV_CUDA_GEMV_MINB")
+            .ok()
+            .and_then(|v| v.parse::<u32>().ok())
+        {
+            if (1..=8).contains(&n) {
+                o.push(format!("-DWV_GEMV_MINB={n}"));
+            }
+        }
+        o
     }
 }
 
