@@ -387,3 +387,64 @@ fn continuing_in_two_calls_streams_the_same_text() {
         "a continuation keeps its leading space: {text_a:?}"
     );
 }
+
+#[test]
+fn session_argument_errors_change_nothing() {
+    let model = load(&fixture("gptq2-gall"), wv::DeviceRequest::Cpu);
+    let max = model.config.max_position_embeddings;
+    let too_long = SessionOptions {
+        context_length: max + 1,
+        system_prompt: None,
+    };
+    let e = Session::new(model.clone(), &too_long).err().unwrap();
+    assert_eq!(e.kind, ErrorKind::InvalidArgument);
+    let mut s = Session::new(model.clone(), &SessionOptions::default()).unwrap();
+    s.set_tokens(vec![1, 2, 3]).unwrap();
+    let e = s
+        .set_tokens(vec![1, model.config.vocab_size as u32])
+        .unwrap_err();
+    assert_eq!(e.kind, ErrorKind::InvalidArgument);
+    assert_eq!(s.tokens(), &[1, 2, 3]);
+    assert_eq!(s.truncate(4).unwrap_err().kind, ErrorKind::InvalidArgument);
+    let bad = GenerateOptions {
+        temperature: -1.0,
+        ..Default::default()
+    };
+    assert_eq!(
+        collect(&mut s, "x", &bad).2.unwrap_err().kind,
+        ErrorKind::InvalidArgument
+    );
+    assert_eq!(s.tokens(), &[1, 2, 3]);
+}
+
+#[test]
+fn forward_argument_errors() {
+    let model = load(&fixture("gptq2-gall"), wv::DeviceRequest::Cpu);
+    let be = &model.backend;
+    let mut st = be.new_state(4).unwrap();
+    let mut out = Vec::new();
+    let kind = |r: wv::Result<()>| r.unwrap_err().kind;
+    assert_eq!(
+        kind(be.forward(st.as_mut(), &[], 0, 0, &mut out)),
+        ErrorKind::InvalidArgument
+    );
+    assert_eq!(
+        kind(be.forward(st.as_mut(), &[1, 2], 0, 3, &mut out)),
+        ErrorKind::InvalidArgument
+    );
+    assert_eq!(
+        kind(be.forward(st.as_mut(), &[1, 2], 3, 1, &mut out)),
+        ErrorKind::ContextFull
+    );
+    assert_eq!(
+        kind(be.forward(st.as_mut(), &[1], usize::MAX, 1, &mut out)),
+        ErrorKind::ContextFull
+    );
+    // A gap after the filled positions is a caller bug, not silently garbage.
+    assert_eq!(
+        kind(be.forward(st.as_mut(), &[1], 2, 1, &mut out)),
+        ErrorKind::Internal
+    );
+    be.forward(st.as_mut(), &[1, 2], 0, 1, &mut out).unwrap();
+    be.forward(st.as_mut(), &[3], 2, 1, &mut out).unwrap();
+}

@@ -1,9 +1,10 @@
 //! Tokenizer tests against reference ids from Hugging Face `tokenizers` and `sentencepiece`
 //! (tests/fixtures/tokenizer_golden.json, made by tools/make_tokenizer_golden.py).
 
+mod common;
+use common::temp_dir;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::OnceLock;
 use wv::error::ErrorKind;
 use wv::tokenizer::{StreamState, Tokenizer, TokenizerSource};
@@ -50,19 +51,6 @@ fn spm_tok() -> &'static Tokenizer {
 
 fn both() -> [(&'static str, &'static Tokenizer); 2] {
     [("json", json_tok()), ("sentencepiece", spm_tok())]
-}
-
-/// A fresh, empty temporary folder.
-fn temp_dir(name: &str) -> PathBuf {
-    static N: AtomicUsize = AtomicUsize::new(0);
-    let dir = std::env::temp_dir().join(format!(
-        "wv-tokenizer-test-{}-{}-{name}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    ));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
 }
 
 fn ids_of(v: &Value) -> Vec<u32> {

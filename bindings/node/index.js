@@ -117,6 +117,15 @@ class Handle {
   release() {
     if (--this.users === 0 && this.closed) this.dispose();
   }
+  /** Run fn(handle, library) with the handle held open for the call. */
+  use(op, fn) {
+    const h = this.acquire(op);
+    try {
+      return fn(h, this.c);
+    } finally {
+      this.release();
+    }
+  }
   dispose() {
     // Off the main thread: freeing a model or a session can release gigabytes.
     if (this.handle !== null) this.free.async(this.handle, () => {});
@@ -133,12 +142,7 @@ class Model {
   }
 
   #call(op, fn) {
-    const h = this.#h.acquire(op);
-    try {
-      return fn(h, this.#h.c);
-    } finally {
-      this.#h.release();
-    }
+    return this.#h.use(op, fn);
   }
 
   /** What the model is (wv_model_info). */
@@ -259,12 +263,7 @@ class Session {
   }
 
   #call(op, fn) {
-    const h = this.#h.acquire(op);
-    try {
-      return fn(h, this.#h.c);
-    } finally {
-      this.#h.release();
-    }
+    return this.#h.use(op, fn);
   }
 
   /**

@@ -13,7 +13,8 @@
 pub mod cpu;
 pub mod cuda;
 
-use crate::error::Result;
+use crate::config::ModelConfig;
+use crate::error::{Error, ErrorKind, Result};
 use std::any::Any;
 
 /// Which kind of device a backend runs on.
@@ -88,4 +89,56 @@ pub trait Backend: Send + Sync {
     ) -> Option<Result<u32>> {
         None
     }
+}
+
+/// A session state as the backend's own type, or an internal error naming the backend.
+pub fn state_as<'s, T: 'static>(
+    state: &'s mut dyn BackendState,
+    backend: &str,
+) -> Result<&'s mut T> {
+    state.as_any_mut().downcast_mut::<T>().ok_or_else(|| {
+        Error::internal(format!(
+            "a foreign session state was passed to the {backend} backend"
+        ))
+    })
+}
+
+/// The checks every backend makes before [`Backend::forward`]: a non-empty batch, no more
+/// logits than tokens, positions inside the cache's `capacity`, no gap after the `filled`
+/// positions, and token ids inside the vocabulary.
+pub fn check_forward(
+    config: &ModelConfig,
+    capacity: usize,
+    filled: usize,
+    tokens: &[u32],
+    pos: usize,
+    n_logits: usize,
+) -> Result<()> {
+    let t = tokens.len();
+    if t == 0 || n_logits > t {
+        return Err(Error::invalid(format!(
+            "forward: {t} tokens, {n_logits} logits requested"
+        )));
+    }
+    if pos.checked_add(t).is_none_or(|e| e > capacity) {
+        return Err(Error::new(
+            ErrorKind::ContextFull,
+            format!(
+                "positions {pos}..{} exceed the context length {capacity}",
+                pos.saturating_add(t)
+            ),
+        ));
+    }
+    if pos > filled {
+        return Err(Error::internal(format!(
+            "forward at position {pos} but the cache holds {filled} positions"
+        )));
+    }
+    if let Some(&tok) = tokens.iter().find(|&&x| x as usize >= config.vocab_size) {
+        return Err(Error::invalid(format!(
+            "token id {tok} is out of range (vocab {})",
+            config.vocab_size
+        )));
+    }
+    Ok(())
 }

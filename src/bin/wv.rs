@@ -79,42 +79,30 @@ fn run(argv: Vec<String>) -> Result<(), CliError> {
         println!("wv {}", wv::VERSION);
         return Ok(());
     }
-    let allowed: &[&str] = match cmd.as_str() {
-        "info" => &["model"],
-        "tokenize" => &["model", "text"],
-        "logits" => &["model", "tokens", "last", "device"],
-        "generate" => &[
-            "model",
-            "prompt",
-            "max-tokens",
-            "temperature",
-            "top-k",
-            "top-p",
-            "repeat-penalty",
-            "seed",
-            "stop",
-            "chat",
-            "device",
-            "context",
-            "system",
-        ],
-        "chat" => &[
-            "model",
-            "max-tokens",
-            "temperature",
-            "top-k",
-            "top-p",
-            "repeat-penalty",
-            "seed",
-            "stop",
-            "device",
-            "context",
-            "system",
-        ],
-        "bench" => &["model", "prompt-tokens", "gen-tokens", "device"],
+    // Flags shared by the commands that generate.
+    const SAMPLING: &[&str] = &[
+        "model",
+        "max-tokens",
+        "temperature",
+        "top-k",
+        "top-p",
+        "repeat-penalty",
+        "seed",
+        "stop",
+        "device",
+        "context",
+        "system",
+    ];
+    let allowed: Vec<&str> = match cmd.as_str() {
+        "info" => vec!["model"],
+        "tokenize" => vec!["model", "text"],
+        "logits" => vec!["model", "tokens", "last", "device"],
+        "generate" => [SAMPLING, &["prompt", "chat"]].concat(),
+        "chat" => SAMPLING.to_vec(),
+        "bench" => vec!["model", "prompt-tokens", "gen-tokens", "device"],
         other => return Err(CliError::Usage(format!("unknown command {other:?}"))),
     };
-    let args = Args::parse(&argv[1..], allowed, &["chat"]).map_err(CliError::Usage)?;
+    let args = Args::parse(&argv[1..], &allowed, &["chat"]).map_err(CliError::Usage)?;
     let dir = model_dir(&args)?;
     if std::env::var_os("WV_LOG").is_some() {
         wv::log::set_sink(Some((

@@ -417,7 +417,7 @@ fn shard_files(dir: &Path, index: &Path) -> Result<Vec<PathBuf>> {
     let mut out = Vec::new();
     for f in names.keys() {
         let p = dir.join(f);
-        if !p.extension().is_some_and(|e| e == "safetensors") {
+        if p.extension().is_none_or(|e| e != "safetensors") {
             return Err(Error::unsupported(format!(
                 "{}: shard {f} is not a .safetensors file (pickle checkpoints are not supported)",
                 index.display()

@@ -80,47 +80,13 @@ impl Backend for CpuBackend {
         n_logits: usize,
         logits: &mut Vec<f32>,
     ) -> Result<()> {
-        let st = state
-            .as_any_mut()
-            .downcast_mut::<CpuState>()
-            .ok_or_else(|| {
-                Error::internal("a non-CPU session state was passed to the CPU backend")
-            })?;
+        let st = super::state_as::<CpuState>(state, "CPU")?;
         let w = &*self.weights;
         let c = &w.config;
-        let t = tokens.len();
-        if t == 0 || n_logits > t {
-            return Err(Error::invalid(format!(
-                "forward: {t} tokens, {n_logits} logits requested"
-            )));
-        }
-        let end = pos
-            .checked_add(t)
-            .filter(|&e| e <= st.capacity)
-            .ok_or_else(|| {
-                Error::new(
-                    crate::ErrorKind::ContextFull,
-                    format!(
-                        "positions {pos}..{} exceed the context length {}",
-                        pos + t,
-                        st.capacity
-                    ),
-                )
-            })?;
-        if st.k[0].len() < pos * c.kv_dim() {
-            return Err(Error::internal(format!(
-                "forward at position {pos} but the cache holds fewer positions"
-            )));
-        }
         let (h, kvd, hd) = (c.hidden_size, c.kv_dim(), c.head_dim());
-        for &tok in tokens {
-            if tok as usize >= c.vocab_size {
-                return Err(Error::invalid(format!(
-                    "token id {tok} is out of range (vocab {})",
-                    c.vocab_size
-                )));
-            }
-        }
+        super::check_forward(c, st.capacity, st.k[0].len() / kvd, tokens, pos, n_logits)?;
+        let t = tokens.len();
+        let end = pos + t;
         // x: [t, hidden] — the residual stream.
         let mut x = Vec::with_capacity(t * h);
         for &tok in tokens {

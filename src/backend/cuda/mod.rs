@@ -20,7 +20,7 @@ pub mod weights;
 
 use super::{Backend, BackendState, DeviceKind, DeviceSampling};
 use crate::config::ModelConfig;
-use crate::error::{Error, ErrorKind, Result};
+use crate::error::{Error, Result};
 use crate::weights::HostWeights;
 use device::{fmt_bytes, Gpu};
 use forward::{Ops, Scratch, PREFILL_CHUNK, SMALL_T};
@@ -117,15 +117,9 @@ impl CudaBackend {
     }
 
     fn state<'s>(&self, state: &'s mut dyn BackendState) -> Result<&'s mut CudaState> {
-        state
-            .as_any_mut()
-            .downcast_mut::<CudaState>()
-            .ok_or_else(|| {
-                Error::internal("a non-CUDA session state was passed to the CUDA backend")
-            })
+        super::state_as::<CudaState>(state, "CUDA")
     }
 
-    /// Validate a forward call as the CPU backend does.
     fn check_call(
         &self,
         st: &CudaState,
@@ -133,38 +127,7 @@ impl CudaBackend {
         pos: usize,
         n_logits: usize,
     ) -> Result<()> {
-        let t = tokens.len();
-        if t == 0 || n_logits > t {
-            return Err(Error::invalid(format!(
-                "forward: {t} tokens, {n_logits} logits requested"
-            )));
-        }
-        if pos.checked_add(t).map_or(true, |e| e > st.capacity) {
-            return Err(Error::new(
-                ErrorKind::ContextFull,
-                format!(
-                    "positions {pos}..{} exceed the context length {}",
-                    pos.saturating_add(t),
-                    st.capacity
-                ),
-            ));
-        }
-        if pos > st.filled {
-            return Err(Error::internal(format!(
-                "forward at position {pos} but the cache holds {} positions",
-                st.filled
-            )));
-        }
-        if let Some(&tok) = tokens
-            .iter()
-            .find(|&&x| x as usize >= self.config.vocab_size)
-        {
-            return Err(Error::invalid(format!(
-                "token id {tok} is out of range (vocab {})",
-                self.config.vocab_size
-            )));
-        }
-        Ok(())
+        super::check_forward(&self.config, st.capacity, st.filled, tokens, pos, n_logits)
     }
 
     /// The scratch for passes of `rows` tokens (grown when needed).
@@ -173,7 +136,7 @@ impl CudaBackend {
         guard: &'g mut Option<Scratch>,
         rows: usize,
     ) -> Result<&'g mut Scratch> {
-        if guard.as_ref().map_or(true, |s| s.rows < rows) {
+        if guard.as_ref().is_none_or(|s| s.rows < rows) {
             *guard = None; // free the old one first
             *guard = Some(Scratch::new(&self.gpu, &self.config, &self.weights, rows)?);
         }
