@@ -27,11 +27,55 @@
 //   the residency __launch_bounds__(256, 2) guarantees), so every block is resident at once.
 //   Dynamic shared memory: gpb*gs*2 bytes (x slice); static 4 KiB (reduction).
 //
+// gemv_q4l ("lean", the decode default when every 4-bit member's K and group size are multiples
+//   of 64 (so every batch of 8 packed rows is whole) and every zero point is below 64; WV_CUDA_GEMV=wide / =1 select gemv_q4w / gemv_q4): same
+//   layout, arguments, grid and output slabs as gemv_q4w (256 threads = 8 warps on columns
+//   [bx*128, +128), 4 per lane, the block's packed rows cut into batches of 8 split over the
+//   warps, the warps' sums reduced in shared memory), with about half the instructions per
+//   weight: per packed word one shift, 4 lop3 (rows 2j, 2j+1 as 1024 + q, or 1024 + 16q for the
+//   odd nibbles, which spares three shifts), 2 sub.f16x2 + 2 fma.f16x2 (q - z, exact) and 4
+//   fma.f16x2 with x; products are summed in f16 over WV_GEMV_ACC packed rows (4 products per
+//   half per row) before one conversion to f32, and the scale is applied once per batch. So that
+//   those f16 sums cannot overflow, x is scaled by a power of two when its largest magnitude in
+//   the block's slice exceeds 32768 / (60 * WV_GEMV_ACC), and the result scaled back (exact).
+//   Loads are software-pipelined without extra registers: as soon as word i of the current batch
+//   is used, row i of the warp's next batch is requested into the same registers, so eight
+//   16-byte loads per thread stay in flight. Dynamic shared memory: gpb*gs*2 bytes (the x slice,
+//   zero-padded to whole batches); static 4 KiB + 32 B.
+//
 // gemv_f16: out = x · Wᵀ for a dense f16 matrix W [N, K] row-major (dense layers, non-4-bit GPTQ
 //   dequantised at upload, the lm_head).
 // Launch: block 256 = 8 warps, warp w → row n = 8*bx + w; block row by covers k in
 //   [by*kc, min(K, (by+1)*kc)) (kc % 8 == 0); grid (ceil(N/8), S); output slab by of out [S, ldo].
 //   16-byte loads when K % 8 == 0, else scalar.
+
+// Products of (q - z) and x summed in f16 before a conversion to f32: at most 4 * rows products
+// of |q - z| <= 15, so |x| <= 32768 / (60 * rows) keeps every f16 sum finite.
+#define XMAX_FOR_ROWS(rows) (32768.f / (60.f * (rows)))
+
+// Stage the block's slice of x: xs[i] = x[perm ? perm[k0 + i] : k0 + i] for k0 + i < k1, zero up
+// to `span`. If its largest magnitude exceeds `xmax` (rare: LLaMA's outlier activations reach
+// thousands), scale the slice by 2^-e (exact) and return 2^e, by which the caller multiplies
+// its sums; else return 1. Called by every thread; contains __syncthreads (xs is ready after).
+__device__ __forceinline__ float stage_x(f16* xs, const f16* __restrict__ x, const int* __restrict__ perm,
+                                         int k0, int k1, int span, float xmax) {
+    __shared__ float red[32];
+    float mx = 0.f;
+    for (int i = threadIdx.x; i < span; i += blockDim.x) {
+        const int k = k0 + i;
+        f16 v = 0;
+        if (k < k1) v = x[perm ? perm[k] : k];
+        xs[i] = v;
+        mx = fmaxf(mx, fabsf(h2f(v)));
+    }
+    mx = block_max(mx, red);
+    if (!(mx > xmax && mx <= 65504.f)) return 1.f;
+    const int e = (int)ceilf(log2f(mx / xmax));
+    const float down = exp2f((float)-e);
+    for (int i = threadIdx.x; i < span; i += blockDim.x) xs[i] = f2h(h2f(xs[i]) * down);
+    __syncthreads();
+    return exp2f((float)e);
+}
 
 __device__ __forceinline__ float dot8_q4(u32 w, uint4 xv, u32 z2) {
     u32 a = 0u;
@@ -94,11 +138,7 @@ extern "C" __global__ void __launch_bounds__(128) gemv_q4(
         q4_load8(wa, qv, (g0 * gs) >> 3, min(K, (g0 + 1) * gs) >> 3, N4);
     }
     pdl_wait();
-    for (int i = threadIdx.x; i < k1 - k0; i += blockDim.x) {
-        const int k = k0 + i;
-        xs[i] = x[perm ? perm[k] : k];
-    }
-    __syncthreads();
+    const float unscale = stage_x(xs, x, perm, k0, k1, k1 - k0, XMAX_FOR_ROWS(1));
     pdl_launch();
     float acc[4] = {0.f, 0.f, 0.f, 0.f};
     if (active) {
@@ -122,10 +162,10 @@ extern "C" __global__ void __launch_bounds__(128) gemv_q4(
     }
     if (n >= N) return;
     float* o = out + (size_t)blockIdx.y * ldo + n;
-    o[0] = acc[0];
-    o[1] = acc[1];
-    o[2] = acc[2];
-    o[3] = acc[3];
+    o[0] = acc[0] * unscale;
+    o[1] = acc[1] * unscale;
+    o[2] = acc[2] * unscale;
+    o[3] = acc[3] * unscale;
 }
 
 // One batch of eight packed rows starting at row r (< rend), with its group's scales and zeros.
@@ -177,11 +217,7 @@ extern "C" __global__ void __launch_bounds__(256, WV_GEMV_MINB) gemv_q4w(
     // The first batch before waiting for the previous kernel (weights never change).
     if (active) q4w_load(wa, sa, za, qv, scales, zeros, r0 + 8 * b0, rend, N4, N, n, gs);
     pdl_wait();
-    for (int i = threadIdx.x; i < k1 - k0; i += blockDim.x) {
-        const int k = k0 + i;
-        xs[i] = x[perm ? perm[k] : k];
-    }
-    __syncthreads();
+    const float unscale = stage_x(xs, x, perm, k0, k1, k1 - k0, XMAX_FOR_ROWS(1));
     pdl_launch();
     float acc[4] = {0.f, 0.f, 0.f, 0.f};
     if (active) {
@@ -195,13 +231,145 @@ extern "C" __global__ void __launch_bounds__(256, WV_GEMV_MINB) gemv_q4w(
             }
         }
     }
-    *reinterpret_cast<float4*>(red + warp * 128 + lane * 4) = make_float4(acc[0], acc[1], acc[2], acc[3]);
+    *reinterpret_cast<float4*>(red + warp * 128 + lane * 4) =
+        make_float4(acc[0] * unscale, acc[1] * unscale, acc[2] * unscale, acc[3] * unscale);
     __syncthreads();
     const int c = blockIdx.x * 128 + threadIdx.x;
     if (threadIdx.x < 128 && c < N) {
         float v = 0.f;
 #pragma unroll
         for (int w = 0; w < 8; ++w) v += red[w * 128 + threadIdx.x];
+        out[(size_t)blockIdx.y * ldo + c] = v;
+    }
+}
+
+#ifndef WV_GEMV_ACC
+#define WV_GEMV_ACC 4
+#endif
+#ifndef WV_GEMVL_MINB
+#define WV_GEMVL_MINB 3
+#endif
+
+// Rows 2j, 2j+1 of a packed word as f16 (q - z): even nibble pairs (mask 0x000f000f: 1024 + q)
+// minus zl = 1024 + z; odd nibble pairs (mask 0x00f000f0: 1024 + 16q) times 1/16 plus
+// zh = -(64 + z). Both exact.
+__device__ __forceinline__ u32 dq_even(u32 w, u32 zl) { return hsub2(and_or(w, 0x000f000fu, 0x64006400u), zl); }
+__device__ __forceinline__ u32 dq_odd(u32 w, u32 zh) {
+    return hfma2(and_or(w, 0x00f000f0u, 0x64006400u), 0x2c002c00u, zh);
+}
+
+// a += the 8 products of one packed word (rows r..r+7 of one column) with x rows r..r+7, in f16.
+__device__ __forceinline__ u32 dot8_lean(u32 w, uint4 xv, u32 zl, u32 zh, u32 a) {
+    const u32 w8 = w >> 8;
+    a = hfma2(dq_even(w, zl), xv.x, a);
+    a = hfma2(dq_odd(w, zh), xv.y, a);
+    a = hfma2(dq_even(w8, zl), xv.z, a);
+    a = hfma2(dq_odd(w8, zh), xv.w, a);
+    return a;
+}
+
+extern "C" __global__ void __launch_bounds__(256, WV_GEMVL_MINB) gemv_q4l(
+    const u32* __restrict__ qw, const f16* __restrict__ scales, const u8* __restrict__ zeros,
+    const f16* __restrict__ x, const int* __restrict__ perm, float* __restrict__ out,
+    int K, int N, int G, int gs, int gpb, int ldo)
+{
+    extern __shared__ __align__(16) f16 xs[];
+    __shared__ __align__(16) float red[8 * 128];
+    const int g0 = blockIdx.y * gpb;
+    const int g1 = min(G, g0 + gpb);
+    const int k0 = g0 * gs;
+    const int k1 = g0 < g1 ? min(K, g1 * gs) : k0;
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const int n = blockIdx.x * 128 + lane * 4;
+    const int r0 = k0 >> 3, rend = k1 >> 3;
+    const int nb = (rend - r0 + 7) >> 3;
+    const int b0 = (nb * warp) >> 3, b1 = (nb * (warp + 1)) >> 3;
+    const bool active = n < N && b0 < b1;
+    const int N4 = N >> 2;
+    const uint4* __restrict__ qv = reinterpret_cast<const uint4*>(qw) + (n >> 2);
+    uint4 w[8];
+    uint2 sv = make_uint2(0u, 0u);
+    u32 zv = 0u;
+    // The warp's first batch, its scales and zeros before waiting for the previous kernel
+    // (weights never change).
+    // Batches (64 inputs) per group; the warp's first batch's group and the batches left in it.
+    const int bpg = gs >> 6;
+    int g = ((r0 + 8 * b0) << 3) / gs;
+    int left = bpg - (((r0 + 8 * b0) << 3) - g * gs) / 64;
+    // Byte offset of the weights' next packed row to load, and of one packed row.
+    const char* __restrict__ qb = reinterpret_cast<const char*>(qv);
+    const size_t rowb = (size_t)N4 * 16;
+    size_t off = (size_t)(r0 + 8 * b0) * rowb;
+    if (active) {
+        sv = __ldg(reinterpret_cast<const uint2*>(scales + (size_t)g * N + n));
+        zv = __ldg(reinterpret_cast<const u32*>(zeros + (size_t)g * N + n));
+#pragma unroll
+        for (int i = 0; i < 8; ++i, off += rowb) w[i] = __ldg(reinterpret_cast<const uint4*>(qb + off));
+    }
+    pdl_wait();
+    // The x slice, zero-padded to whole batches.
+    const float unscale = stage_x(xs, x, perm, k0, k1, nb << 6, XMAX_FOR_ROWS(WV_GEMV_ACC));
+    pdl_launch();
+    float acc[4] = {0.f, 0.f, 0.f, 0.f};
+    if (active) {
+        const uint4* __restrict__ xb = reinterpret_cast<const uint4*>(xs) + 8 * b0;
+        for (int b = b0; b < b1; ++b, xb += 8) {
+            const bool more = b + 1 < b1;
+            // The next batch's scales and zeros, in flight with its weights.
+            if (--left == 0) {
+                ++g;
+                left = bpg;
+            }
+            uint2 svn = sv;
+            u32 zvn = zv;
+            if (more && left == bpg) {
+                svn = __ldg(reinterpret_cast<const uint2*>(scales + (size_t)g * N + n));
+                zvn = __ldg(reinterpret_cast<const u32*>(zeros + (size_t)g * N + n));
+            }
+            u32 zl[4], zh[4];
+#pragma unroll
+            for (int c = 0; c < 4; ++c) {
+                const u32 z = (zv >> (8 * c)) & 0xffu;
+                zl[c] = z * 0x00010001u + 0x64006400u;  // 1024 + z
+                zh[c] = z * 0x00100010u + 0xd400d400u;  // -(64 + z), z < 64
+            }
+
+            float f[4] = {0.f, 0.f, 0.f, 0.f};
+            u32 h[4] = {0u, 0u, 0u, 0u};
+#pragma unroll
+            for (int i = 0; i < 8; ++i) {
+                const uint4 xv = xb[i];
+                h[0] = dot8_lean(w[i].x, xv, zl[0], zh[0], h[0]);
+                h[1] = dot8_lean(w[i].y, xv, zl[1], zh[1], h[1]);
+                h[2] = dot8_lean(w[i].z, xv, zl[2], zh[2], h[2]);
+                h[3] = dot8_lean(w[i].w, xv, zl[3], zh[3], h[3]);
+                // Row i of the next batch into the registers just used.
+                if (more) w[i] = __ldg(reinterpret_cast<const uint4*>(qb + off + i * rowb));
+                if ((i + 1) % WV_GEMV_ACC == 0) {
+#pragma unroll
+                    for (int c = 0; c < 4; ++c) {
+                        f[c] += lo2f(h[c]) + hi2f(h[c]);
+                        h[c] = 0u;
+                    }
+                }
+            }
+            acc[0] += f[0] * lo2f(sv.x);
+            acc[1] += f[1] * hi2f(sv.x);
+            acc[2] += f[2] * lo2f(sv.y);
+            acc[3] += f[3] * hi2f(sv.y);
+            sv = svn;
+            zv = zvn;
+            off += 8 * rowb;
+        }
+    }
+    *reinterpret_cast<float4*>(red + warp * 128 + lane * 4) =
+        make_float4(acc[0] * unscale, acc[1] * unscale, acc[2] * unscale, acc[3] * unscale);
+    __syncthreads();
+    const int c = blockIdx.x * 128 + threadIdx.x;
+    if (threadIdx.x < 128 && c < N) {
+        float v = 0.f;
+#pragma unroll
+        for (int w8 = 0; w8 < 8; ++w8) v += red[w8 * 128 + threadIdx.x];
         out[(size_t)blockIdx.y * ldo + c] = v;
     }
 }

@@ -47,22 +47,25 @@ pub fn run(model: &Model, n_prompt: usize, n_gen: usize, load_seconds: f64) -> R
             &mut logits,
         )?;
     }
+    let _ = be.profile_report(); // drop the warm-up's timings
     let t0 = Instant::now();
     be.forward(state.as_mut(), &tokens, 0, 1, &mut logits)?;
     let prefill = t0.elapsed().as_secs_f64();
     let mut next = argmax(&logits);
     let ttft = t0.elapsed().as_secs_f64();
+    let profile_prefill = be.profile_report();
     let t1 = Instant::now();
     for i in 0..n_gen {
         be.forward(state.as_mut(), &[next], n_prompt + i, 1, &mut logits)?;
         next = argmax(&logits);
     }
     let decode = t1.elapsed().as_secs_f64();
+    let profile_decode = be.profile_report();
     let weight_bytes = be.weight_bytes();
     let kv_per_tok = model.kv_bytes_per_token();
     let mean_ctx = n_prompt as f64 + n_gen as f64 / 2.0;
     let bytes_per_token = weight_bytes as f64 + kv_per_tok as f64 * mean_ctx;
-    Ok(json!({
+    let mut report = json!({
         "device": be.describe(),
         "model": model.dir.display().to_string(),
         "prompt_tokens": n_prompt,
@@ -80,7 +83,17 @@ pub fn run(model: &Model, n_prompt: usize, n_gen: usize, load_seconds: f64) -> R
         "decode_bytes_per_s": if n_gen > 0 { bytes_per_token * n_gen as f64 / decode } else { 0.0 },
         "peak_rss_bytes": peak_rss_bytes(),
         "peak_device_bytes": be.peak_device_bytes(),
-    }))
+    });
+    if let (Some(p), Some(d)) = (profile_prefill, profile_decode) {
+        let table = |rows: Vec<(String, usize, f64)>| -> Value {
+            rows.into_iter()
+                .map(|(name, n, ms)| json!({"op": name, "launches": n, "ms": ms}))
+                .collect()
+        };
+        report["profile_prefill"] = table(p);
+        report["profile_decode"] = table(d);
+    }
+    Ok(report)
 }
 
 /// The process's peak resident memory (getrusage), in bytes.

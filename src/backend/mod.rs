@@ -76,6 +76,11 @@ pub trait Backend: Send + Sync {
     fn peak_device_bytes(&self) -> Option<usize> {
         None
     }
+    /// GPU time per operation since the last call, as (name, launches, milliseconds), when the
+    /// backend is profiling (CUDA: `WV_CUDA_PROFILE=1`); `None` otherwise.
+    fn profile_report(&self) -> Option<Vec<(String, usize, f64)>> {
+        None
+    }
     /// Decode one token and sample the next on the device. `history` is the session's tokens
     /// (for the repetition penalty). Backends that cannot sample on the device return `None`,
     /// and the engine samples on the host from [`Backend::forward`]'s logits.

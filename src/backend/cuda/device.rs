@@ -36,6 +36,17 @@ pub struct Gpu {
     /// Launch with programmatic dependent launch (sm_90+, WV_CUDA_PDL=0 turns it off): each
     /// kernel may start while its predecessor finishes (see kernels/common.cuh).
     pdl: bool,
+    /// Per-launch timing (WV_CUDA_PROFILE=1; PDL is then off so kernels do not overlap):
+    /// events around each eager launch, drained by [`Gpu::profile_report`].
+    profile: Option<parking_lot::Mutex<Profile>>,
+}
+
+/// Launch timings gathered while profiling: (name, start, end) per launch, events reused.
+#[derive(Default)]
+struct Profile {
+    marks: Vec<(&'static str, usize, usize)>,
+    events: Vec<CUevent>,
+    used: usize,
 }
 
 // SAFETY: CUDA driver handles may be used from any thread once the context is made current there
@@ -126,6 +137,7 @@ impl Gpu {
                 return Err(e);
             }
             let sync_each = std::env::var("WV_CUDA_SYNC").is_ok_and(|v| v != "0" && !v.is_empty());
+            let profile = std::env::var("WV_CUDA_PROFILE").is_ok_and(|v| v != "0" && !v.is_empty());
             Ok(Arc::new(Gpu {
                 drv,
                 ordinal,
@@ -141,9 +153,11 @@ impl Gpu {
                 peak: AtomicUsize::new(0),
                 sync_each,
                 capturing: AtomicBool::new(false),
-                pdl: cc.0 >= 9
+                pdl: !profile
+                    && cc.0 >= 9
                     && drv.cuLaunchKernelEx.is_some()
                     && std::env::var("WV_CUDA_PDL").map_or(true, |v| v != "0"),
+                profile: profile.then(|| parking_lot::Mutex::new(Profile::default())),
             }))
         }
     }
@@ -242,6 +256,95 @@ impl Gpu {
         if grid.0 == 0 || grid.1 == 0 || grid.2 == 0 {
             return Ok(());
         }
+        let mark = self.profile_mark()?;
+        let r = self.launch_inner(f, grid, block, smem, args);
+        self.profile_done(mark, f.name)?;
+        r
+    }
+
+    /// Start timing one operation when profiling (outside stream capture).
+    pub fn profile_mark(&self) -> Result<Option<usize>> {
+        let Some(p) = &self.profile else {
+            return Ok(None);
+        };
+        if self.capturing.load(Ordering::Relaxed) {
+            return Ok(None);
+        }
+        let mut p = p.lock();
+        let i = self.profile_event(&mut p)?;
+        Ok(Some(i))
+    }
+
+    /// Finish the operation started by `mark` under `name`.
+    pub fn profile_done(&self, mark: Option<usize>, name: &'static str) -> Result<()> {
+        let (Some(i), Some(p)) = (mark, &self.profile) else {
+            return Ok(());
+        };
+        let mut p = p.lock();
+        let j = self.profile_event(&mut p)?;
+        p.marks.push((name, i, j));
+        Ok(())
+    }
+
+    /// Record the next pooled event on the stream; its index.
+    fn profile_event(&self, p: &mut Profile) -> Result<usize> {
+        if p.used == p.events.len() {
+            let mut e = std::ptr::null_mut();
+            // SAFETY: valid out-pointer.
+            self.check(
+                unsafe { (self.drv.cuEventCreate)(&mut e, 0) },
+                "cuEventCreate",
+            )?;
+            p.events.push(e);
+        }
+        let i = p.used;
+        p.used += 1;
+        // SAFETY: live event and stream.
+        self.check(
+            unsafe { (self.drv.cuEventRecord)(p.events[i], self.stream) },
+            "cuEventRecord",
+        )?;
+        Ok(i)
+    }
+
+    /// Per-operation GPU time since the last report, as (name, launches, total ms), longest
+    /// first; `None` unless profiling. Synchronises the stream.
+    pub fn profile_report(&self) -> Result<Option<Vec<(String, usize, f64)>>> {
+        let Some(p) = &self.profile else {
+            return Ok(None);
+        };
+        self.sync()?;
+        let mut p = p.lock();
+        let mut rows: Vec<(String, usize, f64)> = Vec::new();
+        for &(name, i, j) in &p.marks {
+            let mut ms = 0f32;
+            // SAFETY: both events were recorded and the stream is synchronised.
+            self.check(
+                unsafe { (self.drv.cuEventElapsedTime)(&mut ms, p.events[i], p.events[j]) },
+                "cuEventElapsedTime",
+            )?;
+            match rows.iter_mut().find(|r| r.0 == name) {
+                Some(r) => {
+                    r.1 += 1;
+                    r.2 += ms as f64;
+                }
+                None => rows.push((name.to_string(), 1, ms as f64)),
+            }
+        }
+        p.marks.clear();
+        p.used = 0;
+        rows.sort_by(|a, b| b.2.total_cmp(&a.2));
+        Ok(Some(rows))
+    }
+
+    fn launch_inner(
+        &self,
+        f: &Kernel,
+        grid: (u32, u32, u32),
+        block: u32,
+        smem: u32,
+        args: &mut Args,
+    ) -> Result<()> {
         let mut ptrs: Vec<*mut c_void> = args
             .slots
             .iter_mut()
@@ -364,8 +467,10 @@ impl Gpu {
             .drv
             .cuGraphLaunch
             .ok_or_else(|| Error::device("no cuGraphLaunch"))?;
+        let mark = self.profile_mark()?;
         // SAFETY: live executable graph and stream.
         self.check(unsafe { launch(g.exec, self.stream) }, "cuGraphLaunch")?;
+        self.profile_done(mark, "decode_graph")?;
         if self.sync_each {
             self.sync().map_err(|e| e.context("after a graph replay"))?;
         }
@@ -429,6 +534,11 @@ impl Drop for Gpu {
         unsafe {
             (self.drv.cuCtxSetCurrent)(self.ctx);
             (self.drv.cuStreamSynchronize)(self.stream);
+            if let Some(p) = &self.profile {
+                for &e in &p.lock().events {
+                    (self.drv.cuEventDestroy_v2)(e);
+                }
+            }
             (self.drv.cuStreamDestroy_v2)(self.stream);
             (self.drv.cuDevicePrimaryCtxRelease_v2)(self.dev);
         }
@@ -568,6 +678,19 @@ impl Drop for DevBuf {
 pub struct Kernel {
     pub func: CUfunction,
     pub name: &'static str,
+}
+
+impl Kernel {
+    /// (registers per thread, local memory bytes per thread) as the driver reports them, for
+    /// benchmarks and resource checks; `None` when the driver lacks `cuFuncGetAttribute`.
+    pub fn resources(&self, gpu: &Gpu) -> Option<(i32, i32)> {
+        let get = gpu.drv.cuFuncGetAttribute?;
+        let (mut regs, mut local) = (0, 0);
+        // SAFETY: valid out-pointers and a function of a loaded module.
+        // 4 = CU_FUNC_ATTRIBUTE_NUM_REGS, 3 = CU_FUNC_ATTRIBUTE_LOCAL_SIZE_BYTES.
+        let ok = unsafe { get(&mut regs, 4, self.func) == 0 && get(&mut local, 3, self.func) == 0 };
+        ok.then_some((regs, local))
+    }
 }
 
 // SAFETY: a CUfunction is a handle usable from any thread with the context current.

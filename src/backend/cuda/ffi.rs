@@ -319,6 +319,7 @@ api!(Driver {
     cuFuncSetAttribute: fn(CUfunction, c_int, c_int) -> CUresult;
     cuLaunchKernel: fn(CUfunction, c_uint, c_uint, c_uint, c_uint, c_uint, c_uint, c_uint, CUstream, *mut *mut c_void, *mut *mut c_void) -> CUresult;
 } optional {
+    cuFuncGetAttribute: fn(*mut c_int, c_int, CUfunction) -> CUresult;
     cuLaunchKernelEx: fn(*const CUlaunchConfig, CUfunction, *mut *mut c_void, *mut *mut c_void) -> CUresult;
     cuStreamBeginCapture_v2: fn(CUstream, c_int) -> CUresult;
     cuStreamEndCapture: fn(CUstream, *mut CUgraph) -> CUresult;

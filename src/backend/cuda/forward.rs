@@ -24,8 +24,16 @@ use std::sync::Arc;
 pub const PREFILL_CHUNK: usize = 512;
 /// Prompts of at most this many tokens run as decode steps (GEMV beats dequantise + GEMM).
 pub const SMALL_T: usize = 4;
-/// The most f16 elements of dequantised weights held at once in prefill.
+/// The most f16 elements of dequantised weights held at once in prefill (an experiment knob:
+/// `WV_CUDA_DEQ_MB` = millions of elements).
 pub const DEQ_CAP: usize = 64 << 20;
+
+fn deq_cap() -> usize {
+    std::env::var("WV_CUDA_DEQ_MB")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+        .map_or(DEQ_CAP, |m| m.clamp(1, 1024) << 20)
+}
 
 /// Buffers for passes of up to `rows` tokens.
 pub struct Scratch {
@@ -70,7 +78,7 @@ impl Scratch {
         let what = "scratch buffers";
         // Enough for pieces of at least 64 columns of the widest input, at most DEQ_CAP.
         let deq_elems = if rows > 1 {
-            w.max_q4_elems().min(DEQ_CAP.max(wmax * 64))
+            w.max_q4_elems().min(deq_cap().max(wmax * 64))
         } else {
             0
         };
@@ -131,7 +139,11 @@ impl Ops<'_> {
         ldy: usize,
     ) -> Result<()> {
         match self.blas {
-            Some(b) => b.gemm(nk, x, w, y, t, n, k, ldy),
+            Some(b) => {
+                let mark = self.gpu.profile_mark()?;
+                b.gemm(nk, x, w, y, t, n, k, ldy)?;
+                self.gpu.profile_done(mark, "cublas_gemm")
+            }
             None => self.k.gemm(self.gpu, nk, x, w, y, t, n, k, ldy),
         }
     }
@@ -157,7 +169,7 @@ impl Ops<'_> {
                         g.s_decode,
                         m.per_block,
                         g.n_total,
-                        g.wide,
+                        g.gemv,
                     )?,
                     DevMat::F16(d) => self.k.gemv_f16(
                         self.gpu,

@@ -4,7 +4,7 @@
 use super::device::{Args, Gpu, Kernel};
 use super::ffi::{self, CUdeviceptr, CublasHandle};
 use super::module::Modules;
-use super::weights::{Q4Dev, MAX_X_SLICE};
+use super::weights::{GemvKind, Q4Dev, MAX_X_SLICE};
 use crate::error::{Error, Result};
 use crate::log::{log, Level};
 use std::sync::Arc;
@@ -12,7 +12,8 @@ use std::sync::Arc;
 /// Every kernel, looked up once.
 pub struct Kernels {
     gemv_q4: Kernel,
-    gemv_q4w: Kernel,
+    pub gemv_q4w: Kernel,
+    pub gemv_q4l: Kernel,
     gemv_f16: Kernel,
     dequant_q4: Kernel,
     gemm_kn: Kernel,
@@ -26,6 +27,11 @@ pub struct Kernels {
     attn_combine: Kernel,
     attn_prefill_64: Kernel,
     attn_prefill_32: Kernel,
+    attn_prefill_tc_64: Kernel,
+    attn_prefill_tc_128: Kernel,
+    /// Prefill attention on the tensor cores where the head size allows (`WV_CUDA_ATTN_TC=0`:
+    /// always the SIMT kernels).
+    attn_tc: bool,
     argmax: Kernel,
     penalty: Kernel,
     _modules: Modules,
@@ -46,6 +52,7 @@ impl Kernels {
         Ok(Kernels {
             gemv_q4: m.get("gemv.cu", "gemv_q4")?,
             gemv_q4w: m.get("gemv.cu", "gemv_q4w")?,
+            gemv_q4l: m.get("gemv.cu", "gemv_q4l")?,
             gemv_f16: m.get("gemv.cu", "gemv_f16")?,
             dequant_q4: m.get("dequant.cu", "dequant_q4")?,
             gemm_kn: m.get("gemm.cu", "gemm_f16_kn")?,
@@ -59,6 +66,9 @@ impl Kernels {
             attn_combine: m.get("attention.cu", "attn_combine")?,
             attn_prefill_64: m.get("attention.cu", "attn_prefill_64")?,
             attn_prefill_32: m.get("attention.cu", "attn_prefill_32")?,
+            attn_prefill_tc_64: m.get("attention.cu", "attn_prefill_tc_64")?,
+            attn_prefill_tc_128: m.get("attention.cu", "attn_prefill_tc_128")?,
+            attn_tc: std::env::var("WV_CUDA_ATTN_TC").map_or(true, |v| v != "0"),
             argmax: m.get("sample.cu", "argmax_f32")?,
             penalty: m.get("sample.cu", "repetition_penalty")?,
             _modules: m,
@@ -76,7 +86,7 @@ impl Kernels {
         s: usize,
         gpb: usize,
         ldo: usize,
-        wide: bool,
+        kind: GemvKind,
     ) -> Result<()> {
         let smem = gpb.min(q.groups) * q.gs * 2;
         debug_assert!(smem <= MAX_X_SLICE * 2);
@@ -93,14 +103,20 @@ impl Kernels {
             .int(q.gs)
             .int(gpb)
             .int(ldo);
-        // `wide` (gemv_q4w, needs gs % 64 == 0): 8 warps per 128 columns; else 4 warps per 512.
-        let (kernel, cols, threads) = if wide {
-            debug_assert!(q.gs % 64 == 0);
-            (&self.gemv_q4w, 128, 256)
-        } else {
-            (&self.gemv_q4, 512, 128)
+        // gemv_q4w / gemv_q4l (need gs % 64 == 0; q4l zeros < 64): 8 warps per 128 columns;
+        // gemv_q4: 4 warps per 512.
+        let (kernel, cols, threads) = match kind {
+            GemvKind::Lean => {
+                debug_assert!(q.gs % 64 == 0 && q.k % 64 == 0 && q.small_zeros);
+                (&self.gemv_q4l, 128, 256)
+            }
+            GemvKind::Wide => {
+                debug_assert!(q.gs % 64 == 0);
+                (&self.gemv_q4w, 128, 256)
+            }
+            GemvKind::Classic => (&self.gemv_q4, 512, 128),
         };
-        // SAFETY (both kernels): qw/scales/zeros/perm are q's device buffers of the shapes the
+        // SAFETY (all three kernels): qw/scales/zeros/perm are q's device buffers of the shapes the
         // kernel header gives; x holds q.k f16 values, out has s slabs of ldo >= q.n floats from
         // the given column; smem is the x slice of gpb groups (<= MAX_X_SLICE f16).
         gpu.launch(
@@ -341,33 +357,16 @@ impl Kernels {
         let scale = 1.0 / (hd as f32).sqrt();
         if t > 1 && dpos == 0 {
             // Prefill: query tiles share K/V tiles in shared memory; no partials.
-            let (kt, qt, f) = if hd <= 128 {
-                (64, 16, &self.attn_prefill_64)
-            } else {
-                (32, 8, &self.attn_prefill_32)
-            };
-            let smem = qt * hd * 4
-                + kt * (hd / 2 + 1) * 4
-                + kt * (hd / 2) * 4
-                + qt * (kt + 1) * 4
-                + 3 * qt * 4;
-            let mut a = Args::new();
-            a.ptr(q)
-                .ptr(kc)
-                .ptr(vc)
-                .ptr(out)
-                .int(pos)
-                .int(t)
-                .int(nh)
-                .int(nkv)
-                .int(hd)
-                .f32(scale);
-            return gpu.launch(
-                f,
-                (nh as u32, t.div_ceil(qt) as u32, 1),
-                128,
-                smem as u32,
-                &mut a,
+            return self.attention_prefill(
+                gpu,
+                q,
+                kc,
+                vc,
+                out,
+                pos,
+                t,
+                (nh, nkv, hd),
+                self.attn_tc,
             );
         }
         let smem = (5 * hd + 64 + 4) * 4;
@@ -395,6 +394,75 @@ impl Kernels {
         let mut a = Args::new();
         a.ptr(po).ptr(pml).ptr(out).int(nch).int(nh).int(hd);
         gpu.launch(&self.attn_combine, (nh as u32, t as u32, 1), 128, 0, &mut a)
+    }
+
+    /// Whether the tensor-core prefill kernels take head size `hd`.
+    pub fn attn_tc_fits(hd: usize) -> bool {
+        hd % 16 == 0 && hd <= 128
+    }
+
+    /// Prefill attention (`t > 1` queries at host position `pos`) straight into `out`: on the
+    /// tensor cores (`attn_prefill_tc_*`) when `tc` and the head size fits, else the SIMT
+    /// kernels (`attn_prefill_64/32`).
+    #[allow(clippy::too_many_arguments)]
+    pub fn attention_prefill(
+        &self,
+        gpu: &Gpu,
+        q: CUdeviceptr,
+        kc: CUdeviceptr,
+        vc: CUdeviceptr,
+        out: CUdeviceptr,
+        pos: usize,
+        t: usize,
+        (nh, nkv, hd): (usize, usize, usize),
+        tc: bool,
+    ) -> Result<()> {
+        let scale = 1.0 / (hd as f32).sqrt();
+        let mut a = Args::new();
+        a.ptr(q)
+            .ptr(kc)
+            .ptr(vc)
+            .ptr(out)
+            .int(pos)
+            .int(t)
+            .int(nh)
+            .int(nkv)
+            .int(hd)
+            .f32(scale);
+        if tc && Self::attn_tc_fits(hd) {
+            // Blocks of 4 warps x 16 queries; K and V tiles of 64 keys, rows padded to HD + 8
+            // f16 (HD = 64 or 128: a smaller head is zero-padded). 34 KB at most: no opt-in.
+            let (f, hd_max) = if hd <= 64 {
+                (&self.attn_prefill_tc_64, 64)
+            } else {
+                (&self.attn_prefill_tc_128, 128)
+            };
+            let smem = 2 * 64 * (hd_max + 8) * 2;
+            return gpu.launch(
+                f,
+                (nh as u32, t.div_ceil(64) as u32, 1),
+                128,
+                smem as u32,
+                &mut a,
+            );
+        }
+        let (kt, qt, f) = if hd <= 128 {
+            (64, 16, &self.attn_prefill_64)
+        } else {
+            (32, 8, &self.attn_prefill_32)
+        };
+        let smem = qt * hd * 4
+            + kt * (hd / 2 + 1) * 4
+            + kt * (hd / 2) * 4
+            + qt * (kt + 1) * 4
+            + 3 * qt * 4;
+        gpu.launch(
+            f,
+            (nh as u32, t.div_ceil(qt) as u32, 1),
+            128,
+            smem as u32,
+            &mut a,
+        )
     }
 
     pub fn argmax(&self, gpu: &Gpu, v: CUdeviceptr, n: usize, out: CUdeviceptr) -> Result<()> {

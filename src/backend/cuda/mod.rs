@@ -262,6 +262,12 @@ impl Backend for CudaBackend {
         Some(self.gpu.peak_bytes())
     }
 
+    fn profile_report(&self) -> Option<Vec<(String, usize, f64)>> {
+        let _guard = self.scratch.lock();
+        self.gpu.bind().ok()?;
+        self.gpu.profile_report().ok().flatten()
+    }
+
     fn forward_sample(
         &self,
         state: &mut dyn BackendState,

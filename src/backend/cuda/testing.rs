@@ -5,7 +5,7 @@
 use super::device::{DevBuf, Gpu};
 use super::forward::{plan_attention, Ops};
 use super::kernels::{Blas, Kernels, Partials};
-use super::weights::{DevMat, LinearGroup};
+use super::weights::{DevMat, GemvKind, LinearGroup};
 use crate::error::Result;
 use crate::weights::{GptqMatrix, Linear};
 use half::f16;
@@ -81,7 +81,33 @@ impl OpHarness {
         use_blas: bool,
         deq_elems: Option<usize>,
     ) -> Result<(Vec<f32>, bool)> {
-        let g = LinearGroup::upload(&self.gpu, lins, "test weights")?;
+        self.linear_with(lins, x, t, use_blas, deq_elems, None)
+    }
+
+    /// [`Self::linear`] with the decode kernel forced to `kind` (when the weights allow it).
+    pub fn linear_with(
+        &self,
+        lins: &[&Linear],
+        x: &[f32],
+        t: usize,
+        use_blas: bool,
+        deq_elems: Option<usize>,
+        kind: Option<GemvKind>,
+    ) -> Result<(Vec<f32>, bool)> {
+        let mut g = LinearGroup::upload(&self.gpu, lins, "test weights")?;
+        if let Some(kind) = kind {
+            let ok = g.members.iter().all(|m| match &m.mat {
+                DevMat::Q4(q) => {
+                    kind == GemvKind::Classic
+                        || (q.gs % 64 == 0
+                            && (kind == GemvKind::Wide || (q.small_zeros && q.k % 64 == 0)))
+                }
+                DevMat::F16(_) => true,
+            });
+            if ok {
+                g.gemv = kind;
+            }
+        }
         let all_q4 = g.members.iter().all(|m| matches!(m.mat, DevMat::Q4(_)));
         let xd = self.up(&to_f16(x))?;
         let elems = if t == 1 {
@@ -298,6 +324,39 @@ impl OpHarness {
         self.read_f16(&out, t * nh * hd)
     }
 
+    /// Prefill attention (`t > 1`, host position) through a chosen kernel family: the
+    /// tensor-core kernels when `tc` (and the head size fits, see [`Kernels::attn_tc_fits`]),
+    /// else the SIMT ones, whatever `WV_CUDA_ATTN_TC` says. Output `[t, nh hd]` (f16 → f32);
+    /// rows the kernel fails to write read as NaN.
+    #[allow(clippy::too_many_arguments)]
+    pub fn attention_prefill(
+        &self,
+        q: &[f32],
+        kc: &[f32],
+        vc: &[f32],
+        t: usize,
+        pos: usize,
+        (nh, nkv, hd): (usize, usize, usize),
+        tc: bool,
+    ) -> Result<Vec<f32>> {
+        let (qd, kd, vd) = (self.up(q)?, self.up(&to_f16(kc))?, self.up(&to_f16(vc))?);
+        let out = self.gpu.alloc(t * nh * hd * 2, "test out")?;
+        self.gpu
+            .memset_u32(out.ptr, 0x7e00_7e00, (t * nh * hd).div_ceil(2))?;
+        self.k.attention_prefill(
+            &self.gpu,
+            qd.ptr,
+            kd.ptr,
+            vd.ptr,
+            out.ptr,
+            pos,
+            t,
+            (nh, nkv, hd),
+            tc,
+        )?;
+        self.read_f16(&out, t * nh * hd)
+    }
+
     /// silu(gate) · up from gate|up slabs `[t, 2f]` (+bias).
     pub fn silu_mul(
         &self,
@@ -378,9 +437,22 @@ impl OpHarness {
         Ok(2.0 * bytes as f64 / (ms as f64 * 1e-3))
     }
 
+    /// Registers and local memory per thread of the decode GEMV kernels.
+    pub fn gemv_kernels(&self) -> Vec<(&'static str, Option<(i32, i32)>)> {
+        [&self.k.gemv_q4l, &self.k.gemv_q4w]
+            .into_iter()
+            .map(|k| (k.name, k.resources(&self.gpu)))
+            .collect()
+    }
+
     /// Median time of the decode GEMV of one group (for kernel benchmarks): (ms, bytes read).
+    /// Four copies of the weights take turns, so that the L2 cache (50 MB on an H100) does not
+    /// serve repeated reads.
     pub fn time_gemv(&self, lins: &[&Linear], reps: usize) -> Result<(f32, usize)> {
-        let g = LinearGroup::upload(&self.gpu, lins, "bench weights")?;
+        let gs = (0..4)
+            .map(|_| LinearGroup::upload(&self.gpu, lins, "bench weights"))
+            .collect::<Result<Vec<_>>>()?;
+        let g = &gs[0];
         let x: Vec<f16> = (0..g.k)
             .map(|i| f16::from_f32(((i * 7919) % 1000) as f32 / 1000.0 - 0.5))
             .collect();
@@ -391,8 +463,12 @@ impl OpHarness {
             k: &self.k,
             blas: None,
         };
+        let turn = std::cell::Cell::new(0usize);
         let ms = self.time_ms(5, reps, || {
-            ops.linear(&g, xd.ptr, 1, part.ptr, None).map(|_| ())
+            let i = turn.get();
+            turn.set(i + 1);
+            ops.linear(&gs[i % gs.len()], xd.ptr, 1, part.ptr, None)
+                .map(|_| ())
         })?;
         Ok((ms, g.bytes()))
     }
@@ -470,6 +546,33 @@ impl OpHarness {
             )
         })?;
         out.push((format!("attention t={t} pos={pos} (40 heads x 128)"), ms));
+        // The two prefill kernel families side by side, whatever WV_CUDA_ATTN_TC says.
+        for (tc, name) in [
+            (true, "tensor-core attn_prefill_tc_128"),
+            (false, "SIMT attn_prefill_64"),
+        ] {
+            let ms = self.time_ms(2, 10, || {
+                self.k.attention_prefill(
+                    &self.gpu,
+                    qd.ptr,
+                    kv.ptr,
+                    kv.ptr,
+                    o.ptr,
+                    pos,
+                    t,
+                    (nh, nh, hd),
+                    tc,
+                )
+            })?;
+            let n_scores = (0..t).map(|i| pos + i + 1).sum::<usize>() * nh;
+            out.push((
+                format!(
+                    "attention {name} t={t} pos={pos} ({:.0} TFLOP/s)",
+                    4.0 * (n_scores * hd) as f64 / (ms as f64 * 1e-3) / 1e12
+                ),
+                ms,
+            ));
+        }
         Ok(out)
     }
 }

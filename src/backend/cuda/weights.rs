@@ -248,6 +248,8 @@ pub struct Q4Dev {
     pub scales: DevBuf,
     pub zeros: DevBuf,
     pub perm: Option<DevBuf>,
+    /// Every zero point is below 64 (what `gemv_q4l` needs; 4-bit zeros are at most 16).
+    pub small_zeros: bool,
 }
 
 /// A dense f16 `[n, k]` matrix on the device.
@@ -296,9 +298,8 @@ pub struct LinearGroup {
     pub bias: Option<DevBuf>,
     /// Partial slabs in decode (split over K).
     pub s_decode: usize,
-    /// Decode 4-bit members with `gemv_q4a` / `gemv_q4w` (128 columns per block; every 4-bit
-    /// member has gs % 64 == 0, and `WV_CUDA_GEMV=1` does not ask for the older `gemv_q4`).
-    pub wide: bool,
+    /// The decode kernel for the 4-bit members.
+    pub gemv: GemvKind,
 }
 
 impl LinearGroup {
@@ -370,16 +371,16 @@ impl LinearGroup {
                 }
             })
             .collect();
-        let wide = std::env::var("WV_CUDA_GEMV").map_or(true, |v| v != "1")
-            && shapes.iter().flatten().all(|&(_, gs)| gs % 64 == 0);
-        // Blocks per SM the wide plan aims at (WV_CUDA_GEMV_BPS, default 2: all resident).
+        let gemv = GemvKind::choose(&mats);
+        // Blocks per SM the plan aims at for the 128-column kernels (WV_CUDA_GEMV_BPS; default
+        // 3 for gemv_q4l, 2 for gemv_q4w: the residency their register use allows).
         let bps = std::env::var("WV_CUDA_GEMV_BPS")
             .ok()
             .and_then(|v| v.parse::<usize>().ok())
-            .unwrap_or(2)
+            .unwrap_or(if gemv == GemvKind::Lean { 3 } else { 2 })
             .clamp(1, 16);
-        let (s_decode, per_block) =
-            plan_decode(gpu.sms, k, n_total, &shapes, if wide { bps } else { 0 });
+        let wide = if gemv == GemvKind::Classic { 0 } else { bps };
+        let (s_decode, per_block) = plan_decode(gpu.sms, k, n_total, &shapes, wide);
         let mut col0 = 0;
         let members = mats
             .into_iter()
@@ -400,8 +401,41 @@ impl LinearGroup {
             members,
             bias,
             s_decode,
-            wide,
+            gemv,
         })
+    }
+}
+
+/// Which decode kernel runs a group's 4-bit members (see `kernels/gemv.cu`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GemvKind {
+    /// `gemv_q4`: 4 warps on 512 columns; any group size that is a multiple of 8.
+    Classic,
+    /// `gemv_q4w`: 8 warps on 128 columns, K split over the warps; gs % 64 == 0.
+    Wide,
+    /// `gemv_q4l`: as `Wide` with about half the instructions per weight; gs % 64 == 0,
+    /// K % 64 == 0 and every zero point below 64.
+    Lean,
+}
+
+impl GemvKind {
+    /// The fastest kernel every 4-bit member allows; `WV_CUDA_GEMV=1` (classic) or `=wide`
+    /// asks for an older one.
+    pub fn choose(mats: &[DevMat]) -> GemvKind {
+        let q4 = || {
+            mats.iter().filter_map(|m| match m {
+                DevMat::Q4(q) => Some(q),
+                DevMat::F16(_) => None,
+            })
+        };
+        let want = std::env::var("WV_CUDA_GEMV").unwrap_or_default();
+        if want == "1" || want == "classic" || !q4().all(|q| q.gs % 64 == 0) {
+            GemvKind::Classic
+        } else if want == "wide" || !q4().all(|q| q.small_zeros && q.k % 64 == 0) {
+            GemvKind::Wide
+        } else {
+            GemvKind::Lean
+        }
     }
 }
 
@@ -489,6 +523,7 @@ fn upload_q4(gpu: &Arc<Gpu>, q: &Q4Host, what: &str) -> Result<Q4Dev> {
             Some(p) => Some(gpu.upload(p, what)?),
             None => None,
         },
+        small_zeros: q.zeros.iter().all(|&z| z < 64),
     })
 }
 
