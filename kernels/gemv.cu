@@ -42,6 +42,16 @@
 //   is used, row i of the warp's next batch is requested into the same registers, so eight
 //   16-byte loads per thread stay in flight. Dynamic shared memory: gpb*gs*2 bytes (the x slice,
 //   zero-padded to whole batches); static 4 KiB + 32 B.
+//   Fused decode variants (same product; forward.rs uses them when a layer allows): the x slice
+//   is made in the prologue instead of read — gemv_q4l_norm: RMSNorm of the f32 residual stream
+//   from the per-tile sums of squares a residual epilogue left; gemv_q4l_attn_resid: the decode
+//   attention's combine of the chunk partials (head dim = gs, heads = groups; + pn*gpb floats of
+//   dynamic shared memory for the chunk weights); gemv_q4l_silu_resid: SiLU(gate) * up from the
+//   gate|up slabs. The *_resid variants end with a residual epilogue: the last of the S blocks of
+//   each 128-column tile (an atomic counter per tile, reset by that block) sums the tile's slabs
+//   (+ bias) into the residual stream and writes the tile's sum of squares for the next norm.
+//   So a decode layer is 6 launches (q|k|v, qkv_rope, attn_partial, o, gate|up, down) instead of 12.
+//   All variants share one parameter list (GEMVL_PARAMS; unused inputs are NULL / 0).
 //
 // gemv_f16: out = x · Wᵀ for a dense f16 matrix W [N, K] row-major (dense layers, non-4-bit GPTQ
 //   dequantised at upload, the lm_head).
@@ -65,6 +75,28 @@ __device__ __forceinline__ float stage_x(f16* xs, const f16* __restrict__ x, con
         const int k = k0 + i;
         f16 v = 0;
         if (k < k1) v = x[perm ? perm[k] : k];
+        xs[i] = v;
+        mx = fmaxf(mx, fabsf(h2f(v)));
+    }
+    mx = block_max(mx, red);
+    if (!(mx > xmax && mx <= 65504.f)) return 1.f;
+    const int e = (int)ceilf(log2f(mx / xmax));
+    const float down = exp2f((float)-e);
+    for (int i = threadIdx.x; i < span; i += blockDim.x) xs[i] = f2h(h2f(xs[i]) * down);
+    __syncthreads();
+    return exp2f((float)e);
+}
+
+// stage_x with the slice's values computed by `value(k)` (k = k0 + i < k1, an f16) instead of
+// read from x: the fused decode prologues (RMSNorm, SiLU times up, the attention combine).
+template <typename F>
+__device__ __forceinline__ float stage_x_with(f16* xs, int k0, int k1, int span, float xmax, F value) {
+    __shared__ float red[32];
+    float mx = 0.f;
+    for (int i = threadIdx.x; i < span; i += blockDim.x) {
+        const int k = k0 + i;
+        f16 v = 0;
+        if (k < k1) v = value(k);
         xs[i] = v;
         mx = fmaxf(mx, fabsf(h2f(v)));
     }
@@ -268,11 +300,25 @@ __device__ __forceinline__ u32 dot8_lean(u32 w, uint4 xv, u32 zl, u32 zh, u32 a)
     return a;
 }
 
-extern "C" __global__ void __launch_bounds__(256, WV_GEMVL_MINB) gemv_q4l(
-    const u32* __restrict__ qw, const f16* __restrict__ scales, const u8* __restrict__ zeros,
-    const f16* __restrict__ x, const int* __restrict__ perm, float* __restrict__ out,
-    int K, int N, int G, int gs, int gpb, int ldo)
+// What the fused decode variants of gemv_q4l compute before and after the product.
+enum { PRO_X = 0, PRO_NORM = 1, PRO_SILU = 2, PRO_ATTN = 3 };
+enum { EPI_NONE = 0, EPI_RESID = 1 };
+
+#define GEMVL_PARAMS                                                                                   \
+    const u32 *__restrict__ qw, const f16 *__restrict__ scales, const u8 *__restrict__ zeros,          \
+        const f16 *__restrict__ x, const int *__restrict__ perm, float *__restrict__ out, int K, int N, \
+        int G, int gs, int gpb, int ldo, const float *__restrict__ pin, const float *__restrict__ pin2,  \
+        const float *__restrict__ ss_in, int pn, int pn2, long long pstride, float eps,                 \
+        int *__restrict__ counters, float *__restrict__ resid, const float *__restrict__ ebias,         \
+        float *__restrict__ ss_out
+#define GEMVL_ARGS                                                                                     \
+    qw, scales, zeros, x, perm, out, K, N, G, gs, gpb, ldo, pin, pin2, ss_in, pn, pn2, pstride, eps,    \
+        counters, resid, ebias, ss_out
+
+template <int PRO, int EPI>
+__device__ __forceinline__ void gemv_q4l_body(GEMVL_PARAMS)
 {
+
     extern __shared__ __align__(16) f16 xs[];
     __shared__ __align__(16) float red[8 * 128];
     const int g0 = blockIdx.y * gpb;
@@ -307,8 +353,72 @@ extern "C" __global__ void __launch_bounds__(256, WV_GEMVL_MINB) gemv_q4l(
         for (int i = 0; i < 8; ++i, off += rowb) w[i] = __ldg(reinterpret_cast<const uint4*>(qb + off));
     }
     pdl_wait();
-    // The x slice, zero-padded to whole batches.
-    const float unscale = stage_x(xs, x, perm, k0, k1, nb << 6, XMAX_FOR_ROWS(WV_GEMV_ACC));
+    // The x slice, zero-padded to whole batches: x itself, or made from the previous kernels'
+    // outputs (the fused variants below).
+    const int span = nb << 6;
+    const float xmax = XMAX_FOR_ROWS(WV_GEMV_ACC);
+    float unscale;
+    if (PRO == PRO_X) {
+        unscale = stage_x(xs, x, perm, k0, k1, span, xmax);
+    } else if (PRO == PRO_NORM) {
+        // RMSNorm of the residual stream pin [K] with weight pin2, from the pn per-tile sums of
+        // squares the producing kernel left in ss_in (summed in a fixed order: deterministic).
+        float ss = 0.f;
+        for (int i = 0; i < pn; ++i) ss += ss_in[i];
+        const float r = (float)(1.0 / sqrt((double)ss / (double)K + (double)eps));
+        unscale = stage_x_with(xs, k0, k1, span, xmax, [&](int k) {
+            const int kk = perm ? perm[k] : k;
+            return f2h(pin[kk] * r * pin2[kk]);
+        });
+    } else if (PRO == PRO_SILU) {
+        // silu(gate) * up from the gate|up product: pn slabs of stride pstride, gate at column
+        // k, up at column K + k (+ bias pin2 [2K] when not NULL).
+        unscale = stage_x_with(xs, k0, k1, span, xmax, [&](int k) {
+            const int kk = perm ? perm[k] : k;
+            float g = sum_partials(pin, pn, pstride, kk);
+            float u = sum_partials(pin, pn, pstride, K + kk);
+            if (pin2) {
+                g += pin2[kk];
+                u += pin2[K + kk];
+            }
+            return f2h(g / (1.f + expf(-g)) * u);
+        });
+    } else {
+        // The attention output (the flash-decoding combine) of heads [k0/gs, k1/gs): head dim =
+        // gs, no permutation; partial outputs pin [pn chunks][pn2 heads][gs] and (max, sum)
+        // pairs pin2 [pn][pn2][2]. Each chunk's weight e^(m - M) / L per head goes to shared
+        // memory after the x slice (pn floats per head of the block).
+        float* wt = reinterpret_cast<float*>(xs + span);
+        const int h0 = k0 / gs, nhs = (k1 - k0) / gs;
+        for (int hl = warp; hl < nhs; hl += 8) {
+            const int h = h0 + hl;
+            float M = NEG_INF;
+            for (int c = lane; c < pn; c += 32) {
+                const float* ml = pin2 + ((size_t)c * pn2 + h) * 2;
+                if (ml[1] > 0.f) M = fmaxf(M, ml[0]);
+            }
+            M = warp_max(M);
+            float L = 0.f;
+            for (int c = lane; c < pn; c += 32) {
+                const float* ml = pin2 + ((size_t)c * pn2 + h) * 2;
+                if (ml[1] > 0.f) L += ml[1] * expf(ml[0] - M);
+            }
+            L = warp_sum(L);
+            const float inv = 1.f / L;
+            for (int c = lane; c < pn; c += 32) {
+                const float* ml = pin2 + ((size_t)c * pn2 + h) * 2;
+                wt[hl * pn + c] = ml[1] > 0.f ? expf(ml[0] - M) * inv : 0.f;
+            }
+        }
+        __syncthreads();
+        unscale = stage_x_with(xs, k0, k1, span, xmax, [&](int k) {
+            const int h = k / gs, d = k - h * gs;
+            const float* w = wt + (h - h0) * pn;
+            float o = 0.f;
+            for (int c = 0; c < pn; ++c) o += pin[((size_t)c * pn2 + h) * gs + d] * w[c];
+            return f2h(o);
+        });
+    }
     pdl_launch();
     float acc[4] = {0.f, 0.f, 0.f, 0.f};
     if (active) {
@@ -372,6 +482,48 @@ extern "C" __global__ void __launch_bounds__(256, WV_GEMVL_MINB) gemv_q4l(
         for (int w8 = 0; w8 < 8; ++w8) v += red[w8 * 128 + threadIdx.x];
         out[(size_t)blockIdx.y * ldo + c] = v;
     }
+    if (EPI == EPI_RESID) {
+        // The last of the S blocks of this column tile (counted in counters[bx], which it
+        // resets for the next launch) sums the S slabs (+ ebias) into the residual stream
+        // resid [N] and leaves the tile's sum of squares of the new values in ss_out[bx].
+        __shared__ int last;
+        __threadfence();
+        __syncthreads();
+        if (threadIdx.x == 0) last = atomicAdd(counters + blockIdx.x, 1) == (int)gridDim.y - 1;
+        __syncthreads();
+        if (!last) return;
+        __threadfence();
+        float v2 = 0.f;
+        if (threadIdx.x < 128 && c < N) {
+            float v = 0.f;
+            for (int sl = 0; sl < (int)gridDim.y; ++sl) v += __ldcg(out + (size_t)sl * ldo + c);
+            if (ebias) v += ebias[c];
+            v += resid[c];
+            resid[c] = v;
+            v2 = v * v;
+        }
+        v2 = block_sum(v2, red);
+        if (threadIdx.x == 0) {
+            ss_out[blockIdx.x] = v2;
+            counters[blockIdx.x] = 0;
+        }
+    }
+}
+
+extern "C" __global__ void __launch_bounds__(256, WV_GEMVL_MINB) gemv_q4l(GEMVL_PARAMS) {
+    gemv_q4l_body<PRO_X, EPI_NONE>(GEMVL_ARGS);
+}
+// q|k|v of the layers after the first: the input RMSNorm fused in.
+extern "C" __global__ void __launch_bounds__(256, WV_GEMVL_MINB) gemv_q4l_norm(GEMVL_PARAMS) {
+    gemv_q4l_body<PRO_NORM, EPI_NONE>(GEMVL_ARGS);
+}
+// o: the attention combine before, the residual add (and sums of squares) after.
+extern "C" __global__ void __launch_bounds__(256, WV_GEMVL_MINB) gemv_q4l_attn_resid(GEMVL_PARAMS) {
+    gemv_q4l_body<PRO_ATTN, EPI_RESID>(GEMVL_ARGS);
+}
+// down: SiLU(gate) * up before, the residual add after.
+extern "C" __global__ void __launch_bounds__(256, WV_GEMVL_MINB) gemv_q4l_silu_resid(GEMVL_PARAMS) {
+    gemv_q4l_body<PRO_SILU, EPI_RESID>(GEMVL_ARGS);
 }
 
 __device__ __forceinline__ float dot8_f16(uint4 a, uint4 b) {

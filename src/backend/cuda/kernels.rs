@@ -4,7 +4,7 @@
 use super::device::{Args, Gpu, Kernel};
 use super::ffi::{self, CUdeviceptr, CublasHandle};
 use super::module::Modules;
-use super::weights::{GemvKind, Q4Dev, MAX_X_SLICE};
+use super::weights::{GemvKind, Q4Dev, RopeTable, MAX_X_SLICE};
 use crate::error::{Error, Result};
 use crate::log::{log, Level};
 use std::sync::Arc;
@@ -14,15 +14,23 @@ pub struct Kernels {
     gemv_q4: Kernel,
     pub gemv_q4w: Kernel,
     pub gemv_q4l: Kernel,
+    gemv_q4l_norm: Kernel,
+    /// Fused decode layers (`WV_CUDA_FUSE=0` turns them off): see forward.rs.
+    pub fuse: bool,
+    gemv_q4l_attn_resid: Kernel,
+    gemv_q4l_silu_resid: Kernel,
     gemv_f16: Kernel,
     dequant_q4: Kernel,
     gemm_kn: Kernel,
     gemm_nk: Kernel,
     embed: Kernel,
     residual_rmsnorm: Kernel,
+    residual_rmsnorm4: Kernel,
     residual_add: Kernel,
     qkv_rope: Kernel,
+    qkv_rope4: Kernel,
     silu_mul: Kernel,
+    silu_mul4: Kernel,
     attn_partial: Kernel,
     attn_combine: Kernel,
     attn_prefill_64: Kernel,
@@ -37,6 +45,47 @@ pub struct Kernels {
     _modules: Modules,
 }
 
+/// How a fused decode GEMV (`gemv_q4l_*`) makes its f16 input.
+#[derive(Clone, Copy, Debug)]
+pub enum Prologue {
+    /// RMSNorm of the residual stream `x` (f32 `[K]`) with weight `w` (f32 `[K]`), from the
+    /// `tiles` per-tile sums of squares in `ss` (left by a [`Epilogue::Residual`]).
+    Norm {
+        x: CUdeviceptr,
+        w: CUdeviceptr,
+        ss: CUdeviceptr,
+        tiles: usize,
+        eps: f32,
+    },
+    /// The decode attention's combine: `nch` chunk partials `po` `[nch, nh, hd]` and (max, sum)
+    /// `pml` `[nch, nh, 2]`; head dim = the group size, no act-order permutation.
+    Attention {
+        po: CUdeviceptr,
+        pml: CUdeviceptr,
+        nch: usize,
+        nh: usize,
+    },
+    /// SiLU(gate) · up from the gate|up product's slabs (gate at column k, up at K + k) plus an
+    /// optional bias `[2K]` (0 for none).
+    Silu { part: Partials, bias: CUdeviceptr },
+}
+
+/// What a fused decode GEMV does after the product.
+#[derive(Clone, Copy, Debug)]
+pub enum Epilogue {
+    /// Leave the slabs for the next kernel.
+    None,
+    /// The last block of each 128-column tile adds the tile's slabs (+ `bias`, 0 for none) into
+    /// the residual stream `x` (f32 `[N]`) and writes the tile's sum of squares into `ss[tile]`;
+    /// `counters` are ceil(N / 128) zeroed ints (left zeroed).
+    Residual {
+        counters: CUdeviceptr,
+        x: CUdeviceptr,
+        bias: CUdeviceptr,
+        ss: CUdeviceptr,
+    },
+}
+
 /// A sublayer's output as S partial slabs: element (s, t, n) at `ptr + 4*(s*sstride + t*ld + n)`.
 #[derive(Clone, Copy, Debug)]
 pub struct Partials {
@@ -46,6 +95,25 @@ pub struct Partials {
     pub ld: usize,
 }
 
+/// float4 chunks of a row one thread of `residual_rmsnorm4` holds (RMS4_NPT in norm.cu).
+const RMS4_NPT: usize = 6;
+
+/// (blocks, threads) of a 1-D grid-stride launch over `items`: 256-thread blocks, at most one
+/// resident wave (8 per SM), for large counts (prefill); 64-thread blocks for small ones
+/// (decode), so that the work still spreads over many SMs.
+fn grid_1d(gpu: &Gpu, items: usize) -> (u32, u32) {
+    if items >= gpu.sms * 512 {
+        (items.div_ceil(256).min(gpu.sms * 8) as u32, 256)
+    } else {
+        (items.div_ceil(64).max(1) as u32, 64)
+    }
+}
+
+/// Whether every non-null pointer is a multiple of its alignment.
+fn aligned(ptrs: &[(CUdeviceptr, u64)]) -> bool {
+    ptrs.iter().all(|&(p, a)| p % a == 0)
+}
+
 impl Kernels {
     pub fn load(gpu: &Arc<Gpu>) -> Result<Kernels> {
         let m = Modules::load(gpu)?;
@@ -53,15 +121,21 @@ impl Kernels {
             gemv_q4: m.get("gemv.cu", "gemv_q4")?,
             gemv_q4w: m.get("gemv.cu", "gemv_q4w")?,
             gemv_q4l: m.get("gemv.cu", "gemv_q4l")?,
+            gemv_q4l_norm: m.get("gemv.cu", "gemv_q4l_norm")?,
+            gemv_q4l_attn_resid: m.get("gemv.cu", "gemv_q4l_attn_resid")?,
+            gemv_q4l_silu_resid: m.get("gemv.cu", "gemv_q4l_silu_resid")?,
             gemv_f16: m.get("gemv.cu", "gemv_f16")?,
             dequant_q4: m.get("dequant.cu", "dequant_q4")?,
             gemm_kn: m.get("gemm.cu", "gemm_f16_kn")?,
             gemm_nk: m.get("gemm.cu", "gemm_f16_nk")?,
             embed: m.get("norm.cu", "embed")?,
             residual_rmsnorm: m.get("norm.cu", "residual_rmsnorm")?,
+            residual_rmsnorm4: m.get("norm.cu", "residual_rmsnorm4")?,
             residual_add: m.get("norm.cu", "residual_add")?,
             qkv_rope: m.get("elementwise.cu", "qkv_rope")?,
+            qkv_rope4: m.get("elementwise.cu", "qkv_rope4")?,
             silu_mul: m.get("elementwise.cu", "silu_mul")?,
+            silu_mul4: m.get("elementwise.cu", "silu_mul4")?,
             attn_partial: m.get("attention.cu", "attn_partial")?,
             attn_combine: m.get("attention.cu", "attn_combine")?,
             attn_prefill_64: m.get("attention.cu", "attn_prefill_64")?,
@@ -69,6 +143,7 @@ impl Kernels {
             attn_prefill_tc_64: m.get("attention.cu", "attn_prefill_tc_64")?,
             attn_prefill_tc_128: m.get("attention.cu", "attn_prefill_tc_128")?,
             attn_tc: std::env::var("WV_CUDA_ATTN_TC").map_or(true, |v| v != "0"),
+            fuse: std::env::var("WV_CUDA_FUSE").map_or(true, |v| v != "0"),
             argmax: m.get("sample.cu", "argmax_f32")?,
             penalty: m.get("sample.cu", "repetition_penalty")?,
             _modules: m,
@@ -108,6 +183,9 @@ impl Kernels {
         let (kernel, cols, threads) = match kind {
             GemvKind::Lean => {
                 debug_assert!(q.gs % 64 == 0 && q.k % 64 == 0 && q.small_zeros);
+                // No prologue or epilogue inputs (see gemv_q4l_fused).
+                a.ptr(0).ptr(0).ptr(0).i32(0).i32(0).i64(0).f32(0.0);
+                a.ptr(0).ptr(0).ptr(0).ptr(0);
                 (&self.gemv_q4l, 128, 256)
             }
             GemvKind::Wide => {
@@ -123,6 +201,94 @@ impl Kernels {
             kernel,
             (q.n.div_ceil(cols) as u32, s as u32, 1),
             threads,
+            smem as u32,
+            &mut a,
+        )
+    }
+
+    /// `gemv_q4l` with its input made by a fused prologue and, for [`Epilogue::Residual`], the
+    /// slabs summed into the residual stream by the last block of each column tile (decode;
+    /// see kernels/gemv.cu). `gpb` groups per block, `s` slabs into `out` (row stride `ldo`).
+    #[allow(clippy::too_many_arguments)]
+    pub fn gemv_q4l_fused(
+        &self,
+        gpu: &Gpu,
+        q: &Q4Dev,
+        out: CUdeviceptr,
+        s: usize,
+        gpb: usize,
+        ldo: usize,
+        pro: Prologue,
+        epi: Epilogue,
+    ) -> Result<()> {
+        debug_assert!(q.gs % 64 == 0 && q.k % 64 == 0 && q.small_zeros);
+        let gpb = gpb.min(q.groups);
+        let mut smem = gpb * q.gs * 2;
+        let mut a = Args::new();
+        a.ptr(q.qw.ptr)
+            .ptr(q.scales.ptr)
+            .ptr(q.zeros.ptr)
+            .ptr(0)
+            .ptr(q.perm.as_ref().map_or(0, |p| p.ptr))
+            .ptr(out);
+        a.int(q.k)
+            .int(q.n)
+            .int(q.groups)
+            .int(q.gs)
+            .int(gpb)
+            .int(ldo);
+        let kernel = match (pro, epi) {
+            (
+                Prologue::Norm {
+                    x,
+                    w,
+                    ss,
+                    tiles,
+                    eps,
+                },
+                Epilogue::None,
+            ) => {
+                a.ptr(x).ptr(w).ptr(ss).int(tiles).i32(0).i64(0).f32(eps);
+                &self.gemv_q4l_norm
+            }
+            (Prologue::Attention { po, pml, nch, nh }, Epilogue::Residual { .. }) => {
+                debug_assert!(q.perm.is_none());
+                smem += gpb * nch * 4;
+                a.ptr(po).ptr(pml).ptr(0).int(nch).int(nh).i64(0).f32(0.0);
+                &self.gemv_q4l_attn_resid
+            }
+            (Prologue::Silu { part, bias }, Epilogue::Residual { .. }) => {
+                a.ptr(part.ptr)
+                    .ptr(bias)
+                    .ptr(0)
+                    .int(part.s)
+                    .i32(0)
+                    .i64(part.sstride as i64)
+                    .f32(0.0);
+                &self.gemv_q4l_silu_resid
+            }
+            _ => return Err(Error::internal("no gemv_q4l variant for this fusion")),
+        };
+        match epi {
+            Epilogue::None => a.ptr(0).ptr(0).ptr(0).ptr(0),
+            Epilogue::Residual {
+                counters,
+                x,
+                bias,
+                ss,
+            } => a.ptr(counters).ptr(x).ptr(bias).ptr(ss),
+        };
+        if smem > 48 * 1024 {
+            return Err(Error::internal("fused GEMV shared memory over 48 KiB"));
+        }
+        // SAFETY: as gemv_q4 for the product; the prologue and epilogue pointers are the live
+        // scratch buffers the enum variants name, of the sizes their docs give; counters holds
+        // ceil(q.n / 128) zeros (each launch leaves them zero); smem is the x slice plus, for the
+        // attention prologue, gpb * nch floats.
+        gpu.launch(
+            kernel,
+            (q.n.div_ceil(128) as u32, s as u32, 1),
+            256,
             smem as u32,
             &mut a,
         )
@@ -272,16 +438,27 @@ impl Kernels {
             .int(d.ld)
             .ptr(if delta.is_some() { bias } else { 0 });
         a.ptr(w).f32(eps).ptr(out).int(h).int(row0);
-        let block = if h >= 4096 { 1024 } else { 256 };
-        gpu.launch(
-            &self.residual_rmsnorm,
-            (rows as u32, 1, 1),
-            block,
-            0,
-            &mut a,
-        )
+        // residual_rmsnorm4 (16-byte steps, the row in registers) when the shapes allow.
+        let h4 = h / 4;
+        let v4 = h % 4 == 0
+            && h4 <= RMS4_NPT * 1024
+            && aligned(&[(x, 16), (w, 16), (out, 8)])
+            && (delta.is_none()
+                || (aligned(&[(d.ptr, 16), (bias, 16)]) && d.ld % 4 == 0 && d.sstride % 4 == 0));
+        let (f, block) = if v4 {
+            let need = h4.div_ceil(RMS4_NPT).div_ceil(32) * 32;
+            let want = if rows >= gpu.sms { 256 } else { 1024 };
+            let block = want.min(h4.div_ceil(32) * 32).max(need).min(1024);
+            (&self.residual_rmsnorm4, block)
+        } else {
+            (&self.residual_rmsnorm, if h >= 4096 { 1024 } else { 256 })
+        };
+        gpu.launch(f, (rows as u32, 1, 1), block as u32, 0, &mut a)
     }
 
+    /// Sum the q|k|v slabs (+bias), rotate q and k with the RoPE table at positions pos..pos+t
+    /// (or *dpos.. when `dpos != 0`), write q (f32) and K, V (f16) into this layer's cache.
+    /// Positions must be below `rope.positions` (the kernel writes NaN for q and k past it).
     #[allow(clippy::too_many_arguments)]
     pub fn qkv_rope(
         &self,
@@ -291,11 +468,35 @@ impl Kernels {
         q: CUdeviceptr,
         kc: CUdeviceptr,
         vc: CUdeviceptr,
-        inv_freq: CUdeviceptr,
+        rope: RopeTable,
         (pos, dpos): (usize, CUdeviceptr),
         t: usize,
         (nh, nkv, hd): (usize, usize, usize),
     ) -> Result<()> {
+        debug_assert!(dpos != 0 || pos + t <= rope.positions);
+        debug_assert!(hd % 2 == 0 && p.ld == (nh + 2 * nkv) * hd);
+        // qkv_rope4: 4 pairs per step (16-byte loads) when the head size and alignment allow.
+        let v4 = hd % 8 == 0
+            && p.sstride % 4 == 0
+            && aligned(&[
+                (p.ptr, 16),
+                (bias, 16),
+                (q, 16),
+                (kc, 8),
+                (vc, 8),
+                (rope.ptr, 16),
+            ]);
+        let (f, v) = if v4 {
+            (&self.qkv_rope4, 4)
+        } else {
+            (&self.qkv_rope, 1)
+        };
+        let items = t * (nh + 2 * nkv) * (hd / 2 / v);
+        if items > i32::MAX as usize {
+            return Err(Error::internal(format!(
+                "qkv_rope: {items} work items do not fit an int"
+            )));
+        }
         let mut a = Args::new();
         a.ptr(p.ptr)
             .int(p.s)
@@ -304,16 +505,16 @@ impl Kernels {
             .ptr(q)
             .ptr(kc)
             .ptr(vc)
-            .ptr(inv_freq);
-        a.int(pos).ptr(dpos).int(nh).int(nkv).int(hd);
-        let block = (hd / 2).div_ceil(32) * 32;
-        gpu.launch(
-            &self.qkv_rope,
-            (t as u32, (nh + 2 * nkv) as u32, 1),
-            block as u32,
-            0,
-            &mut a,
-        )
+            .ptr(rope.ptr);
+        a.int(rope.positions)
+            .int(pos)
+            .ptr(dpos)
+            .int(nh)
+            .int(nkv)
+            .int(hd)
+            .int(t);
+        let (blocks, threads) = grid_1d(gpu, items);
+        gpu.launch(f, (blocks, 1, 1), threads, 0, &mut a)
     }
 
     pub fn silu_mul(
@@ -333,8 +534,18 @@ impl Kernels {
             .ptr(out)
             .int(f)
             .int(t);
-        let blocks = (t * f).div_ceil(256).min(gpu.sms * 16).max(1);
-        gpu.launch(&self.silu_mul, (blocks as u32, 1, 1), 256, 0, &mut a)
+        // silu_mul4: 4 columns per step (16-byte loads) when the width and alignment allow.
+        let v4 = f % 4 == 0
+            && p.sstride % 4 == 0
+            && t * f / 4 <= i32::MAX as usize
+            && aligned(&[(p.ptr, 16), (bias, 16), (out, 8)]);
+        let (k, items) = if v4 {
+            (&self.silu_mul4, t * f / 4)
+        } else {
+            (&self.silu_mul, t * f)
+        };
+        let (blocks, threads) = grid_1d(gpu, items);
+        gpu.launch(k, (blocks, 1, 1), threads, 0, &mut a)
     }
 
     /// Attention of `t` queries at positions pos.. (or *dpos) over the cache, split in `nch`
@@ -391,6 +602,10 @@ impl Kernels {
             smem as u32,
             &mut a,
         )?;
+        if out == 0 {
+            // The combine is fused into the next product (Prologue::Attention).
+            return Ok(());
+        }
         let mut a = Args::new();
         a.ptr(po).ptr(pml).ptr(out).int(nch).int(nh).int(hd);
         gpu.launch(&self.attn_combine, (nh as u32, t as u32, 1), 128, 0, &mut a)
@@ -562,6 +777,40 @@ impl Blas {
         k: usize,
         ldy: usize,
     ) -> Result<()> {
+        self.gemm_ex(nk, x, w, y, ffi::CUDA_R_32F, t, n, k, ldy)
+    }
+
+    /// [`Self::gemm`] with an f16 output `Y` (f32 accumulation, rounded once at the end). Not
+    /// used by the forward pass (for the prefill benchmarks).
+    #[allow(clippy::too_many_arguments)]
+    pub fn gemm_f16(
+        &self,
+        nk: bool,
+        x: CUdeviceptr,
+        w: CUdeviceptr,
+        y: CUdeviceptr,
+        t: usize,
+        n: usize,
+        k: usize,
+        ldy: usize,
+    ) -> Result<()> {
+        self.gemm_ex(nk, x, w, y, ffi::CUDA_R_16F, t, n, k, ldy)
+    }
+
+    /// `cublasGemmEx` with f16 inputs, f32 compute and scalars, output type `ytype`.
+    #[allow(clippy::too_many_arguments)]
+    fn gemm_ex(
+        &self,
+        nk: bool,
+        x: CUdeviceptr,
+        w: CUdeviceptr,
+        y: CUdeviceptr,
+        ytype: std::ffi::c_int,
+        t: usize,
+        n: usize,
+        k: usize,
+        ldy: usize,
+    ) -> Result<()> {
         let (alpha, beta) = (1f32, 0f32);
         // Row-major Y[t, n] is column-major Yᵀ [n, t]: Yᵀ = op(B)ᵀ-as-stored · Xᵀ.
         let (opa, lda) = if nk {
@@ -588,7 +837,7 @@ impl Blas {
                 k as i32,
                 &beta as *const f32 as *const _,
                 y as *mut _,
-                ffi::CUDA_R_32F,
+                ytype,
                 ldy as i32,
                 ffi::CUBLAS_COMPUTE_32F,
                 ffi::CUBLAS_GEMM_DEFAULT,

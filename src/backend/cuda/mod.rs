@@ -127,7 +127,20 @@ impl CudaBackend {
         pos: usize,
         n_logits: usize,
     ) -> Result<()> {
-        super::check_forward(&self.config, st.capacity, st.filled, tokens, pos, n_logits)
+        super::check_forward(&self.config, st.capacity, st.filled, tokens, pos, n_logits)?;
+        // A session's context is at most max_position_embeddings (Session::new), but a state
+        // made through Backend::new_state may be larger: the RoPE table ends there.
+        let end = pos + tokens.len();
+        if end > self.weights.rope_positions {
+            return Err(Error::new(
+                crate::error::ErrorKind::ContextFull,
+                format!(
+                    "positions {pos}..{end} exceed the model's max_position_embeddings {}",
+                    self.weights.rope_positions
+                ),
+            ));
+        }
+        Ok(())
     }
 
     /// The scratch for passes of `rows` tokens (grown when needed).

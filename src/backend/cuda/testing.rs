@@ -5,7 +5,7 @@
 use super::device::{DevBuf, Gpu};
 use super::forward::{plan_attention, Ops};
 use super::kernels::{Blas, Kernels, Partials};
-use super::weights::{DevMat, GemvKind, LinearGroup};
+use super::weights::{rope_table, DevMat, GemvKind, LinearGroup, RopeTable};
 use crate::error::Result;
 use crate::weights::{GptqMatrix, Linear};
 use half::f16;
@@ -237,7 +237,9 @@ impl OpHarness {
     }
 
     /// The attention input: q|k|v slabs `[t, (nh + 2 nkv) hd]` → (q `[t, nh hd]`, the K and V
-    /// caches `[capacity, nkv hd]` with positions pos..pos+t written, others zero).
+    /// caches `[capacity, nkv hd]` with positions pos..pos+t written, others zero), with a RoPE
+    /// table of `table_rows` positions (as the weights make it) and the position read from device
+    /// memory when `device_pos` (as decode does).
     #[allow(clippy::too_many_arguments)]
     pub fn qkv_rope(
         &self,
@@ -248,6 +250,8 @@ impl OpHarness {
         (nh, nkv, hd): (usize, usize, usize),
         theta: f32,
         capacity: usize,
+        table_rows: usize,
+        device_pos: bool,
     ) -> Result<(Vec<f32>, Vec<f32>, Vec<f32>)> {
         let ld = (nh + 2 * nkv) * hd;
         let pd = self.up(&slabs.concat())?;
@@ -255,8 +259,12 @@ impl OpHarness {
             Some(b) => Some(self.up(b)?),
             None => None,
         };
-        let inv = crate::backend::cpu::ops::rope_inv_freq(hd, theta);
-        let invd = self.up(&inv)?;
+        let tab = self.up(&rope_table(hd, theta, table_rows))?;
+        let rope = RopeTable {
+            ptr: tab.ptr,
+            positions: table_rows,
+        };
+        let dpos = self.up(&[pos as i32])?;
         let q = self.poisoned(t * nh * hd)?;
         let kvd = nkv * hd;
         let kc = self.up(&vec![0u16; capacity * kvd])?;
@@ -274,8 +282,8 @@ impl OpHarness {
             q.ptr,
             kc.ptr,
             vc.ptr,
-            invd.ptr,
-            (pos, 0),
+            rope,
+            if device_pos { (0, dpos.ptr) } else { (pos, 0) },
             t,
             (nh, nkv, hd),
         )?;
@@ -474,7 +482,9 @@ impl OpHarness {
     }
 
     /// Timings of prefill's parts on 13B shapes (ms): dequantisation, the cuBLAS product and
-    /// attention, for `t` tokens after `pos` cached ones.
+    /// attention, for `t` tokens after `pos` cached ones; then the elementwise kernels and
+    /// cuBLAS on every product shape of a layer ([`Self::time_prefill_elementwise`],
+    /// [`Self::time_prefill_products`]).
     pub fn time_prefill_parts(&self, t: usize, pos: usize) -> Result<Vec<(String, f32)>> {
         let mut out = Vec::new();
         let m = crate::weights::Linear::Gptq(random_gptq(
@@ -571,6 +581,195 @@ impl OpHarness {
                     4.0 * (n_scores * hd) as f64 / (ms as f64 * 1e-3) / 1e12
                 ),
                 ms,
+            ));
+        }
+        out.extend(self.time_prefill_elementwise(t, pos)?);
+        out.extend(self.time_prefill_products(t)?);
+        Ok(out)
+    }
+
+    /// `copies` buffers of `bytes` each, filled with small finite values (f32 0.0078125, or
+    /// f16 ≈ 0.0078 pairs), that benchmarks take in turn so that the 50 MB L2 cache of an H100
+    /// does not serve repeated reads.
+    fn bench_bufs(&self, bytes: usize, copies: usize) -> Result<Vec<DevBuf>> {
+        (0..copies)
+            .map(|_| {
+                let b = self.gpu.alloc(bytes, "bench buffer")?;
+                self.gpu.memset_u32(b.ptr, 0x3c00_0000, bytes.div_ceil(4))?;
+                Ok(b)
+            })
+            .collect()
+    }
+
+    /// Timings of prefill's elementwise kernels on 13B shapes (hidden 5120, 40 heads x 128, FFN
+    /// 13824) for `t` tokens at `pos`: qkv_rope, silu_mul and residual_rmsnorm (with one slab
+    /// of delta, as prefill), each with the bandwidth it reaches (bytes read + written). Inputs
+    /// rotate over copies of at least 150 MB in all, so they come from memory, not L2.
+    pub fn time_prefill_elementwise(&self, t: usize, pos: usize) -> Result<Vec<(String, f32)>> {
+        let mut out = Vec::new();
+        let (h, nh, hd, f) = (5120usize, 40usize, 128usize, 13824usize);
+        let copies = |bytes: usize| (150usize << 20).div_ceil(bytes).max(2);
+        let gbs = |bytes: usize, ms: f32| bytes as f64 / (ms as f64 * 1e-3) / 1e9;
+        let turn = std::cell::Cell::new(0usize);
+        let next = |n: usize| {
+            let i = turn.get();
+            turn.set(i + 1);
+            i % n
+        };
+        // qkv_rope: part f32 [t, 3 * 5120] → q f32 [t, 5120], K and V f16 into a cache.
+        let ld = 3 * h;
+        let parts = self.bench_bufs(t * ld * 4, copies(t * ld * 4))?;
+        let q = self.gpu.alloc(t * h * 4, "bench q")?;
+        let cap = pos + t;
+        let kc = self.bench_bufs(cap * h * 2, 1)?;
+        let vc = self.bench_bufs(cap * h * 2, 1)?;
+        let rows = cap.max(4096);
+        let tab = self.up(&rope_table(hd, 10000.0, rows))?;
+        let rope = RopeTable {
+            ptr: tab.ptr,
+            positions: rows,
+        };
+        let ms = self.time_ms(3, 20, || {
+            let p = Partials {
+                ptr: parts[next(parts.len())].ptr,
+                s: 1,
+                sstride: t * ld,
+                ld,
+            };
+            self.k.qkv_rope(
+                &self.gpu,
+                p,
+                0,
+                q.ptr,
+                kc[0].ptr,
+                vc[0].ptr,
+                rope,
+                (pos, 0),
+                t,
+                (nh, nh, hd),
+            )
+        })?;
+        let bytes = t * ld * 4 + t * h * 4 + 2 * t * h * 2 + t * hd * 4;
+        out.push((
+            format!(
+                "qkv_rope t={t} 40+40+40 heads x 128 ({:.0} GB/s)",
+                gbs(bytes, ms)
+            ),
+            ms,
+        ));
+        drop(parts);
+        // silu_mul: part f32 [t, 2 * 13824] → f16 [t, 13824].
+        let parts = self.bench_bufs(t * 2 * f * 4, copies(t * 2 * f * 4))?;
+        let o = self.gpu.alloc(t * f * 2, "bench out")?;
+        let ms = self.time_ms(3, 20, || {
+            let p = Partials {
+                ptr: parts[next(parts.len())].ptr,
+                s: 1,
+                sstride: t * 2 * f,
+                ld: 2 * f,
+            };
+            self.k.silu_mul(&self.gpu, p, 0, o.ptr, f, t)
+        })?;
+        let bytes = t * 2 * f * 4 + t * f * 2;
+        out.push((
+            format!("silu_mul t={t} F=13824 ({:.0} GB/s)", gbs(bytes, ms)),
+            ms,
+        ));
+        drop(parts);
+        // residual_rmsnorm: x f32 [t, 5120] += delta (one slab), normalised to f16.
+        let n = copies(2 * t * h * 4);
+        let xs = self.bench_bufs(t * h * 4, n)?;
+        let ds = self.bench_bufs(t * h * 4, n)?;
+        let w = self.bench_bufs(h * 4, 1)?;
+        let o = self.gpu.alloc(t * h * 2, "bench out")?;
+        let ms = self.time_ms(3, 20, || {
+            let i = next(n);
+            let d = Partials {
+                ptr: ds[i].ptr,
+                s: 1,
+                sstride: t * h,
+                ld: h,
+            };
+            self.k.residual_rmsnorm(
+                &self.gpu,
+                xs[i].ptr,
+                Some(d),
+                0,
+                w[0].ptr,
+                1e-5,
+                o.ptr,
+                h,
+                0,
+                t,
+            )
+        })?;
+        let bytes = 3 * t * h * 4 + t * h * 2 + h * 4;
+        out.push((
+            format!(
+                "residual_rmsnorm t={t} H=5120 with a delta ({:.0} GB/s)",
+                gbs(bytes, ms)
+            ),
+            ms,
+        ));
+        Ok(out)
+    }
+
+    /// cuBLAS on the exact product shapes of a 13B layer at `t` tokens (X f16 `[t, k]` times a
+    /// dequantised f16 `[k, n]`, as prefill runs them): q|k|v (n 15360, k 5120), o (5120, 5120),
+    /// gate|up (27648, 5120), down (5120, 13824), with f32 output (what the forward pass uses)
+    /// and with f16 output, and their TFLOP/s. Empty without cuBLAS.
+    pub fn time_prefill_products(&self, t: usize) -> Result<Vec<(String, f32)>> {
+        let mut out = Vec::new();
+        let Some(b) = &self.blas else {
+            return Ok(out);
+        };
+        let shapes = [
+            ("q|k|v", 15360usize, 5120usize),
+            ("o", 5120, 5120),
+            ("gate|up", 27648, 5120),
+            ("down", 5120, 13824),
+        ];
+        let max_kn = shapes.iter().map(|s| s.1 * s.2).max().unwrap_or(0);
+        let max_k = shapes.iter().map(|s| s.2).max().unwrap_or(0);
+        let max_n = shapes.iter().map(|s| s.1).max().unwrap_or(0);
+        // Random operands: constant ones draw less power and run faster than real weights.
+        let mut rng = crate::sampler::Rng::new(5);
+        let mut random_f16 = |n: usize, scale: f32| -> Vec<f16> {
+            (0..n)
+                .map(|_| {
+                    let u = (rng.next_u64() >> 40) as f32 / (1u64 << 24) as f32;
+                    f16::from_f32((2.0 * u - 1.0) * scale)
+                })
+                .collect()
+        };
+        let w = self.up(&random_f16(max_kn, 0.02))?;
+        let x = self.up(&random_f16(t * max_k, 1.0))?;
+        let y = self.gpu.alloc(t * max_n * 4, "bench y")?;
+        let mut total = [0f32; 2];
+        for (name, n, k) in shapes {
+            for (i, f16_out) in [false, true].into_iter().enumerate() {
+                let ms = self.time_ms(3, 20, || {
+                    if f16_out {
+                        b.gemm_f16(false, x.ptr, w.ptr, y.ptr, t, n, k, n)
+                    } else {
+                        b.gemm(false, x.ptr, w.ptr, y.ptr, t, n, k, n)
+                    }
+                })?;
+                total[i] += ms;
+                out.push((
+                    format!(
+                        "cuBLAS {name} {t}x{k}x{n} {} out ({:.0} TFLOP/s)",
+                        if f16_out { "f16" } else { "f32" },
+                        2.0 * (t * k * n) as f64 / (ms as f64 * 1e-3) / 1e12
+                    ),
+                    ms,
+                ));
+            }
+        }
+        for (i, what) in ["f32", "f16"].into_iter().enumerate() {
+            out.push((
+                format!("cuBLAS one 13B layer's products, {what} out (x40 for the model)"),
+                total[i],
             ));
         }
         Ok(out)

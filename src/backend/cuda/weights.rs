@@ -11,6 +11,7 @@
 //! The host-side repacking is plain Rust (unit-tested on the CPU against the reference product).
 
 use super::device::{DevBuf, Gpu};
+use super::ffi::CUdeviceptr;
 use crate::backend::cpu::pool::{parallel_for, SharedMut};
 use crate::error::Result;
 use crate::weights::{DenseData, GptqMatrix, HostWeights, Linear};
@@ -281,6 +282,18 @@ impl DevMat {
     }
 }
 
+impl Member {
+    /// The member's 4-bit matrix (an internal error for a dense one).
+    pub fn q4(&self) -> Result<&Q4Dev> {
+        match &self.mat {
+            DevMat::Q4(q) => Ok(q),
+            DevMat::F16(_) => Err(crate::Error::internal(
+                "a dense matrix where a 4-bit one was planned",
+            )),
+        }
+    }
+}
+
 /// One member of a [`LinearGroup`]: a matrix and its first output column in the group.
 pub struct Member {
     pub mat: DevMat,
@@ -544,22 +557,59 @@ pub struct DevWeights {
     /// [vocab, hidden] f16; `None` when tied to `embed`.
     pub lm_head: Option<DevBuf>,
     pub final_norm: DevBuf,
-    /// [head_dim / 2] f32
-    pub inv_freq: DevBuf,
+    /// The RoPE table f32 `[rope_positions, head_dim / 2, 2]` (see [`rope_table`]).
+    pub rope: DevBuf,
+    /// Rows of `rope`: the model's `max_position_embeddings` (the backend refuses later positions).
+    pub rope_positions: usize,
     pub layers: Vec<DevLayer>,
+}
+
+/// A RoPE table on the device, as `qkv_rope` reads it.
+#[derive(Clone, Copy, Debug)]
+pub struct RopeTable {
+    /// f32 `[positions, head_dim / 2, 2]`
+    pub ptr: CUdeviceptr,
+    pub positions: usize,
+}
+
+/// The RoPE table for positions `0..positions`: f32 `[positions, head_dim / 2, 2]`, the (cos, sin)
+/// of position p and pair j at `(p * head_dim / 2 + j) * 2`, computed as the CPU backend's
+/// `ops::rope` does (and transformers): the f32 angle `f32(p) * inv_freq[j]`, cos and sin in f64,
+/// rounded to f32.
+pub fn rope_table(head_dim: usize, theta: f32, positions: usize) -> Vec<f32> {
+    let inv = crate::backend::cpu::ops::rope_inv_freq(head_dim, theta);
+    let half = inv.len();
+    let mut tab = vec![0f32; positions * half * 2];
+    let out = SharedMut(tab.as_mut_ptr());
+    parallel_for(positions, positions * half * 32, |range| {
+        for p in range {
+            for (j, &f) in inv.iter().enumerate() {
+                let a = (p as f32 * f) as f64;
+                let i = (p * half + j) * 2;
+                // SAFETY: row p belongs to this range alone; i + 1 < positions * half * 2.
+                unsafe {
+                    out.write(i, a.cos() as f32);
+                    out.write(i + 1, a.sin() as f32);
+                }
+            }
+        }
+    });
+    tab
 }
 
 impl DevWeights {
     pub fn upload(gpu: &Arc<Gpu>, host: &HostWeights) -> Result<DevWeights> {
         let c = &host.config;
-        let inv = crate::backend::cpu::ops::rope_inv_freq(c.head_dim(), c.rope_theta);
+        let rope_positions = c.max_position_embeddings;
+        let tab = rope_table(c.head_dim(), c.rope_theta, rope_positions);
         let embed = gpu.upload(&host.embed, "the token embeddings")?;
         let lm_head = match &host.lm_head {
             Some(l) => Some(gpu.upload(l, "the lm_head")?),
             None => None,
         };
         let final_norm = gpu.upload(&host.final_norm, "the final norm")?;
-        let inv_freq = gpu.upload(&inv, "RoPE frequencies")?;
+        let rope = gpu.upload(&tab, "the RoPE table")?;
+        drop(tab);
         let mut layers = Vec::with_capacity(host.layers.len());
         for (i, l) in host.layers.iter().enumerate() {
             let what = format!("layer {i}");
@@ -576,9 +626,18 @@ impl DevWeights {
             embed,
             lm_head,
             final_norm,
-            inv_freq,
+            rope,
+            rope_positions,
             layers,
         })
+    }
+
+    /// The RoPE table for `qkv_rope`.
+    pub fn rope_table(&self) -> RopeTable {
+        RopeTable {
+            ptr: self.rope.ptr,
+            positions: self.rope_positions,
+        }
     }
 
     pub fn lm_head(&self) -> &DevBuf {
