@@ -1165,15 +1165,40 @@ fn fused_host() -> HostWeights {
 #[test]
 #[ignore = "needs a CUDA GPU: run on the device with --ignored"]
 fn model_fused_decode_matches_cpu() {
+    use wv::backend::cuda::kernels::Fusion;
     let host = fused_host();
-    let gpu = wv::backend::cuda::new_backend(&host, 0).unwrap();
+    let mut cuda = wv::backend::cuda::CudaBackend::new(&host, 0).unwrap();
     let cpu: Box<dyn wv::backend::Backend> =
         Box::new(wv::backend::cpu::CpuBackend::new(Arc::new(host.clone())));
     let mut rng = Rng::new(3);
     let prompt: Vec<u32> = (0..300)
         .map(|_| 3 + (rng.next_u64() % 190) as u32)
         .collect();
-    for (n_prompt, ctx) in [(3usize, 64usize), (300, 1024)] {
+    let mut runs = Vec::new();
+    let settings = [
+        (true, true, true),
+        (true, false, false),
+        (false, true, true),
+        (true, true, false),
+    ];
+    for (attn, silu, norm) in settings {
+        for (n_prompt, ctx) in [(3usize, 64usize), (300, 1024)] {
+            let min_chunks = 0;
+            runs.push((
+                Fusion {
+                    attn,
+                    silu,
+                    norm,
+                    min_chunks,
+                },
+                n_prompt,
+                ctx,
+            ));
+        }
+    }
+    for (fusion, n_prompt, ctx) in runs {
+        cuda.set_fusion(fusion);
+        let gpu: &dyn wv::backend::Backend = &cuda;
         let mut sg = gpu.new_state(ctx).unwrap();
         let mut sc = cpu.new_state(ctx).unwrap();
         let (mut lg, mut lc) = (Vec::new(), Vec::new());
@@ -1196,9 +1221,10 @@ fn model_fused_decode_matches_cpu() {
             worst = worst.max(e);
             next = argmax(&lc);
         }
-        eprintln!(
-            "fused decode after {n_prompt} tokens (context {ctx}): worst rel L2 vs CPU {worst:.2e}"
+        eprintln!("fused decode {fusion:?} after {n_prompt} tokens (context {ctx}): worst rel L2 vs CPU {worst:.2e}");
+        assert!(
+            worst < 1e-2,
+            "fused decode {fusion:?} after {n_prompt}: {worst}"
         );
-        assert!(worst < 1e-2, "fused decode after {n_prompt}: {worst}");
     }
 }

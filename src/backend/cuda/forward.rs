@@ -327,15 +327,22 @@ pub fn enqueue(
     k.embed(gpu, tokens, w.embed.ptr, sc.x.ptr, t, h)?;
     let deq = sc.deq.as_ref().map(|d| (d, sc.deq_elems));
     let mut prev: Option<(Partials, CUdeviceptr)> = None;
-    let mut fused_prev = false;
+    // The residual stream is complete and sc.ss holds its per-tile sums of squares (the last
+    // product had a residual epilogue).
+    let mut ss_valid = false;
     let (p_arg, att) = match pos {
         Pos::Host(p) => ((p, 0), plan_attention(p + t, t, sc.att_slots)),
         Pos::Device { ptr, chunk, nch } => ((0, ptr), (chunk, nch)),
     };
     for (li, l) in w.layers.iter().enumerate() {
-        // Decode with the layer's products fusable: 6 launches instead of 12 (see below).
-        let fused = t == 1 && k.fuse && fusable(c, l, att.1);
-        let p = if fused && fused_prev {
+        // Decode may fuse the layer's steps into its products (see kernels/gemv.cu and
+        // `Fusion`): the attention combine into o, SiLU · up into down, the residual adds into
+        // o's and down's last blocks, the RMSNorms into q|k|v's and gate|up's prologues.
+        let can = t == 1 && k.fusion.active(att.1) && fusable(c, l, att.1);
+        let fuse_attn = can && k.fusion.attn;
+        let fuse_silu = can && k.fusion.silu;
+        let fuse_norm = can && k.fusion.norm;
+        let p = if fuse_norm && ss_valid {
             // The previous layer left x complete and its per-tile sums of squares in sc.ss.
             let q = l.qkv.members[0].q4()?;
             k.gemv_q4l_fused(
@@ -397,24 +404,22 @@ pub fn enqueue(
             kc,
             vc,
             (sc.att_o.ptr, sc.att_ml.ptr),
-            if fused { 0 } else { sc.xh.ptr },
+            if fuse_attn { 0 } else { sc.xh.ptr },
             p_arg,
             t,
             dims,
             att,
         )?;
-        if fused {
-            // o: the attention combine in its prologue, the residual add after; gate|up: the
-            // post-attention RMSNorm in its prologue; down: SiLU · up before, the residual add
-            // (and the next norm's sums of squares) after.
-            let counters = sc.counters.ptr;
-            let res = |g: &LinearGroup| Epilogue::Residual {
-                counters,
-                x: sc.x.ptr,
-                bias: g.bias.as_ref().map_or(0, |b| b.ptr),
-                ss: sc.ss.ptr,
-            };
-            let (o, gu, dn) = (&l.o, &l.gate_up, &l.down);
+        let counters = sc.counters.ptr;
+        let residual = |g: &LinearGroup| Epilogue::Residual {
+            counters,
+            x: sc.x.ptr,
+            bias: g.bias.as_ref().map_or(0, |b| b.ptr),
+            ss: sc.ss.ptr,
+        };
+        let (o, gu, dn) = (&l.o, &l.gate_up, &l.down);
+        if fuse_attn {
+            // o: the attention combine in its prologue, the residual add after.
             let pro = Prologue::Attention {
                 po: sc.att_o.ptr,
                 pml: sc.att_ml.ptr,
@@ -422,78 +427,103 @@ pub fn enqueue(
                 nh: dims.0,
             };
             let m = &o.members[0];
+            let q = m.q4()?;
             k.gemv_q4l_fused(
                 gpu,
-                m.q4()?,
+                q,
                 sc.part.ptr,
                 o.s_decode,
                 m.per_block,
                 o.n_total,
                 pro,
-                res(o),
+                residual(o),
             )?;
-            let pro = Prologue::Norm {
-                x: sc.x.ptr,
-                w: l.post_norm.ptr,
-                ss: sc.ss.ptr,
-                tiles: h.div_ceil(128),
-                eps,
-            };
-            let m = &gu.members[0];
-            k.gemv_q4l_fused(
+            if fuse_norm {
+                let pro = Prologue::Norm {
+                    x: sc.x.ptr,
+                    w: l.post_norm.ptr,
+                    ss: sc.ss.ptr,
+                    tiles: h.div_ceil(128),
+                    eps,
+                };
+                let m = &gu.members[0];
+                let q = m.q4()?;
+                k.gemv_q4l_fused(
+                    gpu,
+                    q,
+                    sc.part.ptr,
+                    gu.s_decode,
+                    m.per_block,
+                    gu.n_total,
+                    pro,
+                    Epilogue::None,
+                )?;
+            } else {
+                k.residual_rmsnorm(
+                    gpu,
+                    sc.x.ptr,
+                    None,
+                    0,
+                    l.post_norm.ptr,
+                    eps,
+                    sc.xh.ptr,
+                    h,
+                    0,
+                    t,
+                )?;
+                ops.linear(gu, sc.xh.ptr, t, sc.part.ptr, deq)?;
+            }
+        } else {
+            let p = ops.linear(o, sc.xh.ptr, t, sc.part.ptr, deq)?;
+            let bias = o.bias.as_ref().map_or(0, |b| b.ptr);
+            k.residual_rmsnorm(
                 gpu,
-                m.q4()?,
-                sc.part.ptr,
-                gu.s_decode,
-                m.per_block,
-                gu.n_total,
-                pro,
-                Epilogue::None,
+                sc.x.ptr,
+                Some(p),
+                bias,
+                l.post_norm.ptr,
+                eps,
+                sc.xh.ptr,
+                h,
+                0,
+                t,
             )?;
+            ops.linear(gu, sc.xh.ptr, t, sc.part.ptr, deq)?;
+        }
+        let gu_out = Partials {
+            ptr: sc.part.ptr,
+            s: if t == 1 { gu.s_decode } else { 1 },
+            sstride: if t == 1 { gu.n_total } else { t * gu.n_total },
+            ld: gu.n_total,
+        };
+        let gu_bias = gu.bias.as_ref().map_or(0, |b| b.ptr);
+        if fuse_silu {
+            // down: SiLU · up in its prologue, the residual add (and the next norm's sums of
+            // squares) after; its slabs go to part2 while its prologue reads gate|up's in part.
             let pro = Prologue::Silu {
-                part: Partials {
-                    ptr: sc.part.ptr,
-                    s: gu.s_decode,
-                    sstride: gu.n_total,
-                    ld: gu.n_total,
-                },
-                bias: gu.bias.as_ref().map_or(0, |b| b.ptr),
+                part: gu_out,
+                bias: gu_bias,
             };
             let m = &dn.members[0];
+            let q = m.q4()?;
             k.gemv_q4l_fused(
                 gpu,
-                m.q4()?,
+                q,
                 sc.part2.ptr,
                 dn.s_decode,
                 m.per_block,
                 dn.n_total,
                 pro,
-                res(dn),
+                residual(dn),
             )?;
             prev = None;
-            fused_prev = true;
-            continue;
+            ss_valid = true;
+        } else {
+            k.silu_mul(gpu, gu_out, gu_bias, sc.xh.ptr, c.intermediate_size, t)?;
+            let p = ops.linear(dn, sc.xh.ptr, t, sc.part.ptr, deq)?;
+            prev = Some((p, dn.bias.as_ref().map_or(0, |b| b.ptr)));
+            ss_valid = false;
         }
-        fused_prev = false;
-        let p = ops.linear(&l.o, sc.xh.ptr, t, sc.part.ptr, deq)?;
-        let bias = l.o.bias.as_ref().map_or(0, |b| b.ptr);
-        k.residual_rmsnorm(
-            gpu,
-            sc.x.ptr,
-            Some(p),
-            bias,
-            l.post_norm.ptr,
-            eps,
-            sc.xh.ptr,
-            h,
-            0,
-            t,
-        )?;
-        let p = ops.linear(&l.gate_up, sc.xh.ptr, t, sc.part.ptr, deq)?;
-        let bias = l.gate_up.bias.as_ref().map_or(0, |b| b.ptr);
-        k.silu_mul(gpu, p, bias, sc.xh.ptr, c.intermediate_size, t)?;
-        let p = ops.linear(&l.down, sc.xh.ptr, t, sc.part.ptr, deq)?;
-        prev = Some((p, l.down.bias.as_ref().map_or(0, |b| b.ptr)));
     }
     if logit_rows == 0 {
         return Ok(());

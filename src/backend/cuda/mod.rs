@@ -71,6 +71,15 @@ fn check_config(c: &ModelConfig) -> Result<()> {
 }
 
 impl CudaBackend {
+    /// Choose which decode steps are fused (tests compare the settings in one process; the
+    /// default comes from `WV_CUDA_FUSE`). Drops the captured decode steps.
+    pub fn set_fusion(&mut self, f: kernels::Fusion) {
+        self.kernels.fusion = f;
+        if let Some(sc) = self.scratch.get_mut().as_mut() {
+            sc.graphs.clear();
+        }
+    }
+
     pub fn new(host: &HostWeights, ordinal: usize) -> Result<CudaBackend> {
         let c = &host.config;
         check_config(c)?;
