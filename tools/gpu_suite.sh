@@ -11,8 +11,8 @@
 #
 # Fixtures: tests/fixtures/models, else .dev/fixtures (made here with
 # `python3 tools/make_fixtures.py --no-torch --out .dev/fixtures` when neither exists).
-# The bench phase also runs the short bench and the kernel timings with WV_CUDA_GEMV=1 (the older
-# gemv_q4) for an A/B in the same run.
+# The bench phase also runs A/Bs in the same run: the short bench with WV_CUDA_GEMV=wide (the
+# previous decode GEMV), graphs off and PDL off, and 1,500 tokens without decode fusion.
 # Env: OUT (logs; default ./gpu-out), SKIP_TESTS=1, SKIP_SANITIZER=1, SKIP_BENCH=1,
 #      BENCH_LAYERS (default 40), BENCH_DIR (default /tmp/wv-bench-13b).
 # Each phase logs to $LOGS/NAME.log; at the end they are gathered into four files in $OUT
@@ -70,8 +70,9 @@ if [ -z "${SKIP_BENCH:-}" ]; then
     phase bench-512 90 "$BIN/wv" bench --model "$BD" --prompt-tokens 512 --gen-tokens 64 --device cuda
     phase bench-1500 90 "$BIN/wv" bench --model "$BD" --prompt-tokens 1500 --gen-tokens 64 --device cuda
     phase bench-nograph 90 env WV_CUDA_GRAPH=0 "$BIN/wv" bench --model "$BD" --prompt-tokens 32 --gen-tokens 64 --device cuda
-    phase bench-oldgemv 90 env WV_CUDA_GEMV=1 "$BIN/wv" bench --model "$BD" --prompt-tokens 32 --gen-tokens 64 --device cuda
-    phase kernels-oldgemv 60 env WV_CUDA_GEMV=1 "$BIN/gpu" --ignored --nocapture bench_kernels
+    phase bench-wide 90 env WV_CUDA_GEMV=wide "$BIN/wv" bench --model "$BD" --prompt-tokens 32 --gen-tokens 64 --device cuda
+    phase bench-nofuse 90 env WV_CUDA_FUSE=0 "$BIN/wv" bench --model "$BD" --prompt-tokens 1500 --gen-tokens 64 --device cuda
+    phase kernels 100 "$BIN/gpu" --ignored --nocapture bench_kernels
     phase bench-nopdl 90 env WV_CUDA_PDL=0 "$BIN/wv" bench --model "$BD" --prompt-tokens 32 --gen-tokens 64 --device cuda
     unset WV_LOG
 fi
@@ -85,7 +86,7 @@ fi
 # Gather the logs into at most four files (the device returns few files).
 cat "$LOGS"/env.log "$LOGS"/tests.log "$LOGS"/tests-plain.log "$LOGS"/cli.log >"$OUT/tests.log" 2>/dev/null
 cat "$LOGS"/sanitizer.log >"$OUT/sanitizer.log" 2>/dev/null
-for f in make-ckpt bench-short bench-512 bench-1500 bench-nograph bench-oldgemv kernels-oldgemv bench-nopdl; do
+for f in make-ckpt bench-short bench-512 bench-1500 bench-nograph bench-wide bench-nofuse kernels bench-nopdl; do
     [ -f "$LOGS/$f.log" ] && { echo "=== $f"; cat "$LOGS/$f.log"; }
 done >"$OUT/bench.log" 2>/dev/null
 {
@@ -101,8 +102,8 @@ if [ -f "$LOGS/tests.log" ]; then
     echo "--- measurements"
     grep -oE 'BENCH.*|^fixture.*|^1100-token.*|^kjv-tiny.*|^attention t=.*|^linear .* t=1 default.*' "$LOGS/tests.log" | head -60
 fi
-[ -f "$LOGS/kernels-oldgemv.log" ] && { echo "--- kernels with WV_CUDA_GEMV=1 (gemv_q4)"; grep -oE 'BENCH gemv.*|BENCH one.*' "$LOGS/kernels-oldgemv.log"; }
-for f in bench-short bench-512 bench-1500 bench-nograph bench-oldgemv bench-nopdl; do
+[ -f "$LOGS/kernels.log" ] && { echo "--- kernels"; grep -oE 'BENCH .*' "$LOGS/kernels.log"; }
+for f in bench-short bench-512 bench-1500 bench-nograph bench-wide bench-nofuse bench-nopdl; do
     [ -f "$LOGS/$f.log" ] || continue
     python3 - "$LOGS/$f.log" "$f" <<'EOF'
 import json, re, sys
@@ -112,7 +113,9 @@ if not m:
     print(sys.argv[2], "no JSON:", text[-600:])
     sys.exit()
 r = json.loads(m.group(0))
-print(f"{sys.argv[2]:11s} load {r['load_seconds']:.1f}s prefill {r['prompt_tokens']} tok {r['prefill_tokens_per_s']:.0f} tok/s "
+cold = r.get('cold_prefill_seconds')
+cold = f" (cold {r['prompt_tokens'] / cold:.0f})" if cold else ""
+print(f"{sys.argv[2]:12s} load {r['load_seconds']:.1f}s prefill {r['prompt_tokens']} tok {r['prefill_tokens_per_s']:.0f}{cold} tok/s "
       f"ttft {r['time_to_first_token_ms']:.1f} ms decode {r['decode_tokens_per_s']:.1f} tok/s "
       f"({r['decode_ms_per_token']:.2f} ms, {r['decode_bytes_per_s']/1e9:.0f} GB/s) peak dev {(r.get('peak_device_bytes') or 0)/2**30:.2f} GiB "
       f"weights {r['weight_bytes']/2**30:.2f} GiB")
