@@ -38,10 +38,10 @@
 //   half per row) before one conversion to f32, and the scale is applied once per batch. So that
 //   those f16 sums cannot overflow, x is scaled by a power of two when its largest magnitude in
 //   the block's slice exceeds 32768 / (60 * WV_GEMV_ACC), and the result scaled back (exact).
-//   Loads are software-pipelined without extra registers: as soon as word i of the current batch
-//   is used, row i of the warp's next batch is requested into the same registers, so eight
-//   16-byte loads per thread stay in flight. Dynamic shared memory: gpb*gs*2 bytes (the x slice,
-//   zero-padded to whole batches); static 4 KiB + 32 B.
+//   Weights stream through a per-warp shared-memory ring of WV_GEMV_RING batches filled by
+//   cp.async (see below; WV_GEMV_RING = 0: through registers, row i of the next batch requested
+//   as soon as row i of this one is used). Dynamic shared memory: WV_GEMV_RING * 32 KiB (the
+//   ring), then gpb*gs*2 bytes (the x slice, zero-padded to whole batches); static 4 KiB + 32 B.
 //   Fused decode variants (same product; forward.rs uses them when a layer allows): the x slice
 //   is made in the prologue instead of read — gemv_q4l_norm: RMSNorm of the f32 residual stream
 //   from the per-tile sums of squares a residual epilogue left; gemv_q4l_attn_resid: the decode
@@ -300,6 +300,31 @@ __device__ __forceinline__ u32 dot8_lean(u32 w, uint4 xv, u32 zl, u32 zh, u32 a)
     return a;
 }
 
+// WV_GEMV_RING = n > 0 (the library passes 2; WV_CUDA_GEMV_RING chooses): gemv_q4l streams its
+// weights through a per-warp ring of n batches in shared memory by cp.async — each thread
+// copies, and later reads back, its own 16 bytes of each row, so no barrier is needed — instead
+// of registers, whose loads ptxas issues at the end of the previous batch (exposing their
+// latency) whatever the source order. The host adds GEMVL_RING_BYTES (n * 32 KiB) of dynamic
+// shared memory before the x slice. With n = 0 the register path is compiled.
+#ifndef WV_GEMV_RING
+#define WV_GEMV_RING 0
+#endif
+#define GEMVL_RING_BYTES (WV_GEMV_RING * 8 * 8 * 32 * 16)
+
+__device__ __forceinline__ u32 smem_addr(const void* p) {
+    u32 a;
+    asm("{ .reg .u64 t; cvta.to.shared.u64 t, %1; cvt.u32.u64 %0, t; }" : "=r"(a) : "l"(p));
+    return a;
+}
+__device__ __forceinline__ void cp_async16(u32 dst, const void* src) {
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(dst), "l"(src) : "memory");
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;" ::: "memory"); }
+template <int N>
+__device__ __forceinline__ void cp_async_wait() {
+    asm volatile("cp.async.wait_group %0;" ::"n"(N) : "memory");
+}
+
 // What the fused decode variants of gemv_q4l compute before and after the product.
 enum { PRO_X = 0, PRO_NORM = 1, PRO_SILU = 2, PRO_ATTN = 3 };
 enum { EPI_NONE = 0, EPI_RESID = 1 };
@@ -319,7 +344,9 @@ template <int PRO, int EPI>
 __device__ __forceinline__ void gemv_q4l_body(GEMVL_PARAMS)
 {
 
-    extern __shared__ __align__(16) f16 xs[];
+    // Dynamic shared memory: [the weight ring, when WV_GEMV_RING > 0] [the x slice] [...].
+    extern __shared__ __align__(16) unsigned char gemvl_smem[];
+    f16* xs = reinterpret_cast<f16*>(gemvl_smem + GEMVL_RING_BYTES);
     __shared__ __align__(16) float red[8 * 128];
     const int g0 = blockIdx.y * gpb;
     const int g1 = min(G, g0 + gpb);
@@ -333,7 +360,13 @@ __device__ __forceinline__ void gemv_q4l_body(GEMVL_PARAMS)
     const bool active = n < N && b0 < b1;
     const int N4 = N >> 2;
     const uint4* __restrict__ qv = reinterpret_cast<const uint4*>(qw) + (n >> 2);
+#if WV_GEMV_RING == 0
     uint4 w[8];
+#else
+    // This thread's 16 bytes of each row of the warp's ring of WV_GEMV_RING batches.
+    uint4* ring = reinterpret_cast<uint4*>(gemvl_smem) + (size_t)warp * WV_GEMV_RING * 8 * 32 + lane;
+    const u32 ring_s = smem_addr(ring);
+#endif
     uint2 sv = make_uint2(0u, 0u);
     u32 zv = 0u;
     // The warp's first batch, its scales and zeros before waiting for the previous kernel
@@ -349,9 +382,23 @@ __device__ __forceinline__ void gemv_q4l_body(GEMVL_PARAMS)
     if (active) {
         sv = __ldg(reinterpret_cast<const uint2*>(scales + (size_t)g * N + n));
         zv = __ldg(reinterpret_cast<const u32*>(zeros + (size_t)g * N + n));
+#if WV_GEMV_RING == 0
 #pragma unroll
         for (int i = 0; i < 8; ++i, off += rowb) w[i] = __ldg(reinterpret_cast<const uint4*>(qb + off));
+#endif
     }
+#if WV_GEMV_RING > 0
+    // The first WV_GEMV_RING - 1 batches into the ring, one commit group each (empty groups
+    // past the warp's last batch keep the count uniform).
+#pragma unroll
+    for (int j = 0; j < WV_GEMV_RING - 1; ++j) {
+        if (active && b0 + j < b1) {
+#pragma unroll
+            for (int i = 0; i < 8; ++i) cp_async16(ring_s + ((j * 8 + i) * 32) * 16, qb + off + (size_t)(8 * j + i) * rowb);
+        }
+        cp_async_commit();
+    }
+#endif
     pdl_wait();
     // The x slice, zero-padded to whole batches: x itself, or made from the previous kernels'
     // outputs (the fused variants below).
@@ -425,6 +472,21 @@ __device__ __forceinline__ void gemv_q4l_body(GEMVL_PARAMS)
         const uint4* __restrict__ xb = reinterpret_cast<const uint4*>(xs) + 8 * b0;
         for (int b = b0; b < b1; ++b, xb += 8) {
             const bool more = b + 1 < b1;
+#if WV_GEMV_RING > 0
+            // Batch b + RING - 1 into the slot batch b - 1 used; then wait for batch b's group.
+            {
+                const int bn = b + WV_GEMV_RING - 1;
+                if (bn < b1) {
+                    const int sl = (bn - b0) % WV_GEMV_RING;
+                    const char* src = qb + off + (size_t)(WV_GEMV_RING - 1) * 8 * rowb;
+#pragma unroll
+                    for (int i = 0; i < 8; ++i) cp_async16(ring_s + ((sl * 8 + i) * 32) * 16, src + (size_t)i * rowb);
+                }
+                cp_async_commit();
+                cp_async_wait<WV_GEMV_RING - 1>();
+            }
+            const uint4* slot = ring + ((b - b0) % WV_GEMV_RING) * 8 * 32;
+#endif
             // The next batch's scales and zeros, in flight with its weights.
             if (--left == 0) {
                 ++g;
@@ -449,12 +511,19 @@ __device__ __forceinline__ void gemv_q4l_body(GEMVL_PARAMS)
 #pragma unroll
             for (int i = 0; i < 8; ++i) {
                 const uint4 xv = xb[i];
-                h[0] = dot8_lean(w[i].x, xv, zl[0], zh[0], h[0]);
-                h[1] = dot8_lean(w[i].y, xv, zl[1], zh[1], h[1]);
-                h[2] = dot8_lean(w[i].z, xv, zl[2], zh[2], h[2]);
-                h[3] = dot8_lean(w[i].w, xv, zl[3], zh[3], h[3]);
+#if WV_GEMV_RING == 0
+                const uint4 wi = w[i];
+#else
+                const uint4 wi = slot[i * 32];
+#endif
+                h[0] = dot8_lean(wi.x, xv, zl[0], zh[0], h[0]);
+                h[1] = dot8_lean(wi.y, xv, zl[1], zh[1], h[1]);
+                h[2] = dot8_lean(wi.z, xv, zl[2], zh[2], h[2]);
+                h[3] = dot8_lean(wi.w, xv, zl[3], zh[3], h[3]);
+#if WV_GEMV_RING == 0
                 // Row i of the next batch into the registers just used.
                 if (more) w[i] = __ldg(reinterpret_cast<const uint4*>(qb + off + i * rowb));
+#endif
                 if ((i + 1) % WV_GEMV_ACC == 0) {
 #pragma unroll
                     for (int c = 0; c < 4; ++c) {

@@ -515,6 +515,24 @@ impl Gpu {
         self.sync()
     }
 
+    /// Let `f` launch with up to `bytes` of dynamic shared memory (above the default 48 KiB).
+    pub fn allow_smem(&self, f: &Kernel, bytes: usize) -> Result<()> {
+        // SAFETY: a function of a loaded module; the attribute takes a byte count.
+        self.check(
+            unsafe {
+                (self.drv.cuFuncSetAttribute)(
+                    f.func,
+                    ffi::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+                    bytes as i32,
+                )
+            },
+            &format!(
+                "cuFuncSetAttribute({}, max dynamic shared memory {bytes})",
+                f.name
+            ),
+        )
+    }
+
     /// A pair of events for timing (tests and benchmarks).
     pub fn event(&self) -> Result<Event<'_>> {
         let mut e = std::ptr::null_mut();

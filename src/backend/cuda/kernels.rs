@@ -17,6 +17,8 @@ pub struct Kernels {
     gemv_q4l_norm: Kernel,
     /// Which decode steps are fused into the products (see [`Fusion`]).
     pub fusion: Fusion,
+    /// `gemv_q4l`'s shared-memory weight ring, in batches (0: none).
+    ring: usize,
     gemv_q4l_attn_resid: Kernel,
     gemv_q4l_silu_resid: Kernel,
     gemv_f16: Kernel,
@@ -127,6 +129,32 @@ pub enum Epilogue {
     },
 }
 
+/// Batches in `gemv_q4l`'s per-warp shared-memory weight ring (`WV_CUDA_GEMV_RING`; 0 = the
+/// weights go through registers). Default 2: on an H100 the ring streams a large matrix at 80%
+/// of copy bandwidth against 69% through registers (ptxas issues register loads late), and
+/// decodes 241 against 232 tokens/s; 3 batches (2 blocks per SM) measured slower.
+pub fn gemv_ring() -> usize {
+    std::env::var("WV_CUDA_GEMV_RING")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+        .filter(|&r| r <= 4)
+        .unwrap_or(2)
+}
+
+/// Bytes of `gemv_q4l`'s weight ring (8 warps x 8 rows x 32 lanes x 16 bytes per batch).
+fn ring_bytes(ring: usize) -> usize {
+    ring * 8 * 8 * 32 * 16
+}
+
+/// The most dynamic shared memory a `gemv_q4l` block may ask for with a ring of `ring`
+/// batches: the ring, the largest x slice and the attention prologue's weights.
+pub fn gemv_smem_need(ring: usize) -> usize {
+    if ring == 0 {
+        return 0;
+    }
+    ring_bytes(ring) + MAX_X_SLICE * 2 + 16 * 1024
+}
+
 /// A sublayer's output as S partial slabs: element (s, t, n) at `ptr + 4*(s*sstride + t*ld + n)`.
 #[derive(Clone, Copy, Debug)]
 pub struct Partials {
@@ -158,7 +186,7 @@ fn aligned(ptrs: &[(CUdeviceptr, u64)]) -> bool {
 impl Kernels {
     pub fn load(gpu: &Arc<Gpu>) -> Result<Kernels> {
         let m = Modules::load(gpu)?;
-        Ok(Kernels {
+        let k = Kernels {
             gemv_q4: m.get("gemv.cu", "gemv_q4")?,
             gemv_q4w: m.get("gemv.cu", "gemv_q4w")?,
             gemv_q4l: m.get("gemv.cu", "gemv_q4l")?,
@@ -185,10 +213,25 @@ impl Kernels {
             attn_prefill_tc_128: m.get("attention.cu", "attn_prefill_tc_128")?,
             attn_tc: std::env::var("WV_CUDA_ATTN_TC").map_or(true, |v| v != "0"),
             fusion: Fusion::from_env(),
+            ring: m.ring,
             argmax: m.get("sample.cu", "argmax_f32")?,
             penalty: m.get("sample.cu", "repetition_penalty")?,
             _modules: m,
-        })
+        };
+        if k.ring > 0 {
+            // The ring plus the largest x slice and attention weights need the opt-in limit
+            // (Modules::load compiled without the ring where the GPU's limit is smaller).
+            let want = gemv_smem_need(k.ring);
+            for f in [
+                &k.gemv_q4l,
+                &k.gemv_q4l_norm,
+                &k.gemv_q4l_attn_resid,
+                &k.gemv_q4l_silu_resid,
+            ] {
+                gpu.allow_smem(f, want)?;
+            }
+        }
+        Ok(k)
     }
 
     /// `out[s*ldo + n] = Σ_{k in slab s} x[k] W[k, n]` (decode, one token).
@@ -204,7 +247,7 @@ impl Kernels {
         ldo: usize,
         kind: GemvKind,
     ) -> Result<()> {
-        let smem = gpb.min(q.groups) * q.gs * 2;
+        let mut smem = gpb.min(q.groups) * q.gs * 2;
         debug_assert!(smem <= MAX_X_SLICE * 2);
         let mut a = Args::new();
         a.ptr(q.qw.ptr)
@@ -227,6 +270,7 @@ impl Kernels {
                 // No prologue or epilogue inputs (see gemv_q4l_fused).
                 a.ptr(0).ptr(0).ptr(0).i32(0).i32(0).i64(0).f32(0.0);
                 a.ptr(0).ptr(0).ptr(0).ptr(0);
+                smem += ring_bytes(self.ring);
                 (&self.gemv_q4l, 128, 256)
             }
             GemvKind::Wide => {
@@ -319,8 +363,14 @@ impl Kernels {
                 ss,
             } => a.ptr(counters).ptr(x).ptr(bias).ptr(ss),
         };
-        if smem > 48 * 1024 {
-            return Err(Error::internal("fused GEMV shared memory over 48 KiB"));
+        smem += ring_bytes(self.ring);
+        let limit = if self.ring > 0 {
+            gpu.max_smem_optin
+        } else {
+            48 * 1024
+        };
+        if smem > limit {
+            return Err(Error::internal("fused GEMV shared memory over the limit"));
         }
         // SAFETY: as gemv_q4 for the product; the prologue and epilogue pointers are the live
         // scratch buffers the enum variants name, of the sizes their docs give; counters holds

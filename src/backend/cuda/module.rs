@@ -53,6 +53,8 @@ pub struct Target {
     /// e.g. 90
     pub arch: i32,
     pub cubin: bool,
+    /// Batches in `gemv_q4l`'s shared-memory weight ring (`-DWV_GEMV_RING`; 0: registers).
+    pub ring: usize,
 }
 
 impl Target {
@@ -80,6 +82,7 @@ impl Target {
                 nvrtc_version: (maj, min),
                 arch: want,
                 cubin: has_cubin,
+                ring: super::kernels::gemv_ring(),
             });
         }
         let newest = *archs.iter().max().unwrap_or(&want);
@@ -89,6 +92,7 @@ impl Target {
                 nvrtc_version: (maj, min),
                 arch: newest,
                 cubin: false,
+                ring: super::kernels::gemv_ring(),
             });
         }
         Err(Error::device(format!(
@@ -116,6 +120,8 @@ impl Target {
                 o.push(format!("-DWV_GEMV_MINB={n}"));
             }
         }
+        // gemv_q4l's shared-memory weight ring (the launcher sizes its shared memory to match).
+        o.push(format!("-DWV_GEMV_RING={}", self.ring));
         // Extra preprocessor definitions for experiments, e.g. WV_CUDA_DEFINES="WV_GEMV_ACC=8
         // WV_GEMVL_MINB=4" (names and values of letters, digits and '_' only).
         if let Ok(defs) = std::env::var("WV_CUDA_DEFINES") {
@@ -283,6 +289,8 @@ fn image_for(nv: &Nvrtc, name: &str, src: &str, t: &Target, refresh: bool) -> Re
 pub struct Modules {
     mods: Vec<(&'static str, CUmodule)>,
     gpu: Arc<Gpu>,
+    /// The `gemv_q4l` weight ring the modules were compiled with (batches; 0: none).
+    pub ring: usize,
 }
 
 // SAFETY: module handles are usable from any thread with the context current.
@@ -304,7 +312,11 @@ impl Modules {
     /// Compile (or read from the cache) and load every module.
     pub fn load(gpu: &Arc<Gpu>) -> Result<Modules> {
         let nv = ffi::nvrtc().map_err(|e| Error::device(format!("cuda:{}: {e}", gpu.ordinal)))?;
-        let t = Target::for_cc(nv, gpu.cc)?;
+        let mut t = Target::for_cc(nv, gpu.cc)?;
+        // The ring only where the GPU lets a block have it beside the largest x slice.
+        if super::kernels::gemv_smem_need(t.ring) > gpu.max_smem_optin {
+            t.ring = 0;
+        }
         let t0 = std::time::Instant::now();
         // Compile the modules in parallel (NVRTC programs are independent).
         let images: Vec<Result<Image>> = std::thread::scope(|s| {
@@ -322,6 +334,7 @@ impl Modules {
         let mut mods = Modules {
             mods: Vec::new(),
             gpu: gpu.clone(),
+            ring: t.ring,
         };
         gpu.bind()?;
         for ((name, src), img) in SOURCES.iter().zip(images) {
