@@ -11,9 +11,10 @@
 //! multiplies with cuBLAS (or wv's SIMT kernel without cuBLAS), in chunks of at most
 //! [`PREFILL_CHUNK`] tokens.
 
+use super::blas::Blas;
 use super::device::{DevBuf, Gpu, Graph};
 use super::ffi::CUdeviceptr;
-use super::kernels::{Blas, Epilogue, Kernels, Partials, Prologue};
+use super::kernels::{Epilogue, Kernels, Partials, Prologue};
 use super::state::CudaState;
 use super::weights::{DevLayer, DevMat, DevWeights, GemvKind, LinearGroup, Q4Dev};
 use crate::config::ModelConfig;

@@ -4,14 +4,17 @@
 //!   build time; a missing library is a `Device` error naming it, never a panic).
 //! - [`device`]: the context, stream, device memory (freed on drop, counted for the peak) and
 //!   launches. [`module`]: `kernels/*.cu`, compiled by NVRTC for the GPU and cached on disk.
-//! - [`weights`]: upload and repacking; [`kernels`]: launch wrappers and cuBLAS;
+//! - [`weights`]: upload and repacking; [`kernels`]: launch wrappers (and which decode steps
+//!   are fused: [`fusion`]); [`blas`]: cuBLAS for prefill;
 //!   [`forward`]: the pass; [`state`]: a session's f16 KV cache.
 //!
 //! See docs/cuda.md for the design and the measurements.
 
+pub mod blas;
 pub mod device;
 pub mod ffi;
 pub mod forward;
+pub mod fusion;
 pub mod kernels;
 pub mod module;
 pub mod state;
@@ -22,9 +25,10 @@ use super::{Backend, BackendState, DeviceKind, DeviceSampling};
 use crate::config::ModelConfig;
 use crate::error::{Error, Result};
 use crate::weights::HostWeights;
+use blas::Blas;
 use device::{fmt_bytes, Gpu};
 use forward::{Ops, Scratch, PREFILL_CHUNK, SMALL_T};
-use kernels::{Blas, Kernels};
+use kernels::Kernels;
 use parking_lot::Mutex;
 use state::CudaState;
 use std::sync::Arc;

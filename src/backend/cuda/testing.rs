@@ -2,9 +2,10 @@
 //! host inputs, runs one kernel or one product path, and returns the result on the host, so
 //! every op can be compared with the CPU backend's on random inputs.
 
+use super::blas::Blas;
 use super::device::{DevBuf, Gpu};
 use super::forward::{plan_attention, Ops};
-use super::kernels::{Blas, Kernels, Partials};
+use super::kernels::{Kernels, Partials};
 use super::weights::{rope_table, DevMat, GemvKind, LinearGroup, RopeTable};
 use crate::error::Result;
 use crate::weights::{GptqMatrix, Linear};
