@@ -11,7 +11,7 @@
 //! the running call notices it before the next decode step or prefill chunk and returns
 //! [`ErrorKind::Cancelled`], leaving the session consistent (tokens generated so far are kept).
 
-use crate::backend::BackendState;
+use crate::backend::{BackendState, DeviceSampling};
 use crate::chat;
 use crate::error::{Error, ErrorKind, Result};
 use crate::model::Model;
@@ -231,6 +231,41 @@ impl Session {
         self.run(new, opts, false, on_token)
     }
 
+    /// Greedy decoding on the device: when exactly the newest token is not yet cached and the
+    /// sampling is greedy, run it and choose the next token where the logits are (the CUDA
+    /// backend: one id crosses to the host instead of the vocabulary's logits). `None` when
+    /// the host must sample (other settings, or a backend that cannot).
+    fn device_greedy(&mut self, opts: &GenerateOptions) -> Result<Option<u32>> {
+        if opts.temperature != 0.0 || self.n_cached + 1 != self.tokens.len() {
+            return Ok(None);
+        }
+        let sampling = DeviceSampling {
+            temperature: 0.0,
+            top_k: opts.top_k,
+            top_p: opts.top_p,
+            repetition_penalty: opts.repetition_penalty,
+            uniform: 0.0,
+        };
+        let pos = self.n_cached;
+        self.logits_valid = false;
+        let r = self.model.backend.forward_sample(
+            self.state.as_mut(),
+            self.tokens[pos],
+            pos,
+            &self.tokens,
+            &sampling,
+        );
+        match r {
+            None => Ok(None),
+            Some(next) => {
+                let next = next?;
+                self.n_cached = pos + 1;
+                self.forwarded += 1;
+                Ok(Some(next))
+            }
+        }
+    }
+
     /// Bring the cache up to date with `tokens`, in chunks, checking for cancellation.
     fn catch_up(&mut self) -> Result<()> {
         while self.n_cached < self.tokens.len() {
@@ -325,13 +360,19 @@ impl Session {
                     format!("the context of {} tokens is full", self.context_length),
                 ));
             }
-            if self.n_cached < self.tokens.len() {
-                self.catch_up()?;
-            }
-            let mut logits = std::mem::take(&mut self.logits);
-            let next = sampler.sample(&mut logits, &self.tokens);
-            self.logits = logits;
-            self.logits_valid = false; // the penalty modified them
+            let next = match self.device_greedy(opts)? {
+                Some(next) => next,
+                None => {
+                    if self.n_cached < self.tokens.len() {
+                        self.catch_up()?;
+                    }
+                    let mut logits = std::mem::take(&mut self.logits);
+                    let next = sampler.sample(&mut logits, &self.tokens);
+                    self.logits = logits;
+                    self.logits_valid = false; // the penalty modified them
+                    next
+                }
+            };
             self.tokens.push(next);
             generated += 1;
             ttft.get_or_insert_with(|| t0.elapsed());
