@@ -163,65 +163,78 @@ impl Sampler {
         if self.opts.temperature == 0.0 {
             return argmax(logits);
         }
-        let inv_t = 1.0 / self.opts.temperature;
-        self.cand.clear();
-        self.cand.extend(
-            logits
-                .iter()
-                .enumerate()
-                .map(|(i, &l)| (l * inv_t, i as u32)),
-        );
-        // Sort descending by logit; ties by id for determinism.
-        let k = self.opts.top_k;
-        if k > 0 && k < self.cand.len() {
-            self.cand
-                .select_nth_unstable_by(k - 1, |a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
-            let kth = self.cand[k - 1].0;
-            // Keep everything ≥ the k-th value (transformers keeps ties).
-            let mut keep: Vec<(f32, u32)> =
-                self.cand.iter().copied().filter(|c| c.0 >= kth).collect();
-            std::mem::swap(&mut self.cand, &mut keep);
-        }
-        self.cand
-            .sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
-        let max = self.cand[0].0;
-        let mut probs: Vec<f64> = self
-            .cand
-            .iter()
-            .map(|c| ((c.0 - max) as f64).exp())
-            .collect();
-        let sum: f64 = probs.iter().sum();
-        probs.iter_mut().for_each(|p| *p /= sum);
-        if self.opts.top_p < 1.0 {
-            // transformers removes tokens whose ascending cumulative probability is ≤ 1 - top_p;
-            // equivalently it keeps the descending prefix until the mass reaches top_p.
-            let cut = 1.0 - self.opts.top_p as f64;
-            let mut acc = 0.0;
-            let mut n_removed = 0;
-            for p in probs.iter().rev() {
-                acc += p;
-                if acc <= cut {
-                    n_removed += 1;
-                } else {
-                    break;
-                }
-            }
-            let keep = (probs.len() - n_removed).max(1);
-            probs.truncate(keep);
-            self.cand.truncate(keep);
-            let s: f64 = probs.iter().sum();
-            probs.iter_mut().for_each(|p| *p /= s);
-        }
         let u = self.rng.uniform();
+        choose(
+            &mut self.cand,
+            logits,
+            self.opts.temperature,
+            self.opts.top_k,
+            self.opts.top_p,
+            u,
+        )
+    }
+}
+
+/// Temperature (> 0), top-k (0 = none; ties with the k-th value kept), top-p and the draw with
+/// the uniform `u` in [0, 1), over `logits` after the repetition penalty. `cand` is scratch.
+/// (The CUDA backend's `sample_topk` kernel mirrors this, operation for operation.)
+pub fn choose(
+    cand: &mut Vec<(f32, u32)>,
+    logits: &[f32],
+    temperature: f32,
+    top_k: usize,
+    top_p: f32,
+    u: f64,
+) -> u32 {
+    let inv_t = 1.0 / temperature;
+    cand.clear();
+    cand.extend(
+        logits
+            .iter()
+            .enumerate()
+            .map(|(i, &l)| (l * inv_t, i as u32)),
+    );
+    // Sort descending by logit; ties by id for determinism.
+    let k = top_k;
+    if k > 0 && k < cand.len() {
+        cand.select_nth_unstable_by(k - 1, |a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+        let kth = cand[k - 1].0;
+        // Keep everything ≥ the k-th value (transformers keeps ties).
+        cand.retain(|c| c.0 >= kth);
+    }
+    cand.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+    let max = cand[0].0;
+    let mut probs: Vec<f64> = cand.iter().map(|c| ((c.0 - max) as f64).exp()).collect();
+    let sum: f64 = probs.iter().sum();
+    probs.iter_mut().for_each(|p| *p /= sum);
+    if top_p < 1.0 {
+        // transformers removes tokens whose ascending cumulative probability is ≤ 1 - top_p;
+        // equivalently it keeps the descending prefix until the mass reaches top_p.
+        let cut = 1.0 - top_p as f64;
         let mut acc = 0.0;
-        for (p, c) in probs.iter().zip(&self.cand) {
+        let mut n_removed = 0;
+        for p in probs.iter().rev() {
             acc += p;
-            if u < acc {
-                return c.1;
+            if acc <= cut {
+                n_removed += 1;
+            } else {
+                break;
             }
         }
-        self.cand[probs.len() - 1].1
+        let keep = (probs.len() - n_removed).max(1);
+        probs.truncate(keep);
+        cand.truncate(keep);
+        let s: f64 = probs.iter().sum();
+        probs.iter_mut().for_each(|p| *p /= s);
     }
+    let mut acc = 0.0;
+    for (p, c) in probs.iter().zip(cand.iter()) {
+        acc += p;
+        if u < acc {
+            return c.1;
+        }
+    }
+    cand[probs.len() - 1].1
 }
 
 /// The index of the largest value (the first on ties, as torch.argmax).

@@ -231,20 +231,32 @@ impl Session {
         self.run(new, opts, false, on_token)
     }
 
-    /// Greedy decoding on the device: when exactly the newest token is not yet cached and the
-    /// sampling is greedy, run it and choose the next token where the logits are (the CUDA
-    /// backend: one id crosses to the host instead of the vocabulary's logits). `None` when
-    /// the host must sample (other settings, or a backend that cannot).
-    fn device_greedy(&mut self, opts: &GenerateOptions) -> Result<Option<u32>> {
-        if opts.temperature != 0.0 || self.n_cached + 1 != self.tokens.len() {
+    /// Decoding on the device: when exactly the newest token is not yet cached, run it and
+    /// choose the next token where the logits are (the CUDA backend: greedy, or temperature
+    /// with top-k and top-p, after the repetition penalty; one id crosses to the host instead
+    /// of the vocabulary's logits). The draw uses the session sampler's generator exactly as
+    /// host sampling would. `None` when the host must sample.
+    fn device_sample(
+        &mut self,
+        opts: &GenerateOptions,
+        sampler: &mut Sampler,
+    ) -> Result<Option<u32>> {
+        if self.n_cached + 1 != self.tokens.len() {
             return Ok(None);
         }
+        // The draw comes from a copy of the generator, kept only if the device samples.
+        let mut rng = sampler.rng().clone();
+        let uniform = if opts.temperature == 0.0 {
+            0.0
+        } else {
+            rng.uniform()
+        };
         let sampling = DeviceSampling {
-            temperature: 0.0,
+            temperature: opts.temperature,
             top_k: opts.top_k,
             top_p: opts.top_p,
             repetition_penalty: opts.repetition_penalty,
-            uniform: 0.0,
+            uniform,
         };
         let pos = self.n_cached;
         self.logits_valid = false;
@@ -259,6 +271,7 @@ impl Session {
             None => Ok(None),
             Some(next) => {
                 let next = next?;
+                *sampler.rng() = rng;
                 self.n_cached = pos + 1;
                 self.forwarded += 1;
                 Ok(Some(next))
@@ -360,7 +373,7 @@ impl Session {
                     format!("the context of {} tokens is full", self.context_length),
                 ));
             }
-            let next = match self.device_greedy(opts)? {
+            let next = match self.device_sample(opts, &mut sampler)? {
                 Some(next) => next,
                 None => {
                     if self.n_cached < self.tokens.len() {

@@ -719,6 +719,83 @@ fn op_argmax_and_penalty() {
     }
 }
 
+/// Device sampling (temperature, top-k with ties, top-p, the draw) picks what the host's
+/// `sampler::choose` picks for the same logits and uniform: exactly, except where the uniform
+/// falls within 1e-12 of a cumulative boundary (f64 `exp` may differ in the last bit).
+#[test]
+#[ignore = "needs a CUDA GPU: run on the device with --ignored"]
+fn op_sample_topk() {
+    let h = harness();
+    let mut rng = Rng::new(23);
+    let n = 32000;
+    let mut v = rand_vec(&mut rng, n, 4.0);
+    for i in 0..12 {
+        v[100 + 7 * i] = 7.5; // a run of ties near the top
+    }
+    let settings = [
+        (0.7f32, 40usize, 0.95f32),
+        (1.0, 1, 1.0),
+        (0.7, 5, 1.0),
+        (1.3, 100, 0.5),
+        (0.2, 2048, 0.9),
+        (0.7, 12, 0.95), // the k-th value is one of the ties: all 12 + kept
+    ];
+    let mut cand = Vec::new();
+    let mut draws = 0;
+    for (t, k, p) in settings {
+        for j in 0..64 {
+            let u = if j == 0 { 0.0 } else { rng.uniform() };
+            let want = wv::sampler::choose(&mut cand, &v, t, k, p, u);
+            let got = h.sample_topk(&v, t, k, p, u).unwrap();
+            draws += 1;
+            if got != want {
+                // Only a draw on a boundary may differ: there the host's own choice changes
+                // within 1e-12 of u.
+                let lo = wv::sampler::choose(&mut cand, &v, t, k, p, (u - 1e-12).max(0.0));
+                let hi = wv::sampler::choose(&mut cand, &v, t, k, p, u + 1e-12);
+                assert!(
+                    lo != hi && (got == lo || got == hi),
+                    "t={t} k={k} p={p} u={u}: device {got}, host {want}"
+                );
+            }
+        }
+    }
+    // All values equal: more ties than the kernel sorts, so it hands the choice back.
+    let flat = vec![1.0f32; n];
+    assert_eq!(h.sample_topk(&flat, 0.7, 40, 0.95, 0.3).unwrap(), u32::MAX);
+    eprintln!("sample_topk: {draws} draws equal the host's");
+}
+
+/// Sessions sample on the device with the model card's settings: a fixed seed gives the same
+/// text twice, and tokens come out of the vocabulary.
+#[test]
+#[ignore = "needs a CUDA GPU: run on the device with --ignored"]
+fn session_samples_on_the_device() {
+    let dir = root().join("models/kjv-tiny");
+    let m = load(&dir, DeviceRequest::Cuda(0));
+    let opts = wv::GenerateOptions {
+        max_tokens: 40,
+        seed: Some(7),
+        ..wv::GenerateOptions::default()
+    };
+    let run = || {
+        let mut s = wv::Session::new(m.clone(), &wv::SessionOptions::default()).unwrap();
+        let mut toks = Vec::new();
+        s.generate("And the LORD said", &opts, &mut |t, _| {
+            toks.push(t);
+            true
+        })
+        .unwrap();
+        toks
+    };
+    let (a, b) = (run(), run());
+    assert_eq!(a, b, "same seed, same tokens");
+    assert!(a.len() >= 2);
+    let v = m.config.vocab_size as u32;
+    assert!(a.iter().all(|&t| t < v || t == wv::session::NO_TOKEN));
+    eprintln!("device sampling: {:?}", &a[..a.len().min(12)]);
+}
+
 // ---------------------------------------------------------------------------------------------
 // Model tests (GPU).
 
@@ -958,6 +1035,13 @@ fn model_long_prompt_chunks_and_sessions() {
         Sampler::apply_penalty(&mut pl, hist, p);
         assert_eq!(id, argmax(&pl), "device greedy, penalty {p}");
     }
+    // Sampling proper (temperature, top-k, top-p) runs on the device too, as the host's
+    // `choose` over the same penalised logits (st2 gives the logits at position 6); top-k 0
+    // (every token a candidate) stays on the host.
+    let hist = &toks[..7];
+    be.forward(st2.as_mut(), &toks[6..7], 6, 1, &mut l).unwrap();
+    let mut pl = l.clone();
+    Sampler::apply_penalty(&mut pl, hist, 1.1);
     let s = DeviceSampling {
         temperature: 0.7,
         top_k: 40,
@@ -965,10 +1049,17 @@ fn model_long_prompt_chunks_and_sessions() {
         repetition_penalty: 1.1,
         uniform: 0.5,
     };
+    let id = be
+        .forward_sample(st.as_mut(), toks[6], 6, hist, &s)
+        .expect("sampling runs on the device")
+        .unwrap();
+    let want = wv::sampler::choose(&mut Vec::new(), &pl, 0.7, 40, 0.9, 0.5);
+    assert_eq!(id, want, "device sampling");
+    let s = DeviceSampling { top_k: 0, ..s };
     assert!(
-        be.forward_sample(st.as_mut(), toks[6], 6, hist, &s)
+        be.forward_sample(st.as_mut(), toks[7], 7, &toks[..8], &s)
             .is_none(),
-        "sampling proper stays on the host"
+        "top-k 0 samples on the host"
     );
     // Decode through captured CUDA graphs equals decode launched kernel by kernel, exactly.
     std::env::set_var("WV_CUDA_GRAPH", "0");

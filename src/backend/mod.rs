@@ -50,7 +50,7 @@ pub struct DeviceSampling {
     pub top_p: f32,
     pub repetition_penalty: f32,
     /// A uniform random number in [0, 1) drawn by the host's seeded generator.
-    pub uniform: f32,
+    pub uniform: f64,
 }
 
 /// A device that can run the model.

@@ -750,6 +750,10 @@ impl Args {
         self.slots.push(v.to_bits() as u64);
         self
     }
+    pub fn f64(&mut self, v: f64) -> &mut Self {
+        self.slots.push(v.to_bits());
+        self
+    }
 }
 
 /// "1.23 GiB"

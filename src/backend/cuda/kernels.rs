@@ -44,8 +44,12 @@ pub struct Kernels {
     attn_tc: bool,
     argmax: Kernel,
     penalty: Kernel,
+    sample_topk: Kernel,
     _modules: Modules,
 }
+
+/// The most candidates `sample_topk` sorts (top-k above it, or more ties, sample on the host).
+pub const SAMPLE_CAP: usize = 2048;
 
 /// Batches in `gemv_q4l`'s per-warp shared-memory weight ring (`WV_CUDA_GEMV_RING`; 0 = the
 /// weights go through registers). Default 2: on an H100 the ring streams a large matrix at 80%
@@ -134,6 +138,7 @@ impl Kernels {
             ring: m.ring,
             argmax: m.get("sample.cu", "argmax_f32")?,
             penalty: m.get("sample.cu", "repetition_penalty")?,
+            sample_topk: m.get("sample.cu", "sample_topk")?,
             _modules: m,
         };
         if k.ring > 0 {
@@ -693,6 +698,27 @@ impl Kernels {
         let mut a = Args::new();
         a.ptr(v).int(n).ptr(out);
         gpu.launch(&self.argmax, (1, 1, 1), 1024, 0, &mut a)
+    }
+
+    /// Temperature, top-k (1..=SAMPLE_CAP), top-p and the draw with `u` over `v` (see
+    /// kernels/sample.cu): `out[0]` = the id, or `u32::MAX` when too many values tie.
+    #[allow(clippy::too_many_arguments)]
+    pub fn sample_topk(
+        &self,
+        gpu: &Gpu,
+        v: CUdeviceptr,
+        n: usize,
+        inv_t: f32,
+        k: usize,
+        top_p: f32,
+        u: f64,
+        out: CUdeviceptr,
+    ) -> Result<()> {
+        debug_assert!((1..=SAMPLE_CAP).contains(&k));
+        let mut a = Args::new();
+        a.ptr(v).int(n).f32(inv_t).int(k).f32(top_p).f64(u).ptr(out);
+        // SAFETY: v holds n floats, out one u32; one block, its shared memory static.
+        gpu.launch(&self.sample_topk, (1, 1, 1), 1024, 0, &mut a)
     }
 
     #[allow(clippy::too_many_arguments)]

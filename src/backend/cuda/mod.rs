@@ -302,8 +302,10 @@ impl Backend for CudaBackend {
         history: &[u32],
         sampling: &DeviceSampling,
     ) -> Option<Result<u32>> {
-        // Greedy (with the repetition penalty) on the device; sampling proper stays on the host.
-        if sampling.temperature != 0.0 {
+        // Greedy, or temperature with top-k in 1..=SAMPLE_CAP (and top-p), after the repetition
+        // penalty, on the device; other settings sample on the host.
+        let greedy = sampling.temperature == 0.0;
+        if !greedy && !(1..=kernels::SAMPLE_CAP).contains(&sampling.top_k) {
             return None;
         }
         Some((|| {
@@ -355,9 +357,35 @@ impl Backend for CudaBackend {
                 )?;
                 src = sc.logits2.ptr;
             }
-            self.kernels.argmax(&self.gpu, src, v, sc.out_id.ptr)?;
+            if greedy {
+                self.kernels.argmax(&self.gpu, src, v, sc.out_id.ptr)?;
+            } else {
+                self.kernels.sample_topk(
+                    &self.gpu,
+                    src,
+                    v,
+                    1.0 / sampling.temperature,
+                    sampling.top_k,
+                    sampling.top_p,
+                    sampling.uniform,
+                    sc.out_id.ptr,
+                )?;
+            }
             let mut id = [0u32];
             self.gpu.download(sc.out_id.ptr, &mut id)?;
+            if id[0] == u32::MAX {
+                // More values tie at the k-th than the kernel sorts: the host's way.
+                let mut logits = vec![0f32; v];
+                self.gpu.download(src, &mut logits)?;
+                id[0] = crate::sampler::choose(
+                    &mut Vec::new(),
+                    &logits,
+                    sampling.temperature,
+                    sampling.top_k,
+                    sampling.top_p,
+                    sampling.uniform,
+                );
+            }
             st.filled = pos + 1;
             Ok(id[0])
         })())

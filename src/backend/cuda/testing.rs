@@ -398,6 +398,32 @@ impl OpHarness {
     }
 
     /// The arg-max of `v` after the repetition penalty `p` over `ids` (1.0: none).
+    /// The `sample_topk` kernel's raw output for logits `v` (`u32::MAX`: too many ties).
+    pub fn sample_topk(
+        &self,
+        v: &[f32],
+        temperature: f32,
+        k: usize,
+        top_p: f32,
+        u: f64,
+    ) -> Result<u32> {
+        let vd = self.up(v)?;
+        let out = self.gpu.alloc(4, "test out")?;
+        self.k.sample_topk(
+            &self.gpu,
+            vd.ptr,
+            v.len(),
+            1.0 / temperature,
+            k,
+            top_p,
+            u,
+            out.ptr,
+        )?;
+        let mut r = [0u32];
+        out.read(&mut r)?;
+        Ok(r[0])
+    }
+
     pub fn argmax(&self, v: &[f32], ids: &[u32], p: f32) -> Result<u32> {
         let vd = self.up(v)?;
         let out = self.gpu.alloc(4, "test out")?;
