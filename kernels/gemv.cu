@@ -63,32 +63,11 @@
 // of |q - z| <= 15, so |x| <= 32768 / (60 * rows) keeps every f16 sum finite.
 #define XMAX_FOR_ROWS(rows) (32768.f / (60.f * (rows)))
 
-// Stage the block's slice of x: xs[i] = x[perm ? perm[k0 + i] : k0 + i] for k0 + i < k1, zero up
-// to `span`. If its largest magnitude exceeds `xmax` (rare: LLaMA's outlier activations reach
+// Stage the block's slice of the GEMV input: xs[i] = value(k0 + i) (an f16) for k0 + i < k1, zero
+// up to `span`. If its largest magnitude exceeds `xmax` (rare: LLaMA's outlier activations reach
 // thousands), scale the slice by 2^-e (exact) and return 2^e, by which the caller multiplies
 // its sums; else return 1. Called by every thread; contains __syncthreads (xs is ready after).
-__device__ __forceinline__ float stage_x(f16* xs, const f16* __restrict__ x, const int* __restrict__ perm,
-                                         int k0, int k1, int span, float xmax) {
-    __shared__ float red[32];
-    float mx = 0.f;
-    for (int i = threadIdx.x; i < span; i += blockDim.x) {
-        const int k = k0 + i;
-        f16 v = 0;
-        if (k < k1) v = x[perm ? perm[k] : k];
-        xs[i] = v;
-        mx = fmaxf(mx, fabsf(h2f(v)));
-    }
-    mx = block_max(mx, red);
-    if (!(mx > xmax && mx <= 65504.f)) return 1.f;
-    const int e = (int)ceilf(log2f(mx / xmax));
-    const float down = exp2f((float)-e);
-    for (int i = threadIdx.x; i < span; i += blockDim.x) xs[i] = f2h(h2f(xs[i]) * down);
-    __syncthreads();
-    return exp2f((float)e);
-}
-
-// stage_x with the slice's values computed by `value(k)` (k = k0 + i < k1, an f16) instead of
-// read from x: the fused decode prologues (RMSNorm, SiLU times up, the attention combine).
+// `value` reads x (stage_x below) or computes it (the fused decode prologues).
 template <typename F>
 __device__ __forceinline__ float stage_x_with(f16* xs, int k0, int k1, int span, float xmax, F value) {
     __shared__ float red[32];
@@ -107,6 +86,12 @@ __device__ __forceinline__ float stage_x_with(f16* xs, int k0, int k1, int span,
     for (int i = threadIdx.x; i < span; i += blockDim.x) xs[i] = f2h(h2f(xs[i]) * down);
     __syncthreads();
     return exp2f((float)e);
+}
+
+// The slice read from x (gathered through the act-order permutation perm, when not NULL).
+__device__ __forceinline__ float stage_x(f16* xs, const f16* __restrict__ x, const int* __restrict__ perm,
+                                         int k0, int k1, int span, float xmax) {
+    return stage_x_with(xs, k0, k1, span, xmax, [&](int k) { return x[perm ? perm[k] : k]; });
 }
 
 __device__ __forceinline__ float dot8_q4(u32 w, uint4 xv, u32 z2) {

@@ -350,7 +350,7 @@ impl Gpu {
             .iter_mut()
             .map(|s| s as *mut u64 as *mut c_void)
             .collect();
-        if let (true, Some(ex)) = (self.pdl, self.drv.cuLaunchKernelEx) {
+        let r = if let (true, Some(ex)) = (self.pdl, self.drv.cuLaunchKernelEx) {
             let mut attr = ffi::CUlaunchAttribute {
                 id: ffi::CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION,
                 pad: 0,
@@ -365,36 +365,26 @@ impl Gpu {
                 num_attrs: 1,
             };
             // SAFETY: as below; cfg and attr outlive the call.
-            let r = unsafe { ex(&cfg, f.func, ptrs.as_mut_ptr(), std::ptr::null_mut()) };
-            self.check(
-                r,
-                &format!(
-                    "launch of {} (grid {grid:?}, block {block}, smem {smem})",
-                    f.name
-                ),
-            )?;
-            if self.sync_each && !self.capturing.load(Ordering::Relaxed) {
-                self.sync()
-                    .map_err(|e| e.context(format!("after kernel {}", f.name)))?;
+            unsafe { ex(&cfg, f.func, ptrs.as_mut_ptr(), std::ptr::null_mut()) }
+        } else {
+            // SAFETY: f is a function of a loaded module; ptrs point at one 8-byte slot per
+            // kernel parameter, holding its value in the low bytes (little-endian), as the
+            // kernel expects.
+            unsafe {
+                (self.drv.cuLaunchKernel)(
+                    f.func,
+                    grid.0,
+                    grid.1,
+                    grid.2,
+                    block,
+                    1,
+                    1,
+                    smem,
+                    self.stream,
+                    ptrs.as_mut_ptr(),
+                    std::ptr::null_mut(),
+                )
             }
-            return Ok(());
-        }
-        // SAFETY: f is a function of a loaded module; ptrs point at one 8-byte slot per kernel
-        // parameter, holding its value in the low bytes (little-endian), as the kernel expects.
-        let r = unsafe {
-            (self.drv.cuLaunchKernel)(
-                f.func,
-                grid.0,
-                grid.1,
-                grid.2,
-                block,
-                1,
-                1,
-                smem,
-                self.stream,
-                ptrs.as_mut_ptr(),
-                std::ptr::null_mut(),
-            )
         };
         self.check(
             r,

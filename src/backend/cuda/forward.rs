@@ -136,6 +136,26 @@ pub fn plan_attention(n_keys_max: usize, t: usize, slots: usize) -> (usize, usiz
     (chunk, n_keys_max.div_ceil(chunk).max(1))
 }
 
+/// Where a group's product over `t` tokens leaves its output at `ptr`: decode (t = 1) as the
+/// group's S slabs split over K, prefill as one `[t, n_total]` slab.
+pub fn slabs(g: &LinearGroup, ptr: CUdeviceptr, t: usize) -> Partials {
+    if t == 1 {
+        Partials {
+            ptr,
+            s: g.s_decode,
+            sstride: g.n_total,
+            ld: g.n_total,
+        }
+    } else {
+        Partials {
+            ptr,
+            s: 1,
+            sstride: t * g.n_total,
+            ld: g.n_total,
+        }
+    }
+}
+
 /// The products and kernels one pass needs.
 pub struct Ops<'a> {
     pub gpu: &'a Arc<Gpu>,
@@ -203,12 +223,7 @@ impl Ops<'_> {
                     )?,
                 }
             }
-            return Ok(Partials {
-                ptr: part,
-                s: g.s_decode,
-                sstride: g.n_total,
-                ld: g.n_total,
-            });
+            return Ok(slabs(g, part, t));
         }
         for m in &g.members {
             let out = part + 4 * m.col0 as u64;
@@ -254,12 +269,7 @@ impl Ops<'_> {
                 DevMat::F16(d) => self.gemm(true, x, d.w.ptr, out, t, d.n, d.k, g.n_total)?,
             }
         }
-        Ok(Partials {
-            ptr: part,
-            s: 1,
-            sstride: t * g.n_total,
-            ld: g.n_total,
-        })
+        Ok(slabs(g, part, t))
     }
 }
 
@@ -362,12 +372,7 @@ pub fn enqueue(
                 },
                 Epilogue::None,
             )?;
-            Partials {
-                ptr: sc.part.ptr,
-                s: l.qkv.s_decode,
-                sstride: l.qkv.n_total,
-                ld: l.qkv.n_total,
-            }
+            slabs(&l.qkv, sc.part.ptr, t)
         } else {
             let (d, b) = prev.map_or((None, 0), |(p, b)| (Some(p), b));
             k.residual_rmsnorm(
@@ -491,12 +496,7 @@ pub fn enqueue(
             )?;
             ops.linear(gu, sc.xh.ptr, t, sc.part.ptr, deq)?;
         }
-        let gu_out = Partials {
-            ptr: sc.part.ptr,
-            s: if t == 1 { gu.s_decode } else { 1 },
-            sstride: if t == 1 { gu.n_total } else { t * gu.n_total },
-            ld: gu.n_total,
-        };
+        let gu_out = slabs(gu, sc.part.ptr, t);
         let gu_bias = gu.bias.as_ref().map_or(0, |b| b.ptr);
         if fuse_silu {
             // down: SiLU · up in its prologue, the residual add (and the next norm's sums of

@@ -48,6 +48,25 @@ pub struct Kernels {
     _modules: Modules,
 }
 
+/// The arguments every 4-bit decode GEMV starts with (kernels/gemv.cu): the matrix, the input
+/// `x` (f16; 0 when a prologue makes it), the output slabs, the shapes and the split.
+fn q4_args(q: &Q4Dev, x: CUdeviceptr, out: CUdeviceptr, gpb: usize, ldo: usize) -> Args {
+    let mut a = Args::new();
+    a.ptr(q.qw.ptr)
+        .ptr(q.scales.ptr)
+        .ptr(q.zeros.ptr)
+        .ptr(x)
+        .ptr(q.perm.as_ref().map_or(0, |p| p.ptr))
+        .ptr(out);
+    a.int(q.k)
+        .int(q.n)
+        .int(q.groups)
+        .int(q.gs)
+        .int(gpb)
+        .int(ldo);
+    a
+}
+
 /// The most candidates `sample_topk` sorts (top-k above it, or more ties, sample on the host).
 pub const SAMPLE_CAP: usize = 2048;
 
@@ -172,19 +191,7 @@ impl Kernels {
     ) -> Result<()> {
         let mut smem = gpb.min(q.groups) * q.gs * 2;
         debug_assert!(smem <= MAX_X_SLICE * 2);
-        let mut a = Args::new();
-        a.ptr(q.qw.ptr)
-            .ptr(q.scales.ptr)
-            .ptr(q.zeros.ptr)
-            .ptr(x)
-            .ptr(q.perm.as_ref().map_or(0, |p| p.ptr))
-            .ptr(out);
-        a.int(q.k)
-            .int(q.n)
-            .int(q.groups)
-            .int(q.gs)
-            .int(gpb)
-            .int(ldo);
+        let mut a = q4_args(q, x, out, gpb, ldo);
         // gemv_q4w / gemv_q4l (need gs % 64 == 0; q4l zeros < 64): 8 warps per 128 columns;
         // gemv_q4: 4 warps per 512.
         let (kernel, cols, threads) = match kind {
@@ -232,19 +239,7 @@ impl Kernels {
         debug_assert!(q.gs % 64 == 0 && q.k % 64 == 0 && q.small_zeros);
         let gpb = gpb.min(q.groups);
         let mut smem = gpb * q.gs * 2;
-        let mut a = Args::new();
-        a.ptr(q.qw.ptr)
-            .ptr(q.scales.ptr)
-            .ptr(q.zeros.ptr)
-            .ptr(0)
-            .ptr(q.perm.as_ref().map_or(0, |p| p.ptr))
-            .ptr(out);
-        a.int(q.k)
-            .int(q.n)
-            .int(q.groups)
-            .int(q.gs)
-            .int(gpb)
-            .int(ldo);
+        let mut a = q4_args(q, 0, out, gpb, ldo);
         let kernel = match (pro, epi) {
             (
                 Prologue::Norm {
