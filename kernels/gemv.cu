@@ -59,34 +59,7 @@
 //   [by*kc, min(K, (by+1)*kc)) (kc % 8 == 0); grid (ceil(N/8), S); output slab by of out [S, ldo].
 //   16-byte loads when K % 8 == 0, else scalar.
 
-// Products of (q - z) and x summed in f16 before a conversion to f32: at most 4 * rows products
-// of |q - z| <= 15, so |x| <= 32768 / (60 * rows) keeps every f16 sum finite.
-#define XMAX_FOR_ROWS(rows) (32768.f / (60.f * (rows)))
 
-// Stage the block's slice of the GEMV input: xs[i] = value(k0 + i) (an f16) for k0 + i < k1, zero
-// up to `span`. If its largest magnitude exceeds `xmax` (rare: LLaMA's outlier activations reach
-// thousands), scale the slice by 2^-e (exact) and return 2^e, by which the caller multiplies
-// its sums; else return 1. Called by every thread; contains __syncthreads (xs is ready after).
-// `value` reads x (stage_x below) or computes it (the fused decode prologues).
-template <typename F>
-__device__ __forceinline__ float stage_x_with(f16* xs, int k0, int k1, int span, float xmax, F value) {
-    __shared__ float red[32];
-    float mx = 0.f;
-    for (int i = threadIdx.x; i < span; i += blockDim.x) {
-        const int k = k0 + i;
-        f16 v = 0;
-        if (k < k1) v = value(k);
-        xs[i] = v;
-        mx = fmaxf(mx, fabsf(h2f(v)));
-    }
-    mx = block_max(mx, red);
-    if (!(mx > xmax && mx <= 65504.f)) return 1.f;
-    const int e = (int)ceilf(log2f(mx / xmax));
-    const float down = exp2f((float)-e);
-    for (int i = threadIdx.x; i < span; i += blockDim.x) xs[i] = f2h(h2f(xs[i]) * down);
-    __syncthreads();
-    return exp2f((float)e);
-}
 
 // The slice read from x (gathered through the act-order permutation perm, when not NULL).
 __device__ __forceinline__ float stage_x(f16* xs, const f16* __restrict__ x, const int* __restrict__ perm,
@@ -267,23 +240,6 @@ extern "C" __global__ void __launch_bounds__(256, WV_GEMV_MINB) gemv_q4w(
 #define WV_GEMVL_MINB 3
 #endif
 
-// Rows 2j, 2j+1 of a packed word as f16 (q - z): even nibble pairs (mask 0x000f000f: 1024 + q)
-// minus zl = 1024 + z; odd nibble pairs (mask 0x00f000f0: 1024 + 16q) times 1/16 plus
-// zh = -(64 + z). Both exact.
-__device__ __forceinline__ u32 dq_even(u32 w, u32 zl) { return hsub2(and_or(w, 0x000f000fu, 0x64006400u), zl); }
-__device__ __forceinline__ u32 dq_odd(u32 w, u32 zh) {
-    return hfma2(and_or(w, 0x00f000f0u, 0x64006400u), 0x2c002c00u, zh);
-}
-
-// a += the 8 products of one packed word (rows r..r+7 of one column) with x rows r..r+7, in f16.
-__device__ __forceinline__ u32 dot8_lean(u32 w, uint4 xv, u32 zl, u32 zh, u32 a) {
-    const u32 w8 = w >> 8;
-    a = hfma2(dq_even(w, zl), xv.x, a);
-    a = hfma2(dq_odd(w, zh), xv.y, a);
-    a = hfma2(dq_even(w8, zl), xv.z, a);
-    a = hfma2(dq_odd(w8, zh), xv.w, a);
-    return a;
-}
 
 // WV_GEMV_RING = n > 0 (the library passes 2; WV_CUDA_GEMV_RING chooses): gemv_q4l streams its
 // weights through a per-warp ring of n batches in shared memory by cp.async — each thread
@@ -296,19 +252,6 @@ __device__ __forceinline__ u32 dot8_lean(u32 w, uint4 xv, u32 zl, u32 zh, u32 a)
 #endif
 #define GEMVL_RING_BYTES (WV_GEMV_RING * 8 * 8 * 32 * 16)
 
-__device__ __forceinline__ u32 smem_addr(const void* p) {
-    u32 a;
-    asm("{ .reg .u64 t; cvta.to.shared.u64 t, %1; cvt.u32.u64 %0, t; }" : "=r"(a) : "l"(p));
-    return a;
-}
-__device__ __forceinline__ void cp_async16(u32 dst, const void* src) {
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(dst), "l"(src) : "memory");
-}
-__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;" ::: "memory"); }
-template <int N>
-__device__ __forceinline__ void cp_async_wait() {
-    asm volatile("cp.async.wait_group %0;" ::"n"(N) : "memory");
-}
 
 // What the fused decode variants of gemv_q4l compute before and after the product.
 enum { PRO_X = 0, PRO_NORM = 1, PRO_SILU = 2, PRO_ATTN = 3 };

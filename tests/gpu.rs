@@ -1259,6 +1259,9 @@ fn model_fused_decode_matches_cpu() {
     use wv::backend::cuda::kernels::Fusion;
     let host = fused_host();
     let mut cuda = wv::backend::cuda::CudaBackend::new(&host, 0).unwrap();
+    // The fusions are of the per-step decode (this model has biases, which the persistent
+    // kernel does not take, but say so anyway).
+    cuda.set_persistent(false);
     let cpu: Box<dyn wv::backend::Backend> =
         Box::new(wv::backend::cpu::CpuBackend::new(Arc::new(host.clone())));
     let mut rng = Rng::new(3);
@@ -1316,6 +1319,132 @@ fn model_fused_decode_matches_cpu() {
         assert!(
             worst < 1e-2,
             "fused decode {fusion:?} after {n_prompt}: {worst}"
+        );
+    }
+}
+
+/// A model the persistent decode kernel takes (head size 128, 4-bit products, no biases): 4
+/// heads, `nkv` KV heads, the last layer's down projection in act-order.
+fn persistent_host(nkv: usize) -> HostWeights {
+    let c = ModelConfig {
+        hidden_size: 512,
+        intermediate_size: 704,
+        num_hidden_layers: 3,
+        num_attention_heads: 4,
+        num_key_value_heads: nkv,
+        vocab_size: 200,
+        max_position_embeddings: 2048,
+        tie_word_embeddings: false,
+        ..tiny_config()
+    };
+    let (h, f, kvd) = (c.hidden_size, c.intermediate_size, nkv * 128);
+    let mut rng = Rng::new(29 + nkv as u64);
+    let q4 = |i: usize, o: usize, act: bool, seed: u64| {
+        Linear::Gptq(random_gptq(4, i, o, Some(128), act, 1, false, seed))
+    };
+    let layers = (0..c.num_hidden_layers as u64)
+        .map(|l| {
+            let s = 100 * l + 7 * nkv as u64;
+            LayerWeights {
+                input_norm: rand_vec(&mut rng, h, 0.2).iter().map(|v| 1.0 + v).collect(),
+                post_attention_norm: rand_vec(&mut rng, h, 0.2).iter().map(|v| 1.0 + v).collect(),
+                q: q4(h, h, false, s + 1),
+                k: q4(h, kvd, false, s + 2),
+                v: q4(h, kvd, false, s + 3),
+                o: q4(h, h, false, s + 4),
+                gate: q4(h, f, false, s + 5),
+                up: q4(h, f, false, s + 6),
+                down: q4(f, h, l == 2, s + 7),
+            }
+        })
+        .collect();
+    let embed = rand_vec(&mut rng, c.vocab_size * h, 1.0)
+        .into_iter()
+        .map(f16::from_f32)
+        .collect();
+    let lm_head = Some(
+        rand_vec(&mut rng, c.vocab_size * h, 0.3)
+            .into_iter()
+            .map(f16::from_f32)
+            .collect(),
+    );
+    HostWeights {
+        config: c,
+        embed,
+        layers,
+        final_norm: vec![1.0; h],
+        lm_head,
+        embed_exact: None,
+        lm_head_exact: None,
+    }
+}
+
+/// Decode through the persistent kernel (every layer in one cooperative launch, grid barriers
+/// between phases) equals the CPU reference and the per-step decode: with and without grouped
+/// KV heads, short and long context (several key chunks, the new key in the last one), and
+/// the kernel really ran (no fallback to per-step decode).
+#[test]
+#[ignore = "needs a CUDA GPU: run on the device with --ignored"]
+fn model_persistent_decode_matches_cpu() {
+    for nkv in [4usize, 2] {
+        let host = persistent_host(nkv);
+        let mut cuda = wv::backend::cuda::CudaBackend::new(&host, 0).unwrap();
+        cuda.set_persistent(true);
+        assert!(
+            cuda.persistent_active(),
+            "nkv {nkv}: the persistent kernel should take this model"
+        );
+        let cpu: Box<dyn wv::backend::Backend> =
+            Box::new(wv::backend::cpu::CpuBackend::new(Arc::new(host.clone())));
+        let mut rng = Rng::new(5);
+        let prompt: Vec<u32> = (0..300)
+            .map(|_| 3 + (rng.next_u64() % 190) as u32)
+            .collect();
+        for (n_prompt, ctx) in [(3usize, 64usize), (300, 1024), (1, 2048)] {
+            let mut per_mode: Vec<Vec<Vec<f32>>> = Vec::new();
+            for on in [true, false] {
+                cuda.set_persistent(on);
+                let gpu: &dyn wv::backend::Backend = &cuda;
+                let mut sg = gpu.new_state(ctx).unwrap();
+                let mut sc = cpu.new_state(ctx).unwrap();
+                let (mut lg, mut lc) = (Vec::new(), Vec::new());
+                gpu.forward(sg.as_mut(), &prompt[..n_prompt], 0, 1, &mut lg)
+                    .unwrap();
+                cpu.forward(sc.as_mut(), &prompt[..n_prompt], 0, 1, &mut lc)
+                    .unwrap();
+                let mut next = argmax(&lc);
+                let mut worst = 0f64;
+                let mut steps = Vec::new();
+                for i in 0..10 {
+                    gpu.forward(sg.as_mut(), &[next], n_prompt + i, 1, &mut lg)
+                        .unwrap();
+                    cpu.forward(sc.as_mut(), &[next], n_prompt + i, 1, &mut lc)
+                        .unwrap();
+                    worst = worst.max(rel_l2(&lg, &lc));
+                    steps.push(lg.clone());
+                    next = argmax(&lc);
+                }
+                eprintln!(
+                    "decode (persistent {on}) nkv {nkv} after {n_prompt} tokens (context {ctx}): worst rel L2 vs CPU {worst:.2e}"
+                );
+                assert!(
+                    worst < 1e-2,
+                    "persistent {on}, nkv {nkv}, {n_prompt}: {worst}"
+                );
+                per_mode.push(steps);
+            }
+            let diff = per_mode[0]
+                .iter()
+                .zip(&per_mode[1])
+                .map(|(a, b)| rel_l2(a, b))
+                .fold(0f64, f64::max);
+            eprintln!("  persistent vs per-step: worst rel L2 {diff:.2e}");
+            assert!(diff < 3e-3, "persistent vs per-step decode: {diff}");
+        }
+        cuda.set_persistent(true);
+        assert!(
+            cuda.persistent_active(),
+            "nkv {nkv}: the persistent kernel fell back to per-step decode"
         );
     }
 }

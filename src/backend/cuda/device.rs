@@ -262,6 +262,66 @@ impl Gpu {
         r
     }
 
+    /// Launch `f` cooperatively (`CU_LAUNCH_ATTRIBUTE_COOPERATIVE`: every block resident at
+    /// once, or the launch fails), for kernels whose blocks wait for one another.
+    pub fn launch_cooperative(
+        &self,
+        f: &Kernel,
+        blocks: u32,
+        block: u32,
+        smem: u32,
+        args: &mut Args,
+    ) -> Result<()> {
+        let ex = self
+            .drv
+            .cuLaunchKernelEx
+            .ok_or_else(|| Error::device("this CUDA driver has no cuLaunchKernelEx"))?;
+        let mark = self.profile_mark()?;
+        let mut ptrs: Vec<*mut c_void> = args
+            .slots
+            .iter_mut()
+            .map(|s| s as *mut u64 as *mut c_void)
+            .collect();
+        let mut attr = ffi::CUlaunchAttribute {
+            id: ffi::CU_LAUNCH_ATTRIBUTE_COOPERATIVE,
+            pad: 0,
+            value: [1, 0, 0, 0, 0, 0, 0, 0],
+        };
+        let cfg = ffi::CUlaunchConfig {
+            grid: [blocks, 1, 1],
+            block: [block, 1, 1],
+            shared_mem: smem,
+            stream: self.stream,
+            attrs: &mut attr,
+            num_attrs: 1,
+        };
+        // SAFETY: f is a function of a loaded module; ptrs point at one 8-byte slot per kernel
+        // parameter (the value in its low bytes); cfg and attr outlive the call.
+        let r = unsafe { ex(&cfg, f.func, ptrs.as_mut_ptr(), std::ptr::null_mut()) };
+        self.check(
+            r,
+            &format!(
+                "cooperative launch of {} ({blocks} blocks of {block}, smem {smem})",
+                f.name
+            ),
+        )?;
+        if self.sync_each && !self.capturing.load(Ordering::Relaxed) {
+            self.sync()
+                .map_err(|e| e.context(format!("after kernel {}", f.name)))?;
+        }
+        self.profile_done(mark, f.name)
+    }
+
+    /// Blocks of `block` threads with `smem` bytes of dynamic shared memory that fit on one SM
+    /// (`None` when the driver cannot say).
+    pub fn occupancy(&self, f: &Kernel, block: u32, smem: usize) -> Option<usize> {
+        let occ = self.drv.cuOccupancyMaxActiveBlocksPerMultiprocessor?;
+        let mut n = 0;
+        // SAFETY: valid out-pointer and a function of a loaded module.
+        let r = unsafe { occ(&mut n, f.func, block as i32, smem) };
+        (r == 0 && n > 0).then_some(n as usize)
+    }
+
     /// Start timing one operation when profiling (outside stream capture).
     pub fn profile_mark(&self) -> Result<Option<usize>> {
         let Some(p) = &self.profile else {

@@ -43,6 +43,7 @@ pub const CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES: c_int = 8;
 pub const CU_STREAM_NON_BLOCKING: c_uint = 1;
 pub const CU_STREAM_CAPTURE_MODE_THREAD_LOCAL: c_int = 1;
 pub const CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION: u32 = 6;
+pub const CU_LAUNCH_ATTRIBUTE_COOPERATIVE: u32 = 2;
 
 /// `CUlaunchAttribute`: an id and a 64-byte value union.
 #[repr(C)]
@@ -321,6 +322,7 @@ api!(Driver {
 } optional {
     cuFuncGetAttribute: fn(*mut c_int, c_int, CUfunction) -> CUresult;
     cuLaunchKernelEx: fn(*const CUlaunchConfig, CUfunction, *mut *mut c_void, *mut *mut c_void) -> CUresult;
+    cuOccupancyMaxActiveBlocksPerMultiprocessor: fn(*mut c_int, CUfunction, c_int, usize) -> CUresult;
     cuStreamBeginCapture_v2: fn(CUstream, c_int) -> CUresult;
     cuStreamEndCapture: fn(CUstream, *mut CUgraph) -> CUresult;
     cuGraphInstantiateWithFlags: fn(*mut CUgraphExec, CUgraph, u64) -> CUresult;

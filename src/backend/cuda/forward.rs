@@ -15,6 +15,7 @@ use super::blas::Blas;
 use super::device::{DevBuf, Gpu, Graph};
 use super::ffi::CUdeviceptr;
 use super::kernels::{Epilogue, Kernels, Partials, Prologue};
+use super::persistent::{PdBuffers, Persistent};
 use super::state::CudaState;
 use super::weights::{DevLayer, DevMat, DevWeights, GemvKind, LinearGroup, Q4Dev};
 use crate::config::ModelConfig;
@@ -77,10 +78,22 @@ pub struct Scratch {
     pub step: DevBuf,
     /// Captured decode steps, per session cache (K and V addresses, capacity).
     pub graphs: Vec<((u64, u64, usize), Graph)>,
+    /// The persistent decode kernel's output slots (f32) and grid barrier (u32 [2], zeroed).
+    pub pd_a: Option<DevBuf>,
+    pub pd_b: Option<DevBuf>,
+    /// f32 [q|k|v width + gate|up width]: the persistent kernel's summed products.
+    pub pd_fin: Option<DevBuf>,
+    pub pd_bar: Option<DevBuf>,
 }
 
 impl Scratch {
-    pub fn new(gpu: &Arc<Gpu>, c: &ModelConfig, w: &DevWeights, rows: usize) -> Result<Scratch> {
+    pub fn new(
+        gpu: &Arc<Gpu>,
+        c: &ModelConfig,
+        w: &DevWeights,
+        rows: usize,
+        pd: Option<&Persistent>,
+    ) -> Result<Scratch> {
         let h = c.hidden_size;
         let qd = c.num_attention_heads * c.head_dim();
         let wmax = h.max(c.intermediate_size).max(qd);
@@ -124,6 +137,26 @@ impl Scratch {
             out_id: gpu.alloc(4, what)?,
             step: gpu.alloc(8, what)?,
             graphs: Vec::new(),
+            pd_a: match pd {
+                Some(p) => Some(gpu.alloc(p.part_a.max(1) * 4, what)?),
+                None => None,
+            },
+            pd_b: match pd {
+                Some(p) => Some(gpu.alloc(p.part_b.max(1) * 4, what)?),
+                None => None,
+            },
+            pd_fin: match pd {
+                Some(p) => Some(gpu.alloc((p.dims.qkv_n + 2 * p.dims.ffn) * 4, what)?),
+                None => None,
+            },
+            pd_bar: match pd {
+                Some(_) => {
+                    let b = gpu.alloc(8, what)?;
+                    b.write(&[0u32; 2])?;
+                    Some(b)
+                }
+                None => None,
+            },
         })
     }
 }
@@ -161,6 +194,8 @@ pub struct Ops<'a> {
     pub gpu: &'a Arc<Gpu>,
     pub k: &'a Kernels,
     pub blas: Option<&'a Blas>,
+    /// The persistent decode kernel, when decode uses it.
+    pub pd: Option<&'a Persistent>,
 }
 
 impl Ops<'_> {
@@ -336,6 +371,34 @@ pub fn enqueue(
     let (h, eps) = (c.hidden_size, c.rms_norm_eps);
     let dims = (c.num_attention_heads, c.num_key_value_heads, c.head_dim());
     k.embed(gpu, tokens, w.embed.ptr, sc.x.ptr, t, h)?;
+    if let (Some(pd), Pos::Device { ptr, chunk, nch }, 1, Some(a), Some(b), Some(fin), Some(bar)) =
+        (ops.pd, pos, t, &sc.pd_a, &sc.pd_b, &sc.pd_fin, &sc.pd_bar)
+    {
+        // Every layer in one launch (persistent.rs), then the final norm and the lm_head.
+        pd.launch(
+            gpu,
+            eps,
+            &PdBuffers {
+                x: sc.x.ptr,
+                ss: sc.ss.ptr,
+                part_a: a.ptr,
+                part_b: b.ptr,
+                fin: fin.ptr,
+                att_o: sc.att_o.ptr,
+                att_ml: sc.att_ml.ptr,
+                counters: sc.counters.ptr,
+                bar: bar.ptr,
+                dpos: ptr,
+                kc: st.k.ptr,
+                vc: st.v.ptr,
+                layer_stride: st.layer_stride,
+                rope: w.rope.ptr,
+                chunk,
+                nch,
+            },
+        )?;
+        return final_logits(ops, c, w, sc, None, t, logit_rows);
+    }
     let deq = sc.deq.as_ref().map(|d| (d, sc.deq_elems));
     let mut prev: Option<(Partials, CUdeviceptr)> = None;
     // The residual stream is complete and sc.ss holds its per-tile sums of squares (the last
@@ -526,6 +589,22 @@ pub fn enqueue(
             ss_valid = false;
         }
     }
+    final_logits(ops, c, w, sc, prev, t, logit_rows)
+}
+
+/// The final norm of the last `logit_rows` of the residual stream (after adding `prev`, the
+/// last product's slabs and bias, when given) and the lm_head, into `sc.logits`.
+fn final_logits(
+    ops: &Ops<'_>,
+    c: &ModelConfig,
+    w: &DevWeights,
+    sc: &Scratch,
+    prev: Option<(Partials, CUdeviceptr)>,
+    t: usize,
+    logit_rows: usize,
+) -> Result<()> {
+    let (gpu, k) = (ops.gpu, ops.k);
+    let (h, eps) = (c.hidden_size, c.rms_norm_eps);
     if logit_rows == 0 {
         return Ok(());
     }
@@ -611,8 +690,50 @@ pub fn decode_step(
     pos: usize,
     use_graph: bool,
 ) -> Result<()> {
+    let r = decode_step_with(ops, c, w, sc, st, token, pos, use_graph);
+    if let (Ok(()), Some(p)) = (&r, ops.pd) {
+        if pos % 16 == 0 {
+            p.print_trace(ops.gpu)?;
+        }
+    }
+    match r {
+        Err(e) if ops.pd.is_some() => {
+            // The persistent kernel could not be launched or captured here (a driver without
+            // cooperative launches in graphs, say): one kernel per step from now on.
+            crate::log::log(
+                crate::log::Level::Warn,
+                &format!("persistent decode kernel failed ({e}); using one kernel per step"),
+            );
+            if let Some(p) = ops.pd {
+                p.disable();
+            }
+            sc.graphs.clear();
+            let plain = Ops { pd: None, ..*ops };
+            decode_step_with(&plain, c, w, sc, st, token, pos, use_graph)
+        }
+        r => r,
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn decode_step_with(
+    ops: &Ops<'_>,
+    c: &ModelConfig,
+    w: &DevWeights,
+    sc: &mut Scratch,
+    st: &CudaState,
+    token: u32,
+    pos: usize,
+    use_graph: bool,
+) -> Result<()> {
     sc.step.write(&[token, pos as u32])?;
-    let (chunk, nch) = plan_attention(st.capacity, 1, sc.att_slots);
+    // The persistent kernel combines at most MAX_CHUNKS chunks of keys.
+    let slots = if ops.pd.is_some() {
+        super::persistent::MAX_CHUNKS.min(sc.att_slots)
+    } else {
+        sc.att_slots
+    };
+    let (chunk, nch) = plan_attention(st.capacity, 1, slots);
     let p = Pos::Device {
         ptr: sc.step.ptr + 4,
         chunk,

@@ -45,6 +45,8 @@ pub struct Kernels {
     argmax: Kernel,
     penalty: Kernel,
     sample_topk: Kernel,
+    /// Every layer of a decode step in one cooperative launch (see `persistent.rs`).
+    pub decode_layers: Kernel,
     _modules: Modules,
 }
 
@@ -158,6 +160,7 @@ impl Kernels {
             argmax: m.get("sample.cu", "argmax_f32")?,
             penalty: m.get("sample.cu", "repetition_penalty")?,
             sample_topk: m.get("sample.cu", "sample_topk")?,
+            decode_layers: m.get("decode.cu", "decode_layers")?,
             _modules: m,
         };
         if k.ring > 0 {

@@ -17,6 +17,7 @@ pub mod forward;
 pub mod fusion;
 pub mod kernels;
 pub mod module;
+pub mod persistent;
 pub mod state;
 pub mod testing;
 pub mod weights;
@@ -40,6 +41,10 @@ pub struct CudaBackend {
     scratch: Mutex<Option<Scratch>>,
     weights: DevWeights,
     blas: Option<Blas>,
+    /// The persistent decode kernel's plan, when this model can use it.
+    persistent: Option<persistent::Persistent>,
+    /// Whether decode uses it (`set_persistent`; `WV_CUDA_PERSIST=1`).
+    persistent_on: bool,
     kernels: Kernels,
     config: ModelConfig,
     /// Capture decode steps as CUDA graphs (WV_CUDA_GRAPH=0 turns it off).
@@ -84,6 +89,20 @@ impl CudaBackend {
         }
     }
 
+    /// Decode with the persistent kernel (when this model has a plan for it) or with one kernel
+    /// per step (tests compare both in one process). Drops the captured decode steps.
+    pub fn set_persistent(&mut self, on: bool) {
+        self.persistent_on = on;
+        if let Some(sc) = self.scratch.get_mut().as_mut() {
+            sc.graphs.clear();
+        }
+    }
+
+    /// Whether decode steps run the persistent kernel.
+    pub fn persistent_active(&self) -> bool {
+        self.persistent_on && self.persistent.as_ref().is_some_and(|p| p.usable())
+    }
+
     pub fn new(host: &HostWeights, ordinal: usize) -> Result<CudaBackend> {
         let c = &host.config;
         check_config(c)?;
@@ -101,8 +120,24 @@ impl CudaBackend {
             ),
         );
         let graphs = gpu.has_graphs() && std::env::var("WV_CUDA_GRAPH").map_or(true, |v| v != "0");
+        let persistent = persistent::Persistent::new(&gpu, kernels.decode_layers, c, &weights)?;
+        // The persistent decode kernel is opt-in (slower than one kernel per step on an
+        // H100 so far: persistent.rs).
+        let persistent_on =
+            persistent.is_some() && std::env::var("WV_CUDA_PERSIST").is_ok_and(|v| v == "1");
+        if let (true, Some(p)) = (persistent_on, &persistent) {
+            crate::log::log(
+                crate::log::Level::Debug,
+                &format!(
+                    "cuda:{ordinal}: decode runs every layer in one persistent kernel ({} blocks)",
+                    p.blocks
+                ),
+            );
+        }
         Ok(CudaBackend {
             scratch: Mutex::new(None),
+            persistent_on,
+            persistent,
             weights,
             blas,
             kernels,
@@ -126,6 +161,11 @@ impl CudaBackend {
             gpu: &self.gpu,
             k: &self.kernels,
             blas: self.blas.as_ref(),
+            pd: if self.persistent_active() {
+                self.persistent.as_ref()
+            } else {
+                None
+            },
         }
     }
 
@@ -164,7 +204,13 @@ impl CudaBackend {
     ) -> Result<&'g mut Scratch> {
         if guard.as_ref().is_none_or(|s| s.rows < rows) {
             *guard = None; // free the old one first
-            *guard = Some(Scratch::new(&self.gpu, &self.config, &self.weights, rows)?);
+            *guard = Some(Scratch::new(
+                &self.gpu,
+                &self.config,
+                &self.weights,
+                rows,
+                self.persistent.as_ref(),
+            )?);
         }
         Ok(guard.as_mut().expect("just made"))
     }

@@ -33,6 +33,7 @@ pub const SOURCES: &[(&str, &str)] = &[
         include_str!("../../../kernels/attention.cu"),
     ),
     ("sample.cu", include_str!("../../../kernels/sample.cu")),
+    ("decode.cu", include_str!("../../../kernels/decode.cu")),
 ];
 
 /// The full text NVRTC compiles for one module.

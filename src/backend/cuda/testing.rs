@@ -139,6 +139,7 @@ impl OpHarness {
             gpu: &self.gpu,
             k: &self.k,
             blas: if use_blas { self.blas.as_ref() } else { None },
+            pd: None,
         };
         let p = ops.linear(&g, xd.ptr, t, part.ptr, deq.as_ref().map(|d| (d, deq_n)))?;
         let host = self.read_f32(&part, elems)?;
@@ -497,6 +498,7 @@ impl OpHarness {
             gpu: &self.gpu,
             k: &self.k,
             blas: None,
+            pd: None,
         };
         let turn = std::cell::Cell::new(0usize);
         let ms = self.time_ms(5, reps, || {

@@ -1,0 +1,551 @@
+//! The persistent decode kernel (`kernels/decode.cu`): every layer of a decode step in one
+//! cooperative launch whose blocks meet at grid barriers, so that the products follow one
+//! another without draining the GPU and ramping up again (see the kernel's opening comment).
+//!
+//! This module decides whether a model can use it ([`eligible`]: every product one 4-bit
+//! matrix on the lean GEMV path, no biases, head size 128), computes the schedule — which
+//! block computes which (128-column tile, batch of 64 inputs) units of each product
+//! ([`schedule`]: contiguous runs of equal length, "stream-K") — sizes the kernel's shared
+//! memory and output slots, uploads the tables, and launches it.
+//!
+//! It is opt-in (`WV_CUDA_PERSIST=1`, or `CudaBackend::set_persistent`): on an H100 it decodes
+//! the 13B model at 171–200 tokens/s against 241 for one kernel per step (docs/cuda.md, "Third
+//! session"), because the phases' tails and the grid barriers cost more than the launches they
+//! replace. It is kept, tested against the CPU, as the base for dependency-driven scheduling.
+
+use super::device::{Args, DevBuf, Gpu, Kernel};
+use super::ffi::CUdeviceptr;
+use super::weights::{DevMat, DevWeights, GemvKind, LinearGroup, Q4Dev};
+use crate::config::ModelConfig;
+use crate::error::{Error, Result};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+/// Segments a block may have per product (`PD_MAXSEG`).
+pub const MAXSEG: usize = 8;
+/// The head size the kernel's attention is written for (`PD_HD`).
+const HD: usize = 128;
+/// The weight ring: 8 warps x 2 batches x 4 KiB (`PD_RING`).
+const RING: usize = 8 * 2 * 4096;
+/// Both half blocks' attention scratch (`2 * PD_ATT_FLOATS` floats).
+const ATT_BYTES: usize = 2 * (128 + 64 + 4 * 128 + 4 + 128) * 4;
+/// `PdShared`: the warps' sums (8 x 128 floats) and each warp's batch inputs (8 x 32 words).
+const SHARED_BYTES: usize = (8 * 128 + 8 * 32) * 4;
+/// The most key chunks of a persistent decode step (the o product's combine keeps one chunk
+/// weight per lane).
+pub const MAX_CHUNKS: usize = 32;
+/// Segments a block may have per product in the kernel (it reduces at most two).
+const KERNEL_SEGS: usize = 2;
+/// The most blocks per SM the kernel is compiled for (`WV_PD_MINB`).
+const MAX_PER_SM: usize = 3;
+
+/// One product's schedule over `blocks` blocks.
+#[derive(Debug, Clone)]
+pub struct Schedule {
+    /// `[blocks][MAXSEG]` segments (tile, first batch, batches, slot); 0 batches ends a list.
+    pub segs: Vec<[i32; 4]>,
+    /// Slots (blocks contributing) per 128-column tile.
+    pub tslots: Vec<i32>,
+}
+
+/// Spread the `ceil(n / 128) * k / 64` units of a `k x n` product over `blocks` blocks: block b
+/// takes units `[U b / B, U (b + 1) / B)` (tile-major), cut at tile boundaries into segments;
+/// a tile's segments get slots 0, 1, … in block order. `None` when a block would need more
+/// than [`MAXSEG`] segments or a value does not fit an `int`.
+pub fn schedule(k: usize, n: usize, blocks: usize) -> Option<Schedule> {
+    if k == 0 || k % 64 != 0 || n == 0 || blocks == 0 {
+        return None;
+    }
+    let nbt = k / 64;
+    let tiles = n.div_ceil(128);
+    let units = tiles.checked_mul(nbt)?;
+    i32::try_from(units).ok()?;
+    let mut segs = vec![[0i32; 4]; blocks.checked_mul(MAXSEG)?];
+    let mut tslots = vec![0i32; tiles];
+    let bp = blocks.min(units);
+    for b in 0..bp {
+        let (mut u, end) = (units * b / bp, units * (b + 1) / bp);
+        let mut s = 0;
+        while u < end {
+            if s == MAXSEG {
+                return None;
+            }
+            let (t, j0) = (u / nbt, u % nbt);
+            let len = (nbt - j0).min(end - u);
+            segs[b * MAXSEG + s] = [t as i32, j0 as i32, len as i32, tslots[t]];
+            tslots[t] += 1;
+            s += 1;
+            u += len;
+        }
+    }
+    Some(Schedule { segs, tslots })
+}
+
+/// The shapes the kernel is launched with.
+#[derive(Debug, Clone, Copy)]
+pub struct Dims {
+    pub layers: usize,
+    pub hidden: usize,
+    pub qkv_n: usize,
+    pub ffn: usize,
+    pub heads: usize,
+    pub kv_heads: usize,
+    pub gs: usize,
+}
+
+impl Dims {
+    /// (K, N) of product m: q|k|v, o, gate|up, down.
+    fn kn(&self, m: usize) -> (usize, usize) {
+        match m {
+            0 => (self.hidden, self.qkv_n),
+            1 => (self.heads * HD, self.hidden),
+            2 => (self.hidden, 2 * self.ffn),
+            _ => (self.ffn, self.hidden),
+        }
+    }
+}
+
+/// The group's one 4-bit matrix when decode runs it on `gemv_q4l` (K and group size multiples
+/// of 64, zero points below 64) and it has no bias.
+fn lean(g: &LinearGroup) -> Option<&Q4Dev> {
+    match (g.members.as_slice(), g.gemv, &g.bias) {
+        ([m], GemvKind::Lean, None) => match &m.mat {
+            DevMat::Q4(q) => Some(q),
+            DevMat::F16(_) => None,
+        },
+        _ => None,
+    }
+}
+
+/// Whether the persistent kernel can run this model: head size 128, every layer's four products
+/// lean 4-bit matrices of the same group size with the usual shapes (gate|up = [gate, up]), no
+/// act-order on o, at most 256 hidden tiles (the sums-of-squares buffer) and 1024 output tiles
+/// per product (the tile counters).
+pub fn eligible(c: &ModelConfig, w: &DevWeights) -> Option<Dims> {
+    let (h, hd, nh, nkv) = (
+        c.hidden_size,
+        c.head_dim(),
+        c.num_attention_heads,
+        c.num_key_value_heads,
+    );
+    if hd != HD || nkv == 0 || nh % nkv != 0 || h.div_ceil(128) > 256 || w.layers.is_empty() {
+        return None;
+    }
+    // The tile counters (Scratch::counters) cover 1024 tiles.
+    if (nh + 2 * nkv) * HD > 1024 * 128 || 2 * c.intermediate_size > 1024 * 128 {
+        return None;
+    }
+    let d = Dims {
+        layers: w.layers.len(),
+        hidden: h,
+        qkv_n: (nh + 2 * nkv) * HD,
+        ffn: c.intermediate_size,
+        heads: nh,
+        kv_heads: nkv,
+        gs: lean(&w.layers[0].qkv)?.gs,
+    };
+    for l in &w.layers {
+        let ms = [
+            lean(&l.qkv)?,
+            lean(&l.o)?,
+            lean(&l.gate_up)?,
+            lean(&l.down)?,
+        ];
+        for (m, q) in ms.iter().enumerate() {
+            if (q.k, q.n) != d.kn(m) || q.gs != d.gs {
+                return None;
+            }
+        }
+        if ms[1].perm.is_some() {
+            return None;
+        }
+    }
+    Some(d)
+}
+
+/// The kernel, its schedule and tables, for one model on one GPU.
+pub struct Persistent {
+    kernel: Kernel,
+    pub dims: Dims,
+    /// Blocks launched (blocks per SM × SMs; all resident).
+    pub blocks: usize,
+    smem: usize,
+    /// int4 `[blocks][4][MAXSEG]`
+    sched: DevBuf,
+    /// int: slots per tile, the four products' tiles one after another.
+    tslots: DevBuf,
+    /// `PdLayer [layers]`: per layer 4 x (qw, scales, zeros, perm), norm_in, norm_post.
+    layer_table: DevBuf,
+    /// Floats of output slots for q|k|v, o and down (`part_a`) and for gate|up (`part_b`).
+    pub part_a: usize,
+    pub part_b: usize,
+    /// Set when a launch or capture failed: decode goes back to one kernel per step.
+    failed: AtomicBool,
+    /// u64 [2 + 10 layers]: block 0's phase times (`WV_CUDA_PD_TRACE=1`; diagnostics).
+    trace: Option<DevBuf>,
+    /// Segments per (block, product), for the trace.
+    seg_counts: Vec<usize>,
+}
+
+/// The buffers one launch works in (see `Scratch` and `CudaState`).
+pub struct PdBuffers {
+    /// f32 [hidden]: the residual stream (embedded token in, last layer's output out).
+    pub x: CUdeviceptr,
+    /// f32 [256]: per-tile sums of squares.
+    pub ss: CUdeviceptr,
+    pub part_a: CUdeviceptr,
+    pub part_b: CUdeviceptr,
+    /// f32 [qkv_n + 2 ffn]: q|k|v's output, then gate|up's (their tiles' slots summed).
+    pub fin: CUdeviceptr,
+    /// f32 [>= nch, heads, 128] and [>= nch, heads, 2]
+    pub att_o: CUdeviceptr,
+    pub att_ml: CUdeviceptr,
+    /// i32 [>= the widest product's tiles, at most 1024], zeros (left zeroed).
+    pub counters: CUdeviceptr,
+    /// u32 [2], zeroed once: the grid barrier.
+    pub bar: CUdeviceptr,
+    /// [token, position] of the step.
+    pub dpos: CUdeviceptr,
+    pub kc: CUdeviceptr,
+    pub vc: CUdeviceptr,
+    /// Bytes from one layer's cache to the next.
+    pub layer_stride: usize,
+    pub rope: CUdeviceptr,
+    /// Keys per chunk and chunks (fixed by the cache's capacity).
+    pub chunk: usize,
+    pub nch: usize,
+}
+
+impl Persistent {
+    /// Plan the kernel for this model, or `None` when it cannot run it (or the driver lacks
+    /// cooperative launches and occupancy queries).
+    pub fn new(
+        gpu: &Arc<Gpu>,
+        kernel: Kernel,
+        c: &ModelConfig,
+        w: &DevWeights,
+    ) -> Result<Option<Persistent>> {
+        let Some(dims) = eligible(c, w) else {
+            return Ok(None);
+        };
+        if gpu.drv.cuLaunchKernelEx.is_none() {
+            return Ok(None);
+        }
+        // WV_CUDA_PD_PER_SM caps the blocks per SM (experiments).
+        let most = std::env::var("WV_CUDA_PD_PER_SM")
+            .ok()
+            .and_then(|v| v.parse::<usize>().ok())
+            .map_or(MAX_PER_SM, |v| v.clamp(1, MAX_PER_SM));
+        for per_sm in (1..=most).rev() {
+            let blocks = per_sm * gpu.sms;
+            let Some(scheds) = (0..4)
+                .map(|m| {
+                    let (k, n) = dims.kn(m);
+                    schedule(k, n, blocks)
+                })
+                .collect::<Option<Vec<_>>>()
+            else {
+                return Ok(None);
+            };
+            if scheds.iter().any(|s| {
+                s.segs
+                    .chunks(MAXSEG)
+                    .any(|b| b.get(KERNEL_SEGS).is_some_and(|g| g[2] > 0))
+            }) {
+                return Ok(None);
+            }
+            // After the ring: the products' shared memory or the attention scratch.
+            let region = SHARED_BYTES.max(ATT_BYTES);
+            let smem = RING + region.div_ceil(16) * 16;
+            if smem > gpu.max_smem_optin {
+                continue;
+            }
+            gpu.allow_smem(&kernel, smem)?;
+            let occ = gpu.occupancy(&kernel, 256, smem).unwrap_or(0);
+            crate::log::log(
+                crate::log::Level::Debug,
+                &format!("persistent decode: {per_sm} blocks per SM wanted, {occ} fit with {smem} bytes of shared memory"),
+            );
+            if occ < per_sm {
+                continue;
+            }
+            return Ok(Some(Self::upload(
+                gpu, kernel, dims, w, blocks, smem, &scheds,
+            )?));
+        }
+        Ok(None)
+    }
+
+    fn upload(
+        gpu: &Arc<Gpu>,
+        kernel: Kernel,
+        dims: Dims,
+        w: &DevWeights,
+        blocks: usize,
+        smem: usize,
+        scheds: &[Schedule],
+    ) -> Result<Persistent> {
+        let what = "the persistent decode kernel's tables";
+        let mut sched = Vec::with_capacity(blocks * 4 * MAXSEG * 4);
+        for b in 0..blocks {
+            for s in scheds {
+                for seg in &s.segs[b * MAXSEG..(b + 1) * MAXSEG] {
+                    sched.extend_from_slice(seg);
+                }
+            }
+        }
+        let tslots: Vec<i32> = scheds
+            .iter()
+            .flat_map(|s| s.tslots.iter().copied())
+            .collect();
+        let mut table: Vec<u64> = Vec::with_capacity(w.layers.len() * 18);
+        for l in &w.layers {
+            for g in [&l.qkv, &l.o, &l.gate_up, &l.down] {
+                let q = lean(g)
+                    .ok_or_else(|| Error::internal("persistent plan of a non-4-bit layer"))?;
+                table.extend_from_slice(&[
+                    q.qw.ptr,
+                    q.scales.ptr,
+                    q.zeros.ptr,
+                    q.perm.as_ref().map_or(0, |p| p.ptr),
+                ]);
+            }
+            table.extend_from_slice(&[l.input_norm.ptr, l.post_norm.ptr]);
+        }
+        let slots = |m: usize| {
+            let (_, n) = dims.kn(m);
+            scheds[m].tslots.iter().copied().max().unwrap_or(0) as usize * n
+        };
+        Ok(Persistent {
+            kernel,
+            dims,
+            blocks,
+            smem,
+            sched: gpu.upload(&sched, what)?,
+            tslots: gpu.upload(&tslots, what)?,
+            layer_table: gpu.upload(&table, what)?,
+            part_a: slots(0).max(slots(1)).max(slots(3)),
+            part_b: slots(2),
+            failed: AtomicBool::new(false),
+            seg_counts: (0..blocks)
+                .flat_map(|b| {
+                    scheds.iter().map(move |s| {
+                        s.segs[b * MAXSEG..(b + 1) * MAXSEG]
+                            .iter()
+                            .take_while(|g| g[2] > 0)
+                            .count()
+                    })
+                })
+                .collect(),
+            trace: if std::env::var("WV_CUDA_PD_TRACE").is_ok_and(|v| v == "1") {
+                Some(gpu.alloc((2 + 10 * dims.layers + 5 * blocks) * 8, what)?)
+            } else {
+                None
+            },
+        })
+    }
+
+    /// Segments block b has in product m (diagnostics).
+    fn segs_of(&self, b: usize, m: usize) -> usize {
+        self.seg_counts.get(b * 4 + m).copied().unwrap_or(0)
+    }
+
+    /// Whether decode should use it (no earlier launch of it failed).
+    pub fn usable(&self) -> bool {
+        !self.failed.load(Ordering::Relaxed)
+    }
+
+    /// After a failed launch or capture: decode goes back to one kernel per step.
+    pub fn disable(&self) {
+        self.failed.store(true, Ordering::Relaxed);
+    }
+
+    /// Enqueue every layer of one decode step.
+    pub fn launch(&self, gpu: &Gpu, eps: f32, b: &PdBuffers) -> Result<()> {
+        let d = &self.dims;
+        if b.nch > MAX_CHUNKS || b.chunk == 0 {
+            return Err(Error::internal("persistent decode: too many key chunks"));
+        }
+        let mut a = Args::new();
+        a.ptr(self.layer_table.ptr)
+            .ptr(self.sched.ptr)
+            .ptr(self.tslots.ptr)
+            .int(d.layers)
+            .int(d.hidden)
+            .int(d.qkv_n)
+            .int(d.ffn)
+            .int(d.heads)
+            .int(d.kv_heads)
+            .int(d.gs)
+            .f32(eps)
+            .ptr(b.x)
+            .ptr(b.ss)
+            .ptr(b.part_a)
+            .ptr(b.part_b)
+            .ptr(b.fin)
+            .ptr(b.fin + 4 * d.qkv_n as u64)
+            .ptr(b.att_o)
+            .ptr(b.att_ml)
+            .int(b.chunk)
+            .int(b.nch)
+            .ptr(b.kc)
+            .ptr(b.vc)
+            .i64((b.layer_stride / 2) as i64)
+            .ptr(b.rope)
+            .ptr(b.dpos)
+            .ptr(b.counters)
+            .ptr(b.bar)
+            .ptr(self.trace.as_ref().map_or(0, |t| t.ptr));
+        // SAFETY: the tables were made for this model and block count; the buffers have the
+        // sizes PdBuffers documents (part_a / part_b at least self.part_a / part_b floats), the
+        // caches hold the layers' [capacity, kv_dim] f16 rows with chunk * nch >= capacity,
+        // and dpos[0] < capacity <= the RoPE table's rows (checked by the backend). Cooperative:
+        // all blocks are resident, so the grid barriers cannot deadlock.
+        gpu.launch_cooperative(
+            &self.kernel,
+            self.blocks as u32,
+            256,
+            self.smem as u32,
+            &mut a,
+        )
+    }
+}
+
+impl Persistent {
+    /// With `WV_CUDA_PD_TRACE=1`: block 0's time per phase of the last step (µs, summed over
+    /// the layers), printed to stderr. Synchronises the stream.
+    pub fn print_trace(&self, gpu: &Gpu) -> Result<()> {
+        let Some(t) = &self.trace else {
+            return Ok(());
+        };
+        gpu.sync()?;
+        let nl = self.dims.layers;
+        let mut v = vec![0u64; 2 + 10 * nl + 5 * self.blocks];
+        t.read(&mut v)?;
+        let names = [
+            "qkv", "bar", "attn", "bar", "o", "bar", "gate_up", "bar", "down", "bar",
+        ];
+        let mut sums = [0f64; 10];
+        let mut prev = v[1];
+        for l in 0..self.dims.layers {
+            for (i, s) in sums.iter_mut().enumerate() {
+                let now = v[2 + 10 * l + i];
+                *s += now.wrapping_sub(prev) as f64 / 1000.0;
+                prev = now;
+            }
+        }
+        let total = v[1 + 10 * nl].wrapping_sub(v[0]) as f64 / 1000.0;
+        // Layer nl/2: each block's phase end after the phase began (block 0's release from
+        // the previous barrier), quantiles over the blocks, with the segment count's effect.
+        let l = nl / 2;
+        let starts = [
+            if l == 0 {
+                v[1]
+            } else {
+                v[2 + 10 * (l - 1) + 9]
+            },
+            v[2 + 10 * l + 1],
+            v[2 + 10 * l + 3],
+            v[2 + 10 * l + 5],
+            v[2 + 10 * l + 7],
+        ];
+        for (ph, name) in ["qkv", "attn", "o", "gate_up", "down"].iter().enumerate() {
+            let base = 2 + 10 * nl + ph * self.blocks;
+            let mut d: Vec<(f64, usize)> = (0..self.blocks)
+                .map(|b| {
+                    let m = [0usize, 9, 1, 2, 3][ph];
+                    let segs = if m == 9 { 0 } else { self.segs_of(b, m) };
+                    (v[base + b].wrapping_sub(starts[ph]) as f64 / 1000.0, segs)
+                })
+                .collect();
+            d.sort_by(|a, b| a.0.total_cmp(&b.0));
+            let q = |f: f64| d[((d.len() - 1) as f64 * f) as usize].0;
+            let mean_by = |k: usize| {
+                let x: Vec<f64> = d.iter().filter(|e| e.1 == k).map(|e| e.0).collect();
+                if x.is_empty() {
+                    f64::NAN
+                } else {
+                    x.iter().sum::<f64>() / x.len() as f64
+                }
+            };
+            eprintln!(
+                "  layer {l} {name}: block ends min {:.1} p10 {:.1} p50 {:.1} p90 {:.1} max {:.1} µs; mean with 0/1/2 segments {:.1}/{:.1}/{:.1}",
+                q(0.0), q(0.1), q(0.5), q(0.9), q(1.0), mean_by(0), mean_by(1), mean_by(2)
+            );
+        }
+        let parts: Vec<String> = names
+            .iter()
+            .zip(sums)
+            .map(|(n, s)| format!("{n} {s:.0}"))
+            .collect();
+        eprintln!(
+            "persistent step {total:.0} µs (start barrier {:.1}): {}",
+            v[1].wrapping_sub(v[0]) as f64 / 1000.0,
+            parts.join(", ")
+        );
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every unit of every tile is computed exactly once, each block's work is within one
+    /// batch of the others', and a tile's slots are 0..tslots in order.
+    #[test]
+    fn schedule_covers_every_unit_once() {
+        for &(k, n, blocks) in &[
+            (5120, 15360, 396),
+            (5120, 5120, 396),
+            (5120, 27648, 396),
+            (13824, 5120, 396),
+            (5120, 5120, 264),
+            (256, 768, 396),
+            (128, 100, 7),
+            (640, 1000, 13),
+        ] {
+            for aligned in [false, true] {
+                let s = schedule(k, n, blocks).expect("schedulable");
+                let (nbt, tiles) = (k / 64, n.div_ceil(128));
+                let mut seen = vec![0u32; tiles * nbt];
+                let mut slots: Vec<Vec<i32>> = vec![Vec::new(); tiles];
+                let mut work = Vec::new();
+                for b in 0..blocks {
+                    let mut total = 0;
+                    for seg in &s.segs[b * MAXSEG..(b + 1) * MAXSEG] {
+                        let [t, j0, len, slot] = *seg;
+                        if len == 0 {
+                            break;
+                        }
+                        for j in j0..j0 + len {
+                            seen[t as usize * nbt + j as usize] += 1;
+                        }
+                        slots[t as usize].push(slot);
+                        total += len;
+                    }
+                    work.push(total);
+                }
+                assert!(seen.iter().all(|&c| c == 1), "{k}x{n} over {blocks}");
+                for (t, sl) in slots.iter().enumerate() {
+                    assert_eq!(*sl, (0..s.tslots[t]).collect::<Vec<_>>());
+                }
+                let busy: Vec<i32> = work.iter().copied().filter(|&w| w > 0).collect();
+                let (lo, hi) = (busy.iter().min().unwrap(), busy.iter().max().unwrap());
+                assert!(hi - lo <= 1, "{k}x{n} over {blocks}: {lo}..{hi}");
+                if !aligned || blocks < tiles {
+                    assert!(busy.len() == blocks.min(tiles * nbt));
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn schedule_refuses_what_the_kernel_cannot_take() {
+        assert!(schedule(100, 128, 4).is_none()); // K not a multiple of 64
+        assert!(schedule(0, 128, 4).is_none());
+        // One block over 20 tiles would need 20 segments.
+        assert!(schedule(64, 20 * 128, 1).is_none());
+        assert!(schedule(64, 8 * 128, 1).is_some());
+    }
+}
