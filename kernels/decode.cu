@@ -1,37 +1,42 @@
 // decode.cu — every decoder layer of one decode step (one token) in one persistent kernel.
+// Opt-in (WV_CUDA_PERSIST=1): on an H100 it is slower than one kernel per step so far (see
+// persistent.rs and docs/cuda.md, "Third session").
 //
-// Why: launched one kernel per step, each 13B product (13–40 µs) pays a start (x staging, the
-// first weight loads) and a tail (the grid draining) that cost ~40% of its time; here the blocks
-// stay resident for the whole step, meet at grid barriers between dependent phases, and each
-// warp's weight stream runs one batch ahead of its arithmetic *across* phases: the next
-// product's first weights are in flight while a block waits at a barrier or does attention.
+// Idea: launched one kernel per step, each 13B product (13–40 µs) pays a start (x staging, the
+// first weight loads) and a tail (the grid draining); here the blocks stay resident for the
+// whole step, meet at grid barriers between dependent phases, and each warp's weight stream
+// runs one batch ahead of its arithmetic *across* phases: the next product's first weights are
+// in flight while a block waits at a barrier or does attention.
 //
 // Launch: cooperative (all blocks resident), grid B = blocks per SM × SMs, block 256 threads
-// = 8 warps, dynamic shared memory PD_RING (the weight ring) + the region (host: see
-// persistent.rs). Per layer l, phases separated by grid barriers:
-//   1. q|k|v   = RMSNorm(x) · Wqkv          → slots in part_a
-//   2. attention: per (head, chunk of keys) item, a half block (4 warps): q (and, in the last
-//      chunk, k and v of the new position) from the slots, RoPE, the new K/V written to the
-//      cache, scores and the softmax-weighted V sum → att_o [nch, nh, 128], att_ml [nch, nh, 2]
-//   3. o       = combine(att) · Wo          → slots in part_a; the residual add (below) into x
-//   4. gate|up = RMSNorm(x) · Wgu           → slots in part_b
-//   5. down    = (SiLU(gate) · up) · Wdown  → slots in part_a; the residual add into x
+// = 8 warps, dynamic shared memory PD_RING (the weight ring) + a region shared by the products
+// (PdShared) and the attention phase (host: persistent.rs). Per layer l, phases separated by
+// grid barriers:
+//   1. q|k|v   = RMSNorm(x) · Wqkv          → fin_qkv [qkvN]
+//   2. attention: per (head, chunk of keys) item, a half block (4 warps, named barrier 1 or 2):
+//      q (and, in the newest chunk, k and v of the new position) from fin_qkv, RoPE, the new K/V
+//      written to the cache, scores and the softmax-weighted V sum → att_o [nch, nh, 128] and
+//      (max, sum) att_ml [nch, nh, 2]
+//   3. o       = combine(att) · Wo          → the residual add into x
+//   4. gate|up = RMSNorm(x) · Wgu           → fin_gu [2F]
+//   5. down    = (SiLU(gate) · up) · Wdown  → the residual add into x
 // (one barrier first: the per-tile sums of squares of the embedded x for layer 0's norm).
 //
 // Products: a matrix (wv's repacked 4-bit layout, kernels/gemv.cu: qw u32 [K/8, N], scales f16
 // [G, N], zeros u8 [G, N], perm int [K] or NULL) is cut into units = (128-column tile t, batch j
 // of 64 inputs = 8 packed rows). The host's schedule `sched` [B][4][PD_MAXSEG] gives each block
 // a contiguous run of units (stream-K: every block the same number ± 1) as segments
-// int4 (t, j0, nbs, slot) within one tile each (nbs = 0 ends the list); warp w takes batches
-// [j0 + nbs·w/8, j0 + nbs·(w+1)/8) of a segment. A segment's sums go to slot `slot` of its tile:
-// part[slot·N + n]; `tslots` (per matrix, per tile) says how many slots a tile has, and
-// consumers sum them in slot order (deterministic). The residual epilogue: the last block to
-// finish a tile of o / down (a self-resetting counter per tile) sums its slots into x and
-// leaves the tile's sum of squares in ss for the next RMSNorm.
+// int4 (t, j0, nbs, slot) within one tile each (nbs = 0 ends the list; at most 2 used); warp w
+// takes batches [j0 + nbs·w/8, j0 + nbs·(w+1)/8) of a segment and makes each batch's 64 inputs
+// itself (no block barrier inside a product). A segment's 8 warp sums meet in shared memory and
+// the last warp writes slot `slot` of the tile: part[slot·N + n]; the last block to finish a
+// tile (a self-resetting counter per tile; `tslots` says how many slots a tile has) sums its
+// slots in slot order (deterministic) into fin_qkv / fin_gu, or into x with the tile's sum of
+// squares into ss for the next RMSNorm (o, down).
 // Weights: per warp a ring of 2 batches in shared memory, filled by cp.async, each lane copying
 // and later reading its own 16 bytes of each row; batch k+1 is requested (and its scales and
 // zeros loaded into registers) before batch k is waited for. The arithmetic is gemv_q4l's
-// (common.cuh: dot8_lean, f16 sums over PD_ACC rows, x scaled against f16 overflow).
+// (common.cuh: dot8_lean, f16 sums over PD_ACC rows, inputs scaled against f16 overflow).
 // Data written during the kernel by other blocks is read with ld.global.cg (L2), never through
 // the non-coherent or L1 paths.
 

@@ -4,17 +4,22 @@
 #
 # Build on a machine with Rust (the device has none), then run this from the repository root on
 # the device:
-#   cargo test --release --no-run --test gpu 2>&1 | grep -o 'target/release/deps/gpu-[0-9a-f]*'
+#   cargo test --release --no-run --test gpu --test gpu_model 2>&1 | grep -oE 'target/release/deps/gpu(_model)?-[0-9a-f]*'
 #   cargo build --release --bins
-#   mkdir -p .dev/bin && cp <that gpu-… file> .dev/bin/gpu && cp target/release/wv .dev/bin/wv
+#   mkdir -p .dev/bin && cp <that gpu-… file> .dev/bin/gpu && cp <that gpu_model-… file> .dev/bin/gpu_model
+#   cp target/release/wv .dev/bin/wv
 #   (device) OUT=/some/dir bash tools/gpu_suite.sh
 #
 # Fixtures: tests/fixtures/models, else .dev/fixtures (made here with
 # `python3 tools/make_fixtures.py --no-torch --out .dev/fixtures` when neither exists).
 # The bench phase also runs A/Bs in the same run: the short bench with WV_CUDA_GEMV=wide (the
-# previous decode GEMV), graphs off and PDL off, and 1,500 tokens without decode fusion.
+# previous decode GEMV), graphs off, PDL off and the persistent decode kernel, and 1,500 tokens
+# without decode fusion.
 # Env: OUT (logs; default ./gpu-out), SKIP_TESTS=1, SKIP_SANITIZER=1, SKIP_BENCH=1,
 #      BENCH_LAYERS (default 40), BENCH_DIR (default /tmp/wv-bench-13b).
+# Two test binaries: gpu (tests/gpu.rs: op tests, kernel timings) and gpu_model
+# (tests/gpu_model.rs: whole-model tests), each in its own phases (tests / tests-model,
+# tests-plain / tests-plain-model, sanitizer / sanitizer-model).
 # Each phase logs to $LOGS/NAME.log; at the end they are gathered into four files in $OUT
 # (tests.log, sanitizer.log, bench.log, summary.log) and a summary table is printed last.
 set -u
@@ -31,7 +36,7 @@ phase() { # phase NAME TIMEOUT CMD... : run with a time limit, log to $OUT/NAME.
     local t0=$(date +%s)
     timeout "$limit" "$@" >"$LOGS/$name.log" 2>&1
     local rc=$?
-    SUMMARY+=("$(printf '%-16s rc=%-4s %5ss' "$name" "$rc" $(($(date +%s) - t0)))")
+    SUMMARY+=("$(printf '%-18s rc=%-4s %5ss' "$name" "$rc" $(($(date +%s) - t0)))")
     echo "${SUMMARY[-1]}"
     return $rc
 }
@@ -53,8 +58,10 @@ fi
 
 if [ -z "${SKIP_TESTS:-}" ]; then
     phase tests "${TEST_LIMIT:-200}" "$BIN/gpu" --ignored --test-threads=1 --nocapture
+    phase tests-model "${TEST_LIMIT:-200}" "$BIN/gpu_model" --ignored --test-threads=1 --nocapture
     # The non-ignored tests too (the Device-error test sees a GPU here and must pass).
     phase tests-plain 60 "$BIN/gpu" --test-threads=1 --nocapture
+    phase tests-plain-model 60 "$BIN/gpu_model" --test-threads=1 --nocapture
     # The command line on the device (how hidden checkpoints are checked).
     F=$(ls -d tests/fixtures/models/*/ .dev/fixtures/*/ 2>/dev/null | head -1)
     phase cli 60 sh -c "'$BIN/wv' logits --model '$F' --tokens 1,450,4996 --device cuda > '$LOGS/cli.json' && head -c 300 '$LOGS/cli.json'"
@@ -74,36 +81,44 @@ if [ -z "${SKIP_BENCH:-}" ]; then
     phase bench-nofuse 90 env WV_CUDA_FUSE=0 "$BIN/wv" bench --model "$BD" --prompt-tokens 1500 --gen-tokens 64 --device cuda
     phase kernels 100 "$BIN/gpu" --ignored --nocapture bench_kernels
     phase bench-nopdl 90 env WV_CUDA_PDL=0 "$BIN/wv" bench --model "$BD" --prompt-tokens 32 --gen-tokens 64 --device cuda
+    phase bench-persist 90 env WV_CUDA_PERSIST=1 "$BIN/wv" bench --model "$BD" --prompt-tokens 32 --gen-tokens 64 --device cuda
     unset WV_LOG
 fi
 
 if [ -z "${SKIP_SANITIZER:-}" ]; then
     # memcheck over every GPU test except the deliberate out-of-memory and the timings.
     phase sanitizer "${SAN_LIMIT:-240}" compute-sanitizer --tool memcheck --error-exitcode 9 --print-limit 20 \
-        "$BIN/gpu" --ignored --test-threads=1 --skip model_out_of_memory --skip bench_kernels
+        "$BIN/gpu" --ignored --test-threads=1 --skip bench_kernels
+    phase sanitizer-model "${SAN_LIMIT:-240}" compute-sanitizer --tool memcheck --error-exitcode 9 --print-limit 20 \
+        "$BIN/gpu_model" --ignored --test-threads=1 --skip model_out_of_memory
 fi
 
 # Gather the logs into at most four files (the device returns few files).
-cat "$LOGS"/env.log "$LOGS"/tests.log "$LOGS"/tests-plain.log "$LOGS"/cli.log >"$OUT/tests.log" 2>/dev/null
-cat "$LOGS"/sanitizer.log >"$OUT/sanitizer.log" 2>/dev/null
-for f in make-ckpt bench-short bench-512 bench-1500 bench-nograph bench-wide bench-nofuse kernels bench-nopdl; do
+for f in env tests tests-model tests-plain tests-plain-model cli; do
+    [ -f "$LOGS/$f.log" ] && { echo "=== $f"; cat "$LOGS/$f.log"; }
+done >"$OUT/tests.log" 2>/dev/null
+for f in sanitizer sanitizer-model; do
+    [ -f "$LOGS/$f.log" ] && { echo "=== $f"; cat "$LOGS/$f.log"; }
+done >"$OUT/sanitizer.log" 2>/dev/null
+for f in make-ckpt bench-short bench-512 bench-1500 bench-nograph bench-wide bench-nofuse kernels bench-nopdl bench-persist; do
     [ -f "$LOGS/$f.log" ] && { echo "=== $f"; cat "$LOGS/$f.log"; }
 done >"$OUT/bench.log" 2>/dev/null
 {
 echo
 echo "================ summary ================"
 printf '%s\n' "${SUMMARY[@]}"
-for f in tests tests-plain sanitizer cli; do
+for f in tests tests-model tests-plain tests-plain-model sanitizer sanitizer-model cli; do
     [ -f "$LOGS/$f.log" ] || continue
     echo "--- $f"
     grep -E '^test .* (ok|FAILED|ignored)$|^test result|panicked at|ERROR SUMMARY|^=+ (Invalid|Error)|Program hit' "$LOGS/$f.log" | grep -v ' ignored$' | head -40
 done
-if [ -f "$LOGS/tests.log" ]; then
+if [ -f "$LOGS/tests.log" ] || [ -f "$LOGS/tests-model.log" ]; then
     echo "--- measurements"
-    grep -oE 'BENCH.*|^fixture.*|^1100-token.*|^kjv-tiny.*|^attention t=.*|^linear .* t=1 default.*' "$LOGS/tests.log" | head -60
+    cat "$LOGS/tests.log" "$LOGS/tests-model.log" 2>/dev/null |
+        grep -oE 'BENCH.*|^fixture.*|^1100-token.*|^kjv-tiny.*|^attention t=.*|^linear .* t=1 default.*' | head -60
 fi
 [ -f "$LOGS/kernels.log" ] && { echo "--- kernels"; grep -oE 'BENCH .*' "$LOGS/kernels.log"; }
-for f in bench-short bench-512 bench-1500 bench-nograph bench-wide bench-nofuse bench-nopdl; do
+for f in bench-short bench-512 bench-1500 bench-nograph bench-wide bench-nofuse bench-nopdl bench-persist; do
     [ -f "$LOGS/$f.log" ] || continue
     python3 - "$LOGS/$f.log" "$f" <<'EOF'
 import json, re, sys
