@@ -229,3 +229,29 @@ extern "C" __global__ void __launch_bounds__(256) silu_mul4(
         st_f16<4>(out + (size_t)idx * 4, o);
     }
 }
+
+// read_sweep: a read-bandwidth probe for benchmarks (not used by the model). Every thread reads
+// 16-byte words p[i], p[i + stride], … (stride = all threads), `UNROLL` loads in flight at a
+// time, folding them into an xor that is written only if it equals a value no input makes, so
+// the loads cannot be dropped. n = words. Grid: any; block 256.
+template <int UNROLL>
+__device__ __forceinline__ void read_sweep_body(const uint4* __restrict__ p, long long n, u32* __restrict__ out) {
+    const long long stride = (long long)gridDim.x * blockDim.x;
+    long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    u32 acc = 0u;
+    for (; i + (UNROLL - 1) * stride < n; i += UNROLL * stride) {
+        uint4 v[UNROLL];
+#pragma unroll
+        for (int u = 0; u < UNROLL; ++u) v[u] = __ldg(p + i + u * stride);
+#pragma unroll
+        for (int u = 0; u < UNROLL; ++u) acc ^= v[u].x ^ v[u].y ^ v[u].z ^ v[u].w;
+    }
+    for (; i < n; i += stride) {
+        const uint4 v = __ldg(p + i);
+        acc ^= v.x ^ v.y ^ v.z ^ v.w;
+    }
+    if (acc == 0x9e3779b9u) out[0] = acc;
+}
+extern "C" __global__ void __launch_bounds__(256) read_sweep(const uint4* __restrict__ p, long long n, u32* __restrict__ out) {
+    read_sweep_body<8>(p, n, out);
+}

@@ -236,6 +236,11 @@ extern "C" __global__ void __launch_bounds__(256, WV_GEMV_MINB) gemv_q4w(
 #ifndef WV_GEMV_ACC
 #define WV_GEMV_ACC 4
 #endif
+// WV_GEMV_PROBE=1 (benchmarks only, via WV_CUDA_DEFINES): gemv_q4l streams its weights but
+// skips the dequantisation and products, to tell the memory path's ceiling from the arithmetic's.
+#ifndef WV_GEMV_PROBE
+#define WV_GEMV_PROBE 0
+#endif
 #ifndef WV_GEMVL_MINB
 #define WV_GEMVL_MINB 3
 #endif
@@ -444,10 +449,18 @@ __device__ __forceinline__ void gemv_q4l_body(GEMVL_PARAMS)
 #else
                 const uint4 wi = slot[i * 32];
 #endif
+#if WV_GEMV_PROBE
+                // Diagnostics only (wrong results): the weights streamed without the arithmetic.
+                h[0] ^= wi.x ^ xv.x;
+                h[1] ^= wi.y;
+                h[2] ^= wi.z;
+                h[3] ^= wi.w;
+#else
                 h[0] = dot8_lean(wi.x, xv, zl[0], zh[0], h[0]);
                 h[1] = dot8_lean(wi.y, xv, zl[1], zh[1], h[1]);
                 h[2] = dot8_lean(wi.z, xv, zl[2], zh[2], h[2]);
                 h[3] = dot8_lean(wi.w, xv, zl[3], zh[3], h[3]);
+#endif
 #if WV_GEMV_RING == 0
                 // Row i of the next batch into the registers just used.
                 if (more) w[i] = __ldg(reinterpret_cast<const uint4*>(qb + off + i * rowb));

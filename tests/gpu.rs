@@ -700,6 +700,15 @@ fn bench_kernels() {
     let h = harness();
     let bw = h.copy_bandwidth(1 << 30).unwrap();
     eprintln!("BENCH copy bandwidth: {:.0} GB/s (read + write)", bw / 1e9);
+    // The ceiling for a kernel that only reads (what a decode GEMV does).
+    for per_sm in [2usize, 4, 8] {
+        let r = h.read_bandwidth(1 << 30, per_sm).unwrap();
+        eprintln!(
+            "BENCH read bandwidth ({per_sm} blocks of 256 per SM, 8 x 16 B in flight per thread): {:.0} GB/s = {:.0}% of copy bandwidth",
+            r / 1e9,
+            100.0 * r / bw
+        );
+    }
     let shapes = [
         ("q|k|v", 5120usize, vec![5120usize, 5120, 5120]),
         ("o", 5120, vec![5120]),

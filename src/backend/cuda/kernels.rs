@@ -47,6 +47,8 @@ pub struct Kernels {
     sample_topk: Kernel,
     /// Every layer of a decode step in one cooperative launch (see `persistent.rs`).
     pub decode_layers: Kernel,
+    /// A read-bandwidth probe (benchmarks only).
+    pub read_sweep: Kernel,
     _modules: Modules,
 }
 
@@ -161,6 +163,7 @@ impl Kernels {
             penalty: m.get("sample.cu", "repetition_penalty")?,
             sample_topk: m.get("sample.cu", "sample_topk")?,
             decode_layers: m.get("decode.cu", "decode_layers")?,
+            read_sweep: m.get("elementwise.cu", "read_sweep")?,
             _modules: m,
         };
         if k.ring > 0 {

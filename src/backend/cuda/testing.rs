@@ -3,7 +3,7 @@
 //! every op can be compared with the CPU backend's on random inputs.
 
 use super::blas::Blas;
-use super::device::{DevBuf, Gpu};
+use super::device::{Args, DevBuf, Gpu};
 use super::forward::{plan_attention, Ops};
 use super::kernels::{Kernels, Partials};
 use super::weights::{rope_table, DevMat, GemvKind, LinearGroup, RopeTable};
@@ -471,6 +471,23 @@ impl OpHarness {
         self.gpu.memset_u32(a.ptr, 0x3c00_3c00, bytes / 4)?;
         let ms = self.time_ms(3, 20, || self.gpu.copy_dtod(b.ptr, a.ptr, bytes))?;
         Ok(2.0 * bytes as f64 / (ms as f64 * 1e-3))
+    }
+
+    /// Read bandwidth (bytes read per second) of a plain streaming kernel over `bytes`
+    /// (`read_sweep`: 16-byte loads, 8 in flight per thread), with `blocks_per_sm` blocks of 256.
+    pub fn read_bandwidth(&self, bytes: usize, blocks_per_sm: usize) -> Result<f64> {
+        let a = self.gpu.alloc(bytes, "bandwidth test")?;
+        let out = self.gpu.alloc(4, "bandwidth test")?;
+        self.gpu.memset_u32(a.ptr, 0x3c00_3c00, bytes / 4)?;
+        let words = (bytes / 16) as i64;
+        let blocks = (self.gpu.sms * blocks_per_sm) as u32;
+        let ms = self.time_ms(3, 20, || {
+            let mut args = Args::new();
+            args.ptr(a.ptr).i64(words).ptr(out.ptr);
+            // SAFETY: a holds `words` 16-byte words; out one u32.
+            self.gpu.launch(&self.k.read_sweep, (blocks, 1, 1), 256, 0, &mut args)
+        })?;
+        Ok(bytes as f64 / (ms as f64 * 1e-3))
     }
 
     /// Registers and local memory per thread of the decode GEMV kernels.
