@@ -485,7 +485,8 @@ impl OpHarness {
             let mut args = Args::new();
             args.ptr(a.ptr).i64(words).ptr(out.ptr);
             // SAFETY: a holds `words` 16-byte words; out one u32.
-            self.gpu.launch(&self.k.read_sweep, (blocks, 1, 1), 256, 0, &mut args)
+            self.gpu
+                .launch(&self.k.read_sweep, (blocks, 1, 1), 256, 0, &mut args)
         })?;
         Ok(bytes as f64 / (ms as f64 * 1e-3))
     }
