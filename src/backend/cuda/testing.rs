@@ -1,4 +1,4 @@
-//! Op-level access to the kernels, for the GPU test suite (tests/gpu.rs): each function uploads
+//! Op-level access to the kernels, for the GPU test suites (tests/gpu.rs, tests/gpu_model.rs): each function uploads
 //! host inputs, runs one kernel or one product path, and returns the result on the host, so
 //! every op can be compared with the CPU backend's on random inputs.
 
