@@ -59,9 +59,6 @@ pub struct GenerateStats {
 /// back by a stop-string check or an unfinished character when generation ends).
 pub const NO_TOKEN: u32 = u32::MAX;
 
-/// Tokens per prefill chunk: the granularity of cancellation during a long prompt.
-const PREFILL_CHUNK: usize = 256;
-
 /// One conversation on a model.
 pub struct Session {
     model: Arc<Model>,
@@ -285,7 +282,10 @@ impl Session {
             if self.cancel.load(Ordering::Relaxed) {
                 return Err(Error::new(ErrorKind::Cancelled, "cancelled"));
             }
-            let end = (self.n_cached + PREFILL_CHUNK).min(self.tokens.len());
+            // Chunks of the backend's size: the granularity of cancellation during a long
+            // prompt (each chunk costs the GPU one pass over the weights).
+            let chunk_len = self.model.backend.prefill_chunk().max(1);
+            let end = (self.n_cached + chunk_len).min(self.tokens.len());
             let chunk = &self.tokens[self.n_cached..end];
             self.logits_valid = false;
             self.model.backend.forward(

@@ -229,7 +229,7 @@ fn model_long_prompt_chunks_and_sessions() {
     let gpu = load(dir, DeviceRequest::Cuda(0));
     let cpu = load(dir, DeviceRequest::Cpu);
     let mut rng = Rng::new(21);
-    // Longer than one prefill chunk (512): chunks attend to the earlier ones.
+    // Longer than one prefill chunk (1,024): chunks attend to the earlier ones.
     let toks: Vec<u32> = (0..1100)
         .map(|_| 3 + (rng.next_u64() % 31000) as u32)
         .collect();

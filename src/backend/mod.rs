@@ -76,6 +76,12 @@ pub trait Backend: Send + Sync {
     fn peak_device_bytes(&self) -> Option<usize> {
         None
     }
+    /// Tokens per `forward` call that a session should use when it feeds a long prompt (the
+    /// granularity of cancellation). 256 by default; a GPU backend asks for more, because each
+    /// call streams (and, for 4-bit weights, dequantises) every weight once.
+    fn prefill_chunk(&self) -> usize {
+        256
+    }
     /// GPU time per operation since the last call, as (name, launches, milliseconds), when the
     /// backend is profiling (CUDA: `WV_CUDA_PROFILE=1`); `None` otherwise.
     fn profile_report(&self) -> Option<Vec<(String, usize, f64)>> {

@@ -28,7 +28,7 @@ use crate::error::{Error, Result};
 use crate::weights::HostWeights;
 use blas::Blas;
 use device::{fmt_bytes, Gpu};
-use forward::{Ops, Scratch, PREFILL_CHUNK, SMALL_T};
+use forward::{prefill_chunk, Ops, Scratch, SMALL_T};
 use kernels::Kernels;
 use parking_lot::Mutex;
 use state::CudaState;
@@ -229,13 +229,14 @@ impl CudaBackend {
         self.gpu.bind()?;
         // Prefill scratch is made once for a full chunk (not per prompt length), so no later
         // prompt pays for allocations.
-        let rows = if t <= SMALL_T { 1 } else { PREFILL_CHUNK };
+        let chunk = prefill_chunk();
+        let rows = if t <= SMALL_T { 1 } else { chunk };
         let sc = self.scratch_for(&mut guard, rows)?;
         let ops = self.ops();
         logits.clear();
         logits.reserve(n_logits * v);
         let first_logit = t - n_logits;
-        let step = if t <= SMALL_T { 1 } else { PREFILL_CHUNK };
+        let step = if t <= SMALL_T { 1 } else { chunk };
         let mut c0 = 0;
         while c0 < t {
             let c1 = (c0 + step).min(t);
@@ -332,6 +333,10 @@ impl Backend for CudaBackend {
 
     fn peak_device_bytes(&self) -> Option<usize> {
         Some(self.gpu.peak_bytes())
+    }
+
+    fn prefill_chunk(&self) -> usize {
+        forward::prefill_chunk()
     }
 
     fn profile_report(&self) -> Option<Vec<(String, usize, f64)>> {
