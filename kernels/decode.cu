@@ -86,7 +86,7 @@ struct PdArgs {
     float* fin_gu;
     float* att_o;
     float* att_ml;
-    int chunk, nch;
+    int chunk;
     f16* kc;
     f16* vc;
     long long layer_stride;
@@ -554,7 +554,6 @@ extern "C" __global__ void __launch_bounds__(256, WV_PD_MINB) decode_layers(
     a.att_o = att_o;
     a.att_ml = att_ml;
     a.chunk = chunk;
-    a.nch = nch;
     a.kc = kc;
     a.vc = vc;
     a.layer_stride = layer_stride;

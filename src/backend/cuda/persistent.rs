@@ -505,38 +505,34 @@ mod tests {
             (128, 100, 7),
             (640, 1000, 13),
         ] {
-            for aligned in [false, true] {
-                let s = schedule(k, n, blocks).expect("schedulable");
-                let (nbt, tiles) = (k / 64, n.div_ceil(128));
-                let mut seen = vec![0u32; tiles * nbt];
-                let mut slots: Vec<Vec<i32>> = vec![Vec::new(); tiles];
-                let mut work = Vec::new();
-                for b in 0..blocks {
-                    let mut total = 0;
-                    for seg in &s.segs[b * MAXSEG..(b + 1) * MAXSEG] {
-                        let [t, j0, len, slot] = *seg;
-                        if len == 0 {
-                            break;
-                        }
-                        for j in j0..j0 + len {
-                            seen[t as usize * nbt + j as usize] += 1;
-                        }
-                        slots[t as usize].push(slot);
-                        total += len;
+            let s = schedule(k, n, blocks).expect("schedulable");
+            let (nbt, tiles) = (k / 64, n.div_ceil(128));
+            let mut seen = vec![0u32; tiles * nbt];
+            let mut slots: Vec<Vec<i32>> = vec![Vec::new(); tiles];
+            let mut work = Vec::new();
+            for b in 0..blocks {
+                let mut total = 0;
+                for seg in &s.segs[b * MAXSEG..(b + 1) * MAXSEG] {
+                    let [t, j0, len, slot] = *seg;
+                    if len == 0 {
+                        break;
                     }
-                    work.push(total);
+                    for j in j0..j0 + len {
+                        seen[t as usize * nbt + j as usize] += 1;
+                    }
+                    slots[t as usize].push(slot);
+                    total += len;
                 }
-                assert!(seen.iter().all(|&c| c == 1), "{k}x{n} over {blocks}");
-                for (t, sl) in slots.iter().enumerate() {
-                    assert_eq!(*sl, (0..s.tslots[t]).collect::<Vec<_>>());
-                }
-                let busy: Vec<i32> = work.iter().copied().filter(|&w| w > 0).collect();
-                let (lo, hi) = (busy.iter().min().unwrap(), busy.iter().max().unwrap());
-                assert!(hi - lo <= 1, "{k}x{n} over {blocks}: {lo}..{hi}");
-                if !aligned || blocks < tiles {
-                    assert!(busy.len() == blocks.min(tiles * nbt));
-                }
+                work.push(total);
             }
+            assert!(seen.iter().all(|&c| c == 1), "{k}x{n} over {blocks}");
+            for (t, sl) in slots.iter().enumerate() {
+                assert_eq!(*sl, (0..s.tslots[t]).collect::<Vec<_>>());
+            }
+            let busy: Vec<i32> = work.iter().copied().filter(|&w| w > 0).collect();
+            let (lo, hi) = (busy.iter().min().unwrap(), busy.iter().max().unwrap());
+            assert!(hi - lo <= 1, "{k}x{n} over {blocks}: {lo}..{hi}");
+            assert!(busy.len() == blocks.min(tiles * nbt));
         }
     }
 
