@@ -155,6 +155,17 @@ __device__ __forceinline__ u32 dq_odd(u32 w, u32 zh) {
     return hfma2(and_or(w, 0x00f000f0u, 0x64006400u), 0x2c002c00u, zh);
 }
 
+// The zero points of 4 columns (the bytes of zv) as dot8_lean's constants: zl = 1024 + z for
+// the even nibble pairs, zh = -(64 + z) for the odd ones (z < 64).
+__device__ __forceinline__ void lean_zeros(u32 zv, u32 (&zl)[4], u32 (&zh)[4]) {
+#pragma unroll
+    for (int c = 0; c < 4; ++c) {
+        const u32 z = (zv >> (8 * c)) & 0xffu;
+        zl[c] = z * 0x00010001u + 0x64006400u;
+        zh[c] = z * 0x00100010u + 0xd400d400u;
+    }
+}
+
 // a += the 8 products of one packed word (rows r..r+7 of one column) with x rows r..r+7, in f16.
 __device__ __forceinline__ u32 dot8_lean(u32 w, uint4 xv, u32 zl, u32 zh, u32 a) {
     const u32 w8 = w >> 8;

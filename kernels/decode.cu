@@ -306,12 +306,7 @@ __device__ __forceinline__ void pd_product(const PdArgs& a, int l, int m, PdStre
             const uint4* slot_p = ring + (ws.used & 1) * (PD_SLOT / 16);
             ++ws.used;
             u32 zl[4], zh[4];
-#pragma unroll
-            for (int c = 0; c < 4; ++c) {
-                const u32 z = (zv >> (8 * c)) & 0xffu;
-                zl[c] = z * 0x00010001u + 0x64006400u;  // 1024 + z
-                zh[c] = z * 0x00100010u + 0xd400d400u;  // -(64 + z), z < 64
-            }
+            lean_zeros(zv, zl, zh);
             const uint4* xb = reinterpret_cast<const uint4*>(sh.xw[warp]);
             float f[4] = {0.f, 0.f, 0.f, 0.f};
             u32 hs[4] = {0u, 0u, 0u, 0u};

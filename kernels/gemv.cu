@@ -432,12 +432,7 @@ __device__ __forceinline__ void gemv_q4l_body(GEMVL_PARAMS)
                 zvn = __ldg(reinterpret_cast<const u32*>(zeros + (size_t)g * N + n));
             }
             u32 zl[4], zh[4];
-#pragma unroll
-            for (int c = 0; c < 4; ++c) {
-                const u32 z = (zv >> (8 * c)) & 0xffu;
-                zl[c] = z * 0x00010001u + 0x64006400u;  // 1024 + z
-                zh[c] = z * 0x00100010u + 0xd400d400u;  // -(64 + z), z < 64
-            }
+            lean_zeros(zv, zl, zh);
 
             float f[4] = {0.f, 0.f, 0.f, 0.f};
             u32 h[4] = {0u, 0u, 0u, 0u};

@@ -41,14 +41,6 @@ fn harness() -> &'static OpHarness {
 fn tiny_host() -> HostWeights {
     let c = tiny_config();
     let mut rng = Rng::new(5);
-    let dense = |rng: &mut Rng, o: usize, i: usize| Linear::Dense {
-        w: DenseMatrix {
-            out_features: o,
-            in_features: i,
-            data: DenseData::F32(rand_vec(rng, o * i, 0.2)),
-        },
-        bias: None,
-    };
     let (h, f) = (c.hidden_size, c.intermediate_size);
     let layer = LayerWeights {
         input_norm: vec![1.0; h],

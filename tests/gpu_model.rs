@@ -428,6 +428,31 @@ fn session_samples_on_the_device() {
     eprintln!("device sampling: {:?}", &a[..a.len().min(12)]);
 }
 
+/// A model of `layers` with random embeddings and a separate random lm_head (drawn from `rng`
+/// in that order) and a unit final norm.
+fn untied_host(c: ModelConfig, layers: Vec<LayerWeights>, rng: &mut Rng) -> HostWeights {
+    let h = c.hidden_size;
+    let embed = rand_vec(rng, c.vocab_size * h, 1.0)
+        .into_iter()
+        .map(f16::from_f32)
+        .collect();
+    let lm_head = Some(
+        rand_vec(rng, c.vocab_size * h, 0.3)
+            .into_iter()
+            .map(f16::from_f32)
+            .collect(),
+    );
+    HostWeights {
+        config: c,
+        embed,
+        layers,
+        final_norm: vec![1.0; h],
+        lm_head,
+        embed_exact: None,
+        lm_head_exact: None,
+    }
+}
+
 /// A random all-4-bit model with head dim 128 and K % 64 == 0 everywhere, so that decode runs
 /// the fused `gemv_q4l_*` layers (one biased layer), with an act-order q|k|v in the last layer.
 fn fused_host() -> HostWeights {
@@ -464,25 +489,7 @@ fn fused_host() -> HostWeights {
             }
         })
         .collect();
-    let embed = rand_vec(&mut rng, c.vocab_size * h, 1.0)
-        .into_iter()
-        .map(f16::from_f32)
-        .collect();
-    let lm_head = Some(
-        rand_vec(&mut rng, c.vocab_size * h, 0.3)
-            .into_iter()
-            .map(f16::from_f32)
-            .collect(),
-    );
-    HostWeights {
-        config: c,
-        embed,
-        layers,
-        final_norm: vec![1.0; h],
-        lm_head,
-        embed_exact: None,
-        lm_head_exact: None,
-    }
+    untied_host(c, layers, &mut rng)
 }
 
 /// Decode through the fused layers (prologue RMSNorm / attention combine / SiLU, residual
@@ -592,25 +599,7 @@ fn persistent_host(nkv: usize) -> HostWeights {
             }
         })
         .collect();
-    let embed = rand_vec(&mut rng, c.vocab_size * h, 1.0)
-        .into_iter()
-        .map(f16::from_f32)
-        .collect();
-    let lm_head = Some(
-        rand_vec(&mut rng, c.vocab_size * h, 0.3)
-            .into_iter()
-            .map(f16::from_f32)
-            .collect(),
-    );
-    HostWeights {
-        config: c,
-        embed,
-        layers,
-        final_norm: vec![1.0; h],
-        lm_head,
-        embed_exact: None,
-        lm_head_exact: None,
-    }
+    untied_host(c, layers, &mut rng)
 }
 
 /// Decode through the persistent kernel (every layer in one cooperative launch, grid barriers
@@ -692,7 +681,6 @@ fn model_persistent_decode_matches_cpu() {
 #[ignore = "needs a CUDA GPU: run on the device with --ignored"]
 fn device_sampling_falls_back_to_the_host_on_many_ties() {
     use wv::backend::Backend;
-    use wv::weights::{DenseData, DenseMatrix};
     let vocab = 4096;
     assert!(vocab > wv::backend::cuda::kernels::SAMPLE_CAP);
     let c = ModelConfig {
@@ -703,14 +691,6 @@ fn device_sampling_falls_back_to_the_host_on_many_ties() {
     let host = {
         let mut rng = Rng::new(11);
         let h = c.hidden_size;
-        let dense = |rng: &mut Rng, o: usize, i: usize| Linear::Dense {
-            w: DenseMatrix {
-                out_features: o,
-                in_features: i,
-                data: DenseData::F32(rand_vec(rng, o * i, 0.2)),
-            },
-            bias: None,
-        };
         let f = c.intermediate_size;
         let layer = LayerWeights {
             input_norm: vec![1.0; h],

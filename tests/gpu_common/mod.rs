@@ -5,6 +5,7 @@
 
 use wv::config::ModelConfig;
 use wv::sampler::Rng;
+use wv::weights::{DenseData, DenseMatrix, Linear};
 
 /// The relative L2 error of `a` against the reference `b` (every value of `a` must be finite).
 pub fn rel_l2(a: &[f32], b: &[f32]) -> f64 {
@@ -42,5 +43,17 @@ pub fn tiny_config() -> ModelConfig {
         bos_token_id: 1,
         eos_token_id: 2,
         quant: None,
+    }
+}
+
+/// A dense f32 `[o, i]` linear layer with random weights in ±0.2, no bias.
+pub fn dense(rng: &mut Rng, o: usize, i: usize) -> Linear {
+    Linear::Dense {
+        w: DenseMatrix {
+            out_features: o,
+            in_features: i,
+            data: DenseData::F32(rand_vec(rng, o * i, 0.2)),
+        },
+        bias: None,
     }
 }

@@ -277,11 +277,7 @@ impl Gpu {
             .cuLaunchKernelEx
             .ok_or_else(|| Error::device("this CUDA driver has no cuLaunchKernelEx"))?;
         let mark = self.profile_mark()?;
-        let mut ptrs: Vec<*mut c_void> = args
-            .slots
-            .iter_mut()
-            .map(|s| s as *mut u64 as *mut c_void)
-            .collect();
+        let mut ptrs = args.ptrs();
         let mut attr = ffi::CUlaunchAttribute {
             id: ffi::CU_LAUNCH_ATTRIBUTE_COOPERATIVE,
             pad: 0,
@@ -405,11 +401,7 @@ impl Gpu {
         smem: u32,
         args: &mut Args,
     ) -> Result<()> {
-        let mut ptrs: Vec<*mut c_void> = args
-            .slots
-            .iter_mut()
-            .map(|s| s as *mut u64 as *mut c_void)
-            .collect();
+        let mut ptrs = args.ptrs();
         let r = if let (true, Some(ex)) = (self.pdl, self.drv.cuLaunchKernelEx) {
             let mut attr = ffi::CUlaunchAttribute {
                 id: ffi::CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION,
@@ -803,6 +795,14 @@ impl Args {
     pub fn f64(&mut self, v: f64) -> &mut Self {
         self.slots.push(v.to_bits());
         self
+    }
+    /// One pointer per slot, as `cuLaunchKernel`'s `kernelParams` takes them (valid while
+    /// `self` is neither moved nor changed).
+    fn ptrs(&mut self) -> Vec<*mut c_void> {
+        self.slots
+            .iter_mut()
+            .map(|s| s as *mut u64 as *mut c_void)
+            .collect()
     }
 }
 

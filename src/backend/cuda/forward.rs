@@ -709,22 +709,20 @@ pub fn decode_step(
             p.print_trace(ops.gpu)?;
         }
     }
-    match r {
-        Err(e) if ops.pd.is_some() => {
+    match (r, ops.pd) {
+        (Err(e), Some(p)) => {
             // The persistent kernel could not be launched or captured here (a driver without
             // cooperative launches in graphs, say): one kernel per step from now on.
             crate::log::log(
                 crate::log::Level::Warn,
                 &format!("persistent decode kernel failed ({e}); using one kernel per step"),
             );
-            if let Some(p) = ops.pd {
-                p.disable();
-            }
+            p.disable();
             sc.graphs.clear();
             let plain = Ops { pd: None, ..*ops };
             decode_step_with(&plain, c, w, sc, st, token, pos, use_graph)
         }
-        r => r,
+        (r, _) => r,
     }
 }
 
