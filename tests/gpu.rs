@@ -112,7 +112,11 @@ fn kernels_compile_for_sm90() {
             if img.is_cubin { "cubin" } else { "PTX" }
         );
     }
-    assert_eq!(images.len(), wv::backend::cuda::module::SOURCES.len());
+    // Every module, the sm_90a ones (wgmma) included.
+    assert_eq!(
+        images.len(),
+        wv::backend::cuda::module::SOURCES.len() + wv::backend::cuda::module::SOURCES_SM90A.len()
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -183,6 +187,59 @@ fn op_linear_4bit() {
             check_linear(name, &[&m], t, true);
         }
     }
+}
+
+/// Prefill's fused 4-bit product (`gemm_q4_wgmma`, on sm_90a GPUs) against the CPU: token
+/// counts below, at and across its 128-token tiles, output widths that end in a partial
+/// 128-feature tile, few stages (K = 192), group sizes 64 and 128, gptq v1 and v2 zeros, a
+/// bias (added by the consumer), and inputs in the hundreds. `check_linear`'s default path is
+/// the fused kernel wherever it is loaded and takes the matrix.
+#[test]
+#[ignore = "needs a CUDA GPU: run on the device with --ignored"]
+fn op_gemm_q4_prefill_shapes() {
+    let h = harness();
+    eprintln!("gemm_q4_wgmma loaded: {}", h.has_gemm_q4());
+    // (name, in, out, group, zero offset, bias)
+    type Case = (&'static str, usize, usize, usize, i32, bool);
+    let cases: Vec<Case> = vec![
+        ("k192-n392-g64", 192, 392, 64, 1, false),
+        ("k640-n256-g128-v2-bias", 640, 256, 128, 0, true),
+        ("k5120-n136-g128", 5120, 136, 128, 1, false),
+    ];
+    for (name, k, n, g, off, bias) in cases {
+        let m = Linear::Gptq(random_gptq(
+            4,
+            k,
+            n,
+            Some(g),
+            false,
+            off,
+            bias,
+            (k * n) as u64,
+        ));
+        for t in [5, 127, 128, 130, 300] {
+            check_linear(name, &[&m], t, true);
+        }
+    }
+    // 13B's o at 512 tokens: 160 tiles under a wave, so K is split into slabs.
+    let m = Linear::Gptq(random_gptq(4, 5120, 5120, Some(128), false, 1, false, 5));
+    check_linear("13b-o (split K)", &[&m], 512, true);
+    // Large inputs: products in the hundreds of thousands, accumulated in f32.
+    let m = Linear::Gptq(random_gptq(4, 1024, 256, Some(128), false, 1, false, 99));
+    let mut rng = Rng::new(3);
+    let x: Vec<f32> = round16(
+        &rand_vec(&mut rng, 200 * 1024, 1.0)
+            .iter()
+            .map(|v| v * 300.0)
+            .collect::<Vec<_>>(),
+    );
+    let mut want = Vec::new();
+    matmul::linear(&x, 200, &m, &mut want);
+    let (got, q4) = h.linear_with(&[&m], &x, 200, true, None, None).unwrap();
+    assert!(q4);
+    let e = rel_l2(&got, &want);
+    eprintln!("gemm_q4 large inputs: rel L2 {e:.2e}");
+    assert!(e < 4e-3, "large inputs: rel L2 {e}");
 }
 
 #[test]

@@ -15,7 +15,8 @@
 # The bench phase also runs A/Bs in the same run: the short bench with WV_CUDA_GEMV=wide (the
 # previous decode GEMV), graphs off, PDL off and the persistent decode kernel, and 1,500 tokens
 # without decode fusion.
-# Env: OUT (logs; default ./gpu-out), SKIP_TESTS=1, SKIP_SANITIZER=1, SKIP_BENCH=1,
+# Env: OUT (logs; default ./gpu-out), SKIP_TESTS=1, SKIP_SANITIZER=1, SKIP_BENCH=1, SKIP_AB=1 (only
+#      the default benches and those without the fused prefill product),
 #      BENCH_LAYERS (default 40), BENCH_DIR (default /tmp/wv-bench-13b).
 # Two test binaries: gpu (tests/gpu.rs: op tests, kernel timings) and gpu_model
 # (tests/gpu_model.rs: whole-model tests), each in its own phases (tests / tests-model,
@@ -76,12 +77,17 @@ if [ -z "${SKIP_BENCH:-}" ]; then
     phase bench-short 90 "$BIN/wv" bench --model "$BD" --prompt-tokens 32 --gen-tokens 64 --device cuda
     phase bench-512 90 "$BIN/wv" bench --model "$BD" --prompt-tokens 512 --gen-tokens 64 --device cuda
     phase bench-1500 90 "$BIN/wv" bench --model "$BD" --prompt-tokens 1500 --gen-tokens 64 --device cuda
+    # Prefill without the fused 4-bit product (dequantisation + cuBLAS), same run.
+    phase bench-noqgemm-32 90 env WV_CUDA_QGEMM=0 "$BIN/wv" bench --model "$BD" --prompt-tokens 32 --gen-tokens 64 --device cuda
+    phase bench-noqgemm-512 90 env WV_CUDA_QGEMM=0 "$BIN/wv" bench --model "$BD" --prompt-tokens 512 --gen-tokens 64 --device cuda
+    [ -n "${SKIP_AB:-}" ] || {
     phase bench-nograph 90 env WV_CUDA_GRAPH=0 "$BIN/wv" bench --model "$BD" --prompt-tokens 32 --gen-tokens 64 --device cuda
     phase bench-wide 90 env WV_CUDA_GEMV=wide "$BIN/wv" bench --model "$BD" --prompt-tokens 32 --gen-tokens 64 --device cuda
     phase bench-nofuse 90 env WV_CUDA_FUSE=0 "$BIN/wv" bench --model "$BD" --prompt-tokens 1500 --gen-tokens 64 --device cuda
     phase kernels 100 "$BIN/gpu" --ignored --nocapture bench_kernels
     phase bench-nopdl 90 env WV_CUDA_PDL=0 "$BIN/wv" bench --model "$BD" --prompt-tokens 32 --gen-tokens 64 --device cuda
     phase bench-persist 90 env WV_CUDA_PERSIST=1 "$BIN/wv" bench --model "$BD" --prompt-tokens 32 --gen-tokens 64 --device cuda
+    }
     unset WV_LOG
 fi
 
@@ -100,7 +106,7 @@ done >"$OUT/tests.log" 2>/dev/null
 for f in sanitizer sanitizer-model; do
     [ -f "$LOGS/$f.log" ] && { echo "=== $f"; cat "$LOGS/$f.log"; }
 done >"$OUT/sanitizer.log" 2>/dev/null
-for f in make-ckpt bench-short bench-512 bench-1500 bench-nograph bench-wide bench-nofuse kernels bench-nopdl bench-persist; do
+for f in make-ckpt bench-short bench-512 bench-1500 bench-noqgemm-32 bench-noqgemm-512 bench-nograph bench-wide bench-nofuse kernels bench-nopdl bench-persist; do
     [ -f "$LOGS/$f.log" ] && { echo "=== $f"; cat "$LOGS/$f.log"; }
 done >"$OUT/bench.log" 2>/dev/null
 {
@@ -118,7 +124,7 @@ if [ -f "$LOGS/tests.log" ] || [ -f "$LOGS/tests-model.log" ]; then
         grep -oE 'BENCH.*|^fixture.*|^1100-token.*|^kjv-tiny.*|^attention t=.*|^linear .* t=1 default.*' | head -60
 fi
 [ -f "$LOGS/kernels.log" ] && { echo "--- kernels"; grep -oE 'BENCH .*' "$LOGS/kernels.log"; }
-for f in bench-short bench-512 bench-1500 bench-nograph bench-wide bench-nofuse bench-nopdl bench-persist; do
+for f in bench-short bench-512 bench-1500 bench-noqgemm-32 bench-noqgemm-512 bench-nograph bench-wide bench-nofuse bench-nopdl bench-persist; do
     [ -f "$LOGS/$f.log" ] || continue
     python3 - "$LOGS/$f.log" "$f" <<'EOF'
 import json, re, sys

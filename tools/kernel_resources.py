@@ -45,7 +45,9 @@ def main():
         src = common + "\n" + open(os.path.join(ROOT, "kernels", f)).read()
         prog = ctypes.c_void_p()
         assert nv.nvrtcCreateProgram(ctypes.byref(prog), src.encode(), f.encode(), 0, None, None) == 0
-        opts = [b"--gpu-architecture=sm_90", b"--std=c++17", b"--ptxas-options=-v"] + [d.encode() for d in defs]
+        # gemm_q4.cu uses wgmma, which only sm_90a has (as the library compiles it).
+        arch = b"sm_90a" if f == "gemm_q4.cu" else b"sm_90"
+        opts = [b"--gpu-architecture=" + arch, b"--std=c++17", b"--ptxas-options=-v"] + [d.encode() for d in defs]
         arr = (ctypes.c_char_p * len(opts))(*opts)
         rc = nv.nvrtcCompileProgram(prog, len(opts), arr)
         size = ctypes.c_size_t()

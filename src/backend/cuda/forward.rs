@@ -110,6 +110,8 @@ impl Scratch {
         let h = c.hidden_size;
         let qd = c.num_attention_heads * c.head_dim();
         let wmax = h.max(c.intermediate_size).max(qd);
+        // Prefill's products leave [rows, n] (gemm_q4_wgmma's K splits of a narrower matrix
+        // only where they fit: Ops::linear's `cap`).
         let part = (w.max_s_times_n()).max(rows * w.max_n());
         // Decode only (prefill attention needs no partials): up to 128 chunks of keys.
         let att_slots = 128;
@@ -209,6 +211,9 @@ pub struct Ops<'a> {
     pub blas: Option<&'a Blas>,
     /// The persistent decode kernel, when decode uses it.
     pub pd: Option<&'a Persistent>,
+    /// Prefill's 4-bit products on `gemm_q4_wgmma` where it is loaded and takes the matrix
+    /// (else, and when false, dequantisation and cuBLAS).
+    pub qgemm: bool,
 }
 
 impl Ops<'_> {
@@ -235,13 +240,14 @@ impl Ops<'_> {
         }
     }
 
-    /// Apply a group of products to `x` (f16 `[t, g.k]`), writing partial slabs into `part`.
+    /// Apply a group of products to `x` (f16 `[t, g.k]`), writing partial slabs into `part`
+    /// (`cap` floats; prefill may split a product into as many slabs of `[t, n_total]` as fit).
     pub fn linear(
         &self,
         g: &LinearGroup,
         x: CUdeviceptr,
         t: usize,
-        part: CUdeviceptr,
+        (part, cap): (CUdeviceptr, usize),
         deq: Option<(&DevBuf, usize)>,
     ) -> Result<Partials> {
         if t == 1 {
@@ -273,9 +279,19 @@ impl Ops<'_> {
             }
             return Ok(slabs(g, part, t));
         }
+        let mut split = 1;
         for m in &g.members {
             let out = part + 4 * m.col0 as u64;
             match &m.mat {
+                DevMat::Q4(q) if self.qgemm && self.k.gemm_q4_takes(q, t) => {
+                    // A lone matrix whose tiles fill under a wave of the GPU splits K into
+                    // slabs (the consumer sums them; `part` holds them, see Scratch::new).
+                    if g.members.len() == 1 {
+                        let room = cap / (t * g.n_total).max(1);
+                        split = self.k.gemm_q4_splits(self.gpu, q, t).min(room).max(1);
+                    }
+                    self.k.gemm_q4(self.gpu, q, x, out, t, g.n_total, split)?
+                }
                 DevMat::Q4(q) => {
                     let (buf, elems) = deq.ok_or_else(|| {
                         Error::internal("prefill without a dequantisation buffer")
@@ -317,7 +333,10 @@ impl Ops<'_> {
                 DevMat::F16(d) => self.gemm(true, x, d.w.ptr, out, t, d.n, d.k, g.n_total)?,
             }
         }
-        Ok(slabs(g, part, t))
+        Ok(Partials {
+            s: split,
+            ..slabs(g, part, t)
+        })
     }
 }
 
@@ -463,7 +482,7 @@ pub fn enqueue(
                 0,
                 t,
             )?;
-            ops.linear(&l.qkv, sc.xh.ptr, t, sc.part.ptr, deq)?
+            ops.linear(&l.qkv, sc.xh.ptr, t, (sc.part.ptr, sc.part.bytes / 4), deq)?
         };
         let kc = st.k.at(li * st.layer_stride);
         let vc = st.v.at(li * st.layer_stride);
@@ -500,6 +519,8 @@ pub fn enqueue(
             ss: sc.ss.ptr,
         };
         let (o, gu, dn) = (&l.o, &l.gate_up, &l.down);
+        // Where gate|up's product leaves its output (the fused norm path writes slabs).
+        let mut gu_out = slabs(gu, sc.part.ptr, t);
         if fuse_attn {
             // o: the attention combine in its prologue, the residual add after.
             let pro = Prologue::Attention {
@@ -553,10 +574,10 @@ pub fn enqueue(
                     0,
                     t,
                 )?;
-                ops.linear(gu, sc.xh.ptr, t, sc.part.ptr, deq)?;
+                gu_out = ops.linear(gu, sc.xh.ptr, t, (sc.part.ptr, sc.part.bytes / 4), deq)?;
             }
         } else {
-            let p = ops.linear(o, sc.xh.ptr, t, sc.part.ptr, deq)?;
+            let p = ops.linear(o, sc.xh.ptr, t, (sc.part.ptr, sc.part.bytes / 4), deq)?;
             let bias = o.bias.as_ref().map_or(0, |b| b.ptr);
             k.residual_rmsnorm(
                 gpu,
@@ -570,9 +591,8 @@ pub fn enqueue(
                 0,
                 t,
             )?;
-            ops.linear(gu, sc.xh.ptr, t, sc.part.ptr, deq)?;
+            gu_out = ops.linear(gu, sc.xh.ptr, t, (sc.part.ptr, sc.part.bytes / 4), deq)?;
         }
-        let gu_out = slabs(gu, sc.part.ptr, t);
         let gu_bias = gu.bias.as_ref().map_or(0, |b| b.ptr);
         if fuse_silu {
             // down: SiLU · up in its prologue, the residual add (and the next norm's sums of
@@ -597,7 +617,7 @@ pub fn enqueue(
             ss_valid = true;
         } else {
             k.silu_mul(gpu, gu_out, gu_bias, sc.xh.ptr, c.intermediate_size, t)?;
-            let p = ops.linear(dn, sc.xh.ptr, t, sc.part.ptr, deq)?;
+            let p = ops.linear(dn, sc.xh.ptr, t, (sc.part.ptr, sc.part.bytes / 4), deq)?;
             prev = Some((p, dn.bias.as_ref().map_or(0, |b| b.ptr)));
             ss_valid = false;
         }

@@ -160,6 +160,7 @@ impl CudaBackend {
         Ops {
             gpu: &self.gpu,
             k: &self.kernels,
+            qgemm: true,
             blas: self.blas.as_ref(),
             pd: if self.persistent_active() {
                 self.persistent.as_ref()

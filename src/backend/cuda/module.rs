@@ -2,7 +2,9 @@
 //! and cached on disk.
 //!
 //! Each `kernels/*.cu` file is one module, compiled with `kernels/common.cuh` prepended (no
-//! toolkit headers are used, so NVRTC needs no include path). The machine code (a cubin for the
+//! toolkit headers are used, so NVRTC needs no include path). The `SOURCES_SM90A` modules use
+//! Hopper's `wgmma` and are compiled for `sm_90a`, on compute capability 9.0 GPUs only; they
+//! are optional (the kernels that use them have a fallback). The machine code (a cubin for the
 //! GPU's own architecture, or PTX of the newest architecture NVRTC knows when the GPU is newer)
 //! is cached in `$WV_CACHE_DIR`, else `$XDG_CACHE_HOME/wv`, else `~/.cache/wv`, under a name made
 //! of the source's hash (with the compile options), the architecture and NVRTC's version, so
@@ -35,6 +37,11 @@ pub const SOURCES: &[(&str, &str)] = &[
     ("sample.cu", include_str!("../../../kernels/sample.cu")),
     ("decode.cu", include_str!("../../../kernels/decode.cu")),
 ];
+
+/// Modules only compute capability 9.0 GPUs load, compiled for `sm_90a` (they use `wgmma`).
+/// Elsewhere, or when NVRTC cannot build them, the library runs without them.
+pub const SOURCES_SM90A: &[(&str, &str)] =
+    &[("gemm_q4.cu", include_str!("../../../kernels/gemm_q4.cu"))];
 
 /// The full text NVRTC compiles for one module.
 pub fn full_source(src: &str) -> String {
@@ -101,8 +108,11 @@ impl Target {
         )))
     }
 
-    fn options(&self) -> Vec<String> {
-        let arch = if self.cubin {
+    /// NVRTC's options for module `name` (the `SOURCES_SM90A` ones for `sm_90a`).
+    fn options(&self, name: &str) -> Vec<String> {
+        let arch = if SOURCES_SM90A.iter().any(|(n, _)| *n == name) {
+            "sm_90a".to_string()
+        } else if self.cubin {
             format!("sm_{}", self.arch)
         } else {
             format!("compute_{}", self.arch)
@@ -162,7 +172,7 @@ pub fn cache_dir() -> Option<PathBuf> {
 }
 
 fn cache_path(name: &str, src: &str, t: &Target) -> Option<PathBuf> {
-    let opts = t.options().join(" ");
+    let opts = t.options(name).join(" ");
     let h = fnv64(&[src, &opts]);
     let stem = name.trim_end_matches(".cu");
     let ext = if t.cubin { "cubin" } else { "ptx" };
@@ -182,7 +192,7 @@ pub fn compile(nv: &Nvrtc, name: &str, src: &str, t: &Target) -> Result<Image> {
     let csrc = CString::new(src).map_err(|_| Error::internal("kernel source holds a NUL byte"))?;
     let cname = CString::new(name).map_err(|_| Error::internal("bad kernel file name"))?;
     let opts: Vec<CString> = t
-        .options()
+        .options(name)
         .into_iter()
         .map(|o| CString::new(o).expect("no NUL in options"))
         .collect();
@@ -351,12 +361,31 @@ impl Modules {
             };
             mods.mods.push((name, m));
         }
+        // The sm_90a modules: on compute capability 9.0 with cubins only; optional.
+        if gpu.cc == (9, 0) && t.cubin && std::env::var("WV_CUDA_SM90A").map_or(true, |v| v != "0")
+        {
+            for (name, src) in SOURCES_SM90A {
+                let loaded = image_for(nv, name, src, &t, false).and_then(|img| {
+                    load_image(gpu, &img).or_else(|_| {
+                        let img = image_for(nv, name, src, &t, true)?;
+                        load_image(gpu, &img)
+                    })
+                });
+                match loaded {
+                    Ok(m) => mods.mods.push((name, m)),
+                    Err(e) => log(
+                        Level::Info,
+                        &format!("cuda:{}: {name} not loaded ({e}); prefill dequantises for cuBLAS instead", gpu.ordinal),
+                    ),
+                }
+            }
+        }
         log(
             Level::Debug,
             &format!(
                 "cuda:{}: {} kernel modules ready in {:.2}s (NVRTC {}.{}, {}{})",
                 gpu.ordinal,
-                SOURCES.len(),
+                mods.mods.len(),
                 t0.elapsed().as_secs_f64(),
                 t.nvrtc_version.0,
                 t.nvrtc_version.1,
@@ -365,6 +394,15 @@ impl Modules {
             ),
         );
         Ok(mods)
+    }
+
+    /// Kernel `name` of module `file` when that module was loaded (the optional `SOURCES_SM90A`).
+    pub fn get_opt(&self, file: &str, name: &'static str) -> Result<Option<Kernel>> {
+        if self.mods.iter().any(|(n, _)| *n == file) {
+            self.get(file, name).map(Some)
+        } else {
+            Ok(None)
+        }
     }
 
     /// Find kernel `name` in module `file`.
@@ -408,6 +446,7 @@ pub fn compile_all_for(arch: i32) -> Result<Vec<(&'static str, Image)>> {
     t.arch = t.arch.min(arch.max(t.arch));
     SOURCES
         .iter()
+        .chain(SOURCES_SM90A.iter().filter(|_| arch == 90))
         .map(|(n, src)| compile(nv, n, &full_source(src), &t).map(|i| (*n, i)))
         .collect()
 }

@@ -24,6 +24,11 @@ fn to_f16(v: &[f32]) -> Vec<f16> {
 }
 
 impl OpHarness {
+    /// Whether prefill's fused 4-bit product (`gemm_q4_wgmma`) is loaded on this GPU.
+    pub fn has_gemm_q4(&self) -> bool {
+        self.k.gemm_q4.is_some()
+    }
+
     pub fn new(ordinal: usize) -> Result<OpHarness> {
         let gpu = Gpu::open(ordinal)?;
         let k = Kernels::load(&gpu)?;
@@ -106,7 +111,7 @@ impl OpHarness {
                 DevMat::F16(_) => true,
             });
             if ok {
-                g.gemv = kind;
+                g.set_gemv(&self.gpu, kind);
             }
         }
         let all_q4 = g.members.iter().all(|m| matches!(m.mat, DevMat::Q4(_)));
@@ -114,7 +119,8 @@ impl OpHarness {
         let elems = if t == 1 {
             g.s_decode * g.n_total
         } else {
-            t * g.n_total
+            // gemm_q4_wgmma may split K into slabs.
+            crate::backend::cuda::kernels::GEMM_Q4_MAX_SPLIT * t * g.n_total
         };
         let part = self.poisoned(elems)?;
         let max_q4 = g
@@ -140,8 +146,17 @@ impl OpHarness {
             k: &self.k,
             blas: if use_blas { self.blas.as_ref() } else { None },
             pd: None,
+            // The fused 4-bit product on the default path; "wv-gemm" and "pieces" keep
+            // testing dequantisation.
+            qgemm: use_blas && deq_elems.is_none(),
         };
-        let p = ops.linear(&g, xd.ptr, t, part.ptr, deq.as_ref().map(|d| (d, deq_n)))?;
+        let p = ops.linear(
+            &g,
+            xd.ptr,
+            t,
+            (part.ptr, elems),
+            deq.as_ref().map(|d| (d, deq_n)),
+        )?;
         let host = self.read_f32(&part, elems)?;
         let mut y = Self::sum_slabs(&host, p, t, g.n_total);
         if let Some(b) = &g.bias {
@@ -517,13 +532,20 @@ impl OpHarness {
             k: &self.k,
             blas: None,
             pd: None,
+            qgemm: false,
         };
         let turn = std::cell::Cell::new(0usize);
         let ms = self.time_ms(5, reps, || {
             let i = turn.get();
             turn.set(i + 1);
-            ops.linear(&gs[i % gs.len()], xd.ptr, 1, part.ptr, None)
-                .map(|_| ())
+            ops.linear(
+                &gs[i % gs.len()],
+                xd.ptr,
+                1,
+                (part.ptr, g.s_decode * g.n_total),
+                None,
+            )
+            .map(|_| ())
         })?;
         Ok((ms, g.bytes()))
     }
@@ -570,6 +592,60 @@ impl OpHarness {
                     2.0 * (t * q.k * q.n) as f64 / (ms as f64 * 1e-3) / 1e12
                 ),
                 ms,
+            ));
+        }
+        if self.k.gemm_q4_takes(q, t) {
+            let ms = self.time_ms(3, 10, || {
+                self.k.gemm_q4(&self.gpu, q, x.ptr, y.ptr, t, q.n, 1)
+            })?;
+            out.push((
+                format!(
+                    "gemm_q4_wgmma {t}x5120x13824 straight from 4 bits ({:.0} TFLOP/s)",
+                    2.0 * (t * q.k * q.n) as f64 / (ms as f64 * 1e-3) / 1e12
+                ),
+                ms,
+            ));
+            // Every 13B product of a layer (the prefill's products without dequantisation).
+            let mut total = 0f32;
+            for (name, k, n) in [
+                ("q|k|v", 5120usize, 15360usize),
+                ("o", 5120, 5120),
+                ("gate|up", 5120, 27648),
+                ("down", 13824, 5120),
+            ] {
+                let m = crate::weights::Linear::Gptq(random_gptq(
+                    4,
+                    k,
+                    n,
+                    Some(128),
+                    false,
+                    1,
+                    false,
+                    7,
+                ));
+                let g = LinearGroup::upload(&self.gpu, &[&m], "bench weights")?;
+                let DevMat::Q4(q) = &g.members[0].mat else {
+                    continue;
+                };
+                let x = self.gpu.alloc(t * k * 2, "bench x")?;
+                self.gpu.memset_u32(x.ptr, 0x3c00_3c00, t * k / 2)?;
+                let split = self.k.gemm_q4_splits(&self.gpu, q, t);
+                let y = self.gpu.alloc(split * t * n * 4, "bench y")?;
+                let ms = self.time_ms(3, 10, || {
+                    self.k.gemm_q4(&self.gpu, q, x.ptr, y.ptr, t, n, split)
+                })?;
+                total += ms;
+                out.push((
+                    format!(
+                        "gemm_q4_wgmma {name} {t}x{k}x{n} in {split} split(s) ({:.0} TFLOP/s)",
+                        2.0 * (t * k * n) as f64 / (ms as f64 * 1e-3) / 1e12
+                    ),
+                    ms,
+                ));
+            }
+            out.push((
+                "gemm_q4_wgmma one 13B layer's products (x40 for the model)".into(),
+                total,
             ));
         }
         let ms = self.time_ms(1, 3, || {

@@ -417,6 +417,37 @@ impl LinearGroup {
             gemv,
         })
     }
+
+    /// Run decode on `kind` instead of the kernel chosen at upload (tests; the caller checks
+    /// that the weights allow it): the split follows.
+    pub fn set_gemv(&mut self, gpu: &Gpu, kind: GemvKind) {
+        if kind == self.gemv {
+            return;
+        }
+        let shapes = self.shapes();
+        let wide = match kind {
+            GemvKind::Classic => 0,
+            GemvKind::Wide => 2,
+            GemvKind::Lean => 3,
+        };
+        let (s, per) = plan_decode(gpu.sms, self.k, self.n_total, &shapes, wide);
+        for (m, p) in self.members.iter_mut().zip(per) {
+            m.per_block = p;
+        }
+        self.s_decode = s;
+        self.gemv = kind;
+    }
+
+    /// `Some((groups, group size))` per 4-bit member, `None` per dense one.
+    fn shapes(&self) -> Vec<Option<(usize, usize)>> {
+        self.members
+            .iter()
+            .map(|m| match &m.mat {
+                DevMat::Q4(q) => Some((q.groups, q.gs)),
+                DevMat::F16(_) => None,
+            })
+            .collect()
+    }
 }
 
 /// Which decode kernel runs a group's 4-bit members (see `kernels/gemv.cu`).
