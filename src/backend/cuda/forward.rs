@@ -79,7 +79,7 @@ pub struct Scratch {
     pub att_ml: DevBuf,
     /// f32 [rows, vocab]
     pub logits: DevBuf,
-    /// f16 dequantised weights (prefill only).
+    /// f16 dequantised weights (prefill only; allocated by the first pass that needs it).
     pub deq: Option<DevBuf>,
     pub deq_elems: usize,
     /// Device sampling: penalised logits, token ids, the chosen id.
@@ -140,11 +140,8 @@ impl Scratch {
             att_o: gpu.alloc(att_slots * qd * 4, what)?,
             att_ml: gpu.alloc(att_slots * c.num_attention_heads * 2 * 4, what)?,
             logits: gpu.alloc(rows * c.vocab_size * 4, what)?,
-            deq: if deq_elems > 0 {
-                Some(gpu.alloc(deq_elems * 2, "dequantised weights for prefill")?)
-            } else {
-                None
-            },
+            // Allocated by the first pass that dequantises (see needs_dequant).
+            deq: None,
             deq_elems,
             logits2: gpu.alloc(c.vocab_size * 4, what)?,
             ids: None,
@@ -338,6 +335,19 @@ impl Ops<'_> {
             ..slabs(g, part, t)
         })
     }
+}
+
+/// Whether a prefill pass of `t` tokens dequantises any 4-bit matrix (one that
+/// `gemm_q4_wgmma` does not take, or all of them where it is off or absent).
+fn needs_dequant(ops: &Ops, w: &DevWeights, t: usize) -> bool {
+    w.layers
+        .iter()
+        .flat_map(|l| [&l.qkv, &l.o, &l.gate_up, &l.down])
+        .flat_map(|g| g.members.iter())
+        .any(|m| match &m.mat {
+            DevMat::Q4(q) => !(ops.qgemm && ops.k.gemm_q4_takes(q, t)),
+            DevMat::F16(_) => false,
+        })
 }
 
 /// Whether decode can run layer `l` with the fused `gemv_q4l_*` kernels: every product one
@@ -687,12 +697,22 @@ pub fn run_pass(
     ops: &Ops<'_>,
     c: &ModelConfig,
     w: &DevWeights,
-    sc: &Scratch,
+    sc: &mut Scratch,
     st: &CudaState,
     tokens: &[u32],
     pos: usize,
     logit_rows: usize,
 ) -> Result<()> {
+    // The dequantisation scratch only once a pass needs it: passes that gemm_q4_wgmma takes
+    // whole (short prompts on sm_90a) never do.
+    let t = tokens.len();
+    if t > 1 && sc.deq.is_none() && sc.deq_elems > 0 && needs_dequant(ops, w, t) {
+        sc.deq = Some(
+            ops.gpu
+                .alloc(sc.deq_elems * 2, "dequantised weights for prefill")?,
+        );
+    }
+    let sc = &*sc;
     sc.tokens.write(tokens)?;
     enqueue(
         ops,

@@ -117,6 +117,28 @@ const GEMM_Q4_FEAT: usize = 128;
 const GEMM_Q4_THREADS: u32 = 256;
 const GEMM_Q4_PER_SM: usize = 2;
 
+/// K splits for a `gemm_q4_wgmma` launch of `tiles` blocks on `slots` resident ones over
+/// `stages` stages of 64 inputs: 1, or up to [`GEMM_Q4_MAX_SPLIT`] when under 70% of the last
+/// wave would be busy and a split fills it clearly better (by 15 points). Each split keeps at
+/// least 8 stages. The consumers read every slab, so splitting must win clearly: splitting
+/// 13B's gate|up (82% of its last wave busy) cost SiLU more than it saved.
+pub fn gemm_q4_split_count(tiles: usize, slots: usize, stages: usize) -> usize {
+    let slots = slots.max(1);
+    let eff = |s: usize| {
+        let b = (tiles * s).max(1);
+        b as f64 / (b.div_ceil(slots) * slots) as f64
+    };
+    let mut best = 1;
+    if eff(1) < 0.7 {
+        for s in 2..=GEMM_Q4_MAX_SPLIT {
+            if stages >= 8 * s && eff(s) > eff(best) + 0.15 {
+                best = s;
+            }
+        }
+    }
+    best
+}
+
 /// Default of [`Kernels::gemm_q4_max_t`].
 pub const GEMM_Q4_MAX_T: usize = 384;
 
@@ -284,22 +306,11 @@ impl Kernels {
     /// the tiles would leave much of the last wave of two blocks per SM idle (13B's o and down
     /// at 512 tokens: 160 tiles on 264 slots → 3 splits).
     pub fn gemm_q4_splits(&self, gpu: &Gpu, q: &Q4Dev, t: usize) -> usize {
-        let tiles = t.div_ceil(128) * q.n.div_ceil(GEMM_Q4_FEAT);
-        let slots = GEMM_Q4_PER_SM * gpu.sms.max(1);
-        let eff = |s: usize| {
-            let b = tiles * s;
-            b as f64 / (b.div_ceil(slots) * slots) as f64
-        };
-        let mut best = 1;
-        for s in 2..=GEMM_Q4_MAX_SPLIT {
-            // Each split keeps at least 8 stages of 64 inputs, and must win clearly: the
-            // consumers read every slab (splitting 13B's gate|up, 82% of its last wave busy,
-            // cost SiLU more than it saved).
-            if eff(1) < 0.7 && q.k / 64 >= 8 * s && eff(s) > eff(best) + 0.15 {
-                best = s;
-            }
-        }
-        best
+        gemm_q4_split_count(
+            t.div_ceil(128) * q.n.div_ceil(GEMM_Q4_FEAT),
+            GEMM_Q4_PER_SM * gpu.sms.max(1),
+            q.k / 64,
+        )
     }
 
     /// The product into `split` slabs of `y` (`t * ldo` floats apart; see
@@ -868,5 +879,29 @@ impl Kernels {
             0,
             &mut a,
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::gemm_q4_split_count;
+
+    #[test]
+    fn gemm_q4_splits_fill_the_last_wave() {
+        // H100 (132 SMs, 2 blocks each), 13B at 512 tokens: o and down (4 x 40 tiles) split
+        // in 3 (480 blocks: 91% of two waves busy instead of 61% of one); q|k|v (480 tiles,
+        // 91%) and gate|up (864, 82%) are not split.
+        assert_eq!(gemm_q4_split_count(160, 264, 80), 3);
+        assert_eq!(gemm_q4_split_count(160, 264, 216), 3);
+        assert_eq!(gemm_q4_split_count(480, 264, 80), 1);
+        assert_eq!(gemm_q4_split_count(864, 264, 80), 1);
+        // Too few stages to split (each split keeps 8), or only into 2, which fills no better.
+        assert_eq!(gemm_q4_split_count(160, 264, 12), 1);
+        assert_eq!(gemm_q4_split_count(160, 264, 16), 1);
+        assert_eq!(gemm_q4_split_count(160, 264, 24), 3);
+        // A tiny grid on a big GPU: splitting cannot fill it clearly better.
+        assert_eq!(gemm_q4_split_count(2, 264, 80), 1);
+        // Never more than the most slabs the scratch plans for.
+        assert!(gemm_q4_split_count(30, 264, 1000) <= super::GEMM_Q4_MAX_SPLIT);
     }
 }
