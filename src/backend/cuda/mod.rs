@@ -41,7 +41,7 @@ pub struct CudaBackend {
     scratch: Mutex<Option<Scratch>>,
     weights: DevWeights,
     blas: Option<Blas>,
-    /// The persistent decode kernel's plan, when this model can use it.
+    /// The persistent decode kernel's plan, when asked for and this model can use it.
     persistent: Option<persistent::Persistent>,
     /// Whether decode uses it (`set_persistent`; `WV_CUDA_PERSIST=1`).
     persistent_on: bool,
@@ -92,6 +92,23 @@ impl CudaBackend {
     /// Decode with the persistent kernel (when this model has a plan for it) or with one kernel
     /// per step (tests compare both in one process). Drops the captured decode steps.
     pub fn set_persistent(&mut self, on: bool) {
+        if on && self.persistent.is_none() {
+            // Planned on first use (the kernel is opt-in): the scratch, sized for the plan's
+            // buffers, is made again.
+            match persistent::Persistent::new(
+                &self.gpu,
+                self.kernels.decode_layers,
+                &self.config,
+                &self.weights,
+            ) {
+                Ok(p) => self.persistent = p,
+                Err(e) => crate::log::log(
+                    crate::log::Level::Warn,
+                    &format!("persistent decode kernel not planned ({e}); one kernel per step"),
+                ),
+            }
+            *self.scratch.get_mut() = None;
+        }
         self.persistent_on = on;
         if let Some(sc) = self.scratch.get_mut().as_mut() {
             sc.graphs.clear();
@@ -120,11 +137,15 @@ impl CudaBackend {
             ),
         );
         let graphs = gpu.has_graphs() && std::env::var("WV_CUDA_GRAPH").map_or(true, |v| v != "0");
-        let persistent = persistent::Persistent::new(&gpu, kernels.decode_layers, c, &weights)?;
         // The persistent decode kernel is opt-in (slower than one kernel per step on an
-        // H100 so far: persistent.rs).
-        let persistent_on =
-            persistent.is_some() && std::env::var("WV_CUDA_PERSIST").is_ok_and(|v| v == "1");
+        // H100 so far: persistent.rs), so it is planned only when asked for (here or by
+        // set_persistent).
+        let persistent = if std::env::var("WV_CUDA_PERSIST").is_ok_and(|v| v == "1") {
+            persistent::Persistent::new(&gpu, kernels.decode_layers, c, &weights)?
+        } else {
+            None
+        };
+        let persistent_on = persistent.is_some();
         if let (true, Some(p)) = (persistent_on, &persistent) {
             crate::log::log(
                 crate::log::Level::Debug,

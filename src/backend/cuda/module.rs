@@ -329,10 +329,16 @@ impl Modules {
             t.ring = 0;
         }
         let t0 = std::time::Instant::now();
+        // The sm_90a modules: on compute capability 9.0 with cubins only; optional.
+        let sm90a = gpu.cc == (9, 0)
+            && t.cubin
+            && std::env::var("WV_CUDA_SM90A").map_or(true, |v| v != "0");
+        let optional: &[(&str, &str)] = if sm90a { SOURCES_SM90A } else { &[] };
         // Compile the modules in parallel (NVRTC programs are independent).
         let images: Vec<Result<Image>> = std::thread::scope(|s| {
             let hs: Vec<_> = SOURCES
                 .iter()
+                .chain(optional)
                 .map(|(n, src)| s.spawn(|| image_for(nv, n, src, &t, false)))
                 .collect();
             hs.into_iter()
@@ -348,36 +354,32 @@ impl Modules {
             ring: t.ring,
         };
         gpu.bind()?;
-        for ((name, src), img) in SOURCES.iter().zip(images) {
+        // Load one module's image, compiling afresh once if a stale or corrupt cache entry
+        // does not load.
+        let load = |name: &str, src: &str, img: Result<Image>| -> Result<CUmodule> {
             let img = img?;
-            let m = match load_image(gpu, &img) {
-                Ok(m) => m,
+            match load_image(gpu, &img) {
+                Ok(m) => Ok(m),
                 Err(_) => {
-                    // A stale or corrupt cache entry: compile afresh once.
                     let img = image_for(nv, name, src, &t, true)?;
-                    load_image(gpu, &img)
-                        .map_err(|e| e.context(format!("loading module {name}")))?
+                    load_image(gpu, &img).map_err(|e| e.context(format!("loading module {name}")))
                 }
-            };
-            mods.mods.push((name, m));
+            }
+        };
+        let mut images = images.into_iter();
+        for ((name, src), img) in SOURCES.iter().zip(images.by_ref()) {
+            mods.mods.push((name, load(name, src, img)?));
         }
-        // The sm_90a modules: on compute capability 9.0 with cubins only; optional.
-        if gpu.cc == (9, 0) && t.cubin && std::env::var("WV_CUDA_SM90A").map_or(true, |v| v != "0")
-        {
-            for (name, src) in SOURCES_SM90A {
-                let loaded = image_for(nv, name, src, &t, false).and_then(|img| {
-                    load_image(gpu, &img).or_else(|_| {
-                        let img = image_for(nv, name, src, &t, true)?;
-                        load_image(gpu, &img)
-                    })
-                });
-                match loaded {
-                    Ok(m) => mods.mods.push((name, m)),
-                    Err(e) => log(
-                        Level::Info,
-                        &format!("cuda:{}: {name} not loaded ({e}); prefill dequantises for cuBLAS instead", gpu.ordinal),
+        for ((name, src), img) in optional.iter().zip(images) {
+            match load(name, src, img) {
+                Ok(m) => mods.mods.push((name, m)),
+                Err(e) => log(
+                    Level::Info,
+                    &format!(
+                        "cuda:{}: {name} not loaded ({e}); prefill dequantises for cuBLAS instead",
+                        gpu.ordinal
                     ),
-                }
+                ),
             }
         }
         log(
