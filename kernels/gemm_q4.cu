@@ -14,14 +14,16 @@
 //     D: 64 f32 accumulators per thread (features 16w + g and +8, tokens 8j + 2c and +1).
 // Launch: block QG_THREADS = 256 threads = QG_WG = 2 warpgroups, each 64 of the block's 128
 //   features; the block's 128 tokens are shared; two blocks per SM (one block of 4 warpgroups
-//   per SM measured slower: 0.83 against 0.72 ms per 13B layer at 512 tokens). grid = (ceil(T / 128),
-//   ceil(N / QG_FEAT), S) — token tiles fastest, so the
-//   blocks that read one weight tile run together and DRAM sees each weight once; S > 1 splits K
-//   (whole stages) into S slabs of Y, ystride floats apart (for grids under one full wave). Dynamic shared memory
-//   QG_SMEM bytes: QG_STAGES stages of 64 inputs (X tile 16 KiB, W tile 8 packed rows x 128
-//   features = 4 KiB, 128 scales, 128 zeros), filled by cp.async QG_STAGES - 1 stages ahead; one
-//   barrier per stage. Needs K % 64 == 0, gs % 64 == 0 (one group per stage), N % 4 == 0, X rows
-//   16-byte aligned (K % 8 == 0).
+//   per SM measured slower: 0.83 against 0.72 ms per 13B layer at 512 tokens).
+//   grid = (ceil(T / 128), ceil(N / QG_FEAT), S): token tiles fastest, so the blocks that read
+//   one weight tile run together and DRAM sees each weight once; S > 1 splits K (whole stages)
+//   into S slabs of Y, ystride floats apart (for grids under one full wave).
+//   Dynamic shared memory QG_SMEM bytes: QG_STAGES stages of 64 inputs (X tile 16 KiB, W tile
+//   8 packed rows x 128 features = 4 KiB, 128 scales, 128 zeros), filled by cp.async
+//   QG_STAGES - 1 stages ahead; one barrier per stage.
+// Needs K % 64 == 0, gs % 64 == 0 (one group per stage), N % 4 == 0, X rows 16-byte aligned
+//   (K % 8 == 0). The host runs it for passes of at most 384 tokens (kernels.rs, GEMM_Q4_MAX_T):
+//   at ~400 TFLOP/s against cuBLAS's ~620 it loses to dequantisation + cuBLAS beyond that.
 #define QG_WG 2                       // warpgroups per block, each 64 features
 #define QG_FEAT (64 * QG_WG)          // features per block
 #define QG_THREADS (128 * QG_WG)
