@@ -772,6 +772,37 @@ mod tests {
         }
     }
 
+    /// What gemm_q4_wgmma (and the GEMVs) rely on: in every packed word, `(w >> 4c) & 0x000f000f`
+    /// holds rows 2c (low half) and 2c + 1 (high half) of the word's 8 rows, so one `lop3` makes
+    /// a wgmma / mma A fragment's pair; scale * (q - zero) is the checkpoint's value.
+    #[test]
+    fn packed_word_pairs_are_consecutive_rows() {
+        let (k, n) = (256, 48);
+        let m = random_gptq(4, k, n, Some(64), false, 1, false, 11);
+        let q = repack_q4(&m).expect("4-bit");
+        assert!(q.perm.is_none());
+        for r in 0..k / 8 {
+            for col in 0..n {
+                let w = q.qw[r * n + col];
+                let g = r * 8 / q.gs;
+                let s = q.scales[g * n + col].to_f32();
+                let z = q.zeros[g * n + col] as f32;
+                for c in 0..4 {
+                    let v = (w >> (4 * c)) & 0x000f_000f;
+                    for (half, q4) in [(0, v & 0xf), (1, v >> 16)] {
+                        let row = 8 * r + 2 * c + half;
+                        let got = s * (q4 as f32 - z);
+                        let want = m.dequant(row, col);
+                        assert!(
+                            (got - want).abs() <= want.abs() * 1e-3 + 1e-6,
+                            "row {row} col {col}: {got} vs {want}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
     #[test]
     fn concat_keeps_columns() {
         let a = random_gptq(4, 256, 64, Some(128), false, 1, false, 1);
