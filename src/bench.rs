@@ -46,7 +46,8 @@ pub fn run(model: &Model, n_prompt: usize, n_gen: usize, load_seconds: f64) -> R
     // Made after the warm-up's state is dropped, so peak memory counts one session.
     let mut state = be.new_state(ctx)?;
     let _ = be.profile_report(); // drop the warm-up's timings
-                                 // The prompt goes in as a session feeds it: chunks of the backend's prefill size.
+
+    // The prompt goes in as a session feeds it: chunks of the backend's prefill size.
     let chunk = be.prefill_chunk().max(1);
     let t0 = Instant::now();
     for c0 in (0..tokens.len()).step_by(chunk) {

@@ -533,35 +533,56 @@ fn model_fused_decode_matches_cpu() {
     }
     for (fusion, n_prompt, ctx) in runs {
         cuda.set_fusion(fusion);
-        let gpu: &dyn wv::backend::Backend = &cuda;
-        let mut sg = gpu.new_state(ctx).unwrap();
-        let mut sc = cpu.new_state(ctx).unwrap();
-        let (mut lg, mut lc) = (Vec::new(), Vec::new());
-        gpu.forward(sg.as_mut(), &prompt[..n_prompt], 0, 1, &mut lg)
-            .unwrap();
-        cpu.forward(sc.as_mut(), &prompt[..n_prompt], 0, 1, &mut lc)
-            .unwrap();
-        let mut worst = rel_l2(&lg, &lc);
-        let mut next = argmax(&lc);
-        for i in 0..12 {
-            gpu.forward(sg.as_mut(), &[next], n_prompt + i, 1, &mut lg)
-                .unwrap();
-            cpu.forward(sc.as_mut(), &[next], n_prompt + i, 1, &mut lc)
-                .unwrap();
-            let e = rel_l2(&lg, &lc);
-            assert!(
-                lg.iter().all(|v| v.is_finite()),
-                "step {i}: non-finite logits"
-            );
-            worst = worst.max(e);
-            next = argmax(&lc);
-        }
+        let run = decode_against_cpu(&cuda, cpu.as_ref(), &prompt[..n_prompt], ctx, 12);
+        let worst = run.steps.iter().fold(run.prefill, |w, &e| w.max(e));
         eprintln!("fused decode {fusion:?} after {n_prompt} tokens (context {ctx}): worst rel L2 vs CPU {worst:.2e}");
         assert!(
             worst < 1e-2,
             "fused decode {fusion:?} after {n_prompt}: {worst}"
         );
     }
+}
+
+/// One greedy run of `gpu` beside the CPU reference (see [`decode_against_cpu`]).
+struct DecodeRun {
+    /// Relative L2 of the GPU's last prompt logits against the CPU's.
+    prefill: f64,
+    /// The same for each decode step.
+    steps: Vec<f64>,
+    /// The GPU's logits at each decode step.
+    logits: Vec<Vec<f32>>,
+}
+
+/// Prefill `prompt` on both backends in sessions of context `ctx`, then decode `n` tokens,
+/// each the CPU's greedy choice fed to both, comparing the logits at every step.
+fn decode_against_cpu(
+    gpu: &dyn wv::backend::Backend,
+    cpu: &dyn wv::backend::Backend,
+    prompt: &[u32],
+    ctx: usize,
+    n: usize,
+) -> DecodeRun {
+    let mut sg = gpu.new_state(ctx).unwrap();
+    let mut sc = cpu.new_state(ctx).unwrap();
+    let (mut lg, mut lc) = (Vec::new(), Vec::new());
+    gpu.forward(sg.as_mut(), prompt, 0, 1, &mut lg).unwrap();
+    cpu.forward(sc.as_mut(), prompt, 0, 1, &mut lc).unwrap();
+    let mut run = DecodeRun {
+        prefill: rel_l2(&lg, &lc),
+        steps: Vec::with_capacity(n),
+        logits: Vec::with_capacity(n),
+    };
+    let mut next = argmax(&lc);
+    for i in 0..n {
+        let pos = prompt.len() + i;
+        gpu.forward(sg.as_mut(), &[next], pos, 1, &mut lg).unwrap();
+        cpu.forward(sc.as_mut(), &[next], pos, 1, &mut lc).unwrap();
+        // rel_l2 also fails on non-finite GPU logits.
+        run.steps.push(rel_l2(&lg, &lc));
+        run.logits.push(lg.clone());
+        next = argmax(&lc);
+    }
+    run
 }
 
 /// A model the persistent decode kernel takes (head size 128, 4-bit products, no biases): 4
@@ -627,26 +648,8 @@ fn model_persistent_decode_matches_cpu() {
             let mut per_mode: Vec<Vec<Vec<f32>>> = Vec::new();
             for on in [true, false] {
                 cuda.set_persistent(on);
-                let gpu: &dyn wv::backend::Backend = &cuda;
-                let mut sg = gpu.new_state(ctx).unwrap();
-                let mut sc = cpu.new_state(ctx).unwrap();
-                let (mut lg, mut lc) = (Vec::new(), Vec::new());
-                gpu.forward(sg.as_mut(), &prompt[..n_prompt], 0, 1, &mut lg)
-                    .unwrap();
-                cpu.forward(sc.as_mut(), &prompt[..n_prompt], 0, 1, &mut lc)
-                    .unwrap();
-                let mut next = argmax(&lc);
-                let mut worst = 0f64;
-                let mut steps = Vec::new();
-                for i in 0..10 {
-                    gpu.forward(sg.as_mut(), &[next], n_prompt + i, 1, &mut lg)
-                        .unwrap();
-                    cpu.forward(sc.as_mut(), &[next], n_prompt + i, 1, &mut lc)
-                        .unwrap();
-                    worst = worst.max(rel_l2(&lg, &lc));
-                    steps.push(lg.clone());
-                    next = argmax(&lc);
-                }
+                let run = decode_against_cpu(&cuda, cpu.as_ref(), &prompt[..n_prompt], ctx, 10);
+                let worst = run.steps.iter().fold(0f64, |w, &e| w.max(e));
                 eprintln!(
                     "decode (persistent {on}) nkv {nkv} after {n_prompt} tokens (context {ctx}): worst rel L2 vs CPU {worst:.2e}"
                 );
@@ -654,7 +657,7 @@ fn model_persistent_decode_matches_cpu() {
                     worst < 1e-2,
                     "persistent {on}, nkv {nkv}, {n_prompt}: {worst}"
                 );
-                per_mode.push(steps);
+                per_mode.push(run.logits);
             }
             let diff = per_mode[0]
                 .iter()

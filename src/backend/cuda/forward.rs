@@ -216,6 +216,12 @@ pub struct Ops<'a> {
 }
 
 impl Ops<'_> {
+    /// Whether prefill runs the 4-bit matrix `q` on `gemm_q4_wgmma` for a pass of `t` tokens
+    /// (else it dequantises it for cuBLAS).
+    fn fused_q4(&self, q: &Q4Dev, t: usize) -> bool {
+        self.qgemm && self.k.gemm_q4_takes(q, t)
+    }
+
     /// `Y[t, n] (row stride ldy) = X[t, :] · B[:, n]` through cuBLAS when present.
     #[allow(clippy::too_many_arguments)]
     pub fn gemm(
@@ -282,7 +288,7 @@ impl Ops<'_> {
         for m in &g.members {
             let out = part + 4 * m.col0 as u64;
             match &m.mat {
-                DevMat::Q4(q) if self.qgemm && self.k.gemm_q4_takes(q, t) => {
+                DevMat::Q4(q) if self.fused_q4(q, t) => {
                     // A lone matrix whose tiles fill under a wave of the GPU splits K into
                     // slabs (the consumer sums them; `part` holds them, see Scratch::new).
                     if g.members.len() == 1 {
@@ -347,7 +353,7 @@ fn needs_dequant(ops: &Ops, w: &DevWeights, t: usize) -> bool {
         .flat_map(|l| [&l.qkv, &l.o, &l.gate_up, &l.down])
         .flat_map(|g| g.members.iter())
         .any(|m| match &m.mat {
-            DevMat::Q4(q) => !(ops.qgemm && ops.k.gemm_q4_takes(q, t)),
+            DevMat::Q4(q) => !ops.fused_q4(q, t),
             DevMat::F16(_) => false,
         })
 }

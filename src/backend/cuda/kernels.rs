@@ -288,11 +288,10 @@ impl Kernels {
         )
     }
 
-    /// Whether `gemm_q4_wgmma` is loaded and takes `q` for `t` tokens (no act-order
-    /// permutation, K and the group size multiples of 64, t within `gemm_q4_max_t`).
-    pub fn gemm_q4_takes(&self, q: &Q4Dev, t: usize) -> bool {
+    /// Whether `gemm_q4_wgmma` is loaded and can run `q` (no act-order permutation, K and the
+    /// group size multiples of 64).
+    pub fn gemm_q4_fits(&self, q: &Q4Dev) -> bool {
         self.gemm_q4.is_some()
-            && t <= self.gemm_q4_max_t
             && q.perm.is_none()
             && q.k % 64 == 0
             && q.gs % 64 == 0
@@ -300,8 +299,12 @@ impl Kernels {
             && q.k <= i32::MAX as usize
     }
 
-    /// `y[t*ldo + n] = Σ_k x[t*q.k + k] W[k, n]` for t < `t`, straight from the 4-bit weights
-    /// (prefill; only where [`Self::gemm_q4_takes`] says so).
+    /// Whether prefill should run `q` on `gemm_q4_wgmma` for a pass of `t` tokens: it fits and
+    /// t is within `gemm_q4_max_t` (above it dequantisation + cuBLAS is faster).
+    pub fn gemm_q4_takes(&self, q: &Q4Dev, t: usize) -> bool {
+        t <= self.gemm_q4_max_t && self.gemm_q4_fits(q)
+    }
+
     /// K splits for `gemm_q4_wgmma` on `t` tokens of `q`: 1, or up to [`GEMM_Q4_MAX_SPLIT`] when
     /// the tiles would leave much of the last wave of two blocks per SM idle (13B's o and down
     /// at 512 tokens: 160 tiles on 264 slots → 3 splits).
@@ -313,8 +316,9 @@ impl Kernels {
         )
     }
 
-    /// The product into `split` slabs of `y` (`t * ldo` floats apart; see
-    /// [`Self::gemm_q4_splits`]).
+    /// `y[t*ldo + n] = Σ_k x[t*q.k + k] W[k, n]` for t < `t`, straight from the 4-bit weights
+    /// (prefill; where [`Self::gemm_q4_fits`]), into `split` slabs of `y` (`t * ldo` floats
+    /// apart; see [`Self::gemm_q4_splits`]).
     #[allow(clippy::too_many_arguments)]
     pub fn gemm_q4(
         &self,
@@ -327,7 +331,7 @@ impl Kernels {
         split: usize,
     ) -> Result<()> {
         let f = match &self.gemm_q4 {
-            Some(f) if self.gemm_q4_takes(q, t) => f,
+            Some(f) if self.gemm_q4_fits(q) => f,
             _ => {
                 return Err(Error::internal(
                     "gemm_q4 launched for weights it does not take",
