@@ -20,14 +20,19 @@
 //   into S slabs of Y, ystride floats apart (for grids under one full wave).
 //   Dynamic shared memory QG_SMEM bytes: QG_STAGES stages of 64 inputs (X tile 16 KiB, W tile
 //   8 packed rows x 128 features = 4 KiB, 128 scales, 128 zeros), filled by cp.async
-//   QG_STAGES - 1 stages ahead; one barrier per stage.
+//   QG_STAGES - 2 stages ahead (each thread's share of a stage's copies is a fixed set of
+//   addresses advanced by pointer increments); one barrier per stage, a stage's products in
+//   flight until the next stage's A is about to be dequantised.
 // Needs K % 64 == 0, gs % 64 == 0 (one group per stage), N % 4 == 0, X rows 16-byte aligned
-//   (K % 8 == 0). The host runs it for passes of at most 384 tokens (kernels.rs, GEMM_Q4_MAX_T):
-//   at ~400 TFLOP/s against cuBLAS's ~620 it loses to dequantisation + cuBLAS beyond that.
+//   (K % 8 == 0). The host runs it for passes of at most 512 tokens (kernels.rs, GEMM_Q4_MAX_T):
+//   for 1,024-token passes dequantisation + cuBLAS (~620 TFLOP/s) is still faster.
 #define QG_WG 2                       // warpgroups per block, each 64 features
 #define QG_FEAT (64 * QG_WG)          // features per block
 #define QG_THREADS (128 * QG_WG)
 #define QG_STAGES 4
+#ifndef QG_PIPE
+#define QG_PIPE 1  // 0: each stage's products are waited for at its end (see the main loop)
+#endif
 #define QG_X_BYTES 16384              // 128 tokens x 64 inputs, f16
 #define QG_W_BYTES (8 * QG_FEAT * 4)  // 8 packed rows x QG_FEAT features, u32
 #define QG_S_BYTES (QG_FEAT * 2)
@@ -123,46 +128,59 @@ extern "C" __global__ void __launch_bounds__(QG_THREADS, 2) gemm_q4_wgmma(
     const int kb1 = (int)((long long)nk_all * (blockIdx.z + 1) / gridDim.z);
     Y += (size_t)blockIdx.z * ystride;
 
-    // Request stage kb (inputs [64 kb, 64 kb + 64)) into slot (kb - kb0) % STAGES.
-    auto load_stage = [&](int kb) {
-        if (kb < kb1) {
-            const int sl = (kb - kb0) % QG_STAGES;
-            const int k0 = kb << 6;
+    // Each thread's share of a stage's copies, fixed for the block: only the inputs move (64 per
+    // stage), so a stage costs a few pointer increments. (Computing every address from kb cost
+    // ~285 instructions per thread per stage, more issue slots than the tensor cores' work.)
+    //   X: chunk xc (16 B) of token rows t0 + xr + 32 i, i < 4 (1,024 chunks per stage);
+    //   W: chunk wc of packed row wr of the stage's 8 (QG_FEAT / 4 chunks per row);
+    //   warp 0 the stage's 128 scales (8 B each), warp 1 its 128 zeros (4 B each).
+    const int xr = tid >> 3, xc = tid & 7;
+    const u32 xdst = xr * 128 + ((xc ^ (xr & 7)) << 4);
+    int xok = 0;
 #pragma unroll
-            for (int i = 0; i < 1024 / QG_THREADS; ++i) {
-                const int q = tid + QG_THREADS * i;
-                const int r = q >> 3, c = q & 7;
-                const int t = t0 + r;
-                const bool ok = t < T;
-                const f16* src = X + (size_t)(ok ? t : 0) * K + k0 + c * 8;
-                cp_async_z16(xs_s + sl * QG_X_BYTES + r * 128 + ((c ^ (r & 7)) << 4), src, ok);
+    for (int i = 0; i < 4; ++i) xok |= (t0 + xr + 32 * i < T) << i;
+    const size_t xrows32 = (size_t)32 * K;
+    const f16* xsrc = X + (size_t)(t0 + xr < T ? t0 + xr : 0) * K + xc * 8 + (kb0 << 6);
+    const int wr = tid / (QG_FEAT / 4), wc = tid % (QG_FEAT / 4);
+    const u32 wdst = wr * (QG_FEAT * 4) + wc * 16;
+    const bool wok = n0 + 4 * wc < N;
+    const size_t wstep = (size_t)8 * N;
+    const u32* wsrc = qw + (size_t)(kb0 * 8 + wr) * N + (wok ? n0 + 4 * wc : 0);
+    const int sz = tid & 31;  // warp 0: scales, warp 1: zeros, 4 features each
+    const bool szok = n0 + 4 * sz < N;
+    const int spg = gs >> 6;  // stages per group
+    int gph = (kb0 << 6) % gs >> 6;
+    const size_t g0 = (size_t)((kb0 << 6) / gs) * N + (szok ? n0 + 4 * sz : 0);
+    const unsigned char* szsrc = tid < 32 ? (const unsigned char*)(scales + g0) : zeros + g0;
+    const size_t szstep = tid < 32 ? 2 * (size_t)N : (size_t)N;
+    int ld = kb0;  // the next stage to request
+    // Request stage ld (inputs [64 ld, 64 ld + 64)) into slot (ld - kb0) % STAGES.
+    auto load_next = [&]() {
+        if (ld < kb1) {
+            const int sl = (ld - kb0) & (QG_STAGES - 1);
+            const u32 xd = xs_s + sl * QG_X_BYTES + xdst;
+#pragma unroll
+            for (int i = 0; i < 4; ++i) {
+                const bool ok = (xok >> i) & 1;
+                cp_async_z16(xd + 4096 * i, ok ? xsrc + i * xrows32 : X, ok);
             }
-            // 8 packed rows of QG_FEAT words: QG_FEAT / 4 16-byte chunks per row.
-            for (int q = tid; q < 2 * QG_FEAT; q += QG_THREADS) {
-                const int r = q / (QG_FEAT / 4), c = q % (QG_FEAT / 4);
-                const int n = n0 + 4 * c;
-                const bool ok = n < N;
-                const u32* src = qw + (size_t)((k0 >> 3) + r) * N + (ok ? n : 0);
-                cp_async_z16(ws_s + sl * QG_W_BYTES + r * (QG_FEAT * 4) + c * 16, src, ok);
+            cp_async_z16(ws_s + sl * QG_W_BYTES + wdst, wsrc, wok);
+            if (tid < 32) cp_async_z8(ss_s + sl * QG_S_BYTES + sz * 8, szsrc, szok);
+            else if (tid < 64) cp_async_z4(zs_s + sl * QG_Z_BYTES + sz * 4, szsrc, szok);
+            xsrc += 64;
+            wsrc += wstep;
+            if (++gph == spg) {
+                gph = 0;
+                szsrc += szstep;
             }
-            const int g = k0 / gs;
-            const int q4 = QG_FEAT / 4;  // 4-feature pieces of scales (8 B) and zeros (4 B)
-            if (tid < q4) {
-                const int n = n0 + 4 * tid;
-                const bool ok = n < N;
-                cp_async_z8(ss_s + sl * QG_S_BYTES + tid * 8, scales + (size_t)g * N + (ok ? n : 0), ok);
-            } else if (tid < 2 * q4) {
-                const int n = n0 + 4 * (tid - q4);
-                const bool ok = n < N;
-                cp_async_z4(zs_s + sl * QG_Z_BYTES + (tid - q4) * 4, zeros + (size_t)g * N + (ok ? n : 0), ok);
-            }
+            ++ld;
         }
         cp_async_commit();
     };
 
     pdl_wait();
 #pragma unroll
-    for (int s = 0; s < QG_STAGES - 1; ++s) load_stage(kb0 + s);
+    for (int s = 0; s < QG_STAGES - 1 - QG_PIPE; ++s) load_next();
     pdl_launch();
 
     const int wg = tid >> 7, w = (tid >> 5) & 3, lane = tid & 31;
@@ -173,27 +191,17 @@ extern "C" __global__ void __launch_bounds__(QG_THREADS, 2) gemm_q4_wgmma(
 #pragma unroll
     for (int i = 0; i < 64; ++i) d[i] = 0.f;
 
-    for (int kb = kb0; kb < kb1; ++kb) {
-        const int sl = (kb - kb0) % QG_STAGES;
-        cp_async_wait<QG_STAGES - 2>();
-        // cp.async wrote the tiles through the generic proxy; wgmma reads X through the async one.
-        asm volatile("fence.proxy.async.shared::cta;" ::: "memory");
-        __syncthreads();
-        // Every warpgroup is past stage kb - 1 (its products waited for): refill that slot.
-        load_stage(kb + QG_STAGES - 1);
-
+    // Stage kb's products: A dequantised k16 step by k16 step into `a` (each step's product
+    // runs on the tensor cores while the next step is dequantised; a fence orders the new
+    // registers before the product that reads them), one commit group per stage.
+    auto stage = [&](int kb, u32 (&a)[4][4]) {
+        const int sl = (kb - kb0) & (QG_STAGES - 1);
         const u32* wt = reinterpret_cast<const u32*>(ws + sl * QG_W_BYTES);
         const f16* st = reinterpret_cast<const f16*>(ss + sl * QG_S_BYTES);
         const u8* zt = zs + sl * QG_Z_BYTES;
         const u32 sa = (u32)st[fa] * 0x10001u, sb = (u32)st[fb] * 0x10001u;
         const u32 za = (0x6400u + zt[fa]) * 0x10001u, zb = (0x6400u + zt[fb]) * 0x10001u;
-        // Each k16 step's A is dequantised while the tensor cores run the previous step's
-        // product (a fence orders the new registers before the product that reads them); the
-        // stage's products are waited for at its end. (One commit group per step with A
-        // double-buffered and the wait one step behind measured slower: 0.80 against 0.72 ms
-        // per 13B layer.)
         const u32 xb = xs_s + sl * QG_X_BYTES;
-        u32 a[4][4];
 #pragma unroll
         for (int j = 0; j < 4; ++j) {
             const u32 wa0 = wt[(2 * j) * QG_FEAT + fa], wa1 = wt[(2 * j + 1) * QG_FEAT + fa];
@@ -206,9 +214,40 @@ extern "C" __global__ void __launch_bounds__(QG_THREADS, 2) gemm_q4_wgmma(
             qg_wgmma(d, a[j], qg_desc(xb + j * 32));
         }
         asm volatile("wgmma.commit_group.sync.aligned;" ::: "memory");
+    };
+#if QG_PIPE
+    // Stage kb - 1's products stay in flight while stage kb's copies are waited for, the block
+    // meets at the barrier and stage kb + 2 is requested; they are waited for just before stage
+    // kb's A is dequantised (registers that a product in flight may read must not be written:
+    // ptxas would serialise every wgmma). The copies run QG_STAGES - 2 stages ahead, so the slot
+    // refilled at stage kb (kb - 2's) was released by every warpgroup's wait in stage kb - 1.
+    u32 a[4][4];
+    for (int kb = kb0; kb < kb1; ++kb) {
+        cp_async_wait<QG_STAGES - 3>();
+        asm volatile("fence.proxy.async.shared::cta;" ::: "memory");
+        __syncthreads();
+        load_next();
+        asm volatile("wgmma.wait_group.sync.aligned 0;" ::: "memory");
+        stage(kb, a);
+    }
+    asm volatile("wgmma.wait_group.sync.aligned 0;" ::: "memory");
+    qg_fence_acc(d);
+#else
+    // Each stage's products waited for at its end (the previous default: 16,963-17,237 against
+    // 17,319-17,468 tokens/s for a 512-token prompt on an H100).
+    u32 a[4][4];
+    for (int kb = kb0; kb < kb1; ++kb) {
+        cp_async_wait<QG_STAGES - 2>();
+        // cp.async wrote the tiles through the generic proxy; wgmma reads X through the async one.
+        asm volatile("fence.proxy.async.shared::cta;" ::: "memory");
+        __syncthreads();
+        // Every warpgroup is past stage kb - 1 (its products waited for): refill that slot.
+        load_next();
+        stage(kb, a);
         asm volatile("wgmma.wait_group.sync.aligned 0;" ::: "memory");
         qg_fence_acc(d);
     }
+#endif
 
     // d[4j + e]: feature (e < 2 ? fa : fb), token 8j + 2 c4 + (e & 1).
     const int na = n0 + fa, nb = n0 + fb;

@@ -62,7 +62,7 @@ def main():
                 fn = line.split("'")[1]
             elif "Used" in line or "spill" in line and ("bytes spill" in line and not line.strip().startswith("0 bytes")):
                 print(f"  {fn}: {line.split(':', 1)[-1].strip()}")
-            elif rc != 0:
+            elif rc != 0 or "arning" in line or "erformance" in line:
                 print(line)
         if sass and rc == 0:
             n = ctypes.c_size_t()

@@ -7,7 +7,7 @@
 //!   residual_rmsnorm → gate|up product → silu_mul → down product; then the final norm of the
 //!   rows whose logits are wanted and the lm_head.
 //! Products: decode (T = 1) runs the GEMV kernels, split over K into S partial slabs that the
-//! next kernel sums; prefill passes of up to 384 tokens multiply straight from the 4-bit weights
+//! next kernel sums; prefill passes of up to 512 tokens multiply straight from the 4-bit weights
 //! on Hopper's tensor cores (`gemm_q4_wgmma`, kernels/gemm_q4.cu) where that kernel is loaded
 //! and takes the matrix; longer passes (and other GPUs) dequantise each 4-bit matrix to f16
 //! scratch (in column pieces, the scratch allocated by the first pass that needs it) and multiply
