@@ -1,5 +1,8 @@
 // gemm_q4.cu — prefill products straight from the 4-bit weights, on Hopper's warpgroup tensor cores
-// (wgmma; compiled for sm_90a only, and only loaded on compute capability 9.0 GPUs).
+// (wgmma; compiled for sm_90a only, and only loaded on compute capability 9.0 GPUs). Two kernels
+// of one product: gemm_q4_tma (below; tiles by the Tensor Memory Accelerator, stages handed over
+// by mbarriers: the host's choice where the tensors allow it) and gemm_q4_wgmma (tiles by
+// per-thread cp.async, one block barrier per stage: everywhere else).
 //
 // gemm_q4_wgmma: Y[t, n] (f32, row stride ldo) = sum_k X[t, k] W[k, n] for t < T, n < N, where X is
 //   f16 [T, K] row-major and W is a 4-bit matrix in wv's repacked layout (see gemv.cu: qw u32
@@ -24,8 +27,10 @@
 //   addresses advanced by pointer increments); one barrier per stage, a stage's products in
 //   flight until the next stage's A is about to be dequantised.
 // Needs K % 64 == 0, gs % 64 == 0 (one group per stage), N % 4 == 0, X rows 16-byte aligned
-//   (K % 8 == 0). The host runs it for passes of at most 512 tokens (kernels.rs, GEMM_Q4_MAX_T):
-//   for 1,024-token passes dequantisation + cuBLAS (~620 TFLOP/s) is still faster.
+//   (K % 8 == 0). The host runs either kernel for passes of at most 512 tokens (kernels.rs,
+//   GEMM_Q4_MAX_T): for 1,024-token passes dequantisation + cuBLAS (~620 TFLOP/s) is faster.
+// H100, one 13B layer's four products at 512 tokens: gemm_q4_wgmma 0.64 ms (~505 TFLOP/s),
+//   gemm_q4_tma 0.58 ms (~560), cuBLAS on dequantised weights 0.51 ms + 0.31 of dequantisation.
 #define QG_WG 2                       // warpgroups per block, each 64 features
 #define QG_FEAT (64 * QG_WG)          // features per block
 #define QG_THREADS (128 * QG_WG)
@@ -250,6 +255,201 @@ extern "C" __global__ void __launch_bounds__(QG_THREADS, 2) gemm_q4_wgmma(
 #endif
 
     // d[4j + e]: feature (e < 2 ? fa : fb), token 8j + 2 c4 + (e & 1).
+    const int na = n0 + fa, nb = n0 + fb;
+#pragma unroll
+    for (int j = 0; j < 16; ++j) {
+        const int t = t0 + 8 * j + 2 * c4;
+        if (t < T) {
+            if (na < N) Y[(size_t)t * ldo + na] = d[4 * j];
+            if (nb < N) Y[(size_t)t * ldo + nb] = d[4 * j + 2];
+        }
+        if (t + 1 < T) {
+            if (na < N) Y[(size_t)(t + 1) * ldo + na] = d[4 * j + 1];
+            if (nb < N) Y[(size_t)(t + 1) * ldo + nb] = d[4 * j + 3];
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// gemm_q4_tma: the same product (same operands, fragments, output and split-K slabs as
+//   gemm_q4_wgmma), its tiles copied by the Tensor Memory Accelerator instead of per-thread
+//   cp.async, and the stages handed over by mbarriers instead of one block barrier per stage.
+// Launch: block QT_THREADS = 2 consumer warpgroups (64 features each, as above) + 1 producer
+//   warp; two blocks per SM; grid as gemm_q4_wgmma. Dynamic shared memory QT_SMEM bytes:
+//   QT_STAGES slots, each X [128 tokens][64 inputs] f16 with the 128-byte swizzle (16 KiB, what
+//   the wgmma descriptor reads), W [8 packed rows][128 features] u32 (4 KiB), scales [128] f16,
+//   zeros [128] u8; then full[QT_STAGES] and empty[QT_STAGES] mbarriers.
+// The producer's lane 0 requests stage i into slot i % QT_STAGES once the consumers have
+//   released the slot's previous stage (empty: one arrival per consumer warp), with four 2-D
+//   tensor copies that complete on full[slot] (which expects the stage's bytes); the copies of
+//   weights for the first QT_STAGES stages are requested before the programmatic-dependent-launch
+//   wait, X after it. A consumer warpgroup waits for full[slot], waits for its previous stage's
+//   products (then releases that slot), dequantises and issues the stage's four products. No
+//   block barrier after the mbarriers' initialisation.
+// Tensor maps (host: kernels.rs): mx over X [T][K] f16, box 64 x 128, 128-byte swizzle;
+//   mw over qw [K/8][N] u32, box 128 x 8; ms over scales [G][N] f16, box 128 x 1; mz over
+//   zeros [G][N] u8, box 128 x 1. Rows and columns past the tensors are filled with zeros.
+//   Needs (besides gemm_q4_wgmma's conditions) N % 16 == 0 and 16-byte aligned tensors.
+// Registers: __launch_bounds__(QT_THREADS, 1), for with a minimum of 2 blocks ptxas keeps under
+//   its 112-register cap by serialising the wgmmas (94 registers); it uses ~106, so two blocks
+//   fit anyway (bench_kernels prints the blocks per SM).
+#define QT_STAGES 5
+#ifndef QT_MINB
+#define QT_MINB 1  // __launch_bounds__'s minimum blocks per SM (see Registers below)
+#endif
+#define QT_CONSUMERS QG_THREADS
+#define QT_THREADS (QT_CONSUMERS + 32)
+#define QT_STAGE_BYTES (QG_X_BYTES + QG_W_BYTES + QG_S_BYTES + QG_Z_BYTES)
+#define QT_SMEM (QT_STAGES * QT_STAGE_BYTES + 2 * QT_STAGES * 8 + 1024)
+
+// A CUtensorMap (opaque, 128 bytes, 64-byte aligned), passed by value as a kernel parameter.
+struct __align__(64) TmaMap {
+    unsigned long long v[16];
+};
+
+__device__ __forceinline__ void mbar_init(u32 bar, u32 count) {
+    asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;" ::"r"(bar), "r"(count) : "memory");
+}
+__device__ __forceinline__ void mbar_expect_tx(u32 bar, u32 bytes) {
+    asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(bar), "r"(bytes) : "memory");
+}
+__device__ __forceinline__ void mbar_arrive(u32 bar) {
+    asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];" ::"r"(bar) : "memory");
+}
+// Wait until the phase of parity `parity` of the mbarrier at `bar` has completed.
+__device__ __forceinline__ void mbar_wait(u32 bar, u32 parity) {
+    asm volatile(
+        "{\n"
+        ".reg .pred p;\n"
+        "WAIT:\n"
+        "mbarrier.try_wait.parity.shared::cta.b64 p, [%0], %1;\n"
+        "@!p bra WAIT;\n"
+        "}\n" ::"r"(bar),
+        "r"(parity)
+        : "memory");
+}
+// A 2-D tensor copy of the box at (c0 innermost, c1) of `map` into shared memory at dst,
+// completing (bytes) on the mbarrier at bar.
+__device__ __forceinline__ void tma_2d(u32 dst, const TmaMap* map, int c0, int c1, u32 bar) {
+    asm volatile(
+        "cp.async.bulk.tensor.2d.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1, {%2, %3}], [%4];" ::"r"(dst),
+        "l"((unsigned long long)map), "r"(c0), "r"(c1), "r"(bar)
+        : "memory");
+}
+
+extern "C" __global__ void __launch_bounds__(QT_THREADS, QT_MINB) gemm_q4_tma(
+    const __grid_constant__ TmaMap mx, const __grid_constant__ TmaMap mw,
+    const __grid_constant__ TmaMap ms, const __grid_constant__ TmaMap mz, float* __restrict__ Y,
+    int T, int K, int N, int gs, int ldo, long long ystride)
+{
+    extern __shared__ unsigned char qt_raw[];
+    const u32 raw_s = smem_addr(qt_raw);
+    const u32 base_s = (raw_s + 1023u) & ~1023u;
+    const unsigned char* base = qt_raw + (base_s - raw_s);
+    const u32 xs_s = base_s;                                   // [STAGES][128 tokens][128 B]
+    const u32 ws_s = xs_s + QT_STAGES * QG_X_BYTES;            // [STAGES][8 rows][FEAT] u32
+    const u32 ss_s = ws_s + QT_STAGES * QG_W_BYTES;            // [STAGES][FEAT] f16
+    const u32 zs_s = ss_s + QT_STAGES * QG_S_BYTES;            // [STAGES][FEAT] u8
+    const u32 full_s = zs_s + QT_STAGES * QG_Z_BYTES;          // [STAGES] mbarrier
+    const u32 empty_s = full_s + QT_STAGES * 8;                // [STAGES] mbarrier
+    const unsigned char* ws = base + QT_STAGES * QG_X_BYTES;
+    const unsigned char* ss = ws + QT_STAGES * QG_W_BYTES;
+    const unsigned char* zs = ss + QT_STAGES * QG_S_BYTES;
+
+    const int tid = threadIdx.x;
+    const int t0 = blockIdx.x * 128, n0 = blockIdx.y * QG_FEAT;
+    const int nk_all = K >> 6;
+    const int kb0 = (int)((long long)nk_all * blockIdx.z / gridDim.z);
+    const int kb1 = (int)((long long)nk_all * (blockIdx.z + 1) / gridDim.z);
+    const int nk = kb1 - kb0;
+    Y += (size_t)blockIdx.z * ystride;
+
+    if (tid == 0) {
+        for (int s = 0; s < QT_STAGES; ++s) {
+            mbar_init(full_s + 8 * s, 1);
+            mbar_init(empty_s + 8 * s, QG_WG * 4);
+        }
+        asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
+    }
+    __syncthreads();
+
+    if (tid >= QT_CONSUMERS) {
+        // The producer warp: lane 0 requests every stage.
+        if (tid == QT_CONSUMERS) {
+            const int pre = nk < QT_STAGES ? nk : QT_STAGES;
+            for (int i = 0; i < pre; ++i) {
+                const int k0 = (kb0 + i) << 6;
+                const u32 full = full_s + 8 * i;
+                mbar_expect_tx(full, QT_STAGE_BYTES);
+                tma_2d(ws_s + i * QG_W_BYTES, &mw, n0, k0 >> 3, full);
+                tma_2d(ss_s + i * QG_S_BYTES, &ms, n0, k0 / gs, full);
+                tma_2d(zs_s + i * QG_Z_BYTES, &mz, n0, k0 / gs, full);
+            }
+            pdl_wait();
+            for (int i = 0; i < pre; ++i)
+                tma_2d(xs_s + i * QG_X_BYTES, &mx, (kb0 + i) << 6, t0, full_s + 8 * i);
+            int sl = 0, use = 1;  // slot of stage i, and how many times it was filled before
+            for (int i = pre; i < nk; ++i) {
+                const int k0 = (kb0 + i) << 6;
+                const u32 full = full_s + 8 * sl;
+                mbar_wait(empty_s + 8 * sl, (use - 1) & 1);
+                mbar_expect_tx(full, QT_STAGE_BYTES);
+                tma_2d(ws_s + sl * QG_W_BYTES, &mw, n0, k0 >> 3, full);
+                tma_2d(ss_s + sl * QG_S_BYTES, &ms, n0, k0 / gs, full);
+                tma_2d(zs_s + sl * QG_Z_BYTES, &mz, n0, k0 / gs, full);
+                tma_2d(xs_s + sl * QG_X_BYTES, &mx, k0, t0, full);
+                if (++sl == QT_STAGES) {
+                    sl = 0;
+                    ++use;
+                }
+            }
+        }
+        return;
+    }
+    pdl_wait();
+    pdl_launch();
+
+    const int wg = tid >> 7, w = (tid >> 5) & 3, lane = tid & 31;
+    const int g8 = lane >> 2, c4 = lane & 3;
+    const int fa = wg * 64 + w * 16 + g8, fb = fa + 8;
+    float d[64];
+#pragma unroll
+    for (int i = 0; i < 64; ++i) d[i] = 0.f;
+
+    int sl = 0, ph = 0, prev = 0;
+    for (int i = 0; i < nk; ++i) {
+        mbar_wait(full_s + 8 * sl, ph);
+        // The previous stage's products done: release its slot (one arrival per warp).
+        asm volatile("wgmma.wait_group.sync.aligned 0;" ::: "memory");
+        if (i > 0 && lane == 0) mbar_arrive(empty_s + 8 * prev);
+        const u32* wt = reinterpret_cast<const u32*>(ws + sl * QG_W_BYTES);
+        const f16* st = reinterpret_cast<const f16*>(ss + sl * QG_S_BYTES);
+        const u8* zt = zs + sl * QG_Z_BYTES;
+        const u32 sa = (u32)st[fa] * 0x10001u, sb = (u32)st[fb] * 0x10001u;
+        const u32 za = (0x6400u + zt[fa]) * 0x10001u, zb = (0x6400u + zt[fb]) * 0x10001u;
+        const u32 xb = xs_s + sl * QG_X_BYTES;
+        u32 a[4][4];
+#pragma unroll
+        for (int j = 0; j < 4; ++j) {
+            const u32 wa0 = wt[(2 * j) * QG_FEAT + fa], wa1 = wt[(2 * j + 1) * QG_FEAT + fa];
+            const u32 wb0 = wt[(2 * j) * QG_FEAT + fb], wb1 = wt[(2 * j + 1) * QG_FEAT + fb];
+            a[j][0] = qg_dq(wa0, c4, za, sa);
+            a[j][1] = qg_dq(wb0, c4, zb, sb);
+            a[j][2] = qg_dq(wa1, c4, za, sa);
+            a[j][3] = qg_dq(wb1, c4, zb, sb);
+            asm volatile("wgmma.fence.sync.aligned;" ::: "memory");
+            qg_wgmma(d, a[j], qg_desc(xb + j * 32));
+        }
+        asm volatile("wgmma.commit_group.sync.aligned;" ::: "memory");
+        prev = sl;
+        if (++sl == QT_STAGES) {
+            sl = 0;
+            ph ^= 1;
+        }
+    }
+    asm volatile("wgmma.wait_group.sync.aligned 0;" ::: "memory");
+    qg_fence_acc(d);
+
     const int na = n0 + fa, nb = n0 + fb;
 #pragma unroll
     for (int j = 0; j < 16; ++j) {

@@ -198,32 +198,43 @@ fn op_linear_4bit() {
 #[ignore = "needs a CUDA GPU: run on the device with --ignored"]
 fn op_gemm_q4_prefill_shapes() {
     let h = harness();
-    eprintln!("gemm_q4_wgmma loaded: {}", h.has_gemm_q4());
-    // (name, in, out, group, zero offset, bias)
+    eprintln!(
+        "gemm_q4_wgmma loaded: {}, gemm_q4_tma loaded: {}",
+        h.has_gemm_q4(),
+        h.has_gemm_q4_tma()
+    );
+    // (name, in, out, group, zero offset, bias); gemm_q4_tma takes the widths that are
+    // multiples of 16 (400, 256), gemm_q4_wgmma the others (392, 136) and, with the TMA
+    // variant switched off, all of them.
     type Case = (&'static str, usize, usize, usize, i32, bool);
     let cases: Vec<Case> = vec![
         ("k192-n392-g64", 192, 392, 64, 1, false),
+        ("k192-n400-g64", 192, 400, 64, 1, false),
         ("k640-n256-g128-v2-bias", 640, 256, 128, 0, true),
         ("k5120-n136-g128", 5120, 136, 128, 1, false),
     ];
-    for (name, k, n, g, off, bias) in cases {
-        let m = Linear::Gptq(random_gptq(
-            4,
-            k,
-            n,
-            Some(g),
-            false,
-            off,
-            bias,
-            (k * n) as u64,
-        ));
-        for t in [5, 127, 128, 130, 300] {
-            check_linear(name, &[&m], t, true);
+    for tma in [true, false] {
+        h.set_gemm_q4_tma(tma);
+        for &(name, k, n, g, off, bias) in &cases {
+            let m = Linear::Gptq(random_gptq(
+                4,
+                k,
+                n,
+                Some(g),
+                false,
+                off,
+                bias,
+                (k * n) as u64,
+            ));
+            for t in [5, 127, 128, 130, 300] {
+                check_linear(&format!("{name} tma={tma}"), &[&m], t, true);
+            }
         }
+        // 13B's o at 512 tokens: 160 tiles under a wave, so K is split into slabs.
+        let m = Linear::Gptq(random_gptq(4, 5120, 5120, Some(128), false, 1, false, 5));
+        check_linear(&format!("13b-o (split K) tma={tma}"), &[&m], 512, true);
     }
-    // 13B's o at 512 tokens: 160 tiles under a wave, so K is split into slabs.
-    let m = Linear::Gptq(random_gptq(4, 5120, 5120, Some(128), false, 1, false, 5));
-    check_linear("13b-o (split K)", &[&m], 512, true);
+    h.set_gemm_q4_tma(true);
     // Large inputs: products in the hundreds of thousands, accumulated in f32.
     let m = Linear::Gptq(random_gptq(4, 1024, 256, Some(128), false, 1, false, 99));
     let mut rng = Rng::new(3);

@@ -557,6 +557,54 @@ impl Gpu {
         self.sync()
     }
 
+    /// Whether this driver can make tensor maps ([`Self::tensor_map_2d`]).
+    pub fn has_tensor_maps(&self) -> bool {
+        self.drv.cuTensorMapEncodeTiled.is_some()
+    }
+
+    /// A tensor map over the 2-D tensor at `ptr` (`dims` = [inner, outer] elements of `dtype`,
+    /// `dtype_bytes` each, rows `row_bytes` apart) whose copies move `boxd` = [inner, outer]
+    /// elements; elements past the tensor read as zeros.
+    #[allow(clippy::too_many_arguments)]
+    pub fn tensor_map_2d(
+        &self,
+        dtype: i32,
+        ptr: CUdeviceptr,
+        dims: [u64; 2],
+        row_bytes: u64,
+        boxd: [u32; 2],
+        swizzle: i32,
+    ) -> Result<ffi::CUtensorMap> {
+        let f = self
+            .drv
+            .cuTensorMapEncodeTiled
+            .ok_or_else(|| Error::device("this CUDA driver has no cuTensorMapEncodeTiled"))?;
+        let mut m = ffi::CUtensorMap { opaque: [0; 16] };
+        let strides = [row_bytes];
+        let elem = [1u32, 1];
+        // SAFETY: m is a writable CUtensorMap; dims, strides, boxd and elem hold rank (2),
+        // rank - 1, rank and rank values; the driver checks the values (alignment, limits)
+        // and returns an error code for ones it cannot encode.
+        let r = unsafe {
+            f(
+                &mut m,
+                dtype,
+                2,
+                ptr as *mut c_void,
+                dims.as_ptr(),
+                strides.as_ptr(),
+                boxd.as_ptr(),
+                elem.as_ptr(),
+                0,
+                swizzle,
+                ffi::CU_TENSOR_MAP_L2_PROMOTION_L2_128B,
+                0,
+            )
+        };
+        self.check(r, "cuTensorMapEncodeTiled")?;
+        Ok(m)
+    }
+
     /// Let `f` launch with up to `bytes` of dynamic shared memory (above the default 48 KiB).
     pub fn allow_smem(&self, f: &Kernel, bytes: usize) -> Result<()> {
         // SAFETY: a function of a loaded module; the attribute takes a byte count.
@@ -762,12 +810,16 @@ unsafe impl Sync for Kernel {}
 #[derive(Default)]
 pub struct Args {
     slots: Vec<u64>,
+    /// Tensor maps passed by value, and the slot each takes (a map's parameter is its 128
+    /// bytes, so its pointer is the map's, not a slot's).
+    maps: Vec<(usize, Box<ffi::CUtensorMap>)>,
 }
 
 impl Args {
     pub fn new() -> Args {
         Args {
             slots: Vec::with_capacity(16),
+            maps: Vec::new(),
         }
     }
     /// A device pointer (0 for NULL).
@@ -796,13 +848,24 @@ impl Args {
         self.slots.push(v.to_bits());
         self
     }
-    /// One pointer per slot, as `cuLaunchKernel`'s `kernelParams` takes them (valid while
+    /// A `CUtensorMap` parameter (a kernel's `const __grid_constant__` 128-byte struct).
+    pub fn map(&mut self, m: ffi::CUtensorMap) -> &mut Self {
+        self.maps.push((self.slots.len(), Box::new(m)));
+        self.slots.push(0);
+        self
+    }
+    /// One pointer per parameter, as `cuLaunchKernel`'s `kernelParams` takes them (valid while
     /// `self` is neither moved nor changed).
     fn ptrs(&mut self) -> Vec<*mut c_void> {
-        self.slots
+        let mut p: Vec<*mut c_void> = self
+            .slots
             .iter_mut()
             .map(|s| s as *mut u64 as *mut c_void)
-            .collect()
+            .collect();
+        for (i, m) in &mut self.maps {
+            p[*i] = &mut **m as *mut ffi::CUtensorMap as *mut c_void;
+        }
+        p
     }
 }
 

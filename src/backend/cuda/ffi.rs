@@ -45,6 +45,21 @@ pub const CU_STREAM_CAPTURE_MODE_THREAD_LOCAL: c_int = 1;
 pub const CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION: u32 = 6;
 pub const CU_LAUNCH_ATTRIBUTE_COOPERATIVE: u32 = 2;
 
+pub const CU_TENSOR_MAP_DATA_TYPE_UINT8: c_int = 0;
+pub const CU_TENSOR_MAP_DATA_TYPE_UINT32: c_int = 2;
+pub const CU_TENSOR_MAP_DATA_TYPE_FLOAT16: c_int = 6;
+pub const CU_TENSOR_MAP_SWIZZLE_NONE: c_int = 0;
+pub const CU_TENSOR_MAP_SWIZZLE_128B: c_int = 3;
+pub const CU_TENSOR_MAP_L2_PROMOTION_L2_128B: c_int = 2;
+
+/// `CUtensorMap`: an opaque 128-byte description of a tensor for the Tensor Memory Accelerator,
+/// made by `cuTensorMapEncodeTiled` and passed to a kernel by value.
+#[repr(C, align(64))]
+#[derive(Clone, Copy)]
+pub struct CUtensorMap {
+    pub opaque: [u64; 16],
+}
+
 /// `CUlaunchAttribute`: an id and a 64-byte value union.
 #[repr(C)]
 pub struct CUlaunchAttribute {
@@ -329,6 +344,7 @@ api!(Driver {
     cuGraphLaunch: fn(CUgraphExec, CUstream) -> CUresult;
     cuGraphExecDestroy: fn(CUgraphExec) -> CUresult;
     cuGraphDestroy: fn(CUgraph) -> CUresult;
+    cuTensorMapEncodeTiled: fn(*mut CUtensorMap, c_int, c_uint, *mut c_void, *const u64, *const u64, *const c_uint, *const c_uint, c_int, c_int, c_int, c_int) -> CUresult;
 });
 
 api!(Nvrtc {

@@ -2,7 +2,7 @@
 //! kernel's layout and launch shape), and the cuBLAS products used by prefill.
 
 use super::device::{Args, Gpu, Kernel};
-use super::ffi::CUdeviceptr;
+use super::ffi::{self, CUdeviceptr};
 pub use super::fusion::{Epilogue, Fusion, Prologue};
 use super::module::Modules;
 use super::weights::{GemvKind, Q4Dev, RopeTable, MAX_X_SLICE};
@@ -26,6 +26,13 @@ pub struct Kernels {
     /// Prefill products straight from the 4-bit weights on the warpgroup tensor cores (sm_90a
     /// GPUs; `WV_CUDA_QGEMM=0` turns it off: dequantise for cuBLAS instead).
     pub gemm_q4: Option<Kernel>,
+    /// The same product with its tiles copied by the Tensor Memory Accelerator and the stages
+    /// handed over by mbarriers (`gemm_q4_tma`; `WV_CUDA_QGEMM_TMA=0` keeps `gemm_q4_wgmma`):
+    /// used where the tensors allow it (see [`Self::gemm_q4`]).
+    pub gemm_q4_tma: Option<Kernel>,
+    /// Whether [`Self::gemm_q4`] may use `gemm_q4_tma` (tests and timings switch it off to
+    /// compare the two kernels in one process).
+    pub gemm_q4_tma_on: std::sync::atomic::AtomicBool,
     /// The most tokens a pass may have for `gemm_q4_wgmma` (`WV_CUDA_QGEMM_MAX_T`): above it
     /// cuBLAS's faster tensor-core rate pays for the dequantisation (H100, 13B: the fused
     /// product halves TTFT at 32–128 tokens and is 14–16% faster at 512; a 1,500-token prompt's
@@ -112,6 +119,12 @@ pub fn gemv_smem_need(ring: usize) -> usize {
 /// tile (16 KiB), a weight tile (4 KiB), scales and zeros, plus 1 KiB for alignment.
 pub const GEMM_Q4_SMEM: usize = 4 * (16384 + 4096 + 256 + 128) + 1024;
 
+/// Dynamic shared memory of a `gemm_q4_tma` block (QT_SMEM in gemm_q4.cu): 5 stages of the
+/// same tiles, 10 mbarriers, 1 KiB of alignment slack; and its threads (QT_THREADS: two
+/// consumer warpgroups and a producer warp).
+pub const GEMM_Q4_TMA_SMEM: usize = 5 * (16384 + 4096 + 256 + 128) + 2 * 5 * 8 + 1024;
+const GEMM_Q4_TMA_THREADS: u32 = 288;
+
 /// Output features per `gemm_q4_wgmma` block (QG_FEAT), its threads (QG_THREADS) and the
 /// blocks that fit on one SM.
 const GEMM_Q4_FEAT: usize = 128;
@@ -195,6 +208,15 @@ impl Kernels {
             } else {
                 None
             },
+            gemm_q4_tma: if std::env::var("WV_CUDA_QGEMM").map_or(true, |v| v != "0")
+                && std::env::var("WV_CUDA_QGEMM_TMA").map_or(true, |v| v != "0")
+                && gpu.has_tensor_maps()
+            {
+                m.get_opt("gemm_q4.cu", "gemm_q4_tma")?
+            } else {
+                None
+            },
+            gemm_q4_tma_on: std::sync::atomic::AtomicBool::new(true),
             gemm_kn: m.get("gemm.cu", "gemm_f16_kn")?,
             gemm_nk: m.get("gemm.cu", "gemm_f16_nk")?,
             embed: m.get("norm.cu", "embed")?,
@@ -226,6 +248,13 @@ impl Kernels {
                 gpu.allow_smem(f, GEMM_Q4_SMEM)?;
             } else {
                 k.gemm_q4 = None;
+            }
+        }
+        if let Some(f) = &k.gemm_q4_tma {
+            if k.gemm_q4.is_some() && gpu.max_smem_optin >= GEMM_Q4_TMA_SMEM {
+                gpu.allow_smem(f, GEMM_Q4_TMA_SMEM)?;
+            } else {
+                k.gemm_q4_tma = None;
             }
         }
         if k.ring > 0 {
@@ -339,6 +368,82 @@ impl Kernels {
                 ))
             }
         };
+        let split = split.clamp(1, GEMM_Q4_MAX_SPLIT);
+        let grid = (
+            t.div_ceil(128) as u32,
+            q.n.div_ceil(GEMM_Q4_FEAT) as u32,
+            split as u32,
+        );
+        let tma = self.gemm_q4_tma.as_ref().filter(|_| {
+            self.gemm_q4_tma_on
+                .load(std::sync::atomic::Ordering::Relaxed)
+        });
+        if let Some(ft) = tma {
+            // The tensor maps' row strides must be multiples of 16 bytes (the zeros' rows are
+            // n bytes) and their bases 16-byte aligned.
+            if q.n % 16 == 0
+                && [q.qw.ptr, q.scales.ptr, q.zeros.ptr, x]
+                    .iter()
+                    .all(|p| p % 16 == 0)
+            {
+                let (k, n, g) = (q.k as u64, q.n as u64, q.groups as u64);
+                let mx = gpu.tensor_map_2d(
+                    ffi::CU_TENSOR_MAP_DATA_TYPE_FLOAT16,
+                    x,
+                    [k, t as u64],
+                    k * 2,
+                    [64, 128],
+                    ffi::CU_TENSOR_MAP_SWIZZLE_128B,
+                )?;
+                let mw = gpu.tensor_map_2d(
+                    ffi::CU_TENSOR_MAP_DATA_TYPE_UINT32,
+                    q.qw.ptr,
+                    [n, k / 8],
+                    n * 4,
+                    [128, 8],
+                    ffi::CU_TENSOR_MAP_SWIZZLE_NONE,
+                )?;
+                let ms = gpu.tensor_map_2d(
+                    ffi::CU_TENSOR_MAP_DATA_TYPE_FLOAT16,
+                    q.scales.ptr,
+                    [n, g],
+                    n * 2,
+                    [128, 1],
+                    ffi::CU_TENSOR_MAP_SWIZZLE_NONE,
+                )?;
+                let mz = gpu.tensor_map_2d(
+                    ffi::CU_TENSOR_MAP_DATA_TYPE_UINT8,
+                    q.zeros.ptr,
+                    [n, g],
+                    n,
+                    [128, 1],
+                    ffi::CU_TENSOR_MAP_SWIZZLE_NONE,
+                )?;
+                let mut a = Args::new();
+                a.map(mx)
+                    .map(mw)
+                    .map(ms)
+                    .map(mz)
+                    .ptr(y)
+                    .int(t)
+                    .int(q.k)
+                    .int(q.n)
+                    .int(q.gs)
+                    .int(ldo)
+                    .i64((t * ldo) as i64);
+                // SAFETY: the maps describe q's device buffers and x (t rows of q.k f16) with
+                // their true extents (the copies zero-fill past them); y has `split` slabs of t
+                // rows of ldo >= q.n floats (the caller's scratch holds them); the dynamic
+                // shared memory is the kernel's stages and mbarriers (allowed at load).
+                return gpu.launch(
+                    ft,
+                    grid,
+                    GEMM_Q4_TMA_THREADS,
+                    GEMM_Q4_TMA_SMEM as u32,
+                    &mut a,
+                );
+            }
+        }
         let mut a = Args::new();
         a.ptr(q.qw.ptr)
             .ptr(q.scales.ptr)
@@ -351,22 +456,11 @@ impl Kernels {
             .int(q.gs)
             .int(ldo)
             .i64((t * ldo) as i64);
-        let split = split.clamp(1, GEMM_Q4_MAX_SPLIT);
         // SAFETY: qw/scales/zeros are q's device buffers of the shapes gemv.cu gives (no
         // permutation); x holds t rows of q.k f16 (16-byte aligned rows: q.k % 64 == 0); y has
         // `split` slabs of t rows of ldo >= q.n floats from the given column (the caller's
         // scratch holds them); the dynamic shared memory is the kernel's stages (allowed at load).
-        gpu.launch(
-            f,
-            (
-                t.div_ceil(128) as u32,
-                q.n.div_ceil(GEMM_Q4_FEAT) as u32,
-                split as u32,
-            ),
-            GEMM_Q4_THREADS,
-            GEMM_Q4_SMEM as u32,
-            &mut a,
-        )
+        gpu.launch(f, grid, GEMM_Q4_THREADS, GEMM_Q4_SMEM as u32, &mut a)
     }
 
     /// `gemv_q4l` with its input made by a fused prologue and, for [`Epilogue::Residual`], the

@@ -29,6 +29,18 @@ impl OpHarness {
         self.k.gemm_q4.is_some()
     }
 
+    /// Whether its TMA variant (`gemm_q4_tma`) is loaded too.
+    pub fn has_gemm_q4_tma(&self) -> bool {
+        self.k.gemm_q4_tma.is_some()
+    }
+
+    /// Let the fused product use `gemm_q4_tma` where it can (the default) or not.
+    pub fn set_gemm_q4_tma(&self, on: bool) {
+        self.k
+            .gemm_q4_tma_on
+            .store(on, std::sync::atomic::Ordering::Relaxed);
+    }
+
     pub fn new(ordinal: usize) -> Result<OpHarness> {
         let gpu = Gpu::open(ordinal)?;
         let k = Kernels::load(&gpu)?;
@@ -606,48 +618,76 @@ impl OpHarness {
                 ),
                 ms,
             ));
-            // Every 13B product of a layer (the prefill's products without dequantisation).
-            let mut total = 0f32;
-            for (name, k, n) in [
-                ("q|k|v", 5120usize, 15360usize),
-                ("o", 5120, 5120),
-                ("gate|up", 5120, 27648),
-                ("down", 13824, 5120),
+            // Every 13B product of a layer (the prefill's products without dequantisation), on
+            // each variant of the kernel.
+            for (name, f, threads, smem) in [
+                (
+                    "gemm_q4_wgmma",
+                    self.k.gemm_q4.as_ref(),
+                    256,
+                    crate::backend::cuda::kernels::GEMM_Q4_SMEM,
+                ),
+                (
+                    "gemm_q4_tma",
+                    self.k.gemm_q4_tma.as_ref(),
+                    288,
+                    crate::backend::cuda::kernels::GEMM_Q4_TMA_SMEM,
+                ),
             ] {
-                let m = crate::weights::Linear::Gptq(random_gptq(
-                    4,
-                    k,
-                    n,
-                    Some(128),
-                    false,
-                    1,
-                    false,
-                    7,
-                ));
-                let g = LinearGroup::upload(&self.gpu, &[&m], "bench weights")?;
-                let DevMat::Q4(q) = &g.members[0].mat else {
-                    continue;
-                };
-                let x = self.gpu.alloc(t * k * 2, "bench x")?;
-                self.gpu.memset_u32(x.ptr, 0x3c00_3c00, t * k / 2)?;
-                let split = self.k.gemm_q4_splits(&self.gpu, q, t);
-                let y = self.gpu.alloc(split * t * n * 4, "bench y")?;
-                let ms = self.time_ms(3, 10, || {
-                    self.k.gemm_q4(&self.gpu, q, x.ptr, y.ptr, t, n, split)
-                })?;
-                total += ms;
+                if let Some(n) = f.and_then(|f| self.gpu.occupancy(f, threads, smem)) {
+                    out.push((format!("{name} blocks per SM: {n}"), 0.0));
+                }
+            }
+            let variants: &[(&str, bool)] = if self.has_gemm_q4_tma() {
+                &[("gemm_q4_tma", true), ("gemm_q4_wgmma", false)]
+            } else {
+                &[("gemm_q4_wgmma", false)]
+            };
+            for &(kname, tma) in variants {
+                self.set_gemm_q4_tma(tma);
+                let mut total = 0f32;
+                for (name, k, n) in [
+                    ("q|k|v", 5120usize, 15360usize),
+                    ("o", 5120, 5120),
+                    ("gate|up", 5120, 27648),
+                    ("down", 13824, 5120),
+                ] {
+                    let m = crate::weights::Linear::Gptq(random_gptq(
+                        4,
+                        k,
+                        n,
+                        Some(128),
+                        false,
+                        1,
+                        false,
+                        7,
+                    ));
+                    let g = LinearGroup::upload(&self.gpu, &[&m], "bench weights")?;
+                    let DevMat::Q4(q) = &g.members[0].mat else {
+                        continue;
+                    };
+                    let x = self.gpu.alloc(t * k * 2, "bench x")?;
+                    self.gpu.memset_u32(x.ptr, 0x3c00_3c00, t * k / 2)?;
+                    let split = self.k.gemm_q4_splits(&self.gpu, q, t);
+                    let y = self.gpu.alloc(split * t * n * 4, "bench y")?;
+                    let ms = self.time_ms(3, 10, || {
+                        self.k.gemm_q4(&self.gpu, q, x.ptr, y.ptr, t, n, split)
+                    })?;
+                    total += ms;
+                    out.push((
+                        format!(
+                            "{kname} {name} {t}x{k}x{n} in {split} split(s) ({:.0} TFLOP/s)",
+                            2.0 * (t * k * n) as f64 / (ms as f64 * 1e-3) / 1e12
+                        ),
+                        ms,
+                    ));
+                }
                 out.push((
-                    format!(
-                        "gemm_q4_wgmma {name} {t}x{k}x{n} in {split} split(s) ({:.0} TFLOP/s)",
-                        2.0 * (t * k * n) as f64 / (ms as f64 * 1e-3) / 1e12
-                    ),
-                    ms,
+                    format!("{kname} one 13B layer's products (x40 for the model)"),
+                    total,
                 ));
             }
-            out.push((
-                "gemm_q4_wgmma one 13B layer's products (x40 for the model)".into(),
-                total,
-            ));
+            self.set_gemm_q4_tma(true);
         }
         let ms = self.time_ms(1, 3, || {
             self.k
