@@ -293,7 +293,9 @@ extern "C" __global__ void __launch_bounds__(QG_THREADS, 2) gemm_q4_wgmma(
 // Registers: __launch_bounds__(QT_THREADS, 1), for with a minimum of 2 blocks ptxas keeps under
 //   its 112-register cap by serialising the wgmmas (94 registers); it uses ~106, so two blocks
 //   fit anyway (bench_kernels prints the blocks per SM).
-#define QT_STAGES 5
+#ifndef QT_STAGES
+#define QT_STAGES 5  // (the host allocates shared memory for 5; fewer is allowed)
+#endif
 #ifndef QT_MINB
 #define QT_MINB 1  // __launch_bounds__'s minimum blocks per SM (see Registers below)
 #endif
