@@ -290,14 +290,16 @@ extern "C" __global__ void __launch_bounds__(QG_THREADS, 2) gemm_q4_wgmma(
 //   mw over qw [K/8][N] u32, box 128 x 8; ms over scales [G][N] f16, box 128 x 1; mz over
 //   zeros [G][N] u8, box 128 x 1. Rows and columns past the tensors are filled with zeros.
 //   Needs (besides gemm_q4_wgmma's conditions) N % 16 == 0 and 16-byte aligned tensors.
-// Registers: __launch_bounds__(QT_THREADS, 1), for with a minimum of 2 blocks ptxas keeps under
-//   its 112-register cap by serialising the wgmmas (94 registers); it uses ~106, so two blocks
-//   fit anyway (bench_kernels prints the blocks per SM).
+// Registers: two blocks of 288 threads per SM cap a thread at 112 registers, under which ptxas
+//   serialises the wgmmas (C7512, "insufficient register resources"). Measured anyway (H100,
+//   NVRTC 13.0, 512-token prompt): QT_MINB = 2 (serialised, 2 blocks per SM) 18,905-19,225
+//   tokens/s; QT_MINB = 1 (not serialised, but then NVRTC 13.0 uses enough registers that only
+//   one block fits per SM; bench_kernels prints the blocks per SM) 18,201-18,234.
 #ifndef QT_STAGES
 #define QT_STAGES 5  // (the host allocates shared memory for 5; fewer is allowed)
 #endif
 #ifndef QT_MINB
-#define QT_MINB 1  // __launch_bounds__'s minimum blocks per SM (see Registers below)
+#define QT_MINB 2  // __launch_bounds__'s minimum blocks per SM (see Registers below)
 #endif
 #define QT_CONSUMERS QG_THREADS
 #define QT_THREADS (QT_CONSUMERS + 32)
