@@ -304,7 +304,7 @@ extern "C" __global__ void __launch_bounds__(QG_THREADS, 2) gemm_q4_wgmma(
 #define QT_CONSUMERS QG_THREADS
 #define QT_THREADS (QT_CONSUMERS + 32)
 #define QT_STAGE_BYTES (QG_X_BYTES + QG_W_BYTES + QG_S_BYTES + QG_Z_BYTES)
-#define QT_SMEM (QT_STAGES * QT_STAGE_BYTES + 2 * QT_STAGES * 8 + 4 * QT_STAGES + 1024)
+#define QT_SMEM (QT_STAGES * QT_STAGE_BYTES + 2 * QT_STAGES * 8 + 1024)
 
 // A CUtensorMap (opaque, 128 bytes, 64-byte aligned), passed by value as a kernel parameter.
 struct __align__(64) TmaMap {
@@ -341,35 +341,15 @@ __device__ __forceinline__ void tma_2d(u32 dst, const TmaMap* map, int c0, int c
         : "memory");
 }
 
-// Request stage kb (inputs [64 kb, 64 kb + 64)) into the slot at the given shared addresses,
-// completing on the mbarrier `full` (which is told the stage's bytes): the weights' tiles if
-// `w`, the activations' if `x` (the prologue requests them apart, around the PDL wait).
-__device__ __forceinline__ void qt_request(const TmaMap& mx, const TmaMap& mw, const TmaMap& ms,
-                                           const TmaMap& mz, int kb, int n0, int t0, int gs, u32 xd,
-                                           u32 wd, u32 sd, u32 zd, u32 full, bool w, bool x) {
-    const int k0 = kb << 6;
-    if (w) {
-        mbar_expect_tx(full, QT_STAGE_BYTES);
-        tma_2d(wd, &mw, n0, k0 >> 3, full);
-        tma_2d(sd, &ms, n0, k0 / gs, full);
-        tma_2d(zd, &mz, n0, k0 / gs, full);
-    }
-    if (x) tma_2d(xd, &mx, k0, t0, full);
-}
-
-// The kernel's body. SELF = false: a producer warp (threads QG_THREADS..+31) requests the stages
-// after waiting for the consumers' releases on empty[]; SELF = true: no producer warp — thread 0
-// requests the first QT_STAGES stages and, later, the consumer warp that releases a slot last
-// (a shared counter per slot) requests the slot's next stage itself, without waiting.
-template <bool SELF>
-__device__ __forceinline__ void qt_body(const TmaMap& mx, const TmaMap& mw, const TmaMap& ms,
-                                        const TmaMap& mz, float* __restrict__ Y, int T, int K,
-                                        int N, int gs, int ldo, long long ystride)
+extern "C" __global__ void __launch_bounds__(QT_THREADS, QT_MINB) gemm_q4_tma(
+    const __grid_constant__ TmaMap mx, const __grid_constant__ TmaMap mw,
+    const __grid_constant__ TmaMap ms, const __grid_constant__ TmaMap mz, float* __restrict__ Y,
+    int T, int K, int N, int gs, int ldo, long long ystride)
 {
     extern __shared__ unsigned char qt_raw[];
     const u32 raw_s = smem_addr(qt_raw);
     const u32 base_s = (raw_s + 1023u) & ~1023u;
-    unsigned char* base = qt_raw + (base_s - raw_s);
+    const unsigned char* base = qt_raw + (base_s - raw_s);
     const u32 xs_s = base_s;                                   // [STAGES][128 tokens][128 B]
     const u32 ws_s = xs_s + QT_STAGES * QG_X_BYTES;            // [STAGES][8 rows][FEAT] u32
     const u32 ss_s = ws_s + QT_STAGES * QG_W_BYTES;            // [STAGES][FEAT] f16
@@ -379,8 +359,6 @@ __device__ __forceinline__ void qt_body(const TmaMap& mx, const TmaMap& mw, cons
     const unsigned char* ws = base + QT_STAGES * QG_X_BYTES;
     const unsigned char* ss = ws + QT_STAGES * QG_W_BYTES;
     const unsigned char* zs = ss + QT_STAGES * QG_S_BYTES;
-    // [STAGES] u32: consumer warps that released the slot's current stage (SELF only).
-    u32* released = reinterpret_cast<u32*>(base + (full_s - base_s) + 2 * QT_STAGES * 8);
 
     const int tid = threadIdx.x;
     const int t0 = blockIdx.x * 128, n0 = blockIdx.y * QG_FEAT;
@@ -388,39 +366,42 @@ __device__ __forceinline__ void qt_body(const TmaMap& mx, const TmaMap& mw, cons
     const int kb0 = (int)((long long)nk_all * blockIdx.z / gridDim.z);
     const int kb1 = (int)((long long)nk_all * (blockIdx.z + 1) / gridDim.z);
     const int nk = kb1 - kb0;
-    const int pre = nk < QT_STAGES ? nk : QT_STAGES;
     Y += (size_t)blockIdx.z * ystride;
 
     if (tid == 0) {
         for (int s = 0; s < QT_STAGES; ++s) {
             mbar_init(full_s + 8 * s, 1);
             mbar_init(empty_s + 8 * s, QG_WG * 4);
-            released[s] = 0;
         }
         asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
     }
     __syncthreads();
-    // The first stages' weights may be requested before the PDL wait (they are immutable).
-    const int lead = SELF ? 0 : QT_CONSUMERS;
-    if (tid == lead)
-        for (int i = 0; i < pre; ++i)
-            qt_request(mx, mw, ms, mz, kb0 + i, n0, t0, gs, 0, ws_s + i * QG_W_BYTES,
-                       ss_s + i * QG_S_BYTES, zs_s + i * QG_Z_BYTES, full_s + 8 * i, true, false);
-    pdl_wait();
-    if (tid == lead)
-        for (int i = 0; i < pre; ++i)
-            qt_request(mx, mw, ms, mz, kb0 + i, n0, t0, gs, xs_s + i * QG_X_BYTES, 0, 0, 0,
-                       full_s + 8 * i, false, true);
 
-    if (!SELF && tid >= QT_CONSUMERS) {
-        // The producer warp: lane 0 requests every later stage once its slot is released.
+    if (tid >= QT_CONSUMERS) {
+        // The producer warp: lane 0 requests every stage.
         if (tid == QT_CONSUMERS) {
+            const int pre = nk < QT_STAGES ? nk : QT_STAGES;
+            for (int i = 0; i < pre; ++i) {
+                const int k0 = (kb0 + i) << 6;
+                const u32 full = full_s + 8 * i;
+                mbar_expect_tx(full, QT_STAGE_BYTES);
+                tma_2d(ws_s + i * QG_W_BYTES, &mw, n0, k0 >> 3, full);
+                tma_2d(ss_s + i * QG_S_BYTES, &ms, n0, k0 / gs, full);
+                tma_2d(zs_s + i * QG_Z_BYTES, &mz, n0, k0 / gs, full);
+            }
+            pdl_wait();
+            for (int i = 0; i < pre; ++i)
+                tma_2d(xs_s + i * QG_X_BYTES, &mx, (kb0 + i) << 6, t0, full_s + 8 * i);
             int sl = 0, use = 1;  // slot of stage i, and how many times it was filled before
             for (int i = pre; i < nk; ++i) {
+                const int k0 = (kb0 + i) << 6;
+                const u32 full = full_s + 8 * sl;
                 mbar_wait(empty_s + 8 * sl, (use - 1) & 1);
-                qt_request(mx, mw, ms, mz, kb0 + i, n0, t0, gs, xs_s + sl * QG_X_BYTES,
-                           ws_s + sl * QG_W_BYTES, ss_s + sl * QG_S_BYTES, zs_s + sl * QG_Z_BYTES,
-                           full_s + 8 * sl, true, true);
+                mbar_expect_tx(full, QT_STAGE_BYTES);
+                tma_2d(ws_s + sl * QG_W_BYTES, &mw, n0, k0 >> 3, full);
+                tma_2d(ss_s + sl * QG_S_BYTES, &ms, n0, k0 / gs, full);
+                tma_2d(zs_s + sl * QG_Z_BYTES, &mz, n0, k0 / gs, full);
+                tma_2d(xs_s + sl * QG_X_BYTES, &mx, k0, t0, full);
                 if (++sl == QT_STAGES) {
                     sl = 0;
                     ++use;
@@ -429,6 +410,7 @@ __device__ __forceinline__ void qt_body(const TmaMap& mx, const TmaMap& mw, cons
         }
         return;
     }
+    pdl_wait();
     pdl_launch();
 
     const int wg = tid >> 7, w = (tid >> 5) & 3, lane = tid & 31;
@@ -443,23 +425,7 @@ __device__ __forceinline__ void qt_body(const TmaMap& mx, const TmaMap& mw, cons
         mbar_wait(full_s + 8 * sl, ph);
         // The previous stage's products done: release its slot (one arrival per warp).
         asm volatile("wgmma.wait_group.sync.aligned 0;" ::: "memory");
-        if (i > 0 && lane == 0) {
-            if (SELF) {
-                // The last of the QG_WG * 4 warps to release the slot requests its next stage.
-                __threadfence_block();
-                if (atomicAdd(&released[prev], 1u) == QG_WG * 4 - 1) {
-                    released[prev] = 0;
-                    __threadfence_block();
-                    const int r = i - 1 + QT_STAGES;
-                    if (r < nk)
-                        qt_request(mx, mw, ms, mz, kb0 + r, n0, t0, gs, xs_s + prev * QG_X_BYTES,
-                                   ws_s + prev * QG_W_BYTES, ss_s + prev * QG_S_BYTES,
-                                   zs_s + prev * QG_Z_BYTES, full_s + 8 * prev, true, true);
-                }
-            } else {
-                mbar_arrive(empty_s + 8 * prev);
-            }
-        }
+        if (i > 0 && lane == 0) mbar_arrive(empty_s + 8 * prev);
         const u32* wt = reinterpret_cast<const u32*>(ws + sl * QG_W_BYTES);
         const f16* st = reinterpret_cast<const f16*>(ss + sl * QG_S_BYTES);
         const u8* zt = zs + sl * QG_Z_BYTES;
@@ -501,22 +467,4 @@ __device__ __forceinline__ void qt_body(const TmaMap& mx, const TmaMap& mw, cons
             if (nb < N) Y[(size_t)(t + 1) * ldo + nb] = d[4 * j + 3];
         }
     }
-}
-
-extern "C" __global__ void __launch_bounds__(QT_THREADS, QT_MINB) gemm_q4_tma(
-    const __grid_constant__ TmaMap mx, const __grid_constant__ TmaMap mw,
-    const __grid_constant__ TmaMap ms, const __grid_constant__ TmaMap mz, float* __restrict__ Y,
-    int T, int K, int N, int gs, int ldo, long long ystride)
-{
-    qt_body<false>(mx, mw, ms, mz, Y, T, K, N, gs, ldo, ystride);
-}
-
-// The same without the producer warp (QG_THREADS threads; see qt_body's SELF): two blocks per SM
-// allow 128 registers a thread.
-extern "C" __global__ void __launch_bounds__(QG_THREADS, 2) gemm_q4_tma_self(
-    const __grid_constant__ TmaMap mx, const __grid_constant__ TmaMap mw,
-    const __grid_constant__ TmaMap ms, const __grid_constant__ TmaMap mz, float* __restrict__ Y,
-    int T, int K, int N, int gs, int ldo, long long ystride)
-{
-    qt_body<true>(mx, mw, ms, mz, Y, T, K, N, gs, ldo, ystride);
 }

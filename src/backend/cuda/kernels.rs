@@ -30,9 +30,6 @@ pub struct Kernels {
     /// handed over by mbarriers (`gemm_q4_tma`; `WV_CUDA_QGEMM_TMA=0` keeps `gemm_q4_wgmma`):
     /// used where the tensors allow it (see [`Self::gemm_q4`]).
     pub gemm_q4_tma: Option<Kernel>,
-    /// Threads of a `gemm_q4_tma` block: 288 (two consumer warpgroups and a producer warp), or
-    /// 256 for `gemm_q4_tma_self` (`WV_CUDA_QGEMM_TMA=self`: the consumers request the stages).
-    pub gemm_q4_tma_threads: u32,
     /// Whether [`Self::gemm_q4`] may use `gemm_q4_tma` (tests and timings switch it off to
     /// compare the two kernels in one process).
     pub gemm_q4_tma_on: std::sync::atomic::AtomicBool,
@@ -123,8 +120,10 @@ pub fn gemv_smem_need(ring: usize) -> usize {
 pub const GEMM_Q4_SMEM: usize = 4 * (16384 + 4096 + 256 + 128) + 1024;
 
 /// Dynamic shared memory of a `gemm_q4_tma` block (QT_SMEM in gemm_q4.cu): 5 stages of the
-/// same tiles, 10 mbarriers, 5 counters, 1 KiB of alignment slack.
-pub const GEMM_Q4_TMA_SMEM: usize = 5 * (16384 + 4096 + 256 + 128) + 2 * 5 * 8 + 4 * 5 + 1024;
+/// same tiles, 10 mbarriers, 1 KiB of alignment slack; and its threads (QT_THREADS: two
+/// consumer warpgroups and a producer warp).
+pub const GEMM_Q4_TMA_SMEM: usize = 5 * (16384 + 4096 + 256 + 128) + 2 * 5 * 8 + 1024;
+const GEMM_Q4_TMA_THREADS: u32 = 288;
 
 /// Output features per `gemm_q4_wgmma` block (QG_FEAT), its threads (QG_THREADS) and the
 /// blocks that fit on one SM.
@@ -191,10 +190,6 @@ fn aligned(ptrs: &[(CUdeviceptr, u64)]) -> bool {
 impl Kernels {
     pub fn load(gpu: &Arc<Gpu>) -> Result<Kernels> {
         let m = Modules::load(gpu)?;
-        let tma_name = match std::env::var("WV_CUDA_QGEMM_TMA").as_deref() {
-            Ok("self") => "gemm_q4_tma_self",
-            _ => "gemm_q4_tma",
-        };
         let mut k = Kernels {
             gemv_q4: m.get("gemv.cu", "gemv_q4")?,
             gemv_q4w: m.get("gemv.cu", "gemv_q4w")?,
@@ -217,11 +212,10 @@ impl Kernels {
                 && std::env::var("WV_CUDA_QGEMM_TMA").map_or(true, |v| v != "0")
                 && gpu.has_tensor_maps()
             {
-                m.get_opt("gemm_q4.cu", tma_name)?
+                m.get_opt("gemm_q4.cu", "gemm_q4_tma")?
             } else {
                 None
             },
-            gemm_q4_tma_threads: if tma_name == "gemm_q4_tma" { 288 } else { 256 },
             gemm_q4_tma_on: std::sync::atomic::AtomicBool::new(true),
             gemm_kn: m.get("gemm.cu", "gemm_f16_kn")?,
             gemm_nk: m.get("gemm.cu", "gemm_f16_nk")?,
@@ -444,7 +438,7 @@ impl Kernels {
                 return gpu.launch(
                     ft,
                     grid,
-                    self.gemm_q4_tma_threads,
+                    GEMM_Q4_TMA_THREADS,
                     GEMM_Q4_TMA_SMEM as u32,
                     &mut a,
                 );

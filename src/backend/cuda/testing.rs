@@ -630,7 +630,7 @@ impl OpHarness {
                 (
                     "gemm_q4_tma",
                     self.k.gemm_q4_tma.as_ref(),
-                    self.k.gemm_q4_tma_threads,
+                    288,
                     crate::backend::cuda::kernels::GEMM_Q4_TMA_SMEM,
                 ),
             ] {
