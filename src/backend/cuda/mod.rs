@@ -306,7 +306,7 @@ impl Backend for CudaBackend {
     fn describe(&self) -> String {
         let g = &self.gpu;
         format!(
-            "cuda:{} {} (sm_{}{}, {} SMs, {}; products: {})",
+            "cuda:{} {} (sm_{}{}, {} SMs, {}; products: {}{})",
             g.ordinal,
             g.name,
             g.cc.0,
@@ -317,6 +317,11 @@ impl Backend for CudaBackend {
                 "wv GEMV + cuBLAS"
             } else {
                 "wv GEMV + wv GEMM"
+            },
+            match (&self.kernels.gemm_q4_tma, &self.kernels.gemm_q4) {
+                (Some(_), _) => " + 4-bit wgmma (TMA) for prefill passes",
+                (None, Some(_)) => " + 4-bit wgmma for prefill passes",
+                _ => "",
             }
         )
     }
