@@ -203,6 +203,12 @@ fn op_gemm_q4_prefill_shapes() {
         h.has_gemm_q4(),
         h.has_gemm_q4_tma()
     );
+    // On a compute capability 9.0 GPU both must load (else prefill silently falls back to
+    // dequantisation + cuBLAS, and the cases below would test only that).
+    if h.compute_capability() == (9, 0) {
+        assert!(h.has_gemm_q4(), "gemm_q4_wgmma did not load on sm_90");
+        assert!(h.has_gemm_q4_tma(), "gemm_q4_tma did not load on sm_90");
+    }
     // (name, in, out, group, zero offset, bias); gemm_q4_tma takes the widths that are
     // multiples of 16 (400, 256), gemm_q4_wgmma the others (392, 136) and, with the TMA
     // variant switched off, all of them.
@@ -212,6 +218,8 @@ fn op_gemm_q4_prefill_shapes() {
         ("k192-n400-g64", 192, 400, 64, 1, false),
         ("k640-n256-g128-v2-bias", 640, 256, 128, 0, true),
         ("k5120-n136-g128", 5120, 136, 128, 1, false),
+        // One group over all 640 inputs (how group size -1 loads): the scales' row never moves.
+        ("k640-n384-gall", 640, 384, 640, 1, false),
     ];
     for tma in [true, false] {
         h.set_gemm_q4_tma(tma);

@@ -13,6 +13,14 @@ use half::f16;
 use std::sync::Arc;
 
 /// A GPU with the kernels loaded.
+/// The four products of one 13B layer: (name, inputs K, outputs N).
+pub const LAYER_13B_PRODUCTS: [(&str, usize, usize); 4] = [
+    ("q|k|v", 5120, 15360),
+    ("o", 5120, 5120),
+    ("gate|up", 5120, 27648),
+    ("down", 13824, 5120),
+];
+
 pub struct OpHarness {
     pub gpu: Arc<Gpu>,
     k: Kernels,
@@ -27,6 +35,11 @@ impl OpHarness {
     /// Whether prefill's fused 4-bit product (`gemm_q4_wgmma`) is loaded on this GPU.
     pub fn has_gemm_q4(&self) -> bool {
         self.k.gemm_q4.is_some()
+    }
+
+    /// The GPU's compute capability (major, minor).
+    pub fn compute_capability(&self) -> (i32, i32) {
+        self.gpu.cc
     }
 
     /// Whether its TMA variant (`gemm_q4_tma`) is loaded too.
@@ -646,12 +659,7 @@ impl OpHarness {
             for &(kname, tma) in variants {
                 self.set_gemm_q4_tma(tma);
                 let mut total = 0f32;
-                for (name, k, n) in [
-                    ("q|k|v", 5120usize, 15360usize),
-                    ("o", 5120, 5120),
-                    ("gate|up", 5120, 27648),
-                    ("down", 13824, 5120),
-                ] {
+                for (name, k, n) in LAYER_13B_PRODUCTS {
                     let m = crate::weights::Linear::Gptq(random_gptq(
                         4,
                         k,
@@ -887,12 +895,8 @@ impl OpHarness {
         let Some(b) = &self.blas else {
             return Ok(out);
         };
-        let shapes = [
-            ("q|k|v", 15360usize, 5120usize),
-            ("o", 5120, 5120),
-            ("gate|up", 27648, 5120),
-            ("down", 5120, 13824),
-        ];
+        // (name, N, K)
+        let shapes = LAYER_13B_PRODUCTS.map(|(name, k, n)| (name, n, k));
         let max_kn = shapes.iter().map(|s| s.1 * s.2).max().unwrap_or(0);
         let max_k = shapes.iter().map(|s| s.2).max().unwrap_or(0);
         let max_n = shapes.iter().map(|s| s.1).max().unwrap_or(0);
