@@ -378,53 +378,20 @@ impl Kernels {
             self.gemm_q4_tma_on
                 .load(std::sync::atomic::Ordering::Relaxed)
         });
-        if let Some(ft) = tma {
-            // The tensor maps' row strides must be multiples of 16 bytes (the zeros' rows are
-            // n bytes) and their bases 16-byte aligned.
-            if q.n % 16 == 0
-                && [q.qw.ptr, q.scales.ptr, q.zeros.ptr, x]
-                    .iter()
-                    .all(|p| p % 16 == 0)
-            {
-                let (k, n, g) = (q.k as u64, q.n as u64, q.groups as u64);
-                let mx = gpu.tensor_map_2d(
-                    ffi::CU_TENSOR_MAP_DATA_TYPE_FLOAT16,
-                    x,
-                    [k, t as u64],
-                    k * 2,
-                    [64, 128],
-                    ffi::CU_TENSOR_MAP_SWIZZLE_128B,
-                )?;
-                let mw = gpu.tensor_map_2d(
-                    ffi::CU_TENSOR_MAP_DATA_TYPE_UINT32,
-                    q.qw.ptr,
-                    [n, k / 8],
-                    n * 4,
-                    [128, 8],
-                    ffi::CU_TENSOR_MAP_SWIZZLE_NONE,
-                )?;
-                let ms = gpu.tensor_map_2d(
-                    ffi::CU_TENSOR_MAP_DATA_TYPE_FLOAT16,
-                    q.scales.ptr,
-                    [n, g],
-                    n * 2,
-                    [128, 1],
-                    ffi::CU_TENSOR_MAP_SWIZZLE_NONE,
-                )?;
-                let mz = gpu.tensor_map_2d(
-                    ffi::CU_TENSOR_MAP_DATA_TYPE_UINT8,
-                    q.zeros.ptr,
-                    [n, g],
-                    n,
-                    [128, 1],
-                    ffi::CU_TENSOR_MAP_SWIZZLE_NONE,
-                )?;
+        // The tensor maps' row strides must be multiples of 16 bytes (the zeros' rows are n
+        // bytes) and their bases 16-byte aligned; a map the driver will not encode falls back
+        // to gemm_q4_wgmma too.
+        let tma_fits = q.n % 16 == 0
+            && [q.qw.ptr, q.scales.ptr, q.zeros.ptr, x]
+                .iter()
+                .all(|p| p % 16 == 0);
+        if let (Some(ft), true) = (tma, tma_fits) {
+            if let Ok(maps) = Self::gemm_q4_maps(gpu, q, x, t) {
                 let mut a = Args::new();
-                a.map(mx)
-                    .map(mw)
-                    .map(ms)
-                    .map(mz)
-                    .ptr(y)
+                for m in maps {
+                    a.map(m);
+                }
+                a.ptr(y)
                     .int(t)
                     .int(q.k)
                     .int(q.n)
@@ -461,6 +428,53 @@ impl Kernels {
         // `split` slabs of t rows of ldo >= q.n floats from the given column (the caller's
         // scratch holds them); the dynamic shared memory is the kernel's stages (allowed at load).
         gpu.launch(f, grid, GEMM_Q4_THREADS, GEMM_Q4_SMEM as u32, &mut a)
+    }
+
+    /// `gemm_q4_tma`'s four tensor maps: X `[t][q.k]` f16 in 64 x 128 boxes with the 128-byte
+    /// swizzle, qw `[q.k / 8][q.n]` u32 in 128 x 8 boxes, scales `[groups][q.n]` f16 and zeros
+    /// `[groups][q.n]` u8 in 128 x 1 boxes.
+    fn gemm_q4_maps(
+        gpu: &Gpu,
+        q: &Q4Dev,
+        x: CUdeviceptr,
+        t: usize,
+    ) -> Result<[ffi::CUtensorMap; 4]> {
+        let (k, n, g) = (q.k as u64, q.n as u64, q.groups as u64);
+        let none = ffi::CU_TENSOR_MAP_SWIZZLE_NONE;
+        Ok([
+            gpu.tensor_map_2d(
+                ffi::CU_TENSOR_MAP_DATA_TYPE_FLOAT16,
+                x,
+                [k, t as u64],
+                k * 2,
+                [64, 128],
+                ffi::CU_TENSOR_MAP_SWIZZLE_128B,
+            )?,
+            gpu.tensor_map_2d(
+                ffi::CU_TENSOR_MAP_DATA_TYPE_UINT32,
+                q.qw.ptr,
+                [n, k / 8],
+                n * 4,
+                [128, 8],
+                none,
+            )?,
+            gpu.tensor_map_2d(
+                ffi::CU_TENSOR_MAP_DATA_TYPE_FLOAT16,
+                q.scales.ptr,
+                [n, g],
+                n * 2,
+                [128, 1],
+                none,
+            )?,
+            gpu.tensor_map_2d(
+                ffi::CU_TENSOR_MAP_DATA_TYPE_UINT8,
+                q.zeros.ptr,
+                [n, g],
+                n,
+                [128, 1],
+                none,
+            )?,
+        ])
     }
 
     /// `gemv_q4l` with its input made by a fused prologue and, for [`Epilogue::Residual`], the
