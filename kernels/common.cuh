@@ -87,6 +87,18 @@ __device__ __forceinline__ void pdl_wait() {
 #endif
 }
 
+// The small kernels between two matrix products (norms, RoPE, attention, SiLU) call pdl_early()
+// before pdl_wait() (WV_CUDA_DEFINES="WV_PDL_EARLY=1"): they trigger their successor at entry,
+// so the next product is launched while the previous one's last blocks still run and its blocks
+// request their first weights (before their own wait) on the SMs those free. The products
+// themselves still trigger after their wait, so at most one product runs ahead.
+#ifndef WV_PDL_EARLY
+#define WV_PDL_EARLY 0
+#endif
+__device__ __forceinline__ void pdl_early() {
+    if (WV_PDL_EARLY) pdl_launch();
+}
+
 // Sum over the block (blockDim.x a multiple of 32, at most 1024). `red` is 32 floats of shared
 // memory. Every thread gets the total. Contains __syncthreads: call from all threads.
 __device__ __forceinline__ float block_sum(float v, float* red) {

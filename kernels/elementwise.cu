@@ -100,6 +100,7 @@ __device__ __forceinline__ void qkv_rope_body(
     float* __restrict__ qout, f16* __restrict__ kc, f16* __restrict__ vc, const float* __restrict__ rope,
     int npos, int pos, const int* __restrict__ dpos, int nh, int nkv, int hd, int T)
 {
+    pdl_early();
     pdl_wait();
     pdl_launch();
     const int pos0 = dpos ? *dpos : pos;
@@ -182,6 +183,7 @@ extern "C" __global__ void __launch_bounds__(256) silu_mul(
     const float* __restrict__ part, int S, long long sstride, const float* __restrict__ bias,
     f16* __restrict__ out, int F, int T)
 {
+    pdl_early();
     pdl_wait();
     pdl_launch();
     const long long total = (long long)T * F;
@@ -204,6 +206,7 @@ extern "C" __global__ void __launch_bounds__(256) silu_mul4(
     const float* __restrict__ part, int S, long long sstride, const float* __restrict__ bias,
     f16* __restrict__ out, int F, int T)
 {
+    pdl_early();
     pdl_wait();
     pdl_launch();
     const int F4 = F >> 2, total = F4 * T;

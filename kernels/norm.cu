@@ -37,6 +37,7 @@ extern "C" __global__ void __launch_bounds__(1024) residual_rmsnorm(
     float* __restrict__ x, const float* __restrict__ delta, int S, long long sstride, int ldd,
     const float* __restrict__ bias, const float* __restrict__ w, float eps, f16* __restrict__ out, int H, int row0)
 {
+    pdl_early();
     pdl_wait();
     pdl_launch();
     __shared__ float red[32];
@@ -65,6 +66,7 @@ extern "C" __global__ void __launch_bounds__(1024) residual_rmsnorm4(
     float* __restrict__ x, const float* __restrict__ delta, int S, long long sstride, int ldd,
     const float* __restrict__ bias, const float* __restrict__ w, float eps, f16* __restrict__ out, int H, int row0)
 {
+    pdl_early();
     pdl_wait();
     pdl_launch();
     __shared__ float red[32];
@@ -144,6 +146,7 @@ extern "C" __global__ void __launch_bounds__(256) residual_add(
     float* __restrict__ x, const float* __restrict__ delta, int S, long long sstride, int ldd,
     const float* __restrict__ bias, int H, int T)
 {
+    pdl_early();
     pdl_wait();
     pdl_launch();
     const long long total = (long long)T * H;
