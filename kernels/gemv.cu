@@ -252,11 +252,6 @@ extern "C" __global__ void __launch_bounds__(256, WV_GEMV_MINB) gemv_q4w(
 // of registers, whose loads ptxas issues at the end of the previous batch (exposing their
 // latency) whatever the source order. The host adds GEMVL_RING_BYTES (n * 32 KiB) of dynamic
 // shared memory before the x slice. With n = 0 the register path is compiled.
-// WV_GEMV_PRE = 1 (experiment): all WV_GEMV_RING batches requested before the PDL wait (else
-// RING - 1), each later batch requested after the batch whose slot it takes is used.
-#ifndef WV_GEMV_PRE
-#define WV_GEMV_PRE 0
-#endif
 #ifndef WV_GEMV_RING
 #define WV_GEMV_RING 0
 #endif
@@ -329,7 +324,7 @@ __device__ __forceinline__ void gemv_q4l_body(GEMVL_PARAMS)
     // The first WV_GEMV_RING - 1 batches into the ring, one commit group each (empty groups
     // past the warp's last batch keep the count uniform).
 #pragma unroll
-    for (int j = 0; j < WV_GEMV_RING - 1 + WV_GEMV_PRE; ++j) {
+    for (int j = 0; j < WV_GEMV_RING - 1; ++j) {
         if (active && b0 + j < b1) {
 #pragma unroll
             for (int i = 0; i < 8; ++i) cp_async16(ring_s + ((j * 8 + i) * 32) * 16, qb + off + (size_t)(8 * j + i) * rowb);
@@ -410,10 +405,7 @@ __device__ __forceinline__ void gemv_q4l_body(GEMVL_PARAMS)
         const uint4* __restrict__ xb = reinterpret_cast<const uint4*>(xs) + 8 * b0;
         for (int b = b0; b < b1; ++b, xb += 8) {
             const bool more = b + 1 < b1;
-#if WV_GEMV_RING > 0 && WV_GEMV_PRE
-            cp_async_wait<WV_GEMV_RING - 1>();  // batch b's group (RING groups in flight)
-            const uint4* slot = ring + ((b - b0) % WV_GEMV_RING) * 8 * 32;
-#elif WV_GEMV_RING > 0
+#if WV_GEMV_RING > 0
             // Batch b + RING - 1 into the slot batch b - 1 used; then wait for batch b's group.
             {
                 const int bn = b + WV_GEMV_RING - 1;
@@ -482,20 +474,6 @@ __device__ __forceinline__ void gemv_q4l_body(GEMVL_PARAMS)
             acc[3] += f[3] * hi2f(sv.y);
             sv = svn;
             zv = zvn;
-#if WV_GEMV_RING > 0 && WV_GEMV_PRE
-            // Batch b + RING into the slot batch b used (this thread's own 16 bytes of each
-            // row, read above).
-            {
-                const int bn = b + WV_GEMV_RING;
-                if (bn < b1) {
-                    const int sl = (b - b0) % WV_GEMV_RING;
-                    const char* src = qb + off + (size_t)WV_GEMV_RING * 8 * rowb;
-#pragma unroll
-                    for (int i = 0; i < 8; ++i) cp_async16(ring_s + ((sl * 8 + i) * 32) * 16, src + (size_t)i * rowb);
-                }
-                cp_async_commit();
-            }
-#endif
             off += 8 * rowb;
         }
     }
