@@ -294,12 +294,14 @@ extern "C" __global__ void __launch_bounds__(QG_THREADS, 2) gemm_q4_wgmma(
 //   serialises the wgmmas (C7512, "insufficient register resources"). Measured anyway (H100,
 //   NVRTC 13.0, 512-token prompt): QT_MINB = 2 (serialised, 2 blocks per SM) 18,905-19,225
 //   tokens/s; QT_MINB = 1 (not serialised, but then NVRTC 13.0 uses enough registers that only
-//   one block fits per SM; bench_kernels prints the blocks per SM) 18,201-18,234.
+//   one block fits per SM; bench_kernels prints the blocks per SM) 18,201-18,234. Without the
+//   producer warp (256 threads, 128 registers, not serialised; the last consumer warp to release
+//   a slot requested its next stage) it was slower still: 17,964-18,018.
 #ifndef QT_STAGES
 #define QT_STAGES 5  // (the host allocates shared memory for 5; fewer is allowed)
 #endif
 #ifndef QT_MINB
-#define QT_MINB 2  // __launch_bounds__'s minimum blocks per SM (see Registers below)
+#define QT_MINB 2  // __launch_bounds__'s minimum blocks per SM (see Registers above)
 #endif
 #define QT_CONSUMERS QG_THREADS
 #define QT_THREADS (QT_CONSUMERS + 32)
