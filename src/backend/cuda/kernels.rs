@@ -33,10 +33,10 @@ pub struct Kernels {
     /// Whether [`Self::gemm_q4`] may use `gemm_q4_tma` (tests and timings switch it off to
     /// compare the two kernels in one process).
     pub gemm_q4_tma_on: std::sync::atomic::AtomicBool,
-    /// The most tokens a pass may have for `gemm_q4_wgmma` (`WV_CUDA_QGEMM_MAX_T`): above it
-    /// cuBLAS's faster tensor-core rate pays for the dequantisation (H100, 13B: the fused
-    /// product halves TTFT at 32–128 tokens and is 14–16% faster at 512; a 1,500-token prompt's
-    /// 1,024-token pass is 6% slower).
+    /// The most tokens a pass may have for the fused product (`WV_CUDA_QGEMM_MAX_T`): above it
+    /// cuBLAS's faster tensor-core rate pays for the dequantisation (H100, 13B, `gemm_q4_tma`:
+    /// TTFT 2.5x shorter at 32–128 tokens, 26% shorter at 512; a 1,500-token prompt is 2–5%
+    /// slower with its 1,024-token pass fused).
     pub gemm_q4_max_t: usize,
     gemm_kn: Kernel,
     gemm_nk: Kernel,
