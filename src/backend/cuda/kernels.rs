@@ -35,7 +35,7 @@ pub struct Kernels {
     pub gemm_q4_tma_on: std::sync::atomic::AtomicBool,
     /// The most tokens a pass may have for the fused product (`WV_CUDA_QGEMM_MAX_T`): above it
     /// cuBLAS's faster tensor-core rate pays for the dequantisation (H100, 13B, `gemm_q4_tma`:
-    /// TTFT 2.5x shorter at 32–128 tokens, 26% shorter at 512; a 1,500-token prompt is 2–5%
+    /// TTFT 2.5x shorter at 32–128 tokens, 21% shorter at 512; a 1,500-token prompt is ~4%
     /// slower with its 1,024-token pass fused).
     pub gemm_q4_max_t: usize,
     gemm_kn: Kernel,
