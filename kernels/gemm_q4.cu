@@ -27,7 +27,7 @@
 //   addresses advanced by pointer increments); one barrier per stage, a stage's products in
 //   flight until the next stage's A is about to be dequantised.
 // Needs K % 64 == 0, gs % 64 == 0 (one group per stage), N % 4 == 0, X rows 16-byte aligned
-//   (K % 8 == 0). The host runs either kernel for passes of at most 512 tokens (kernels.rs,
+//   (K % 8 == 0). The host runs either kernel for passes of at most 512 tokens (gemm_q4.rs,
 //   GEMM_Q4_MAX_T): for 1,024-token passes dequantisation + cuBLAS (~620 TFLOP/s) is faster.
 // H100, one 13B layer's four products at 512 tokens: gemm_q4_wgmma 0.64 ms (~505 TFLOP/s),
 //   gemm_q4_tma 0.58 ms (~560), cuBLAS on dequantised weights 0.51 ms + 0.31 of dequantisation.
@@ -286,7 +286,7 @@ extern "C" __global__ void __launch_bounds__(QG_THREADS, 2) gemm_q4_wgmma(
 //   wait, X after it. A consumer warpgroup waits for full[slot], waits for its previous stage's
 //   products (then releases that slot), dequantises and issues the stage's four products. No
 //   block barrier after the mbarriers' initialisation.
-// Tensor maps (host: kernels.rs): mx over X [T][K] f16, box 64 x 128, 128-byte swizzle;
+// Tensor maps (host: gemm_q4.rs): mx over X [T][K] f16, box 64 x 128, 128-byte swizzle;
 //   mw over qw [K/8][N] u32, box 128 x 8; ms over scales [G][N] f16, box 128 x 1; mz over
 //   zeros [G][N] u8, box 128 x 1. Rows and columns past the tensors are filled with zeros.
 //   Needs (besides gemm_q4_wgmma's conditions) N % 16 == 0 and 16-byte aligned tensors.

@@ -2,7 +2,7 @@
 //! kernel's layout and launch shape), and the cuBLAS products used by prefill.
 
 use super::device::{Args, Gpu, Kernel};
-use super::ffi::{self, CUdeviceptr};
+use super::ffi::CUdeviceptr;
 pub use super::fusion::{Epilogue, Fusion, Prologue};
 use super::module::Modules;
 use super::weights::{GemvKind, Q4Dev, RopeTable, MAX_X_SLICE};
@@ -115,49 +115,9 @@ pub fn gemv_smem_need(ring: usize) -> usize {
     ring_bytes(ring) + MAX_X_SLICE * 2 + 16 * 1024
 }
 
-/// Dynamic shared memory of a `gemm_q4_wgmma` block (QG_SMEM in gemm_q4.cu): 4 stages of an X
-/// tile (16 KiB), a weight tile (4 KiB), scales and zeros, plus 1 KiB for alignment.
-pub const GEMM_Q4_SMEM: usize = 4 * (16384 + 4096 + 256 + 128) + 1024;
-
-/// Dynamic shared memory of a `gemm_q4_tma` block (QT_SMEM in gemm_q4.cu): 5 stages of the
-/// same tiles, 10 mbarriers, 1 KiB of alignment slack; and its threads (QT_THREADS: two
-/// consumer warpgroups and a producer warp).
-pub const GEMM_Q4_TMA_SMEM: usize = 5 * (16384 + 4096 + 256 + 128) + 2 * 5 * 8 + 1024;
-const GEMM_Q4_TMA_THREADS: u32 = 288;
-
-/// Output features per `gemm_q4_wgmma` block (QG_FEAT), its threads (QG_THREADS) and the
-/// blocks that fit on one SM.
-const GEMM_Q4_FEAT: usize = 128;
-const GEMM_Q4_THREADS: u32 = 256;
-const GEMM_Q4_PER_SM: usize = 2;
-
-/// K splits for a `gemm_q4_wgmma` launch of `tiles` blocks on `slots` resident ones over
-/// `stages` stages of 64 inputs: 1, or up to [`GEMM_Q4_MAX_SPLIT`] when under 70% of the last
-/// wave would be busy and a split fills it clearly better (by 15 points). Each split keeps at
-/// least 8 stages. The consumers read every slab, so splitting must win clearly: splitting
-/// 13B's gate|up (82% of its last wave busy) cost SiLU more than it saved.
-pub fn gemm_q4_split_count(tiles: usize, slots: usize, stages: usize) -> usize {
-    let slots = slots.max(1);
-    let eff = |s: usize| {
-        let b = (tiles * s).max(1);
-        b as f64 / (b.div_ceil(slots) * slots) as f64
-    };
-    let mut best = 1;
-    if eff(1) < 0.7 {
-        for s in 2..=GEMM_Q4_MAX_SPLIT {
-            if stages >= 8 * s && eff(s) > eff(best) + 0.15 {
-                best = s;
-            }
-        }
-    }
-    best
-}
-
-/// Default of [`Kernels::gemm_q4_max_t`].
-pub const GEMM_Q4_MAX_T: usize = 512;
-
-/// The most K splits (output slabs) of one `gemm_q4_wgmma` launch.
-pub const GEMM_Q4_MAX_SPLIT: usize = 4;
+pub use super::gemm_q4::{
+    gemm_q4_split_count, GEMM_Q4_MAX_SPLIT, GEMM_Q4_MAX_T, GEMM_Q4_SMEM, GEMM_Q4_TMA_SMEM,
+};
 
 /// A sublayer's output as S partial slabs: element (s, t, n) at `ptr + 4*(s*sstride + t*ld + n)`.
 #[derive(Clone, Copy, Debug)]
@@ -316,165 +276,6 @@ impl Kernels {
             smem as u32,
             &mut a,
         )
-    }
-
-    /// Whether `gemm_q4_wgmma` is loaded and can run `q` (no act-order permutation, K and the
-    /// group size multiples of 64).
-    pub fn gemm_q4_fits(&self, q: &Q4Dev) -> bool {
-        self.gemm_q4.is_some()
-            && q.perm.is_none()
-            && q.k % 64 == 0
-            && q.gs % 64 == 0
-            && q.n % 4 == 0
-            && q.k <= i32::MAX as usize
-    }
-
-    /// Whether prefill should run `q` on `gemm_q4_wgmma` for a pass of `t` tokens: it fits and
-    /// t is within `gemm_q4_max_t` (above it dequantisation + cuBLAS is faster).
-    pub fn gemm_q4_takes(&self, q: &Q4Dev, t: usize) -> bool {
-        t <= self.gemm_q4_max_t && self.gemm_q4_fits(q)
-    }
-
-    /// K splits for `gemm_q4_wgmma` on `t` tokens of `q`: 1, or up to [`GEMM_Q4_MAX_SPLIT`] when
-    /// the tiles would leave much of the last wave of two blocks per SM idle (13B's o and down
-    /// at 512 tokens: 160 tiles on 264 slots → 3 splits).
-    pub fn gemm_q4_splits(&self, gpu: &Gpu, q: &Q4Dev, t: usize) -> usize {
-        gemm_q4_split_count(
-            t.div_ceil(128) * q.n.div_ceil(GEMM_Q4_FEAT),
-            GEMM_Q4_PER_SM * gpu.sms.max(1),
-            q.k / 64,
-        )
-    }
-
-    /// `y[t*ldo + n] = Σ_k x[t*q.k + k] W[k, n]` for t < `t`, straight from the 4-bit weights
-    /// (prefill; where [`Self::gemm_q4_fits`]), into `split` slabs of `y` (`t * ldo` floats
-    /// apart; see [`Self::gemm_q4_splits`]).
-    #[allow(clippy::too_many_arguments)]
-    pub fn gemm_q4(
-        &self,
-        gpu: &Gpu,
-        q: &Q4Dev,
-        x: CUdeviceptr,
-        y: CUdeviceptr,
-        t: usize,
-        ldo: usize,
-        split: usize,
-    ) -> Result<()> {
-        let f = match &self.gemm_q4 {
-            Some(f) if self.gemm_q4_fits(q) => f,
-            _ => {
-                return Err(Error::internal(
-                    "gemm_q4 launched for weights it does not take",
-                ))
-            }
-        };
-        let split = split.clamp(1, GEMM_Q4_MAX_SPLIT);
-        let grid = (
-            t.div_ceil(128) as u32,
-            q.n.div_ceil(GEMM_Q4_FEAT) as u32,
-            split as u32,
-        );
-        let tma = self.gemm_q4_tma.as_ref().filter(|_| {
-            self.gemm_q4_tma_on
-                .load(std::sync::atomic::Ordering::Relaxed)
-        });
-        // The tensor maps' row strides must be multiples of 16 bytes (the zeros' rows are n
-        // bytes) and their bases 16-byte aligned; a map the driver will not encode falls back
-        // to gemm_q4_wgmma too.
-        let tma_fits = q.n % 16 == 0
-            && [q.qw.ptr, q.scales.ptr, q.zeros.ptr, x]
-                .iter()
-                .all(|p| p % 16 == 0);
-        if let (Some(ft), true) = (tma, tma_fits) {
-            if let Ok(maps) = Self::gemm_q4_maps(gpu, q, x, t) {
-                let mut a = Args::new();
-                for m in maps {
-                    a.map(m);
-                }
-                a.ptr(y)
-                    .int(t)
-                    .int(q.k)
-                    .int(q.n)
-                    .int(q.gs)
-                    .int(ldo)
-                    .i64((t * ldo) as i64);
-                // SAFETY: the maps describe q's device buffers and x (t rows of q.k f16) with
-                // their true extents (the copies zero-fill past them); y has `split` slabs of t
-                // rows of ldo >= q.n floats (the caller's scratch holds them); the dynamic
-                // shared memory is the kernel's stages and mbarriers (allowed at load).
-                return gpu.launch(
-                    ft,
-                    grid,
-                    GEMM_Q4_TMA_THREADS,
-                    GEMM_Q4_TMA_SMEM as u32,
-                    &mut a,
-                );
-            }
-        }
-        let mut a = Args::new();
-        a.ptr(q.qw.ptr)
-            .ptr(q.scales.ptr)
-            .ptr(q.zeros.ptr)
-            .ptr(x)
-            .ptr(y)
-            .int(t)
-            .int(q.k)
-            .int(q.n)
-            .int(q.gs)
-            .int(ldo)
-            .i64((t * ldo) as i64);
-        // SAFETY: qw/scales/zeros are q's device buffers of the shapes gemv.cu gives (no
-        // permutation); x holds t rows of q.k f16 (16-byte aligned rows: q.k % 64 == 0); y has
-        // `split` slabs of t rows of ldo >= q.n floats from the given column (the caller's
-        // scratch holds them); the dynamic shared memory is the kernel's stages (allowed at load).
-        gpu.launch(f, grid, GEMM_Q4_THREADS, GEMM_Q4_SMEM as u32, &mut a)
-    }
-
-    /// `gemm_q4_tma`'s four tensor maps: X `[t][q.k]` f16 in 64 x 128 boxes with the 128-byte
-    /// swizzle, qw `[q.k / 8][q.n]` u32 in 128 x 8 boxes, scales `[groups][q.n]` f16 and zeros
-    /// `[groups][q.n]` u8 in 128 x 1 boxes.
-    fn gemm_q4_maps(
-        gpu: &Gpu,
-        q: &Q4Dev,
-        x: CUdeviceptr,
-        t: usize,
-    ) -> Result<[ffi::CUtensorMap; 4]> {
-        let (k, n, g) = (q.k as u64, q.n as u64, q.groups as u64);
-        let none = ffi::CU_TENSOR_MAP_SWIZZLE_NONE;
-        Ok([
-            gpu.tensor_map_2d(
-                ffi::CU_TENSOR_MAP_DATA_TYPE_FLOAT16,
-                x,
-                [k, t as u64],
-                k * 2,
-                [64, 128],
-                ffi::CU_TENSOR_MAP_SWIZZLE_128B,
-            )?,
-            gpu.tensor_map_2d(
-                ffi::CU_TENSOR_MAP_DATA_TYPE_UINT32,
-                q.qw.ptr,
-                [n, k / 8],
-                n * 4,
-                [128, 8],
-                none,
-            )?,
-            gpu.tensor_map_2d(
-                ffi::CU_TENSOR_MAP_DATA_TYPE_FLOAT16,
-                q.scales.ptr,
-                [n, g],
-                n * 2,
-                [128, 1],
-                none,
-            )?,
-            gpu.tensor_map_2d(
-                ffi::CU_TENSOR_MAP_DATA_TYPE_UINT8,
-                q.zeros.ptr,
-                [n, g],
-                n,
-                [128, 1],
-                none,
-            )?,
-        ])
     }
 
     /// `gemv_q4l` with its input made by a fused prologue and, for [`Epilogue::Residual`], the
@@ -992,29 +793,5 @@ impl Kernels {
             0,
             &mut a,
         )
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::gemm_q4_split_count;
-
-    #[test]
-    fn gemm_q4_splits_fill_the_last_wave() {
-        // H100 (132 SMs, 2 blocks each), 13B at 512 tokens: o and down (4 x 40 tiles) split
-        // in 3 (480 blocks: 91% of two waves busy instead of 61% of one); q|k|v (480 tiles,
-        // 91%) and gate|up (864, 82%) are not split.
-        assert_eq!(gemm_q4_split_count(160, 264, 80), 3);
-        assert_eq!(gemm_q4_split_count(160, 264, 216), 3);
-        assert_eq!(gemm_q4_split_count(480, 264, 80), 1);
-        assert_eq!(gemm_q4_split_count(864, 264, 80), 1);
-        // Too few stages to split (each split keeps 8), or only into 2, which fills no better.
-        assert_eq!(gemm_q4_split_count(160, 264, 12), 1);
-        assert_eq!(gemm_q4_split_count(160, 264, 16), 1);
-        assert_eq!(gemm_q4_split_count(160, 264, 24), 3);
-        // A tiny grid on a big GPU: splitting cannot fill it clearly better.
-        assert_eq!(gemm_q4_split_count(2, 264, 80), 1);
-        // Never more than the most slabs the scratch plans for.
-        assert!(gemm_q4_split_count(30, 264, 1000) <= super::GEMM_Q4_MAX_SPLIT);
     }
 }

@@ -5,7 +5,8 @@
 //! - [`device`]: the context, stream, device memory (freed on drop, counted for the peak) and
 //!   launches. [`module`]: `kernels/*.cu`, compiled by NVRTC for the GPU and cached on disk.
 //! - [`weights`]: upload and repacking; [`kernels`]: launch wrappers (and which decode steps
-//!   are fused: [`fusion`]); [`blas`]: cuBLAS for prefill;
+//!   are fused: [`fusion`]; prefill's fused 4-bit products: [`gemm_q4`]); [`blas`]: cuBLAS for
+//!   prefill;
 //!   [`forward`]: the pass; [`state`]: a session's f16 KV cache.
 //!
 //! See docs/cuda.md for the design and the measurements.
@@ -15,6 +16,7 @@ pub mod device;
 pub mod ffi;
 pub mod forward;
 pub mod fusion;
+pub mod gemm_q4;
 pub mod kernels;
 pub mod module;
 pub mod persistent;
