@@ -35,9 +35,6 @@
 #define QG_FEAT (64 * QG_WG)          // features per block
 #define QG_THREADS (128 * QG_WG)
 #define QG_STAGES 4
-#ifndef QG_PIPE
-#define QG_PIPE 1  // 0: each stage's products are waited for at its end (see the main loop)
-#endif
 #define QG_X_BYTES 16384              // 128 tokens x 64 inputs, f16
 #define QG_W_BYTES (8 * QG_FEAT * 4)  // 8 packed rows x QG_FEAT features, u32
 #define QG_S_BYTES (QG_FEAT * 2)
@@ -107,6 +104,56 @@ __device__ __forceinline__ void qg_fence_acc(float (&d)[64]) {
     for (int i = 0; i < 64; ++i) asm volatile("" : "+f"(d[i])::"memory");
 }
 
+// Split-K: block row blockIdx.z of gridDim.z sums stages [kb0, kb1) of the K / 64 into its slab.
+__device__ __forceinline__ void qg_slab_range(int K, int& kb0, int& kb1) {
+    const int nk_all = K >> 6;
+    kb0 = (int)((long long)nk_all * blockIdx.z / gridDim.z);
+    kb1 = (int)((long long)nk_all * (blockIdx.z + 1) / gridDim.z);
+}
+
+// One stage's products for this thread's warpgroup: A dequantised k16 step by k16 step into
+// `a` from the stage's weight tile wt [8 rows][QG_FEAT], scales st and zeros zt (features fa,
+// fb; nibble pair c4), each step's product issued while the next step is dequantised (a fence
+// orders the new registers before the product that reads them); B is the stage's X tile at
+// shared address xb. One commit group per stage.
+__device__ __forceinline__ void qg_stage_products(float (&d)[64], u32 (&a)[4][4], const u32* wt,
+                                                  const f16* st, const u8* zt, u32 xb, int fa,
+                                                  int fb, int c4) {
+    const u32 sa = (u32)st[fa] * 0x10001u, sb = (u32)st[fb] * 0x10001u;
+    const u32 za = (0x6400u + zt[fa]) * 0x10001u, zb = (0x6400u + zt[fb]) * 0x10001u;
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+        const u32 wa0 = wt[(2 * j) * QG_FEAT + fa], wa1 = wt[(2 * j + 1) * QG_FEAT + fa];
+        const u32 wb0 = wt[(2 * j) * QG_FEAT + fb], wb1 = wt[(2 * j + 1) * QG_FEAT + fb];
+        a[j][0] = qg_dq(wa0, c4, za, sa);
+        a[j][1] = qg_dq(wb0, c4, zb, sb);
+        a[j][2] = qg_dq(wa1, c4, za, sa);
+        a[j][3] = qg_dq(wb1, c4, zb, sb);
+        asm volatile("wgmma.fence.sync.aligned;" ::: "memory");
+        qg_wgmma(d, a[j], qg_desc(xb + j * 32));
+    }
+    asm volatile("wgmma.commit_group.sync.aligned;" ::: "memory");
+}
+
+// The accumulators into Y: d[4j + e] is feature n0 + (e < 2 ? fa : fb), token t0 + 8j + 2 c4 +
+// (e & 1); rows t >= T and columns n >= N are not written.
+__device__ __forceinline__ void qg_store(const float (&d)[64], float* __restrict__ Y, int t0,
+                                         int n0, int fa, int fb, int c4, int T, int N, int ldo) {
+    const int na = n0 + fa, nb = n0 + fb;
+#pragma unroll
+    for (int j = 0; j < 16; ++j) {
+        const int t = t0 + 8 * j + 2 * c4;
+        if (t < T) {
+            if (na < N) Y[(size_t)t * ldo + na] = d[4 * j];
+            if (nb < N) Y[(size_t)t * ldo + nb] = d[4 * j + 2];
+        }
+        if (t + 1 < T) {
+            if (na < N) Y[(size_t)(t + 1) * ldo + na] = d[4 * j + 1];
+            if (nb < N) Y[(size_t)(t + 1) * ldo + nb] = d[4 * j + 3];
+        }
+    }
+}
+
 extern "C" __global__ void __launch_bounds__(QG_THREADS, 2) gemm_q4_wgmma(
     const u32* __restrict__ qw, const f16* __restrict__ scales, const u8* __restrict__ zeros,
     const f16* __restrict__ X, float* __restrict__ Y, int T, int K, int N, int gs, int ldo,
@@ -128,9 +175,8 @@ extern "C" __global__ void __launch_bounds__(QG_THREADS, 2) gemm_q4_wgmma(
     const int tid = threadIdx.x;
     const int t0 = blockIdx.x * 128, n0 = blockIdx.y * QG_FEAT;
     // Split-K: block row z sums stages [kb0, kb1) into slab z of Y (ystride floats apart).
-    const int nk_all = K >> 6;
-    const int kb0 = (int)((long long)nk_all * blockIdx.z / gridDim.z);
-    const int kb1 = (int)((long long)nk_all * (blockIdx.z + 1) / gridDim.z);
+    int kb0, kb1;
+    qg_slab_range(K, kb0, kb1);
     Y += (size_t)blockIdx.z * ystride;
 
     // Each thread's share of a stage's copies, fixed for the block: only the inputs move (64 per
@@ -185,7 +231,7 @@ extern "C" __global__ void __launch_bounds__(QG_THREADS, 2) gemm_q4_wgmma(
 
     pdl_wait();
 #pragma unroll
-    for (int s = 0; s < QG_STAGES - 1 - QG_PIPE; ++s) load_next();
+    for (int s = 0; s < QG_STAGES - 2; ++s) load_next();
     pdl_launch();
 
     const int wg = tid >> 7, w = (tid >> 5) & 3, lane = tid & 31;
@@ -196,78 +242,29 @@ extern "C" __global__ void __launch_bounds__(QG_THREADS, 2) gemm_q4_wgmma(
 #pragma unroll
     for (int i = 0; i < 64; ++i) d[i] = 0.f;
 
-    // Stage kb's products: A dequantised k16 step by k16 step into `a` (each step's product
-    // runs on the tensor cores while the next step is dequantised; a fence orders the new
-    // registers before the product that reads them), one commit group per stage.
-    auto stage = [&](int kb, u32 (&a)[4][4]) {
-        const int sl = (kb - kb0) & (QG_STAGES - 1);
-        const u32* wt = reinterpret_cast<const u32*>(ws + sl * QG_W_BYTES);
-        const f16* st = reinterpret_cast<const f16*>(ss + sl * QG_S_BYTES);
-        const u8* zt = zs + sl * QG_Z_BYTES;
-        const u32 sa = (u32)st[fa] * 0x10001u, sb = (u32)st[fb] * 0x10001u;
-        const u32 za = (0x6400u + zt[fa]) * 0x10001u, zb = (0x6400u + zt[fb]) * 0x10001u;
-        const u32 xb = xs_s + sl * QG_X_BYTES;
-#pragma unroll
-        for (int j = 0; j < 4; ++j) {
-            const u32 wa0 = wt[(2 * j) * QG_FEAT + fa], wa1 = wt[(2 * j + 1) * QG_FEAT + fa];
-            const u32 wb0 = wt[(2 * j) * QG_FEAT + fb], wb1 = wt[(2 * j + 1) * QG_FEAT + fb];
-            a[j][0] = qg_dq(wa0, c4, za, sa);
-            a[j][1] = qg_dq(wb0, c4, zb, sb);
-            a[j][2] = qg_dq(wa1, c4, za, sa);
-            a[j][3] = qg_dq(wb1, c4, zb, sb);
-            asm volatile("wgmma.fence.sync.aligned;" ::: "memory");
-            qg_wgmma(d, a[j], qg_desc(xb + j * 32));
-        }
-        asm volatile("wgmma.commit_group.sync.aligned;" ::: "memory");
-    };
-#if QG_PIPE
     // Stage kb - 1's products stay in flight while stage kb's copies are waited for, the block
     // meets at the barrier and stage kb + 2 is requested; they are waited for just before stage
     // kb's A is dequantised (registers that a product in flight may read must not be written:
     // ptxas would serialise every wgmma). The copies run QG_STAGES - 2 stages ahead, so the slot
     // refilled at stage kb (kb - 2's) was released by every warpgroup's wait in stage kb - 1.
+    // (Waiting for each stage's products at its end measured 16,963-17,237 against
+    // 17,319-17,468 tokens/s for a 512-token prompt on an H100.)
     u32 a[4][4];
     for (int kb = kb0; kb < kb1; ++kb) {
         cp_async_wait<QG_STAGES - 3>();
-        asm volatile("fence.proxy.async.shared::cta;" ::: "memory");
-        __syncthreads();
-        load_next();
-        asm volatile("wgmma.wait_group.sync.aligned 0;" ::: "memory");
-        stage(kb, a);
-    }
-    asm volatile("wgmma.wait_group.sync.aligned 0;" ::: "memory");
-    qg_fence_acc(d);
-#else
-    // Each stage's products waited for at its end (the previous default: 16,963-17,237 against
-    // 17,319-17,468 tokens/s for a 512-token prompt on an H100).
-    u32 a[4][4];
-    for (int kb = kb0; kb < kb1; ++kb) {
-        cp_async_wait<QG_STAGES - 2>();
         // cp.async wrote the tiles through the generic proxy; wgmma reads X through the async one.
         asm volatile("fence.proxy.async.shared::cta;" ::: "memory");
         __syncthreads();
-        // Every warpgroup is past stage kb - 1 (its products waited for): refill that slot.
         load_next();
-        stage(kb, a);
         asm volatile("wgmma.wait_group.sync.aligned 0;" ::: "memory");
-        qg_fence_acc(d);
+        const int sl = (kb - kb0) & (QG_STAGES - 1);
+        qg_stage_products(d, a, reinterpret_cast<const u32*>(ws + sl * QG_W_BYTES),
+                          reinterpret_cast<const f16*>(ss + sl * QG_S_BYTES), zs + sl * QG_Z_BYTES,
+                          xs_s + sl * QG_X_BYTES, fa, fb, c4);
     }
-#endif
-
-    // d[4j + e]: feature (e < 2 ? fa : fb), token 8j + 2 c4 + (e & 1).
-    const int na = n0 + fa, nb = n0 + fb;
-#pragma unroll
-    for (int j = 0; j < 16; ++j) {
-        const int t = t0 + 8 * j + 2 * c4;
-        if (t < T) {
-            if (na < N) Y[(size_t)t * ldo + na] = d[4 * j];
-            if (nb < N) Y[(size_t)t * ldo + nb] = d[4 * j + 2];
-        }
-        if (t + 1 < T) {
-            if (na < N) Y[(size_t)(t + 1) * ldo + na] = d[4 * j + 1];
-            if (nb < N) Y[(size_t)(t + 1) * ldo + nb] = d[4 * j + 3];
-        }
-    }
+    asm volatile("wgmma.wait_group.sync.aligned 0;" ::: "memory");
+    qg_fence_acc(d);
+    qg_store(d, Y, t0, n0, fa, fb, c4, T, N, ldo);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -364,9 +361,8 @@ extern "C" __global__ void __launch_bounds__(QT_THREADS, QT_MINB) gemm_q4_tma(
 
     const int tid = threadIdx.x;
     const int t0 = blockIdx.x * 128, n0 = blockIdx.y * QG_FEAT;
-    const int nk_all = K >> 6;
-    const int kb0 = (int)((long long)nk_all * blockIdx.z / gridDim.z);
-    const int kb1 = (int)((long long)nk_all * (blockIdx.z + 1) / gridDim.z);
+    int kb0, kb1;
+    qg_slab_range(K, kb0, kb1);
     const int nk = kb1 - kb0;
     Y += (size_t)blockIdx.z * ystride;
 
@@ -382,28 +378,26 @@ extern "C" __global__ void __launch_bounds__(QT_THREADS, QT_MINB) gemm_q4_tma(
     if (tid >= QT_CONSUMERS) {
         // The producer warp: lane 0 requests every stage.
         if (tid == QT_CONSUMERS) {
+            // Stage kb's weight tiles (with the stage's byte count) and/or X tile into slot sl.
+            auto request = [&](int kb, int sl, bool w, bool x) {
+                const int k0 = kb << 6;
+                const u32 full = full_s + 8 * sl;
+                if (w) {
+                    mbar_expect_tx(full, QT_STAGE_BYTES);
+                    tma_2d(ws_s + sl * QG_W_BYTES, &mw, n0, k0 >> 3, full);
+                    tma_2d(ss_s + sl * QG_S_BYTES, &ms, n0, k0 / gs, full);
+                    tma_2d(zs_s + sl * QG_Z_BYTES, &mz, n0, k0 / gs, full);
+                }
+                if (x) tma_2d(xs_s + sl * QG_X_BYTES, &mx, k0, t0, full);
+            };
             const int pre = nk < QT_STAGES ? nk : QT_STAGES;
-            for (int i = 0; i < pre; ++i) {
-                const int k0 = (kb0 + i) << 6;
-                const u32 full = full_s + 8 * i;
-                mbar_expect_tx(full, QT_STAGE_BYTES);
-                tma_2d(ws_s + i * QG_W_BYTES, &mw, n0, k0 >> 3, full);
-                tma_2d(ss_s + i * QG_S_BYTES, &ms, n0, k0 / gs, full);
-                tma_2d(zs_s + i * QG_Z_BYTES, &mz, n0, k0 / gs, full);
-            }
+            for (int i = 0; i < pre; ++i) request(kb0 + i, i, true, false);
             pdl_wait();
-            for (int i = 0; i < pre; ++i)
-                tma_2d(xs_s + i * QG_X_BYTES, &mx, (kb0 + i) << 6, t0, full_s + 8 * i);
+            for (int i = 0; i < pre; ++i) request(kb0 + i, i, false, true);
             int sl = 0, use = 1;  // slot of stage i, and how many times it was filled before
             for (int i = pre; i < nk; ++i) {
-                const int k0 = (kb0 + i) << 6;
-                const u32 full = full_s + 8 * sl;
                 mbar_wait(empty_s + 8 * sl, (use - 1) & 1);
-                mbar_expect_tx(full, QT_STAGE_BYTES);
-                tma_2d(ws_s + sl * QG_W_BYTES, &mw, n0, k0 >> 3, full);
-                tma_2d(ss_s + sl * QG_S_BYTES, &ms, n0, k0 / gs, full);
-                tma_2d(zs_s + sl * QG_Z_BYTES, &mz, n0, k0 / gs, full);
-                tma_2d(xs_s + sl * QG_X_BYTES, &mx, k0, t0, full);
+                request(kb0 + i, sl, true, true);
                 if (++sl == QT_STAGES) {
                     sl = 0;
                     ++use;
@@ -428,25 +422,10 @@ extern "C" __global__ void __launch_bounds__(QT_THREADS, QT_MINB) gemm_q4_tma(
         // The previous stage's products done: release its slot (one arrival per warp).
         asm volatile("wgmma.wait_group.sync.aligned 0;" ::: "memory");
         if (i > 0 && lane == 0) mbar_arrive(empty_s + 8 * prev);
-        const u32* wt = reinterpret_cast<const u32*>(ws + sl * QG_W_BYTES);
-        const f16* st = reinterpret_cast<const f16*>(ss + sl * QG_S_BYTES);
-        const u8* zt = zs + sl * QG_Z_BYTES;
-        const u32 sa = (u32)st[fa] * 0x10001u, sb = (u32)st[fb] * 0x10001u;
-        const u32 za = (0x6400u + zt[fa]) * 0x10001u, zb = (0x6400u + zt[fb]) * 0x10001u;
-        const u32 xb = xs_s + sl * QG_X_BYTES;
         u32 a[4][4];
-#pragma unroll
-        for (int j = 0; j < 4; ++j) {
-            const u32 wa0 = wt[(2 * j) * QG_FEAT + fa], wa1 = wt[(2 * j + 1) * QG_FEAT + fa];
-            const u32 wb0 = wt[(2 * j) * QG_FEAT + fb], wb1 = wt[(2 * j + 1) * QG_FEAT + fb];
-            a[j][0] = qg_dq(wa0, c4, za, sa);
-            a[j][1] = qg_dq(wb0, c4, zb, sb);
-            a[j][2] = qg_dq(wa1, c4, za, sa);
-            a[j][3] = qg_dq(wb1, c4, zb, sb);
-            asm volatile("wgmma.fence.sync.aligned;" ::: "memory");
-            qg_wgmma(d, a[j], qg_desc(xb + j * 32));
-        }
-        asm volatile("wgmma.commit_group.sync.aligned;" ::: "memory");
+        qg_stage_products(d, a, reinterpret_cast<const u32*>(ws + sl * QG_W_BYTES),
+                          reinterpret_cast<const f16*>(ss + sl * QG_S_BYTES), zs + sl * QG_Z_BYTES,
+                          xs_s + sl * QG_X_BYTES, fa, fb, c4);
         prev = sl;
         if (++sl == QT_STAGES) {
             sl = 0;
@@ -456,17 +435,5 @@ extern "C" __global__ void __launch_bounds__(QT_THREADS, QT_MINB) gemm_q4_tma(
     asm volatile("wgmma.wait_group.sync.aligned 0;" ::: "memory");
     qg_fence_acc(d);
 
-    const int na = n0 + fa, nb = n0 + fb;
-#pragma unroll
-    for (int j = 0; j < 16; ++j) {
-        const int t = t0 + 8 * j + 2 * c4;
-        if (t < T) {
-            if (na < N) Y[(size_t)t * ldo + na] = d[4 * j];
-            if (nb < N) Y[(size_t)t * ldo + nb] = d[4 * j + 2];
-        }
-        if (t + 1 < T) {
-            if (na < N) Y[(size_t)(t + 1) * ldo + na] = d[4 * j + 1];
-            if (nb < N) Y[(size_t)(t + 1) * ldo + nb] = d[4 * j + 3];
-        }
-    }
+    qg_store(d, Y, t0, n0, fa, fb, c4, T, N, ldo);
 }

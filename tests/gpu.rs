@@ -189,11 +189,12 @@ fn op_linear_4bit() {
     }
 }
 
-/// Prefill's fused 4-bit product (`gemm_q4_wgmma`, on sm_90a GPUs) against the CPU: token
-/// counts below, at and across its 128-token tiles, output widths that end in a partial
-/// 128-feature tile, few stages (K = 192), group sizes 64 and 128, gptq v1 and v2 zeros, a
-/// bias (added by the consumer), and inputs in the hundreds. `check_linear`'s default path is
-/// the fused kernel wherever it is loaded and takes the matrix.
+/// Prefill's fused 4-bit products (`gemm_q4_tma` and `gemm_q4_wgmma`, on sm_90a GPUs) against
+/// the CPU: token counts below, at and across their 128-token tiles, output widths that end in
+/// a partial 128-feature tile, few stages (K = 192), group sizes 64, 128 and all inputs, gptq
+/// v1 and v2 zeros, a bias (added by the consumer), split K, and inputs in the hundreds.
+/// `check_linear`'s default path is the fused product wherever it is loaded and takes the
+/// matrix.
 #[test]
 #[ignore = "needs a CUDA GPU: run on the device with --ignored"]
 fn op_gemm_q4_prefill_shapes() {

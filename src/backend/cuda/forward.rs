@@ -8,8 +8,8 @@
 //!   rows whose logits are wanted and the lm_head.
 //! Products: decode (T = 1) runs the GEMV kernels, split over K into S partial slabs that the
 //! next kernel sums; prefill passes of up to 512 tokens multiply straight from the 4-bit weights
-//! on Hopper's tensor cores (`gemm_q4_wgmma`, kernels/gemm_q4.cu) where that kernel is loaded
-//! and takes the matrix; longer passes (and other GPUs) dequantise each 4-bit matrix to f16
+//! on Hopper's tensor cores (the fused product: `gemm_q4_tma` or `gemm_q4_wgmma`,
+//! kernels/gemm_q4.cu, launched by gemm_q4.rs) where it is loaded and takes the matrix; longer passes (and other GPUs) dequantise each 4-bit matrix to f16
 //! scratch (in column pieces, the scratch allocated by the first pass that needs it) and multiply
 //! with cuBLAS (or wv's SIMT kernel without cuBLAS), in chunks of at most [`PREFILL_CHUNK`] tokens.
 
@@ -112,7 +112,7 @@ impl Scratch {
         let h = c.hidden_size;
         let qd = c.num_attention_heads * c.head_dim();
         let wmax = h.max(c.intermediate_size).max(qd);
-        // Prefill's products leave [rows, n] (gemm_q4_wgmma's K splits of a narrower matrix
+        // Prefill's products leave [rows, n] (the fused product's K splits of a narrower matrix
         // only where they fit: Ops::linear's `cap`).
         let part = (w.max_s_times_n()).max(rows * w.max_n());
         // Decode only (prefill attention needs no partials): up to 128 chunks of keys.
@@ -210,13 +210,13 @@ pub struct Ops<'a> {
     pub blas: Option<&'a Blas>,
     /// The persistent decode kernel, when decode uses it.
     pub pd: Option<&'a Persistent>,
-    /// Prefill's 4-bit products on `gemm_q4_wgmma` where it is loaded and takes the matrix
+    /// Prefill's 4-bit products on the fused product where it is loaded and takes the matrix
     /// (else, and when false, dequantisation and cuBLAS).
     pub qgemm: bool,
 }
 
 impl Ops<'_> {
-    /// Whether prefill runs the 4-bit matrix `q` on `gemm_q4_wgmma` for a pass of `t` tokens
+    /// Whether prefill runs the 4-bit matrix `q` on the fused product for a pass of `t` tokens
     /// (else it dequantises it for cuBLAS).
     fn fused_q4(&self, q: &Q4Dev, t: usize) -> bool {
         self.qgemm && self.k.gemm_q4_takes(q, t)
@@ -345,8 +345,8 @@ impl Ops<'_> {
     }
 }
 
-/// Whether a prefill pass of `t` tokens dequantises any 4-bit matrix (one that
-/// `gemm_q4_wgmma` does not take, or all of them where it is off or absent).
+/// Whether a prefill pass of `t` tokens dequantises any 4-bit matrix (one that the
+/// fused product does not take, or all of them where it is off or absent).
 fn needs_dequant(ops: &Ops, w: &DevWeights, t: usize) -> bool {
     w.layers
         .iter()
@@ -458,6 +458,8 @@ pub fn enqueue(
         Pos::Host(p) => ((p, 0), plan_attention(p + t, t, sc.att_slots)),
         Pos::Device { ptr, chunk, nch } => ((0, ptr), (chunk, nch)),
     };
+    // The products' partial slabs: the buffer and the floats it holds (Ops::linear's cap).
+    let part = (sc.part.ptr, sc.part.bytes / 4);
     for (li, l) in w.layers.iter().enumerate() {
         // Decode may fuse the layer's steps into its products (see kernels/gemv.cu and
         // `Fusion`): the attention combine into o, SiLU · up into down, the residual adds into
@@ -500,7 +502,7 @@ pub fn enqueue(
                 0,
                 t,
             )?;
-            ops.linear(&l.qkv, sc.xh.ptr, t, (sc.part.ptr, sc.part.bytes / 4), deq)?
+            ops.linear(&l.qkv, sc.xh.ptr, t, part, deq)?
         };
         let kc = st.k.at(li * st.layer_stride);
         let vc = st.v.at(li * st.layer_stride);
@@ -592,10 +594,10 @@ pub fn enqueue(
                     0,
                     t,
                 )?;
-                gu_out = ops.linear(gu, sc.xh.ptr, t, (sc.part.ptr, sc.part.bytes / 4), deq)?;
+                gu_out = ops.linear(gu, sc.xh.ptr, t, part, deq)?;
             }
         } else {
-            let p = ops.linear(o, sc.xh.ptr, t, (sc.part.ptr, sc.part.bytes / 4), deq)?;
+            let p = ops.linear(o, sc.xh.ptr, t, part, deq)?;
             let bias = o.bias.as_ref().map_or(0, |b| b.ptr);
             k.residual_rmsnorm(
                 gpu,
@@ -609,7 +611,7 @@ pub fn enqueue(
                 0,
                 t,
             )?;
-            gu_out = ops.linear(gu, sc.xh.ptr, t, (sc.part.ptr, sc.part.bytes / 4), deq)?;
+            gu_out = ops.linear(gu, sc.xh.ptr, t, part, deq)?;
         }
         let gu_bias = gu.bias.as_ref().map_or(0, |b| b.ptr);
         if fuse_silu {
@@ -635,7 +637,7 @@ pub fn enqueue(
             ss_valid = true;
         } else {
             k.silu_mul(gpu, gu_out, gu_bias, sc.xh.ptr, c.intermediate_size, t)?;
-            let p = ops.linear(dn, sc.xh.ptr, t, (sc.part.ptr, sc.part.bytes / 4), deq)?;
+            let p = ops.linear(dn, sc.xh.ptr, t, part, deq)?;
             prev = Some((p, dn.bias.as_ref().map_or(0, |b| b.ptr)));
             ss_valid = false;
         }
@@ -711,7 +713,7 @@ pub fn run_pass(
     pos: usize,
     logit_rows: usize,
 ) -> Result<()> {
-    // The dequantisation scratch only once a pass needs it: passes that gemm_q4_wgmma takes
+    // The dequantisation scratch only once a pass needs it: passes that the fused product takes
     // whole (short prompts on sm_90a) never do.
     let t = tokens.len();
     if t > 1 && sc.deq.is_none() && sc.deq_elems > 0 && needs_dequant(ops, w, t) {

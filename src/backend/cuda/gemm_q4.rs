@@ -22,7 +22,7 @@ pub const GEMM_Q4_TMA_THREADS: u32 = 288;
 /// Output features per `gemm_q4_wgmma` block (QG_FEAT), its threads (QG_THREADS) and the
 /// blocks that fit on one SM.
 const GEMM_Q4_FEAT: usize = 128;
-const GEMM_Q4_THREADS: u32 = 256;
+pub const GEMM_Q4_THREADS: u32 = 256;
 const GEMM_Q4_PER_SM: usize = 2;
 
 /// K splits for a `gemm_q4_wgmma` launch of `tiles` blocks on `slots` resident ones over
@@ -53,6 +53,13 @@ pub const GEMM_Q4_MAX_T: usize = 512;
 /// The most K splits (output slabs) of one `gemm_q4_wgmma` launch.
 pub const GEMM_Q4_MAX_SPLIT: usize = 4;
 
+/// Whether `gemm_q4_tma` can take a matrix of width `n` over tensors at `ptrs`: the tensor
+/// maps' row strides must be multiples of 16 bytes (the zeros' rows are `n` bytes) and their
+/// bases 16-byte aligned.
+fn tma_takes(n: usize, ptrs: &[CUdeviceptr]) -> bool {
+    n % 16 == 0 && ptrs.iter().all(|p| p % 16 == 0)
+}
+
 impl Kernels {
     /// Whether `gemm_q4_wgmma` is loaded and can run `q` (no act-order permutation, K and the
     /// group size multiples of 64).
@@ -65,7 +72,7 @@ impl Kernels {
             && q.k <= i32::MAX as usize
     }
 
-    /// Whether prefill should run `q` on `gemm_q4_wgmma` for a pass of `t` tokens: it fits and
+    /// Whether prefill should run `q` on the fused product for a pass of `t` tokens: it fits and
     /// t is within `gemm_q4_max_t` (above it dequantisation + cuBLAS is faster).
     pub fn gemm_q4_takes(&self, q: &Q4Dev, t: usize) -> bool {
         t <= self.gemm_q4_max_t && self.gemm_q4_fits(q)
@@ -114,56 +121,39 @@ impl Kernels {
             self.gemm_q4_tma_on
                 .load(std::sync::atomic::Ordering::Relaxed)
         });
-        // The tensor maps' row strides must be multiples of 16 bytes (the zeros' rows are n
-        // bytes) and their bases 16-byte aligned; a map the driver will not encode falls back
-        // to gemm_q4_wgmma too.
-        let tma_fits = q.n % 16 == 0
-            && [q.qw.ptr, q.scales.ptr, q.zeros.ptr, x]
-                .iter()
-                .all(|p| p % 16 == 0);
-        if let (Some(ft), true) = (tma, tma_fits) {
-            if let Ok(maps) = Self::gemm_q4_maps(gpu, q, x, t) {
-                let mut a = Args::new();
+        // gemm_q4_tma where the tensors suit it and the driver encodes their maps, else
+        // gemm_q4_wgmma: the operands differ (four tensor maps, or the four pointers), the rest
+        // of the parameters does not.
+        let mut a = Args::new();
+        let maps = tma
+            .filter(|_| tma_takes(q.n, &[q.qw.ptr, q.scales.ptr, q.zeros.ptr, x]))
+            .and_then(|ft| Some((ft, Self::gemm_q4_maps(gpu, q, x, t).ok()?)));
+        let (kernel, threads, smem) = match maps {
+            Some((ft, maps)) => {
                 for m in maps {
                     a.map(m);
                 }
-                a.ptr(y)
-                    .int(t)
-                    .int(q.k)
-                    .int(q.n)
-                    .int(q.gs)
-                    .int(ldo)
-                    .i64((t * ldo) as i64);
-                // SAFETY: the maps describe q's device buffers and x (t rows of q.k f16) with
-                // their true extents (the copies zero-fill past them); y has `split` slabs of t
-                // rows of ldo >= q.n floats (the caller's scratch holds them); the dynamic
-                // shared memory is the kernel's stages and mbarriers (allowed at load).
-                return gpu.launch(
-                    ft,
-                    grid,
-                    GEMM_Q4_TMA_THREADS,
-                    GEMM_Q4_TMA_SMEM as u32,
-                    &mut a,
-                );
+                (ft, GEMM_Q4_TMA_THREADS, GEMM_Q4_TMA_SMEM)
             }
-        }
-        let mut a = Args::new();
-        a.ptr(q.qw.ptr)
-            .ptr(q.scales.ptr)
-            .ptr(q.zeros.ptr)
-            .ptr(x)
-            .ptr(y)
+            None => {
+                a.ptr(q.qw.ptr).ptr(q.scales.ptr).ptr(q.zeros.ptr).ptr(x);
+                (f, GEMM_Q4_THREADS, GEMM_Q4_SMEM)
+            }
+        };
+        a.ptr(y)
             .int(t)
             .int(q.k)
             .int(q.n)
             .int(q.gs)
             .int(ldo)
             .i64((t * ldo) as i64);
-        // SAFETY: qw/scales/zeros are q's device buffers of the shapes gemv.cu gives (no
-        // permutation); x holds t rows of q.k f16 (16-byte aligned rows: q.k % 64 == 0); y has
-        // `split` slabs of t rows of ldo >= q.n floats from the given column (the caller's
-        // scratch holds them); the dynamic shared memory is the kernel's stages (allowed at load).
-        gpu.launch(f, grid, GEMM_Q4_THREADS, GEMM_Q4_SMEM as u32, &mut a)
+        // SAFETY: the operands are q's device buffers of the shapes gemv.cu gives (no
+        // permutation) and x (t rows of q.k f16, 16-byte aligned rows: q.k % 64 == 0), as
+        // pointers or as tensor maps with their true extents (the copies zero-fill past them);
+        // y has `split` slabs of t rows of ldo >= q.n floats from the given column (the
+        // caller's scratch holds them); the dynamic shared memory is the kernel's stages (and
+        // mbarriers), allowed at load.
+        gpu.launch(kernel, grid, threads, smem as u32, &mut a)
     }
 
     /// `gemm_q4_tma`'s four tensor maps: X `[t][q.k]` f16 in 64 x 128 boxes with the 128-byte
@@ -216,7 +206,17 @@ impl Kernels {
 
 #[cfg(test)]
 mod tests {
-    use super::gemm_q4_split_count;
+    use super::{gemm_q4_split_count, tma_takes};
+
+    #[test]
+    fn tma_takes_aligned_widths_of_16() {
+        assert!(tma_takes(5120, &[0x1000, 0x2010, 0x3000]));
+        // The zeros' rows (n bytes) must be 16-byte multiples.
+        assert!(!tma_takes(392, &[0x1000, 0x2000, 0x3000]));
+        assert!(!tma_takes(136, &[0x1000]));
+        // Every base must be 16-byte aligned.
+        assert!(!tma_takes(5120, &[0x1000, 0x2008, 0x3000]));
+    }
 
     #[test]
     fn gemm_q4_splits_fill_the_last_wave() {

@@ -150,6 +150,7 @@ fn aligned(ptrs: &[(CUdeviceptr, u64)]) -> bool {
 impl Kernels {
     pub fn load(gpu: &Arc<Gpu>) -> Result<Kernels> {
         let m = Modules::load(gpu)?;
+        let qgemm = std::env::var("WV_CUDA_QGEMM").map_or(true, |v| v != "0");
         let mut k = Kernels {
             gemv_q4: m.get("gemv.cu", "gemv_q4")?,
             gemv_q4w: m.get("gemv.cu", "gemv_q4w")?,
@@ -163,12 +164,12 @@ impl Kernels {
                 .ok()
                 .and_then(|v| v.parse::<usize>().ok())
                 .unwrap_or(GEMM_Q4_MAX_T),
-            gemm_q4: if std::env::var("WV_CUDA_QGEMM").map_or(true, |v| v != "0") {
+            gemm_q4: if qgemm {
                 m.get_opt("gemm_q4.cu", "gemm_q4_wgmma")?
             } else {
                 None
             },
-            gemm_q4_tma: if std::env::var("WV_CUDA_QGEMM").map_or(true, |v| v != "0")
+            gemm_q4_tma: if qgemm
                 && std::env::var("WV_CUDA_QGEMM_TMA").map_or(true, |v| v != "0")
                 && gpu.has_tensor_maps()
             {
@@ -203,20 +204,22 @@ impl Kernels {
             read_sweep: m.get("elementwise.cu", "read_sweep")?,
             _modules: m,
         };
-        if let Some(f) = &k.gemm_q4 {
-            if gpu.max_smem_optin >= GEMM_Q4_SMEM {
-                gpu.allow_smem(f, GEMM_Q4_SMEM)?;
-            } else {
-                k.gemm_q4 = None;
+        // The fused products need their shared memory allowed (else they are not used); the
+        // TMA one also needs gemm_q4_wgmma, its fallback.
+        let allow = |f: &mut Option<Kernel>, bytes: usize| -> Result<()> {
+            match f {
+                Some(k) if gpu.max_smem_optin >= bytes => gpu.allow_smem(k, bytes),
+                _ => {
+                    *f = None;
+                    Ok(())
+                }
             }
+        };
+        allow(&mut k.gemm_q4, GEMM_Q4_SMEM)?;
+        if k.gemm_q4.is_none() {
+            k.gemm_q4_tma = None;
         }
-        if let Some(f) = &k.gemm_q4_tma {
-            if k.gemm_q4.is_some() && gpu.max_smem_optin >= GEMM_Q4_TMA_SMEM {
-                gpu.allow_smem(f, GEMM_Q4_TMA_SMEM)?;
-            } else {
-                k.gemm_q4_tma = None;
-            }
-        }
+        allow(&mut k.gemm_q4_tma, GEMM_Q4_TMA_SMEM)?;
         if k.ring > 0 {
             // The ring plus the largest x slice and attention weights need the opt-in limit
             // (Modules::load compiled without the ring where the GPU's limit is smaller).

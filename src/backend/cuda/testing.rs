@@ -12,7 +12,6 @@ use crate::weights::{GptqMatrix, Linear};
 use half::f16;
 use std::sync::Arc;
 
-/// A GPU with the kernels loaded.
 /// The four products of one 13B layer: (name, inputs K, outputs N).
 pub const LAYER_13B_PRODUCTS: [(&str, usize, usize); 4] = [
     ("q|k|v", 5120, 15360),
@@ -21,6 +20,7 @@ pub const LAYER_13B_PRODUCTS: [(&str, usize, usize); 4] = [
     ("down", 13824, 5120),
 ];
 
+/// A GPU with the kernels loaded.
 pub struct OpHarness {
     pub gpu: Arc<Gpu>,
     k: Kernels,
@@ -626,25 +626,26 @@ impl OpHarness {
             })?;
             out.push((
                 format!(
-                    "gemm_q4_wgmma {t}x5120x13824 straight from 4 bits ({:.0} TFLOP/s)",
+                    "gemm_q4 (default kernel) {t}x5120x13824 straight from 4 bits ({:.0} TFLOP/s)",
                     2.0 * (t * q.k * q.n) as f64 / (ms as f64 * 1e-3) / 1e12
                 ),
                 ms,
             ));
             // Every 13B product of a layer (the prefill's products without dequantisation), on
             // each variant of the kernel.
+            use crate::backend::cuda::gemm_q4 as g4;
             for (name, f, threads, smem) in [
                 (
                     "gemm_q4_wgmma",
                     self.k.gemm_q4.as_ref(),
-                    256,
-                    crate::backend::cuda::kernels::GEMM_Q4_SMEM,
+                    g4::GEMM_Q4_THREADS,
+                    g4::GEMM_Q4_SMEM,
                 ),
                 (
                     "gemm_q4_tma",
                     self.k.gemm_q4_tma.as_ref(),
-                    288,
-                    crate::backend::cuda::kernels::GEMM_Q4_TMA_SMEM,
+                    g4::GEMM_Q4_TMA_THREADS,
+                    g4::GEMM_Q4_TMA_SMEM,
                 ),
             ] {
                 if let Some(n) = f.and_then(|f| self.gpu.occupancy(f, threads, smem)) {

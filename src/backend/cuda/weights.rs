@@ -374,25 +374,9 @@ impl LinearGroup {
         } else {
             None
         };
-        let shapes: Vec<Option<(usize, usize)>> = mats
-            .iter()
-            .map(|m| {
-                if let DevMat::Q4(q) = m {
-                    Some((q.groups, q.gs))
-                } else {
-                    None
-                }
-            })
-            .collect();
+        let shapes = shapes_of(mats.iter());
         let gemv = GemvKind::choose(&mats);
-        // Blocks per SM the plan aims at for the 128-column kernels (WV_CUDA_GEMV_BPS; default
-        // 3 for gemv_q4l, 2 for gemv_q4w: the residency their register use allows).
-        let bps = std::env::var("WV_CUDA_GEMV_BPS")
-            .ok()
-            .and_then(|v| v.parse::<usize>().ok())
-            .unwrap_or(if gemv == GemvKind::Lean { 3 } else { 2 })
-            .clamp(1, 16);
-        let wide = if gemv == GemvKind::Classic { 0 } else { bps };
+        let wide = gemv.plan_wide();
         let (s_decode, per_block) = plan_decode(gpu.sms, k, n_total, &shapes, wide);
         let mut col0 = 0;
         let members = mats
@@ -424,30 +408,24 @@ impl LinearGroup {
         if kind == self.gemv {
             return;
         }
-        let shapes = self.shapes();
-        let wide = match kind {
-            GemvKind::Classic => 0,
-            GemvKind::Wide => 2,
-            GemvKind::Lean => 3,
-        };
-        let (s, per) = plan_decode(gpu.sms, self.k, self.n_total, &shapes, wide);
+        let shapes = shapes_of(self.members.iter().map(|m| &m.mat));
+        let (s, per) = plan_decode(gpu.sms, self.k, self.n_total, &shapes, kind.plan_wide());
         for (m, p) in self.members.iter_mut().zip(per) {
             m.per_block = p;
         }
         self.s_decode = s;
         self.gemv = kind;
     }
+}
 
-    /// `Some((groups, group size))` per 4-bit member, `None` per dense one.
-    fn shapes(&self) -> Vec<Option<(usize, usize)>> {
-        self.members
-            .iter()
-            .map(|m| match &m.mat {
-                DevMat::Q4(q) => Some((q.groups, q.gs)),
-                DevMat::F16(_) => None,
-            })
-            .collect()
-    }
+/// `Some((groups, group size))` per 4-bit matrix, `None` per dense one (what [`plan_decode`]
+/// takes).
+fn shapes_of<'a>(mats: impl Iterator<Item = &'a DevMat>) -> Vec<Option<(usize, usize)>> {
+    mats.map(|m| match m {
+        DevMat::Q4(q) => Some((q.groups, q.gs)),
+        DevMat::F16(_) => None,
+    })
+    .collect()
 }
 
 /// Which decode kernel runs a group's 4-bit members (see `kernels/gemv.cu`).
@@ -463,6 +441,20 @@ pub enum GemvKind {
 }
 
 impl GemvKind {
+    /// [`plan_decode`]'s `wide` for this kernel: 0 for `gemv_q4`, else the blocks per SM the
+    /// plan aims at for the 128-column kernels (`WV_CUDA_GEMV_BPS`; default 3 for `gemv_q4l`,
+    /// 2 for `gemv_q4w`: the residency their register use allows).
+    fn plan_wide(self) -> usize {
+        if self == GemvKind::Classic {
+            return 0;
+        }
+        std::env::var("WV_CUDA_GEMV_BPS")
+            .ok()
+            .and_then(|v| v.parse::<usize>().ok())
+            .unwrap_or(if self == GemvKind::Lean { 3 } else { 2 })
+            .clamp(1, 16)
+    }
+
     /// The fastest kernel every 4-bit member allows; `WV_CUDA_GEMV=1` (classic) or `=wide`
     /// asks for an older one.
     pub fn choose(mats: &[DevMat]) -> GemvKind {
