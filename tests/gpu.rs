@@ -153,9 +153,13 @@ fn check_linear(name: &str, lins: &[&Linear], t: usize, want_q4: bool) {
         paths.push(("gemv_q4", true, None, Some(GemvKind::Classic)));
         paths.push(("gemv_q4w", true, None, Some(GemvKind::Wide)));
         paths.push(("gemv_q4l", true, None, Some(GemvKind::Lean)));
+        paths.push(("gemv_q4l_sk", true, None, Some(GemvKind::Lean)));
     }
     for (path, blas, deq, kind) in paths {
-        let (got, q4) = h.linear_with(lins, &x, t, blas, deq, kind).unwrap();
+        h.set_stream_k(Some(path == "gemv_q4l_sk"));
+        let r = h.linear_with(lins, &x, t, blas, deq, kind);
+        h.set_stream_k(None);
+        let (got, q4) = r.unwrap();
         let e = rel_l2(&got, &want);
         eprintln!("linear {name} t={t} {path}: rel L2 {e:.2e} (4-bit path: {q4})");
         assert!(e < 4e-3, "linear {name} t={t} {path}: rel L2 {e}");
@@ -167,6 +171,11 @@ fn check_linear(name: &str, lins: &[&Linear], t: usize, want_q4: bool) {
 #[ignore = "needs a CUDA GPU: run on the device with --ignored"]
 fn op_linear_4bit() {
     let _ = GPU;
+    // The even-split decode GEMV needs the weight ring, which every sm_90 GPU has room for.
+    let h = harness();
+    if h.compute_capability().0 >= 9 {
+        assert!(h.has_gemv_q4l_sk(), "gemv_q4l_sk did not load on sm_90");
+    }
     // (name, in, out, group, act-order, zero offset, bias)
     type Case = (&'static str, usize, usize, Option<usize>, bool, i32, bool);
     let cases: Vec<Case> = vec![
@@ -280,15 +289,23 @@ fn op_gemv_large_activations() {
     let x = round16(&x);
     let mut want = Vec::new();
     matmul::linear(&x, 1, &m, &mut want);
-    for kind in [GemvKind::Lean, GemvKind::Wide, GemvKind::Classic] {
-        let (got, _) = h.linear_with(&[&m], &x, 1, true, None, Some(kind)).unwrap();
+    for (kind, sk) in [
+        (GemvKind::Lean, false),
+        (GemvKind::Lean, true),
+        (GemvKind::Wide, false),
+        (GemvKind::Classic, false),
+    ] {
+        h.set_stream_k(Some(sk));
+        let r = h.linear_with(&[&m], &x, 1, true, None, Some(kind));
+        h.set_stream_k(None);
+        let (got, _) = r.unwrap();
         assert!(
             got.iter().all(|v| v.is_finite()),
-            "{kind:?}: non-finite output"
+            "{kind:?} (stream-K {sk}): non-finite output"
         );
         let e = rel_l2(&got, &want);
-        eprintln!("gemv large activations {kind:?}: rel L2 {e:.2e}");
-        assert!(e < 4e-3, "{kind:?}: rel L2 {e}");
+        eprintln!("gemv large activations {kind:?} (stream-K {sk}): rel L2 {e:.2e}");
+        assert!(e < 4e-3, "{kind:?} (stream-K {sk}): rel L2 {e}");
     }
 }
 
@@ -795,6 +812,8 @@ fn bench_kernels() {
     }
     let mut total_ms = 0f64;
     let mut total_bytes = 0usize;
+    // Queued per-layer sums: gemv_q4l, gemv_q4l_sk, plain reads.
+    let mut queued = [0f64; 3];
     for (name, k, ns) in &shapes {
         let mats: Vec<Linear> = ns
             .iter()
@@ -816,12 +835,42 @@ fn bench_kernels() {
             bytes as f64 / (ms as f64 * 1e-3) / 1e9,
             100.0 * bytes as f64 / (ms as f64 * 1e-3) / bw
         );
+        // The same launches queued back to back (no host latency between them), beside a plain
+        // read of as many bytes: what the GEMV's own start and end cost.
+        let (chain_ms, _) = h.time_gemv_with(&refs, 40, true, Some(false)).unwrap();
+        let (sk_ms, _) = h.time_gemv_with(&refs, 40, true, Some(true)).unwrap();
+        let read_ms = h.read_sweep_chain(bytes / 16 * 16, 2).unwrap();
+        let pct = |ms: f32| 100.0 * bytes as f64 / (ms as f64 * 1e-3) / bw;
+        eprintln!(
+            "BENCH gemv {name:8} queued: gemv_q4l {:.1} us ({:.0}%), gemv_q4l_sk {:.1} us ({:.0}%); a plain read of the same {:.1} MB: {:.1} us ({:.0}%)",
+            chain_ms * 1e3,
+            pct(chain_ms),
+            sk_ms * 1e3,
+            pct(sk_ms),
+            bytes as f64 / 1e6,
+            read_ms * 1e3,
+            pct(read_ms)
+        );
+        if *name != "steady" {
+            queued[0] += chain_ms as f64;
+            queued[1] += sk_ms as f64;
+            queued[2] += read_ms as f64;
+        }
     }
     eprintln!(
         "BENCH one 13B layer of GEMVs: {:.1} us, {:.0}% of copy bandwidth; x40 layers = {:.2} ms",
         total_ms * 1e3,
         100.0 * total_bytes as f64 / (total_ms * 1e-3) / bw,
         total_ms * 40.0
+    );
+    eprintln!(
+        "BENCH one 13B layer of GEMVs queued: gemv_q4l {:.1} us ({:.0}%), gemv_q4l_sk {:.1} us ({:.0}%), plain reads {:.1} us ({:.0}%)",
+        queued[0] * 1e3,
+        100.0 * total_bytes as f64 / (queued[0] * 1e-3) / bw,
+        queued[1] * 1e3,
+        100.0 * total_bytes as f64 / (queued[1] * 1e-3) / bw,
+        queued[2] * 1e3,
+        100.0 * total_bytes as f64 / (queued[2] * 1e-3) / bw
     );
     for (t, pos) in [(512usize, 0usize), (476, 1024)] {
         for (name, ms) in h.time_prefill_parts(t, pos).unwrap() {

@@ -268,6 +268,7 @@ impl Ops<'_> {
                         m.per_block,
                         g.n_total,
                         g.gemv,
+                        g.sk,
                     )?,
                     DevMat::F16(d) => self.k.gemv_f16(
                         self.gpu,

@@ -21,6 +21,7 @@ pub mod kernels;
 pub mod module;
 pub mod persistent;
 pub mod state;
+pub mod stream_k;
 pub mod testing;
 pub mod weights;
 

@@ -25,6 +25,9 @@ pub struct OpHarness {
     pub gpu: Arc<Gpu>,
     k: Kernels,
     blas: Option<Blas>,
+    /// Decode GEMVs on `gemv_q4l_sk` where the weights allow it: 0 as planned at upload, 1 off,
+    /// 2 on ([`Self::set_stream_k`]).
+    stream_k: std::sync::atomic::AtomicU8,
 }
 
 fn to_f16(v: &[f32]) -> Vec<f16> {
@@ -54,11 +57,32 @@ impl OpHarness {
             .store(on, std::sync::atomic::Ordering::Relaxed);
     }
 
+    /// Whether the even-split decode GEMV (`gemv_q4l_sk`) is loaded.
+    pub fn has_gemv_q4l_sk(&self) -> bool {
+        self.k.has_gemv_q4l_sk()
+    }
+
+    /// Run later decode GEMVs of [`Self::linear_with`] on `gemv_q4l_sk` where the weights allow
+    /// it (`Some(true)`), never (`Some(false)`) or as planned at upload (`None`).
+    pub fn set_stream_k(&self, on: Option<bool>) {
+        let v = match on {
+            None => 0,
+            Some(false) => 1,
+            Some(true) => 2,
+        };
+        self.stream_k.store(v, std::sync::atomic::Ordering::Relaxed);
+    }
+
     pub fn new(ordinal: usize) -> Result<OpHarness> {
         let gpu = Gpu::open(ordinal)?;
         let k = Kernels::load(&gpu)?;
         let blas = Blas::new(&gpu);
-        Ok(OpHarness { gpu, k, blas })
+        Ok(OpHarness {
+            gpu,
+            k,
+            blas,
+            stream_k: std::sync::atomic::AtomicU8::new(0),
+        })
     }
 
     pub fn has_blas(&self) -> bool {
@@ -138,6 +162,11 @@ impl OpHarness {
             if ok {
                 g.set_gemv(&self.gpu, kind);
             }
+        }
+        match self.stream_k.load(std::sync::atomic::Ordering::Relaxed) {
+            1 => g.set_stream_k(&self.gpu, false),
+            2 => g.set_stream_k(&self.gpu, true),
+            _ => {}
         }
         let all_q4 = g.members.iter().all(|m| matches!(m.mat, DevMat::Q4(_)));
         let xd = self.up(&to_f16(x))?;
@@ -504,6 +533,50 @@ impl OpHarness {
         Ok(v[v.len() / 2])
     }
 
+    /// Mean time of `f` (ms) over `reps` calls queued back to back between one pair of events,
+    /// so that the host's launch latency is not counted (after `warm` calls).
+    pub fn time_ms_chain(
+        &self,
+        warm: usize,
+        reps: usize,
+        mut f: impl FnMut() -> Result<()>,
+    ) -> Result<f32> {
+        for _ in 0..warm {
+            f()?;
+        }
+        let (a, b) = (self.gpu.event()?, self.gpu.event()?);
+        a.record()?;
+        for _ in 0..reps {
+            f()?;
+        }
+        b.record()?;
+        Ok(b.since(&a)? / reps.max(1) as f32)
+    }
+
+    /// Time (ms) of one `read_sweep` over `bytes` with `blocks_per_sm` blocks of 256, queued
+    /// back to back over four buffers in turn (so that L2 does not serve repeated reads).
+    pub fn read_sweep_chain(&self, bytes: usize, blocks_per_sm: usize) -> Result<f32> {
+        let bufs = (0..4)
+            .map(|_| self.gpu.alloc(bytes, "bandwidth test"))
+            .collect::<Result<Vec<_>>>()?;
+        for b in &bufs {
+            self.gpu.memset_u32(b.ptr, 0x3c00_3c00, bytes / 4)?;
+        }
+        let out = self.gpu.alloc(4, "bandwidth test")?;
+        let words = (bytes / 16) as i64;
+        let blocks = (self.gpu.sms * blocks_per_sm) as u32;
+        let turn = std::cell::Cell::new(0usize);
+        self.time_ms_chain(4, 40, || {
+            let i = turn.get();
+            turn.set(i + 1);
+            let mut args = Args::new();
+            args.ptr(bufs[i % 4].ptr).i64(words).ptr(out.ptr);
+            // SAFETY: each buffer holds `words` 16-byte words; out one u32.
+            self.gpu
+                .launch(&self.k.read_sweep, (blocks, 1, 1), 256, 0, &mut args)
+        })
+    }
+
     /// Device-to-device copy bandwidth (bytes read + written per second) over `bytes`.
     pub fn copy_bandwidth(&self, bytes: usize) -> Result<f64> {
         let a = self.gpu.alloc(bytes, "bandwidth test")?;
@@ -543,8 +616,27 @@ impl OpHarness {
     /// Four copies of the weights take turns, so that the L2 cache (50 MB on an H100) does not
     /// serve repeated reads.
     pub fn time_gemv(&self, lins: &[&Linear], reps: usize) -> Result<(f32, usize)> {
+        self.time_gemv_with(lins, reps, false, None)
+    }
+
+    /// [`Self::time_gemv`], or with `chain` the mean over launches queued back to back
+    /// ([`Self::time_ms_chain`]: no host launch latency between them); `sk` forces
+    /// `gemv_q4l_sk` on or off where the weights allow it.
+    pub fn time_gemv_with(
+        &self,
+        lins: &[&Linear],
+        reps: usize,
+        chain: bool,
+        sk: Option<bool>,
+    ) -> Result<(f32, usize)> {
         let gs = (0..4)
-            .map(|_| LinearGroup::upload(&self.gpu, lins, "bench weights"))
+            .map(|_| {
+                let mut g = LinearGroup::upload(&self.gpu, lins, "bench weights")?;
+                if let Some(on) = sk {
+                    g.set_stream_k(&self.gpu, on);
+                }
+                Ok(g)
+            })
             .collect::<Result<Vec<_>>>()?;
         let g = &gs[0];
         let x: Vec<f16> = (0..g.k)
@@ -560,7 +652,7 @@ impl OpHarness {
             qgemm: false,
         };
         let turn = std::cell::Cell::new(0usize);
-        let ms = self.time_ms(5, reps, || {
+        let f = || {
             let i = turn.get();
             turn.set(i + 1);
             ops.linear(
@@ -571,7 +663,12 @@ impl OpHarness {
                 None,
             )
             .map(|_| ())
-        })?;
+        };
+        let ms = if chain {
+            self.time_ms_chain(5, reps, f)?
+        } else {
+            self.time_ms(5, reps, f)?
+        };
         Ok((ms, g.bytes()))
     }
 
