@@ -233,6 +233,33 @@ extern "C" __global__ void __launch_bounds__(256) silu_mul4(
     }
 }
 
+// gather_cols: out[t, i] = x[t, perm[i]] for x f16 [T][K]: a prefill input in the sorted row
+//   order of an act-order 4-bit matrix (perm: sorted row i is the checkpoint's row perm[i]), for
+//   the fused product, which reads the weights as sorted. Launch: grid (T), block 256: block t
+//   gathers row t, 8 outputs per thread per step (two 16-byte loads of perm, one 16-byte store),
+//   so the row's random reads hit L1 once it is cached. Needs K % 8 == 0 and 16-byte aligned
+//   rows. A small kernel between products: it triggers the next at entry.
+extern "C" __global__ void __launch_bounds__(256) gather_cols(
+    const f16* __restrict__ x, const int* __restrict__ perm, f16* __restrict__ out, int K, int T)
+{
+    pdl_early();
+    pdl_wait();
+    const f16* __restrict__ row = x + (size_t)blockIdx.x * K;
+    uint4* __restrict__ dst = reinterpret_cast<uint4*>(out + (size_t)blockIdx.x * K);
+    const int4* __restrict__ p4 = reinterpret_cast<const int4*>(perm);
+    for (int j = threadIdx.x; j < (K >> 3); j += blockDim.x) {
+        const int4 a = p4[2 * j], b = p4[2 * j + 1];
+        const int idx[8] = {a.x, a.y, a.z, a.w, b.x, b.y, b.z, b.w};
+        u32 w[4];
+#pragma unroll
+        for (int i = 0; i < 4; ++i) {
+            const u32 lo = row[idx[2 * i]], hi = row[idx[2 * i + 1]];
+            w[i] = lo | (hi << 16);
+        }
+        dst[j] = make_uint4(w[0], w[1], w[2], w[3]);
+    }
+}
+
 // read_sweep: a read-bandwidth probe for benchmarks (not used by the model). Every thread reads
 // 16-byte words p[i], p[i + stride], … (stride = all threads), `UNROLL` loads in flight at a
 // time, folding them into an xor that is written only if it equals a value no input makes, so

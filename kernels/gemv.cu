@@ -258,19 +258,6 @@ extern "C" __global__ void __launch_bounds__(256, WV_GEMV_MINB) gemv_q4w(
 #endif
 #define GEMVL_RING_BYTES (WV_GEMV_RING * 8 * 8 * 32 * 16)
 
-// Experiments (benchmarks only, via WV_CUDA_DEFINES; both default 0):
-// WV_GEMV_TILED=1 reads the weights as if tile-major — column tile t (128 columns) one contiguous
-//   [K/8][128] run, so a warp's batch is 4 KiB contiguous — where N % 128 == 0. The uploaded
-//   layout is not changed, so the results are wrong: for timing the access pattern only.
-// WV_GEMV_L2PRE=P: before its wait for the previous kernel each warp asks L2 for its batches
-//   1..P (bulk prefetches, one 512-byte row per lane 0..7), batch 0 going to the ring as always.
-#ifndef WV_GEMV_TILED
-#define WV_GEMV_TILED 0
-#endif
-#ifndef WV_GEMV_L2PRE
-#define WV_GEMV_L2PRE 0
-#endif
-
 
 // What the fused decode variants of gemv_q4l compute before and after the product.
 enum { PRO_X = 0, PRO_NORM = 1, PRO_SILU = 2, PRO_ATTN = 3 };
@@ -323,15 +310,8 @@ __device__ __forceinline__ void gemv_q4l_body(GEMVL_PARAMS)
     int g = ((r0 + 8 * b0) << 3) / gs;
     int left = bpg - (((r0 + 8 * b0) << 3) - g * gs) / 64;
     // Byte offset of the weights' next packed row to load, and of one packed row.
-#if WV_GEMV_TILED
-    const bool tiled = (N & 127) == 0;
-    const char* __restrict__ qb = tiled ? reinterpret_cast<const char*>(qw + (size_t)blockIdx.x * (K >> 3) * 128 + lane * 4)
-                                        : reinterpret_cast<const char*>(qv);
-    const size_t rowb = tiled ? (size_t)512 : (size_t)N4 * 16;
-#else
     const char* __restrict__ qb = reinterpret_cast<const char*>(qv);
     const size_t rowb = (size_t)N4 * 16;
-#endif
     size_t off = (size_t)(r0 + 8 * b0) * rowb;
     if (active) {
         sv = __ldg(reinterpret_cast<const uint2*>(scales + (size_t)g * N + n));
@@ -351,15 +331,6 @@ __device__ __forceinline__ void gemv_q4l_body(GEMVL_PARAMS)
             for (int i = 0; i < 8; ++i) cp_async16(ring_s + ((j * 8 + i) * 32) * 16, qb + off + (size_t)(8 * j + i) * rowb);
         }
         cp_async_commit();
-    }
-#endif
-#if WV_GEMV_L2PRE > 0
-    if (active && lane < 8) {
-        const char* rowp = qb - (size_t)lane * 16 + off + (size_t)lane * rowb;
-#pragma unroll
-        for (int j = 1; j <= WV_GEMV_L2PRE; ++j)
-            if (b0 + j < b1)
-                asm volatile("cp.async.bulk.prefetch.L2.global [%0], 512;" ::"l"(rowp + (size_t)8 * j * rowb) : "memory");
     }
 #endif
     pdl_wait();
@@ -560,154 +531,6 @@ extern "C" __global__ void __launch_bounds__(256, WV_GEMVL_MINB) gemv_q4l_attn_r
 extern "C" __global__ void __launch_bounds__(256, WV_GEMVL_MINB) gemv_q4l_silu_resid(GEMVL_PARAMS) {
     gemv_q4l_body<PRO_SILU, EPI_RESID>(GEMVL_ARGS);
 }
-
-// gemv_q4l_sk: gemv_q4l's product (x read, no prologue or epilogue) with the work spread evenly
-//   over a grid of exactly the blocks that fit at once ("stream-K"). The U = tiles * nbt units
-//   (tile = 128 columns, nbt = K / 64 batches of 8 packed rows per tile), ordered tile by tile,
-//   are cut into gridDim.x contiguous ranges of equal size: block i takes [i*U/G, (i+1)*U/G),
-//   which covers at most two tiles (the host keeps U/G <= nbt). A tile's contributors write their
-//   sums to slabs 0, 1, ... in block order, and the block that holds a tile's last unit zeroes
-//   the tile's remaining slabs up to nslab: each slab's content is fixed by the grid, so the
-//   result is deterministic. Within a block the 8 warps split the range evenly, each streaming
-//   its units through its weight ring (WV_GEMV_RING > 0 required) and keeping one f32 sum per
-//   tile it touches; the sums meet in the ring's memory after the last unit. Where gemv_q4l's
-//   plan leaves SMs with one block and others with two (13B gate|up: 216 blocks, and its 10 KiB
-//   x slice allows only two per SM), every SM here gets the same number of bytes.
-//   Dynamic shared memory: GEMVL_RING_BYTES, then the block's x rows in unit order
-//   (ceil(U/G) * 64 f16, gathered through perm when not NULL). out: slab c of [nslab, ldo].
-//   Grid (G, 1), block 256.
-#if WV_GEMV_RING > 0
-// The 8 packed rows of one batch (this thread's 4 columns, rows at stride 32 uint4 in the ring)
-// against the batch's 64 x values: the 4 columns' sums of (q - z) x in f32, before the scale.
-__device__ __forceinline__ void lean_batch(const uint4* slot, const uint4* xb, u32 zv, float (&f)[4]) {
-    u32 zl[4], zh[4];
-    lean_zeros(zv, zl, zh);
-    u32 h[4] = {0u, 0u, 0u, 0u};
-#pragma unroll
-    for (int i = 0; i < 8; ++i) {
-        const uint4 xv = xb[i];
-        const uint4 wi = slot[i * 32];
-        h[0] = dot8_lean(wi.x, xv, zl[0], zh[0], h[0]);
-        h[1] = dot8_lean(wi.y, xv, zl[1], zh[1], h[1]);
-        h[2] = dot8_lean(wi.z, xv, zl[2], zh[2], h[2]);
-        h[3] = dot8_lean(wi.w, xv, zl[3], zh[3], h[3]);
-        if ((i + 1) % WV_GEMV_ACC == 0) {
-#pragma unroll
-            for (int c = 0; c < 4; ++c) {
-                f[c] += lo2f(h[c]) + hi2f(h[c]);
-                h[c] = 0u;
-            }
-        }
-    }
-}
-
-extern "C" __global__ void __launch_bounds__(256, WV_GEMVL_MINB) gemv_q4l_sk(
-    const u32* __restrict__ qw, const f16* __restrict__ scales, const u8* __restrict__ zeros,
-    const f16* __restrict__ x, const int* __restrict__ perm, float* __restrict__ out, int K, int N,
-    int gs, int ldo, int nslab)
-{
-    extern __shared__ __align__(16) unsigned char gemvl_smem[];
-    f16* xs = reinterpret_cast<f16*>(gemvl_smem + GEMVL_RING_BYTES);
-    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-    const int nbt = K >> 6;
-    const int tiles = (N + 127) >> 7;
-    const long long U = (long long)tiles * nbt;
-    const int G = gridDim.x, bi = blockIdx.x;
-    const int u0 = (int)(bi * U / G), u1 = (int)((bi + 1) * U / G);
-    const int nu = u1 - u0;
-    const int w0 = u0 + ((nu * warp) >> 3), w1 = u0 + ((nu * (warp + 1)) >> 3);
-    const int t0 = u0 / nbt;
-    const size_t rowb = (size_t)N * 4;
-    const char* __restrict__ qb = reinterpret_cast<const char*>(qw) + (size_t)lane * 16;
-    uint4* ring = reinterpret_cast<uint4*>(gemvl_smem) + (size_t)warp * WV_GEMV_RING * 8 * 32 + lane;
-    const u32 ring_s = smem_addr(ring);
-    // Unit u: tile u / nbt, batch u % nbt; this thread's columns n .. n + 3 of the tile.
-    auto col = [&](int u) { return (u / nbt) * 128 + lane * 4; };
-    auto request = [&](int u, int sl) {
-        const int t = u / nbt, b = u - t * nbt;
-        if (t * 128 + lane * 4 < N) {
-            const char* src = qb + (size_t)(b * 8) * rowb + (size_t)t * 512;
-#pragma unroll
-            for (int i = 0; i < 8; ++i) cp_async16(ring_s + ((sl * 8 + i) * 32) * 16, src + (size_t)i * rowb);
-        }
-        cp_async_commit();
-    };
-    auto load_sz = [&](int u, uint2& sv, u32& zv) {
-        const int t = u / nbt, b = u - t * nbt, n = t * 128 + lane * 4;
-        if (n < N) {
-            const int g = (b * 64) / gs;
-            sv = __ldg(reinterpret_cast<const uint2*>(scales + (size_t)g * N + n));
-            zv = __ldg(reinterpret_cast<const u32*>(zeros + (size_t)g * N + n));
-        }
-    };
-    // The warp's first WV_GEMV_RING - 1 units and first scales before waiting for the previous
-    // kernel (weights never change).
-    uint2 sv = make_uint2(0u, 0u);
-    u32 zv = 0u;
-#pragma unroll
-    for (int j = 0; j < WV_GEMV_RING - 1; ++j) {
-        if (w0 + j < w1) request(w0 + j, j);
-        else cp_async_commit();
-    }
-    if (w0 < w1) load_sz(w0, sv, zv);
-    pdl_wait();
-    // The block's x rows in unit order: row e is x[(u0 + e / 64) % nbt * 64 + e % 64].
-    const int span = nu << 6;
-    const float unscale = stage_x_with(xs, 0, span, span, XMAX_FOR_ROWS(WV_GEMV_ACC), [&](int e) {
-        const int k = ((u0 + (e >> 6)) % nbt) * 64 + (e & 63);
-        return x[perm ? perm[k] : k];
-    });
-    pdl_launch();
-    // One sum per tile the warp touches: acc0 for tile t0, acc1 for t0 + 1.
-    float acc0[4] = {0.f, 0.f, 0.f, 0.f}, acc1[4] = {0.f, 0.f, 0.f, 0.f};
-    for (int u = w0; u < w1; ++u) {
-        const int un = u + WV_GEMV_RING - 1;
-        if (un < w1) request(un, (un - w0) % WV_GEMV_RING);
-        else cp_async_commit();
-        cp_async_wait<WV_GEMV_RING - 1>();
-        uint2 svn = sv;
-        u32 zvn = zv;
-        if (u + 1 < w1) load_sz(u + 1, svn, zvn);
-        float f[4] = {0.f, 0.f, 0.f, 0.f};
-        if (col(u) < N)
-            lean_batch(ring + ((u - w0) % WV_GEMV_RING) * 8 * 32,
-                       reinterpret_cast<const uint4*>(xs) + (size_t)(u - u0) * 8, zv, f);
-        const float s4[4] = {lo2f(sv.x), hi2f(sv.x), lo2f(sv.y), hi2f(sv.y)};
-        if (u / nbt == t0) {
-#pragma unroll
-            for (int c = 0; c < 4; ++c) acc0[c] += f[c] * s4[c];
-        } else {
-#pragma unroll
-            for (int c = 0; c < 4; ++c) acc1[c] += f[c] * s4[c];
-        }
-        sv = svn;
-        zv = zvn;
-    }
-    cp_async_wait<0>();
-    __syncthreads();
-    // The warps' sums, in the ring's memory: red[seg][warp][128].
-    float* red = reinterpret_cast<float*>(gemvl_smem);
-    *reinterpret_cast<float4*>(red + warp * 128 + lane * 4) = make_float4(acc0[0], acc0[1], acc0[2], acc0[3]);
-    *reinterpret_cast<float4*>(red + 1024 + warp * 128 + lane * 4) = make_float4(acc1[0], acc1[1], acc1[2], acc1[3]);
-    __syncthreads();
-    if (nu <= 0 || threadIdx.x >= 128) return;
-    const int tl = (u1 - 1) / nbt;
-    for (int t = t0; t <= tl; ++t) {
-        const int c = t * 128 + threadIdx.x;
-        // The tile's first block (the largest i with i*U/G <= t*nbt) and this block's slab.
-        const int first = (int)(((long long)(t * nbt + 1) * G - 1) / U);
-        const int slab = bi - first;
-        if (c >= N || slab >= nslab) continue;
-        const float* r = red + (t - t0) * 1024 + threadIdx.x;
-        float v = 0.f;
-#pragma unroll
-        for (int w8 = 0; w8 < 8; ++w8) v += r[w8 * 128];
-        out[(size_t)slab * ldo + c] = v * unscale;
-        if (u1 >= (t + 1) * nbt)
-            for (int sl = slab + 1; sl < nslab; ++sl) out[(size_t)sl * ldo + c] = 0.f;
-    }
-}
-#endif
 
 __device__ __forceinline__ float dot8_f16(uint4 a, uint4 b) {
     float s = lo2f(a.x) * lo2f(b.x);

@@ -153,13 +153,9 @@ fn check_linear(name: &str, lins: &[&Linear], t: usize, want_q4: bool) {
         paths.push(("gemv_q4", true, None, Some(GemvKind::Classic)));
         paths.push(("gemv_q4w", true, None, Some(GemvKind::Wide)));
         paths.push(("gemv_q4l", true, None, Some(GemvKind::Lean)));
-        paths.push(("gemv_q4l_sk", true, None, Some(GemvKind::Lean)));
     }
     for (path, blas, deq, kind) in paths {
-        h.set_stream_k(Some(path == "gemv_q4l_sk"));
-        let r = h.linear_with(lins, &x, t, blas, deq, kind);
-        h.set_stream_k(None);
-        let (got, q4) = r.unwrap();
+        let (got, q4) = h.linear_with(lins, &x, t, blas, deq, kind).unwrap();
         let e = rel_l2(&got, &want);
         eprintln!("linear {name} t={t} {path}: rel L2 {e:.2e} (4-bit path: {q4})");
         assert!(e < 4e-3, "linear {name} t={t} {path}: rel L2 {e}");
@@ -171,11 +167,6 @@ fn check_linear(name: &str, lins: &[&Linear], t: usize, want_q4: bool) {
 #[ignore = "needs a CUDA GPU: run on the device with --ignored"]
 fn op_linear_4bit() {
     let _ = GPU;
-    // The even-split decode GEMV needs the weight ring, which every sm_90 GPU has room for.
-    let h = harness();
-    if h.compute_capability().0 >= 9 {
-        assert!(h.has_gemv_q4l_sk(), "gemv_q4l_sk did not load on sm_90");
-    }
     // (name, in, out, group, act-order, zero offset, bias)
     type Case = (&'static str, usize, usize, Option<usize>, bool, i32, bool);
     let cases: Vec<Case> = vec![
@@ -251,6 +242,23 @@ fn op_gemm_q4_prefill_shapes() {
         // 13B's o at 512 tokens: 160 tiles under a wave, so K is split into slabs.
         let m = Linear::Gptq(random_gptq(4, 5120, 5120, Some(128), false, 1, false, 5));
         check_linear(&format!("13b-o (split K) tma={tma}"), &[&m], 512, true);
+        // Act-order (desc_act) matrices: the input gathered into the sorted row order first.
+        let a = Linear::Gptq(random_gptq(4, 640, 392, Some(128), true, 1, false, 7));
+        let b = Linear::Gptq(random_gptq(4, 1024, 256, Some(64), true, 0, true, 8));
+        for (name, lins) in [
+            ("act-k640-n392", vec![&a]),
+            ("act-k1024-n256-v2-bias", vec![&b]),
+        ] {
+            for t in [5, 130, 512] {
+                if h.has_gemm_q4() {
+                    assert!(
+                        h.prefill_fused(&lins, t).unwrap(),
+                        "{name}: not fused at t={t}"
+                    );
+                }
+                check_linear(&format!("{name} tma={tma}"), &lins, t, true);
+            }
+        }
     }
     h.set_gemm_q4_tma(true);
     // Large inputs: products in the hundreds of thousands, accumulated in f32.
@@ -289,23 +297,15 @@ fn op_gemv_large_activations() {
     let x = round16(&x);
     let mut want = Vec::new();
     matmul::linear(&x, 1, &m, &mut want);
-    for (kind, sk) in [
-        (GemvKind::Lean, false),
-        (GemvKind::Lean, true),
-        (GemvKind::Wide, false),
-        (GemvKind::Classic, false),
-    ] {
-        h.set_stream_k(Some(sk));
-        let r = h.linear_with(&[&m], &x, 1, true, None, Some(kind));
-        h.set_stream_k(None);
-        let (got, _) = r.unwrap();
+    for kind in [GemvKind::Lean, GemvKind::Wide, GemvKind::Classic] {
+        let (got, _) = h.linear_with(&[&m], &x, 1, true, None, Some(kind)).unwrap();
         assert!(
             got.iter().all(|v| v.is_finite()),
-            "{kind:?} (stream-K {sk}): non-finite output"
+            "{kind:?}: non-finite output"
         );
         let e = rel_l2(&got, &want);
-        eprintln!("gemv large activations {kind:?} (stream-K {sk}): rel L2 {e:.2e}");
-        assert!(e < 4e-3, "{kind:?} (stream-K {sk}): rel L2 {e}");
+        eprintln!("gemv large activations {kind:?}: rel L2 {e:.2e}");
+        assert!(e < 4e-3, "{kind:?}: rel L2 {e}");
     }
 }
 
@@ -319,9 +319,10 @@ fn op_linear_fused_groups() {
     for t in [1, 9] {
         check_linear("qkv", &[&q, &k, &v], t, true);
     }
-    // Act-order members with different orders: separate launches into one output.
-    let a = Linear::Gptq(random_gptq(4, 256, 64, Some(32), true, 1, false, 4));
-    let b = Linear::Gptq(random_gptq(4, 256, 96, Some(32), true, 1, false, 5));
+    // Act-order members with different orders: separate launches into one output (group
+    // size 64: in prefill each gathers its input in turn for the fused product).
+    let a = Linear::Gptq(random_gptq(4, 256, 64, Some(64), true, 1, false, 4));
+    let b = Linear::Gptq(random_gptq(4, 256, 96, Some(64), true, 1, false, 5));
     for t in [1, 9] {
         check_linear("gate|up act-order", &[&a, &b], t, true);
     }
@@ -812,8 +813,8 @@ fn bench_kernels() {
     }
     let mut total_ms = 0f64;
     let mut total_bytes = 0usize;
-    // Queued per-layer sums: gemv_q4l, gemv_q4l_sk, plain reads.
-    let mut queued = [0f64; 3];
+    // Queued per-layer sums: the GEMVs, plain reads of their bytes.
+    let mut queued = [0f64; 2];
     for (name, k, ns) in &shapes {
         let mats: Vec<Linear> = ns
             .iter()
@@ -835,26 +836,22 @@ fn bench_kernels() {
             bytes as f64 / (ms as f64 * 1e-3) / 1e9,
             100.0 * bytes as f64 / (ms as f64 * 1e-3) / bw
         );
-        // The same launches queued back to back (no host latency between them), beside a plain
-        // read of as many bytes: what the GEMV's own start and end cost.
-        let (chain_ms, _) = h.time_gemv_with(&refs, 40, true, Some(false)).unwrap();
-        let (sk_ms, _) = h.time_gemv_with(&refs, 40, true, Some(true)).unwrap();
+        // The same launches queued back to back (no host launch latency between them, unlike
+        // the figure above), beside a plain read of as many bytes: the GEMV's own start and end.
+        let (chain_ms, _) = h.time_gemv_with(&refs, 40, true).unwrap();
         let read_ms = h.read_sweep_chain(bytes / 16 * 16, 2).unwrap();
         let pct = |ms: f32| 100.0 * bytes as f64 / (ms as f64 * 1e-3) / bw;
         eprintln!(
-            "BENCH gemv {name:8} queued: gemv_q4l {:.1} us ({:.0}%), gemv_q4l_sk {:.1} us ({:.0}%); a plain read of the same {:.1} MB: {:.1} us ({:.0}%)",
+            "BENCH gemv {name:8} queued: {:.1} us ({:.0}%); a plain read of the same {:.1} MB: {:.1} us ({:.0}%)",
             chain_ms * 1e3,
             pct(chain_ms),
-            sk_ms * 1e3,
-            pct(sk_ms),
             bytes as f64 / 1e6,
             read_ms * 1e3,
             pct(read_ms)
         );
         if *name != "steady" {
             queued[0] += chain_ms as f64;
-            queued[1] += sk_ms as f64;
-            queued[2] += read_ms as f64;
+            queued[1] += read_ms as f64;
         }
     }
     eprintln!(
@@ -864,13 +861,11 @@ fn bench_kernels() {
         total_ms * 40.0
     );
     eprintln!(
-        "BENCH one 13B layer of GEMVs queued: gemv_q4l {:.1} us ({:.0}%), gemv_q4l_sk {:.1} us ({:.0}%), plain reads {:.1} us ({:.0}%)",
+        "BENCH one 13B layer of GEMVs queued: {:.1} us ({:.0}%), plain reads of their bytes {:.1} us ({:.0}%)",
         queued[0] * 1e3,
         100.0 * total_bytes as f64 / (queued[0] * 1e-3) / bw,
         queued[1] * 1e3,
-        100.0 * total_bytes as f64 / (queued[1] * 1e-3) / bw,
-        queued[2] * 1e3,
-        100.0 * total_bytes as f64 / (queued[2] * 1e-3) / bw
+        100.0 * total_bytes as f64 / (queued[1] * 1e-3) / bw
     );
     for (t, pos) in [(512usize, 0usize), (476, 1024)] {
         for (name, ms) in h.time_prefill_parts(t, pos).unwrap() {

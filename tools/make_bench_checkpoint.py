@@ -12,7 +12,8 @@ tokenizer files from tests/fixtures/tokenizer.
 
 The file is streamed tensor by tensor (header first, then data), so memory stays at a few
 hundred MB.  qweight words are uniformly random int32; scales are ~0.01 (uniform 0.008-0.012);
-zero points are 7..9 (stored as zero-1); g_idx = k // 128; norms ~ 1.  Every tensor has
+zero points are 7..9 (stored as zero-1); g_idx = k // 128 (``--act-order``: a random
+permutation of it, shared by the matrices that share an input); norms ~ 1.  Every tensor has
 its own seed, so the output is reproducible.
 """
 
@@ -48,6 +49,9 @@ def main() -> int:
     ap.add_argument("--bits", type=int, default=4)
     ap.add_argument("--group", type=int, default=128)
     ap.add_argument("--seed", type=int, default=13)
+    ap.add_argument("--act-order", action="store_true",
+                    help="desc_act true: each g_idx a random permutation of k // group (q, k, v "
+                         "share one, as do gate and up: GPTQ orders by the shared input)")
     ap.add_argument("--tokenizer-dir", default=os.path.join(REPO, "tests", "fixtures", "tokenizer"))
     a = ap.parse_args()
 
@@ -103,10 +107,20 @@ def main() -> int:
             yield rng.uniform(0.008, 0.012, size=(groups, out)).astype(np.float16)
         return gen
 
-    def gidx_gen(n):
+    def gidx_gen(n, seed=None):
         def gen():
-            yield (np.arange(n) // gs).astype(np.int32)
+            g = (np.arange(n) // gs).astype(np.int32)
+            if seed is not None:
+                perm = np.random.default_rng(seed).permutation(n)
+                out = np.empty_like(g)
+                out[perm] = g
+                g = out
+            yield g
         return gen
+
+    # Act-order: one permutation per layer input (q|k|v, o, gate|up, down).
+    SHARED = {"q_proj": "attn_in", "k_proj": "attn_in", "v_proj": "attn_in",
+              "gate_proj": "mlp_in", "up_proj": "mlp_in"}
 
     seed = [a.seed * 1000003]
 
@@ -125,7 +139,12 @@ def main() -> int:
             add(p + lin + ".qweight", "I32", (i // per_word, o), rand_i32((i // per_word, o), seed[0]))
             add(p + lin + ".qzeros", "I32", (g, o // per_word), qzeros_gen(g, o, seed[0]))
             add(p + lin + ".scales", "F16", (g, o), scales_gen(g, o, seed[0]))
-            add(p + lin + ".g_idx", "I32", (i,), gidx_gen(i))
+            if a.act_order:
+                key = SHARED.get(lin.split(".")[-1], lin)
+                pseed = (a.seed * 7919 + l * 101 + sum(map(ord, key))) % (2 ** 32)
+                add(p + lin + ".g_idx", "I32", (i,), gidx_gen(i, pseed))
+            else:
+                add(p + lin + ".g_idx", "I32", (i,), gidx_gen(i))
         add(p + "post_attention_layernorm.weight", "F16", (H,), norm_f16(H, seed[0]))
     add("model.norm.weight", "F16", (H,), norm_f16(H, seed[0]))
     add("lm_head.weight", "F16", (V, H), normal_f16((V, H), 0.02, seed[0]))
@@ -157,7 +176,7 @@ def main() -> int:
         "tie_word_embeddings": False, "torch_dtype": "float16", "transformers_version": "4.31.0",
         "use_cache": True, "vocab_size": V,
     }
-    qcfg = {"bits": bits, "group_size": gs, "damp_percent": 0.01, "desc_act": False, "static_groups": False,
+    qcfg = {"bits": bits, "group_size": gs, "damp_percent": 0.01, "desc_act": bool(a.act_order), "static_groups": False,
             "sym": True, "true_sequential": True, "model_name_or_path": None, "model_file_base_name": "model",
             "quant_method": "gptq", "checkpoint_format": "gptq"}
     gen_cfg = {"_from_model_config": True, "bos_token_id": 1, "eos_token_id": 2, "pad_token_id": 0,

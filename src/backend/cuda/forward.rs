@@ -84,6 +84,9 @@ pub struct Scratch {
     /// f16 dequantised weights (prefill only; allocated by the first pass that needs it).
     pub deq: Option<DevBuf>,
     pub deq_elems: usize,
+    /// f16 [rows, widest input]: an act-order matrix's prefill input in its sorted row order
+    /// (only for models with act-order 4-bit matrices).
+    pub xg: Option<DevBuf>,
     /// Device sampling: penalised logits, token ids, the chosen id.
     pub logits2: DevBuf,
     pub ids: Option<DevBuf>,
@@ -145,6 +148,11 @@ impl Scratch {
             // Allocated by the first pass that dequantises (see needs_dequant).
             deq: None,
             deq_elems,
+            xg: if rows > 1 && w.has_act_order() {
+                Some(gpu.alloc(rows * wmax * 2, what)?)
+            } else {
+                None
+            },
             logits2: gpu.alloc(c.vocab_size * 4, what)?,
             ids: None,
             ids_cap: 0,
@@ -215,11 +223,22 @@ pub struct Ops<'a> {
     pub qgemm: bool,
 }
 
+/// Prefill's scratch for the 4-bit products: the dequantisation buffer and the act-order input
+/// gather, each with its capacity in f16 elements, where allocated.
+#[derive(Clone, Copy, Default)]
+pub struct PrefillBufs<'a> {
+    pub deq: Option<(&'a DevBuf, usize)>,
+    pub xg: Option<(&'a DevBuf, usize)>,
+}
+
 impl Ops<'_> {
     /// Whether prefill runs the 4-bit matrix `q` on the fused product for a pass of `t` tokens
-    /// (else it dequantises it for cuBLAS).
-    fn fused_q4(&self, q: &Q4Dev, t: usize) -> bool {
-        self.qgemm && self.k.gemm_q4_takes(q, t)
+    /// (else it dequantises it for cuBLAS): an act-order matrix only with room to gather its
+    /// input (`xg`, f16 elements).
+    pub fn fused_q4(&self, q: &Q4Dev, t: usize, xg: Option<usize>) -> bool {
+        self.qgemm
+            && self.k.gemm_q4_takes(q, t)
+            && (q.perm.is_none() || xg.is_some_and(|cap| cap >= t * q.k))
     }
 
     /// `Y[t, n] (row stride ldy) = X[t, :] · B[:, n]` through cuBLAS when present.
@@ -253,7 +272,7 @@ impl Ops<'_> {
         x: CUdeviceptr,
         t: usize,
         (part, cap): (CUdeviceptr, usize),
-        deq: Option<(&DevBuf, usize)>,
+        bufs: PrefillBufs<'_>,
     ) -> Result<Partials> {
         if t == 1 {
             for m in &g.members {
@@ -268,7 +287,6 @@ impl Ops<'_> {
                         m.per_block,
                         g.n_total,
                         g.gemv,
-                        g.sk,
                     )?,
                     DevMat::F16(d) => self.k.gemv_f16(
                         self.gpu,
@@ -289,17 +307,28 @@ impl Ops<'_> {
         for m in &g.members {
             let out = part + 4 * m.col0 as u64;
             match &m.mat {
-                DevMat::Q4(q) if self.fused_q4(q, t) => {
+                DevMat::Q4(q) if self.fused_q4(q, t, bufs.xg.map(|b| b.1)) => {
                     // A lone matrix whose tiles fill under a wave of the GPU splits K into
                     // slabs (the consumer sums them; `part` holds them, see Scratch::new).
                     if g.members.len() == 1 {
                         let room = cap / (t * g.n_total).max(1);
                         split = self.k.gemm_q4_splits(self.gpu, q, t).min(room).max(1);
                     }
-                    self.k.gemm_q4(self.gpu, q, x, out, t, g.n_total, split)?
+                    // An act-order matrix reads its input in its sorted row order.
+                    let xin = match (&q.perm, bufs.xg) {
+                        (None, _) => x,
+                        (Some(p), Some((b, _))) => {
+                            self.k.gather_cols(self.gpu, x, p.ptr, b.ptr, q.k, t)?;
+                            b.ptr
+                        }
+                        (Some(_), None) => {
+                            return Err(Error::internal("act-order product without a gather"))
+                        }
+                    };
+                    self.k.gemm_q4(self.gpu, q, xin, out, t, g.n_total, split)?
                 }
                 DevMat::Q4(q) => {
-                    let (buf, elems) = deq.ok_or_else(|| {
+                    let (buf, elems) = bufs.deq.ok_or_else(|| {
                         Error::internal("prefill without a dequantisation buffer")
                     })?;
                     // Equal pieces (a narrow last piece would leave cuBLAS idle), each a
@@ -348,13 +377,13 @@ impl Ops<'_> {
 
 /// Whether a prefill pass of `t` tokens dequantises any 4-bit matrix (one that the
 /// fused product does not take, or all of them where it is off or absent).
-fn needs_dequant(ops: &Ops, w: &DevWeights, t: usize) -> bool {
+fn needs_dequant(ops: &Ops, w: &DevWeights, t: usize, xg: Option<usize>) -> bool {
     w.layers
         .iter()
         .flat_map(|l| [&l.qkv, &l.o, &l.gate_up, &l.down])
         .flat_map(|g| g.members.iter())
         .any(|m| match &m.mat {
-            DevMat::Q4(q) => !ops.fused_q4(q, t),
+            DevMat::Q4(q) => !ops.fused_q4(q, t, xg),
             DevMat::F16(_) => false,
         })
 }
@@ -450,7 +479,10 @@ pub fn enqueue(
         )?;
         return final_logits(ops, c, w, sc, None, t, logit_rows);
     }
-    let deq = sc.deq.as_ref().map(|d| (d, sc.deq_elems));
+    let deq = PrefillBufs {
+        deq: sc.deq.as_ref().map(|d| (d, sc.deq_elems)),
+        xg: sc.xg.as_ref().map(|d| (d, d.bytes / 2)),
+    };
     let mut prev: Option<(Partials, CUdeviceptr)> = None;
     // The residual stream is complete and sc.ss holds its per-tile sums of squares (the last
     // product had a residual epilogue).
@@ -717,7 +749,8 @@ pub fn run_pass(
     // The dequantisation scratch only once a pass needs it: passes that the fused product takes
     // whole (short prompts on sm_90a) never do.
     let t = tokens.len();
-    if t > 1 && sc.deq.is_none() && sc.deq_elems > 0 && needs_dequant(ops, w, t) {
+    let xg = sc.xg.as_ref().map(|d| d.bytes / 2);
+    if t > 1 && sc.deq.is_none() && sc.deq_elems > 0 && needs_dequant(ops, w, t, xg) {
         sc.deq = Some(
             ops.gpu
                 .alloc(sc.deq_elems * 2, "dequantised weights for prefill")?,

@@ -61,11 +61,11 @@ fn tma_takes(n: usize, ptrs: &[CUdeviceptr]) -> bool {
 }
 
 impl Kernels {
-    /// Whether `gemm_q4_wgmma` is loaded and can run `q` (no act-order permutation, K and the
-    /// group size multiples of 64).
+    /// Whether `gemm_q4_wgmma` is loaded and can run `q` (K and the group size multiples of 64;
+    /// an act-order matrix takes its input gathered into its sorted row order, see
+    /// [`Self::gather_cols`]).
     pub fn gemm_q4_fits(&self, q: &Q4Dev) -> bool {
         self.gemm_q4.is_some()
-            && q.perm.is_none()
             && q.k % 64 == 0
             && q.gs % 64 == 0
             && q.n % 4 == 0
@@ -90,7 +90,8 @@ impl Kernels {
     }
 
     /// `y[t*ldo + n] = Σ_k x[t*q.k + k] W[k, n]` for t < `t`, straight from the 4-bit weights
-    /// (prefill; where [`Self::gemm_q4_fits`]), into `split` slabs of `y` (`t * ldo` floats
+    /// (prefill; where [`Self::gemm_q4_fits`]; k in q's sorted row order, so an act-order
+    /// matrix's caller gathers x first), into `split` slabs of `y` (`t * ldo` floats
     /// apart; see [`Self::gemm_q4_splits`]).
     #[allow(clippy::too_many_arguments)]
     pub fn gemm_q4(
@@ -147,8 +148,8 @@ impl Kernels {
             .int(q.gs)
             .int(ldo)
             .i64((t * ldo) as i64);
-        // SAFETY: the operands are q's device buffers of the shapes gemv.cu gives (no
-        // permutation) and x (t rows of q.k f16, 16-byte aligned rows: q.k % 64 == 0), as
+        // SAFETY: the operands are q's device buffers of the shapes gemv.cu gives (the kernel
+        // reads no permutation: x is in q's sorted row order) and x (t rows of q.k f16, 16-byte aligned rows: q.k % 64 == 0), as
         // pointers or as tensor maps with their true extents (the copies zero-fill past them);
         // y has `split` slabs of t rows of ldo >= q.n floats from the given column (the
         // caller's scratch holds them); the dynamic shared memory is the kernel's stages (and

@@ -5,7 +5,6 @@ use super::device::{Args, Gpu, Kernel};
 use super::ffi::CUdeviceptr;
 pub use super::fusion::{Epilogue, Fusion, Prologue};
 use super::module::Modules;
-use super::stream_k::StreamK;
 use super::weights::{GemvKind, Q4Dev, RopeTable, MAX_X_SLICE};
 use crate::error::{Error, Result};
 use std::sync::Arc;
@@ -22,8 +21,6 @@ pub struct Kernels {
     ring: usize,
     gemv_q4l_attn_resid: Kernel,
     gemv_q4l_silu_resid: Kernel,
-    /// `gemv_q4l` split evenly over the resident blocks (compiled only with the ring).
-    gemv_q4l_sk: Option<Kernel>,
     gemv_f16: Kernel,
     dequant_q4: Kernel,
     /// Prefill products straight from the 4-bit weights on the warpgroup tensor cores (sm_90a
@@ -51,6 +48,7 @@ pub struct Kernels {
     qkv_rope4: Kernel,
     silu_mul: Kernel,
     silu_mul4: Kernel,
+    gather_cols: Kernel,
     attn_partial: Kernel,
     attn_combine: Kernel,
     attn_prefill_64: Kernel,
@@ -161,11 +159,6 @@ impl Kernels {
             gemv_q4l_norm: m.get("gemv.cu", "gemv_q4l_norm")?,
             gemv_q4l_attn_resid: m.get("gemv.cu", "gemv_q4l_attn_resid")?,
             gemv_q4l_silu_resid: m.get("gemv.cu", "gemv_q4l_silu_resid")?,
-            gemv_q4l_sk: if m.ring > 0 {
-                m.get_opt("gemv.cu", "gemv_q4l_sk")?
-            } else {
-                None
-            },
             gemv_f16: m.get("gemv.cu", "gemv_f16")?,
             dequant_q4: m.get("dequant.cu", "dequant_q4")?,
             gemm_q4_max_t: std::env::var("WV_CUDA_QGEMM_MAX_T")
@@ -196,6 +189,7 @@ impl Kernels {
             qkv_rope4: m.get("elementwise.cu", "qkv_rope4")?,
             silu_mul: m.get("elementwise.cu", "silu_mul")?,
             silu_mul4: m.get("elementwise.cu", "silu_mul4")?,
+            gather_cols: m.get("elementwise.cu", "gather_cols")?,
             attn_partial: m.get("attention.cu", "attn_partial")?,
             attn_combine: m.get("attention.cu", "attn_combine")?,
             attn_prefill_64: m.get("attention.cu", "attn_prefill_64")?,
@@ -241,13 +235,7 @@ impl Kernels {
                 gpu.allow_smem(f, want)?;
             }
         }
-        allow(&mut k.gemv_q4l_sk, gemv_smem_need(k.ring))?;
         Ok(k)
-    }
-
-    /// Whether `gemv_q4l_sk` is loaded (it needs the weight ring).
-    pub fn has_gemv_q4l_sk(&self) -> bool {
-        self.gemv_q4l_sk.is_some()
     }
 
     /// `out[s*ldo + n] = Σ_{k in slab s} x[k] W[k, n]` (decode, one token).
@@ -262,26 +250,7 @@ impl Kernels {
         gpb: usize,
         ldo: usize,
         kind: GemvKind,
-        sk: Option<StreamK>,
     ) -> Result<()> {
-        if let (GemvKind::Lean, Some(p), Some(f)) = (kind, sk, &self.gemv_q4l_sk) {
-            let smem = p.smem(ring_bytes(self.ring));
-            if smem <= gemv_smem_need(self.ring) {
-                let mut a = Args::new();
-                a.ptr(q.qw.ptr).ptr(q.scales.ptr).ptr(q.zeros.ptr).ptr(x);
-                a.ptr(q.perm.as_ref().map_or(0, |b| b.ptr)).ptr(out);
-                a.i32(q.k as i32)
-                    .i32(q.n as i32)
-                    .i32(q.gs as i32)
-                    .i32(ldo as i32);
-                a.i32(s as i32);
-                // SAFETY: qw/scales/zeros/perm are q's device buffers (K % 64 == 0 and the group
-                // size a multiple of 64, as for gemv_q4l); x holds q.k f16 values; out has
-                // s >= p.slabs slabs of ldo >= q.n floats from the given column; the plan keeps
-                // every block's range within two tiles and its x rows within smem.
-                return gpu.launch(f, (p.grid as u32, 1, 1), 256, smem as u32, &mut a);
-            }
-        }
         let mut smem = gpb.min(q.groups) * q.gs * 2;
         debug_assert!(smem <= MAX_X_SLICE * 2);
         let mut a = q4_args(q, x, out, gpb, ldo);
@@ -617,6 +586,32 @@ impl Kernels {
             .int(t);
         let (blocks, threads) = grid_1d(gpu, items);
         gpu.launch(f, (blocks, 1, 1), threads, 0, &mut a)
+    }
+
+    /// `out[t, i] = x[t, perm[i]]` for `t` rows of `k` f16: an act-order matrix's input in its
+    /// sorted row order (prefill's fused product).
+    pub fn gather_cols(
+        &self,
+        gpu: &Gpu,
+        x: CUdeviceptr,
+        perm: CUdeviceptr,
+        out: CUdeviceptr,
+        k: usize,
+        t: usize,
+    ) -> Result<()> {
+        if k == 0 || t == 0 {
+            return Ok(());
+        }
+        if k % 8 != 0 || !aligned(&[(x, 16), (perm, 16), (out, 16)]) || t > i32::MAX as usize {
+            return Err(Error::internal(
+                "gather_cols needs k % 8 == 0 and 16-byte aligned buffers",
+            ));
+        }
+        let mut a = Args::new();
+        a.ptr(x).ptr(perm).ptr(out).int(k).int(t);
+        // SAFETY: x and out hold t rows of k f16 (distinct buffers, 16-byte aligned rows as
+        // k % 8 == 0), perm k indices below k (a permutation made at upload), 16-byte aligned.
+        gpu.launch(&self.gather_cols, (t as u32, 1, 1), 256, 0, &mut a)
     }
 
     pub fn silu_mul(

@@ -21,7 +21,6 @@ pub mod kernels;
 pub mod module;
 pub mod persistent;
 pub mod state;
-pub mod stream_k;
 pub mod testing;
 pub mod weights;
 

@@ -4,7 +4,7 @@
 
 use super::blas::Blas;
 use super::device::{Args, DevBuf, Gpu};
-use super::forward::{plan_attention, Ops};
+use super::forward::{plan_attention, Ops, PrefillBufs};
 use super::kernels::{Kernels, Partials};
 use super::weights::{rope_table, DevMat, GemvKind, LinearGroup, RopeTable};
 use crate::error::Result;
@@ -25,9 +25,6 @@ pub struct OpHarness {
     pub gpu: Arc<Gpu>,
     k: Kernels,
     blas: Option<Blas>,
-    /// Decode GEMVs on `gemv_q4l_sk` where the weights allow it: 0 as planned at upload, 1 off,
-    /// 2 on ([`Self::set_stream_k`]).
-    stream_k: std::sync::atomic::AtomicU8,
 }
 
 fn to_f16(v: &[f32]) -> Vec<f16> {
@@ -57,32 +54,11 @@ impl OpHarness {
             .store(on, std::sync::atomic::Ordering::Relaxed);
     }
 
-    /// Whether the even-split decode GEMV (`gemv_q4l_sk`) is loaded.
-    pub fn has_gemv_q4l_sk(&self) -> bool {
-        self.k.has_gemv_q4l_sk()
-    }
-
-    /// Run later decode GEMVs of [`Self::linear_with`] on `gemv_q4l_sk` where the weights allow
-    /// it (`Some(true)`), never (`Some(false)`) or as planned at upload (`None`).
-    pub fn set_stream_k(&self, on: Option<bool>) {
-        let v = match on {
-            None => 0,
-            Some(false) => 1,
-            Some(true) => 2,
-        };
-        self.stream_k.store(v, std::sync::atomic::Ordering::Relaxed);
-    }
-
     pub fn new(ordinal: usize) -> Result<OpHarness> {
         let gpu = Gpu::open(ordinal)?;
         let k = Kernels::load(&gpu)?;
         let blas = Blas::new(&gpu);
-        Ok(OpHarness {
-            gpu,
-            k,
-            blas,
-            stream_k: std::sync::atomic::AtomicU8::new(0),
-        })
+        Ok(OpHarness { gpu, k, blas })
     }
 
     pub fn has_blas(&self) -> bool {
@@ -163,11 +139,6 @@ impl OpHarness {
                 g.set_gemv(&self.gpu, kind);
             }
         }
-        match self.stream_k.load(std::sync::atomic::Ordering::Relaxed) {
-            1 => g.set_stream_k(&self.gpu, false),
-            2 => g.set_stream_k(&self.gpu, true),
-            _ => {}
-        }
         let all_q4 = g.members.iter().all(|m| matches!(m.mat, DevMat::Q4(_)));
         let xd = self.up(&to_f16(x))?;
         let elems = if t == 1 {
@@ -195,6 +166,16 @@ impl OpHarness {
         } else {
             None
         };
+        // Room for an act-order matrix's gathered input (the fused product's).
+        let act = g
+            .members
+            .iter()
+            .any(|m| matches!(&m.mat, DevMat::Q4(q) if q.perm.is_some()));
+        let xg = if t > 1 && act {
+            Some(self.gpu.alloc(t * g.k * 2, "test gather")?)
+        } else {
+            None
+        };
         let ops = Ops {
             gpu: &self.gpu,
             k: &self.k,
@@ -209,7 +190,10 @@ impl OpHarness {
             xd.ptr,
             t,
             (part.ptr, elems),
-            deq.as_ref().map(|d| (d, deq_n)),
+            PrefillBufs {
+                deq: deq.as_ref().map(|d| (d, deq_n)),
+                xg: xg.as_ref().map(|b| (b, t * g.k)),
+            },
         )?;
         let host = self.read_f32(&part, elems)?;
         let mut y = Self::sum_slabs(&host, p, t, g.n_total);
@@ -222,6 +206,23 @@ impl OpHarness {
             }
         }
         Ok((y, all_q4))
+    }
+
+    /// Whether a prefill pass of `t` tokens runs every 4-bit matrix of `lins` (one group) on
+    /// the fused product (act-order ones with their input gathered), as [`Self::linear`] does.
+    pub fn prefill_fused(&self, lins: &[&Linear], t: usize) -> Result<bool> {
+        let g = LinearGroup::upload(&self.gpu, lins, "test weights")?;
+        let ops = Ops {
+            gpu: &self.gpu,
+            k: &self.k,
+            blas: self.blas.as_ref(),
+            pd: None,
+            qgemm: true,
+        };
+        Ok(g.members.iter().all(|m| match &m.mat {
+            DevMat::Q4(q) => ops.fused_q4(q, t, Some(t * g.k)),
+            DevMat::F16(_) => true,
+        }))
     }
 
     /// The 4-bit dequantisation kernel: W `[k, n]` in the checkpoint's row order, or `None` when
@@ -616,27 +617,19 @@ impl OpHarness {
     /// Four copies of the weights take turns, so that the L2 cache (50 MB on an H100) does not
     /// serve repeated reads.
     pub fn time_gemv(&self, lins: &[&Linear], reps: usize) -> Result<(f32, usize)> {
-        self.time_gemv_with(lins, reps, false, None)
+        self.time_gemv_with(lins, reps, false)
     }
 
     /// [`Self::time_gemv`], or with `chain` the mean over launches queued back to back
-    /// ([`Self::time_ms_chain`]: no host launch latency between them); `sk` forces
-    /// `gemv_q4l_sk` on or off where the weights allow it.
+    /// ([`Self::time_ms_chain`]: no host launch latency between them).
     pub fn time_gemv_with(
         &self,
         lins: &[&Linear],
         reps: usize,
         chain: bool,
-        sk: Option<bool>,
     ) -> Result<(f32, usize)> {
         let gs = (0..4)
-            .map(|_| {
-                let mut g = LinearGroup::upload(&self.gpu, lins, "bench weights")?;
-                if let Some(on) = sk {
-                    g.set_stream_k(&self.gpu, on);
-                }
-                Ok(g)
-            })
+            .map(|_| LinearGroup::upload(&self.gpu, lins, "bench weights"))
             .collect::<Result<Vec<_>>>()?;
         let g = &gs[0];
         let x: Vec<f16> = (0..g.k)
@@ -660,7 +653,7 @@ impl OpHarness {
                 xd.ptr,
                 1,
                 (part.ptr, g.s_decode * g.n_total),
-                None,
+                PrefillBufs::default(),
             )
             .map(|_| ())
         };

@@ -12,7 +12,6 @@
 
 use super::device::{DevBuf, Gpu};
 use super::ffi::CUdeviceptr;
-use super::stream_k::StreamK;
 use crate::backend::cpu::pool::{parallel_for, SharedMut};
 use crate::error::Result;
 use crate::weights::{DenseData, GptqMatrix, HostWeights, Linear};
@@ -314,10 +313,6 @@ pub struct LinearGroup {
     pub s_decode: usize,
     /// The decode kernel for the 4-bit members.
     pub gemv: GemvKind,
-    /// `gemv_q4l`'s even split over the resident blocks (`gemv_q4l_sk`), for a lone 4-bit matrix
-    /// (`WV_CUDA_GEMV_SK`); `s_decode` is then at least its slab count (the fused variants keep
-    /// the per-group plan, whose extra slab rows come out as zeros).
-    pub sk: Option<StreamK>,
 }
 
 impl LinearGroup {
@@ -383,8 +378,6 @@ impl LinearGroup {
         let gemv = GemvKind::choose(&mats);
         let wide = gemv.plan_wide();
         let (s_decode, per_block) = plan_decode(gpu.sms, k, n_total, &shapes, wide);
-        let sk = plan_stream_k(gpu, &mats, gemv, stream_k_wanted());
-        let s_decode = s_decode.max(sk.map_or(0, |p| p.slabs));
         let mut col0 = 0;
         let members = mats
             .into_iter()
@@ -406,7 +399,6 @@ impl LinearGroup {
             bias,
             s_decode,
             gemv,
-            sk,
         })
     }
 
@@ -421,60 +413,8 @@ impl LinearGroup {
         for (m, p) in self.members.iter_mut().zip(per) {
             m.per_block = p;
         }
-        self.gemv = kind;
-        let on = self.sk.is_some();
         self.s_decode = s;
-        self.set_stream_k(gpu, on);
-    }
-
-    /// Use `gemv_q4l_sk` for decode, or not (tests; only where the weights allow it).
-    pub fn set_stream_k(&mut self, gpu: &Gpu, on: bool) {
-        let shapes = shapes_of(self.members.iter().map(|m| &m.mat));
-        let (s, _) = plan_decode(
-            gpu.sms,
-            self.k,
-            self.n_total,
-            &shapes,
-            self.gemv.plan_wide(),
-        );
-        let mats: Vec<&DevMat> = self.members.iter().map(|m| &m.mat).collect();
-        self.sk = plan_stream_k(gpu, &mats, self.gemv, on);
-        self.s_decode = s.max(self.sk.map_or(0, |p| p.slabs));
-    }
-}
-
-/// Whether decode GEMVs use the even split where they can (`WV_CUDA_GEMV_SK`, default off).
-fn stream_k_wanted() -> bool {
-    std::env::var("WV_CUDA_GEMV_SK").is_ok_and(|v| v == "1")
-}
-
-/// Experiments: the even split only for groups at least `WV_CUDA_GEMV_SK_MIN_N` wide, over
-/// `WV_CUDA_GEMV_SK_BPS` blocks per SM (default: the plan's).
-fn env_usize(name: &str) -> Option<usize> {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse::<usize>().ok())
-}
-
-/// The stream-K plan of a group on `kind`: a lone 4-bit matrix on `gemv_q4l`, over as many
-/// blocks as the plan's blocks per SM on every SM.
-fn plan_stream_k<M: std::borrow::Borrow<DevMat>>(
-    gpu: &Gpu,
-    mats: &[M],
-    kind: GemvKind,
-    on: bool,
-) -> Option<StreamK> {
-    match (on, kind, mats) {
-        (true, GemvKind::Lean, [m]) => match m.borrow() {
-            DevMat::Q4(q) if q.n >= env_usize("WV_CUDA_GEMV_SK_MIN_N").unwrap_or(0) => {
-                let bps = env_usize("WV_CUDA_GEMV_SK_BPS").unwrap_or(kind.plan_wide());
-                StreamK::plan(q.k, q.n, bps.clamp(1, 16) * gpu.sms)
-                    .filter(|p| p.max_units * 64 <= MAX_X_SLICE)
-            }
-            DevMat::Q4(_) => None,
-            DevMat::F16(_) => None,
-        },
-        _ => None,
+        self.gemv = kind;
     }
 }
 
@@ -760,6 +700,14 @@ impl DevWeights {
             })
             .max()
             .unwrap_or(0)
+    }
+    /// Whether any 4-bit matrix has an act-order permutation.
+    pub fn has_act_order(&self) -> bool {
+        self.layers
+            .iter()
+            .flat_map(|l| [&l.qkv, &l.o, &l.gate_up, &l.down])
+            .flat_map(|g| g.members.iter())
+            .any(|m| matches!(&m.mat, DevMat::Q4(q) if q.perm.is_some()))
     }
     pub fn max_s_times_n(&self) -> usize {
         self.layers
