@@ -235,28 +235,38 @@ extern "C" __global__ void __launch_bounds__(256) silu_mul4(
 
 // gather_cols: out[t, i] = x[t, perm[i]] for x f16 [T][K]: a prefill input in the sorted row
 //   order of an act-order 4-bit matrix (perm: sorted row i is the checkpoint's row perm[i]), for
-//   the fused product, which reads the weights as sorted. Launch: grid (T), block 256: block t
-//   gathers row t, 8 outputs per thread per step (two 16-byte loads of perm, one 16-byte store),
-//   so the row's random reads hit L1 once it is cached. Needs K % 8 == 0 and 16-byte aligned
-//   rows. A small kernel between products: it triggers the next at entry.
+//   the fused product, which reads the weights as sorted. Two launch shapes (block 256):
+//   staged = 1: grid (T), block t copies row t into shared memory (K * 2 bytes of dynamic
+//     shared memory, 16-byte loads), then writes 8 gathered outputs per thread per step (two
+//     16-byte loads of perm, one 16-byte store); needs K % 8 == 0 and 16-byte aligned rows.
+//   staged = 0: 1-D grid-stride over T*K, one element per step, any K.
+//   A small kernel between products: it triggers the next at entry.
 extern "C" __global__ void __launch_bounds__(256) gather_cols(
-    const f16* __restrict__ x, const int* __restrict__ perm, f16* __restrict__ out, int K, int T)
+    const f16* __restrict__ x, const int* __restrict__ perm, f16* __restrict__ out, int K, int T, int staged)
 {
+    extern __shared__ __align__(16) unsigned char gather_smem[];
     pdl_early();
     pdl_wait();
-    const f16* __restrict__ row = x + (size_t)blockIdx.x * K;
-    uint4* __restrict__ dst = reinterpret_cast<uint4*>(out + (size_t)blockIdx.x * K);
-    const int4* __restrict__ p4 = reinterpret_cast<const int4*>(perm);
-    for (int j = threadIdx.x; j < (K >> 3); j += blockDim.x) {
-        const int4 a = p4[2 * j], b = p4[2 * j + 1];
-        const int idx[8] = {a.x, a.y, a.z, a.w, b.x, b.y, b.z, b.w};
-        u32 w[4];
-#pragma unroll
-        for (int i = 0; i < 4; ++i) {
-            const u32 lo = row[idx[2 * i]], hi = row[idx[2 * i + 1]];
-            w[i] = lo | (hi << 16);
+    if (staged) {
+        const uint4* __restrict__ src = reinterpret_cast<const uint4*>(x + (size_t)blockIdx.x * K);
+        uint4* xs4 = reinterpret_cast<uint4*>(gather_smem);
+        const f16* xs = reinterpret_cast<const f16*>(gather_smem);
+        for (int j = threadIdx.x; j < (K >> 3); j += blockDim.x) xs4[j] = src[j];
+        __syncthreads();
+        uint4* __restrict__ dst = reinterpret_cast<uint4*>(out + (size_t)blockIdx.x * K);
+        const int4* __restrict__ p4 = reinterpret_cast<const int4*>(perm);
+        for (int j = threadIdx.x; j < (K >> 3); j += blockDim.x) {
+            const int4 a = p4[2 * j], b = p4[2 * j + 1];
+            dst[j] = make_uint4((u32)xs[a.x] | ((u32)xs[a.y] << 16), (u32)xs[a.z] | ((u32)xs[a.w] << 16),
+                                (u32)xs[b.x] | ((u32)xs[b.y] << 16), (u32)xs[b.z] | ((u32)xs[b.w] << 16));
         }
-        dst[j] = make_uint4(w[0], w[1], w[2], w[3]);
+        return;
+    }
+    const long long total = (long long)K * T;
+    for (long long idx = (long long)blockIdx.x * blockDim.x + threadIdx.x; idx < total;
+         idx += (long long)gridDim.x * blockDim.x) {
+        const long long t = idx / K;
+        out[idx] = x[t * K + perm[idx - t * K]];
     }
 }
 

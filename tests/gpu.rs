@@ -493,6 +493,34 @@ fn op_embed_norm_silu() {
     }
 }
 
+/// `gather_cols` (act-order prefill inputs) on both of its paths: rows staged in shared memory
+/// (K % 8 == 0, up to 24,576) and one element per step (other widths, wider rows).
+#[test]
+#[ignore = "needs a CUDA GPU: run on the device with --ignored"]
+fn op_gather_cols() {
+    let h = harness();
+    let mut rng = Rng::new(21);
+    for (k, t) in [(640usize, 3usize), (13824, 2), (204, 5), (24584, 2)] {
+        // A permutation from a seeded shuffle.
+        let mut perm: Vec<i32> = (0..k as i32).collect();
+        for i in (1..k).rev() {
+            let j = (rng.next_u64() % (i as u64 + 1)) as usize;
+            perm.swap(i, j);
+        }
+        let x = round16(&rand_vec(&mut rng, t * k, 1.0));
+        let got = h.gather_cols(&x, &perm, t).unwrap();
+        for r in 0..t {
+            for (i, &p) in perm.iter().enumerate() {
+                assert_eq!(
+                    got[r * k + i],
+                    x[r * k + p as usize],
+                    "k={k} row {r} col {i}"
+                );
+            }
+        }
+    }
+}
+
 #[test]
 #[ignore = "needs a CUDA GPU: run on the device with --ignored"]
 fn op_qkv_rope() {

@@ -602,16 +602,35 @@ impl Kernels {
         if k == 0 || t == 0 {
             return Ok(());
         }
-        if k % 8 != 0 || !aligned(&[(x, 16), (perm, 16), (out, 16)]) || t > i32::MAX as usize {
-            return Err(Error::internal(
-                "gather_cols needs k % 8 == 0 and 16-byte aligned buffers",
-            ));
+        if t * k > i32::MAX as usize {
+            return Err(Error::internal("gather_cols over more than 2^31 elements"));
         }
+        // A row staged in shared memory where it fits the default 48 KiB (every LLaMA width up
+        // to 24,576 inputs), else one element per step.
+        let staged = k % 8 == 0 && k * 2 <= 48 * 1024 && aligned(&[(x, 16), (perm, 16), (out, 16)]);
         let mut a = Args::new();
-        a.ptr(x).ptr(perm).ptr(out).int(k).int(t);
-        // SAFETY: x and out hold t rows of k f16 (distinct buffers, 16-byte aligned rows as
-        // k % 8 == 0), perm k indices below k (a permutation made at upload), 16-byte aligned.
-        gpu.launch(&self.gather_cols, (t as u32, 1, 1), 256, 0, &mut a)
+        a.ptr(x)
+            .ptr(perm)
+            .ptr(out)
+            .int(k)
+            .int(t)
+            .int(staged as usize);
+        let (grid, threads, smem) = if staged {
+            (t as u32, 256, k * 2)
+        } else {
+            let (blocks, threads) = grid_1d(gpu, t * k);
+            (blocks, threads, 0)
+        };
+        // SAFETY: x and out hold t rows of k f16 (distinct buffers; staged: 16-byte aligned rows
+        // as k % 8 == 0, and k * 2 bytes of shared memory), perm k indices below k (a
+        // permutation made at upload), 16-byte aligned when staged.
+        gpu.launch(
+            &self.gather_cols,
+            (grid, 1, 1),
+            threads,
+            smem as u32,
+            &mut a,
+        )
     }
 
     pub fn silu_mul(

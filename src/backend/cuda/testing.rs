@@ -208,6 +208,17 @@ impl OpHarness {
         Ok((y, all_q4))
     }
 
+    /// `gather_cols`: rows `t` of `x` (f16-rounded, `[t, perm.len()]`) in the order of `perm`.
+    pub fn gather_cols(&self, x: &[f32], perm: &[i32], t: usize) -> Result<Vec<f32>> {
+        let k = perm.len();
+        let xd = self.up(&to_f16(x))?;
+        let pd = self.up(perm)?;
+        let out = self.gpu.alloc(t * k * 2, "test output")?;
+        self.k
+            .gather_cols(&self.gpu, xd.ptr, pd.ptr, out.ptr, k, t)?;
+        self.read_f16(&out, t * k)
+    }
+
     /// Whether a prefill pass of `t` tokens runs every 4-bit matrix of `lins` (one group) on
     /// the fused product (act-order ones with their input gathered), as [`Self::linear`] does.
     pub fn prefill_fused(&self, lins: &[&Linear], t: usize) -> Result<bool> {
