@@ -14,8 +14,7 @@
 //   outputs are summed at the end. Writes the unnormalised output po[((t*nch + c)*nh + h)*hd + d]
 //   and (max, sum) pml[((t*nch + c)*nh + h)*2 + {0,1}]; an empty range writes (-inf, 0) and zeros.
 //   Dynamic shared memory: (5*hd + 64 + 4) floats.
-// attn_combine: grid (nh, T), block 128: out f16 [T, nh*hd] = Σ_c po_c e^(m_c - M) / Σ_c l_c e^(m_c - M);
-//   with oinv (int [nh*hd], else NULL) column j goes to out[t, oinv[j]] (o's act-order sorted order).
+// attn_combine: grid (nh, T), block 128: out f16 [T, nh*hd] = Σ_c po_c e^(m_c - M) / Σ_c l_c e^(m_c - M).
 // attn_prefill_64/32: prefill (T > 1, host pos), SIMT f32; see their comment further down.
 // attn_prefill_tc_{64,128}: prefill on the tensor cores (FlashAttention-2 forward), the default
 //   for hd % 16 == 0 and hd <= 128 (_64 for hd <= 64, _128 above; a smaller hd is zero-padded to
@@ -153,8 +152,7 @@ extern "C" __global__ void __launch_bounds__(128) attn_partial(
 }
 
 extern "C" __global__ void __launch_bounds__(128) attn_combine(
-    const float* __restrict__ po, const float* __restrict__ pml, f16* __restrict__ out, int nch, int nh, int hd,
-    const int* __restrict__ oinv)
+    const float* __restrict__ po, const float* __restrict__ pml, f16* __restrict__ out, int nch, int nh, int hd)
 {
     pdl_early();
     pdl_wait();
@@ -179,8 +177,7 @@ extern "C" __global__ void __launch_bounds__(128) attn_combine(
             const float lc = pml[ob * 2 + 1];
             if (lc > 0.f) o += po[ob * hd + d] * expf(pml[ob * 2] - M);
         }
-        const int col = h * hd + d;
-        out[(size_t)t * nh * hd + (oinv ? oinv[col] : col)] = f2h(o * inv);
+        out[(size_t)t * nh * hd + (size_t)h * hd + d] = f2h(o * inv);
     }
 }
 

@@ -23,9 +23,7 @@
 //   16-byte aligned, qout 16-byte and kc, vc 8-byte aligned, sstride % 4 == 0. The work items
 //   must fit an int (the host checks).
 // silu_mul / silu_mul4: out[t, i] = f16(silu(g) * u), g = column i and u = column F + i of the
-//   gate|up product (S slabs of [T][2F], + bias); with inv (int [F], else NULL) column i goes to
-//   out[t, inv[i]] (the down product's act-order sorted order; 16-byte aligned for silu_mul4).
-//   Launch: 1-D grid-stride, blocks as qkv_rope's.
+//   gate|up product (S slabs of [T][2F], + bias). Launch: 1-D grid-stride, blocks as qkv_rope's.
 //   silu_mul: one element per step, any F. silu_mul4: 4 consecutive columns per step (16-byte
 //   loads of g and u, an 8-byte store of 4 f16); needs F % 4 == 0, part and bias 16-byte aligned,
 //   out 8-byte aligned, sstride % 4 == 0 and T*F/4 to fit an int.
@@ -183,7 +181,7 @@ __device__ __forceinline__ float silu(float g) { return g / (1.f + expf(-g)); }
 
 extern "C" __global__ void __launch_bounds__(256) silu_mul(
     const float* __restrict__ part, int S, long long sstride, const float* __restrict__ bias,
-    f16* __restrict__ out, int F, int T, const int* __restrict__ inv)
+    f16* __restrict__ out, int F, int T)
 {
     pdl_early();
     pdl_wait();
@@ -200,13 +198,13 @@ extern "C" __global__ void __launch_bounds__(256) silu_mul(
             g += bias[i];
             u += bias[F + i];
         }
-        out[inv ? t * F + inv[i] : idx] = f2h(silu(g) * u);
+        out[idx] = f2h(silu(g) * u);
     }
 }
 
 extern "C" __global__ void __launch_bounds__(256) silu_mul4(
     const float* __restrict__ part, int S, long long sstride, const float* __restrict__ bias,
-    f16* __restrict__ out, int F, int T, const int* __restrict__ inv)
+    f16* __restrict__ out, int F, int T)
 {
     pdl_early();
     pdl_wait();
@@ -231,16 +229,7 @@ extern "C" __global__ void __launch_bounds__(256) silu_mul4(
         float o[4];
 #pragma unroll
         for (int k = 0; k < 4; ++k) o[k] = silu(g[k]) * u[k];
-        if (inv) {
-            const int4 p = *reinterpret_cast<const int4*>(inv + i);
-            f16* __restrict__ orow = out + (size_t)t * F;
-            orow[p.x] = f2h(o[0]);
-            orow[p.y] = f2h(o[1]);
-            orow[p.z] = f2h(o[2]);
-            orow[p.w] = f2h(o[3]);
-        } else {
-            st_f16<4>(out + (size_t)idx * 4, o);
-        }
+        st_f16<4>(out + (size_t)idx * 4, o);
     }
 }
 

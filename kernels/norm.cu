@@ -5,9 +5,7 @@
 // residual_rmsnorm: for row t = row0 + blockIdx.x of the residual stream x f32 [*, H]:
 //   if delta != NULL: x[t, i] += Σ_s delta[s*sstride + t*ldd + i] (+ bias[i])  — the sublayer's output,
 //     as S partial slabs (see common.cuh), added to the residual in place;
-//   out[blockIdx.x, i] = f16(x[t, i] * r * w[i]), r = 1 / sqrt(mean_i x[t, i]^2 + eps); with inv
-//     (int [H], else NULL) column i goes to out[blockIdx.x, inv[i]] instead: the consumer's
-//     act-order sorted row order (inv is the inverse of its permutation; 16-byte aligned for _4).
+//   out[blockIdx.x, i] = f16(x[t, i] * r * w[i]), r = 1 / sqrt(mean_i x[t, i]^2 + eps).
 //   Launch: grid = number of rows, block 256 or 1024 (any multiple of 32 up to 1024).
 // residual_rmsnorm4: the same, 4 columns per step (16-byte loads and stores of x and delta, 8-byte
 //   stores of out), the row kept in registers between the sum of squares and the scaling (x is
@@ -37,8 +35,7 @@ extern "C" __global__ void __launch_bounds__(256) embed(const u32* __restrict__ 
 
 extern "C" __global__ void __launch_bounds__(1024) residual_rmsnorm(
     float* __restrict__ x, const float* __restrict__ delta, int S, long long sstride, int ldd,
-    const float* __restrict__ bias, const float* __restrict__ w, float eps, f16* __restrict__ out, int H, int row0,
-    const int* __restrict__ inv)
+    const float* __restrict__ bias, const float* __restrict__ w, float eps, f16* __restrict__ out, int H, int row0)
 {
     pdl_early();
     pdl_wait();
@@ -59,7 +56,7 @@ extern "C" __global__ void __launch_bounds__(1024) residual_rmsnorm(
     ss = block_sum(ss, red);
     const float r = (float)(1.0 / sqrt((double)ss / (double)H + (double)eps));
     f16* __restrict__ o = out + (size_t)blockIdx.x * H;
-    for (int i = threadIdx.x; i < H; i += blockDim.x) o[inv ? inv[i] : i] = f2h(xr[i] * r * w[i]);
+    for (int i = threadIdx.x; i < H; i += blockDim.x) o[i] = f2h(xr[i] * r * w[i]);
 }
 
 // float4 chunks of a row one thread of residual_rmsnorm4 holds.
@@ -67,8 +64,7 @@ extern "C" __global__ void __launch_bounds__(1024) residual_rmsnorm(
 
 extern "C" __global__ void __launch_bounds__(1024) residual_rmsnorm4(
     float* __restrict__ x, const float* __restrict__ delta, int S, long long sstride, int ldd,
-    const float* __restrict__ bias, const float* __restrict__ w, float eps, f16* __restrict__ out, int H, int row0,
-    const int* __restrict__ inv)
+    const float* __restrict__ bias, const float* __restrict__ w, float eps, f16* __restrict__ out, int H, int row0)
 {
     pdl_early();
     pdl_wait();
@@ -141,16 +137,7 @@ extern "C" __global__ void __launch_bounds__(1024) residual_rmsnorm4(
         const int i = threadIdx.x + k * blockDim.x;
         if (i < H4) {
             const float4 a = v[k], g = w4[i];
-            if (inv) {
-                f16* __restrict__ orow = out + (size_t)blockIdx.x * H;
-                const int4 p = reinterpret_cast<const int4*>(inv)[i];
-                orow[p.x] = f2h(a.x * r * g.x);
-                orow[p.y] = f2h(a.y * r * g.y);
-                orow[p.z] = f2h(a.z * r * g.z);
-                orow[p.w] = f2h(a.w * r * g.w);
-            } else {
-                o[i] = make_uint2(pack2(a.x * r * g.x, a.y * r * g.y), pack2(a.z * r * g.z, a.w * r * g.w));
-            }
+            o[i] = make_uint2(pack2(a.x * r * g.x, a.y * r * g.y), pack2(a.z * r * g.z, a.w * r * g.w));
         }
     }
 }

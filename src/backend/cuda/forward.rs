@@ -233,12 +233,12 @@ pub struct PrefillBufs<'a> {
 
 impl Ops<'_> {
     /// Whether prefill runs the 4-bit matrix `q` on the fused product for a pass of `t` tokens
-    /// (else it dequantises it for cuBLAS): an act-order matrix only when its input is already
-    /// `sorted` or there is room to gather it (`xg`, f16 elements).
-    pub fn fused_q4(&self, q: &Q4Dev, t: usize, sorted: bool, xg: Option<usize>) -> bool {
+    /// (else it dequantises it for cuBLAS): an act-order matrix only with room to gather its
+    /// input (`xg`, f16 elements).
+    pub fn fused_q4(&self, q: &Q4Dev, t: usize, xg: Option<usize>) -> bool {
         self.qgemm
             && self.k.gemm_q4_takes(q, t)
-            && (q.perm.is_none() || sorted || xg.is_some_and(|cap| cap >= t * q.k))
+            && (q.perm.is_none() || xg.is_some_and(|cap| cap >= t * q.k))
     }
 
     /// `Y[t, n] (row stride ldy) = X[t, :] · B[:, n]` through cuBLAS when present.
@@ -266,8 +266,6 @@ impl Ops<'_> {
 
     /// Apply a group of products to `x` (f16 `[t, g.k]`), writing partial slabs into `part`
     /// (`cap` floats; prefill may split a product into as many slabs of `[t, n_total]` as fit).
-    /// With `sorted`, x is already in the group's act-order sorted row order (its producer wrote
-    /// it through [`LinearGroup::sorted_inv`]).
     pub fn linear(
         &self,
         g: &LinearGroup,
@@ -275,7 +273,6 @@ impl Ops<'_> {
         t: usize,
         (part, cap): (CUdeviceptr, usize),
         bufs: PrefillBufs<'_>,
-        sorted: bool,
     ) -> Result<Partials> {
         if t == 1 {
             for m in &g.members {
@@ -290,7 +287,6 @@ impl Ops<'_> {
                         m.per_block,
                         g.n_total,
                         g.gemv,
-                        sorted,
                     )?,
                     DevMat::F16(d) => self.k.gemv_f16(
                         self.gpu,
@@ -311,7 +307,7 @@ impl Ops<'_> {
         for m in &g.members {
             let out = part + 4 * m.col0 as u64;
             match &m.mat {
-                DevMat::Q4(q) if self.fused_q4(q, t, sorted, bufs.xg.map(|b| b.1)) => {
+                DevMat::Q4(q) if self.fused_q4(q, t, bufs.xg.map(|b| b.1)) => {
                     // A lone matrix whose tiles fill under a wave of the GPU splits K into
                     // slabs (the consumer sums them; `part` holds them, see Scratch::new).
                     if g.members.len() == 1 {
@@ -321,7 +317,6 @@ impl Ops<'_> {
                     // An act-order matrix reads its input in its sorted row order.
                     let xin = match (&q.perm, bufs.xg) {
                         (None, _) => x,
-                        (Some(_), _) if sorted => x,
                         (Some(p), Some((b, _))) => {
                             self.k.gather_cols(self.gpu, x, p.ptr, b.ptr, q.k, t)?;
                             b.ptr
@@ -356,7 +351,7 @@ impl Ops<'_> {
                     let mut c0 = 0;
                     while c0 < q.n {
                         let c1 = (c0 + piece).min(q.n);
-                        self.k.dequant_q4(self.gpu, q, buf.ptr, (c0, c1), sorted)?;
+                        self.k.dequant_q4(self.gpu, q, buf.ptr, c0, c1)?;
                         self.gemm(
                             false,
                             x,
@@ -388,7 +383,7 @@ fn needs_dequant(ops: &Ops, w: &DevWeights, t: usize, xg: Option<usize>) -> bool
         .flat_map(|l| [&l.qkv, &l.o, &l.gate_up, &l.down])
         .flat_map(|g| g.members.iter())
         .any(|m| match &m.mat {
-            DevMat::Q4(q) => !ops.fused_q4(q, t, false, xg),
+            DevMat::Q4(q) => !ops.fused_q4(q, t, xg),
             DevMat::F16(_) => false,
         })
 }
@@ -528,8 +523,6 @@ pub fn enqueue(
             slabs(&l.qkv, sc.part.ptr, t)
         } else {
             let (d, b) = prev.map_or((None, 0), |(p, b)| (Some(p), b));
-            // An act-order q|k|v reads its input as the norm writes it: in its sorted order.
-            let inv = l.qkv.sorted_inv();
             k.residual_rmsnorm(
                 gpu,
                 sc.x.ptr,
@@ -537,12 +530,12 @@ pub fn enqueue(
                 b,
                 l.input_norm.ptr,
                 eps,
-                (sc.xh.ptr, inv),
+                sc.xh.ptr,
                 h,
                 0,
                 t,
             )?;
-            ops.linear(&l.qkv, sc.xh.ptr, t, part, deq, inv != 0)?
+            ops.linear(&l.qkv, sc.xh.ptr, t, part, deq)?
         };
         let kc = st.k.at(li * st.layer_stride);
         let vc = st.v.at(li * st.layer_stride);
@@ -559,20 +552,13 @@ pub fn enqueue(
             t,
             dims,
         )?;
-        // Decode's attention combine writes o's input in o's act-order sorted order (prefill's
-        // attention writes it as is, and o's product gathers it).
-        let o_inv = if t == 1 && !fuse_attn {
-            l.o.sorted_inv()
-        } else {
-            0
-        };
         k.attention(
             gpu,
             sc.q.ptr,
             kc,
             vc,
             (sc.att_o.ptr, sc.att_ml.ptr),
-            (if fuse_attn { 0 } else { sc.xh.ptr }, o_inv),
+            if fuse_attn { 0 } else { sc.xh.ptr },
             p_arg,
             t,
             dims,
@@ -586,7 +572,6 @@ pub fn enqueue(
             ss: sc.ss.ptr,
         };
         let (o, gu, dn) = (&l.o, &l.gate_up, &l.down);
-        let (gu_inv, dn_inv) = (gu.sorted_inv(), dn.sorted_inv());
         // Where gate|up's product leaves its output (the fused norm path writes slabs).
         let mut gu_out = slabs(gu, sc.part.ptr, t);
         if fuse_attn {
@@ -637,15 +622,15 @@ pub fn enqueue(
                     0,
                     l.post_norm.ptr,
                     eps,
-                    (sc.xh.ptr, gu_inv),
+                    sc.xh.ptr,
                     h,
                     0,
                     t,
                 )?;
-                gu_out = ops.linear(gu, sc.xh.ptr, t, part, deq, gu_inv != 0)?;
+                gu_out = ops.linear(gu, sc.xh.ptr, t, part, deq)?;
             }
         } else {
-            let p = ops.linear(o, sc.xh.ptr, t, part, deq, o_inv != 0)?;
+            let p = ops.linear(o, sc.xh.ptr, t, part, deq)?;
             let bias = o.bias.as_ref().map_or(0, |b| b.ptr);
             k.residual_rmsnorm(
                 gpu,
@@ -654,12 +639,12 @@ pub fn enqueue(
                 bias,
                 l.post_norm.ptr,
                 eps,
-                (sc.xh.ptr, gu_inv),
+                sc.xh.ptr,
                 h,
                 0,
                 t,
             )?;
-            gu_out = ops.linear(gu, sc.xh.ptr, t, part, deq, gu_inv != 0)?;
+            gu_out = ops.linear(gu, sc.xh.ptr, t, part, deq)?;
         }
         let gu_bias = gu.bias.as_ref().map_or(0, |b| b.ptr);
         if fuse_silu {
@@ -684,15 +669,8 @@ pub fn enqueue(
             prev = None;
             ss_valid = true;
         } else {
-            k.silu_mul(
-                gpu,
-                gu_out,
-                gu_bias,
-                (sc.xh.ptr, dn_inv),
-                c.intermediate_size,
-                t,
-            )?;
-            let p = ops.linear(dn, sc.xh.ptr, t, part, deq, dn_inv != 0)?;
+            k.silu_mul(gpu, gu_out, gu_bias, sc.xh.ptr, c.intermediate_size, t)?;
+            let p = ops.linear(dn, sc.xh.ptr, t, part, deq)?;
             prev = Some((p, dn.bias.as_ref().map_or(0, |b| b.ptr)));
             ss_valid = false;
         }
@@ -724,7 +702,7 @@ fn final_logits(
         b,
         w.final_norm.ptr,
         eps,
-        (sc.xh.ptr, 0),
+        sc.xh.ptr,
         h,
         t - logit_rows,
         logit_rows,

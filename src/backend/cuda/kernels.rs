@@ -69,22 +69,14 @@ pub struct Kernels {
 }
 
 /// The arguments every 4-bit decode GEMV starts with (kernels/gemv.cu): the matrix, the input
-/// `x` (f16; 0 when a prologue makes it), the output slabs, the shapes and the split. With
-/// `sorted`, x is already in q's sorted row order (its producer wrote it so): no permutation.
-fn q4_args(
-    q: &Q4Dev,
-    x: CUdeviceptr,
-    out: CUdeviceptr,
-    gpb: usize,
-    ldo: usize,
-    sorted: bool,
-) -> Args {
+/// `x` (f16; 0 when a prologue makes it), the output slabs, the shapes and the split.
+fn q4_args(q: &Q4Dev, x: CUdeviceptr, out: CUdeviceptr, gpb: usize, ldo: usize) -> Args {
     let mut a = Args::new();
     a.ptr(q.qw.ptr)
         .ptr(q.scales.ptr)
         .ptr(q.zeros.ptr)
         .ptr(x)
-        .ptr(q.perm_ptr(sorted))
+        .ptr(q.perm.as_ref().map_or(0, |p| p.ptr))
         .ptr(out);
     a.int(q.k)
         .int(q.n)
@@ -258,11 +250,10 @@ impl Kernels {
         gpb: usize,
         ldo: usize,
         kind: GemvKind,
-        sorted: bool,
     ) -> Result<()> {
         let mut smem = gpb.min(q.groups) * q.gs * 2;
         debug_assert!(smem <= MAX_X_SLICE * 2);
-        let mut a = q4_args(q, x, out, gpb, ldo, sorted);
+        let mut a = q4_args(q, x, out, gpb, ldo);
         // gemv_q4w / gemv_q4l (need gs % 64 == 0; q4l zeros < 64): 8 warps per 128 columns;
         // gemv_q4: 4 warps per 512.
         let (kernel, cols, threads) = match kind {
@@ -310,7 +301,7 @@ impl Kernels {
         debug_assert!(q.gs % 64 == 0 && q.k % 64 == 0 && q.small_zeros);
         let gpb = gpb.min(q.groups);
         let mut smem = gpb * q.gs * 2;
-        let mut a = q4_args(q, 0, out, gpb, ldo, false);
+        let mut a = q4_args(q, 0, out, gpb, ldo);
         let kernel = match (pro, epi) {
             (
                 Prologue::Norm {
@@ -411,8 +402,8 @@ impl Kernels {
         gpu: &Gpu,
         q: &Q4Dev,
         out: CUdeviceptr,
-        (c0, c1): (usize, usize),
-        sorted: bool,
+        c0: usize,
+        c1: usize,
     ) -> Result<()> {
         let total = (q.k / 8) * (c1 - c0);
         let blocks = total.div_ceil(256).min(gpu.sms * 32).max(1);
@@ -420,7 +411,7 @@ impl Kernels {
         a.ptr(q.qw.ptr)
             .ptr(q.scales.ptr)
             .ptr(q.zeros.ptr)
-            .ptr(q.perm_ptr(sorted))
+            .ptr(q.perm.as_ref().map_or(0, |p| p.ptr))
             .ptr(out);
         a.int(q.k).int(q.n).int(q.gs).int(c0).int(c1);
         gpu.launch(&self.dequant_q4, (blocks as u32, 1, 1), 256, 0, &mut a)
@@ -468,8 +459,7 @@ impl Kernels {
     }
 
     /// Rows `row0 .. row0+rows` of x: add `delta` (+bias) in place when given, then RMSNorm
-    /// into `out` (f16, `rows` rows), column i at `inv[i]` when `inv` (int `[h]`) is not 0: the
-    /// consumer's act-order sorted order ([`LinearGroup::sorted_inv`]).
+    /// into `out` (f16, `rows` rows).
     #[allow(clippy::too_many_arguments)]
     pub fn residual_rmsnorm(
         &self,
@@ -479,7 +469,7 @@ impl Kernels {
         bias: CUdeviceptr,
         w: CUdeviceptr,
         eps: f32,
-        (out, inv): (CUdeviceptr, CUdeviceptr),
+        out: CUdeviceptr,
         h: usize,
         row0: usize,
         rows: usize,
@@ -518,12 +508,12 @@ impl Kernels {
             .i64(d.sstride as i64)
             .int(d.ld)
             .ptr(if delta.is_some() { bias } else { 0 });
-        a.ptr(w).f32(eps).ptr(out).int(h).int(row0).ptr(inv);
+        a.ptr(w).f32(eps).ptr(out).int(h).int(row0);
         // residual_rmsnorm4 (16-byte steps, the row in registers) when the shapes allow.
         let h4 = h / 4;
         let v4 = h % 4 == 0
             && h4 <= RMS4_NPT * 1024
-            && aligned(&[(x, 16), (w, 16), (out, 8), (inv, 16)])
+            && aligned(&[(x, 16), (w, 16), (out, 8)])
             && (delta.is_none()
                 || (aligned(&[(d.ptr, 16), (bias, 16)]) && d.ld % 4 == 0 && d.sstride % 4 == 0));
         let (f, block) = if v4 {
@@ -643,15 +633,12 @@ impl Kernels {
         )
     }
 
-    /// `out[t, i] = f16(silu(gate) * up)` from the gate|up slabs `p` (+bias), column i at
-    /// `inv[i]` when `inv` (int `[f]`) is not 0 (the down product's act-order sorted order).
-    #[allow(clippy::too_many_arguments)]
     pub fn silu_mul(
         &self,
         gpu: &Gpu,
         p: Partials,
         bias: CUdeviceptr,
-        (out, inv): (CUdeviceptr, CUdeviceptr),
+        out: CUdeviceptr,
         f: usize,
         t: usize,
     ) -> Result<()> {
@@ -662,13 +649,12 @@ impl Kernels {
             .ptr(bias)
             .ptr(out)
             .int(f)
-            .int(t)
-            .ptr(inv);
+            .int(t);
         // silu_mul4: 4 columns per step (16-byte loads) when the width and alignment allow.
         let v4 = f % 4 == 0
             && p.sstride % 4 == 0
             && t * f / 4 <= i32::MAX as usize
-            && aligned(&[(p.ptr, 16), (bias, 16), (out, 8), (inv, 16)]);
+            && aligned(&[(p.ptr, 16), (bias, 16), (out, 8)]);
         let (k, items) = if v4 {
             (&self.silu_mul4, t * f / 4)
         } else {
@@ -689,7 +675,7 @@ impl Kernels {
         kc: CUdeviceptr,
         vc: CUdeviceptr,
         (po, pml): (CUdeviceptr, CUdeviceptr),
-        (out, inv): (CUdeviceptr, CUdeviceptr),
+        out: CUdeviceptr,
         (pos, dpos): (usize, CUdeviceptr),
         t: usize,
         (nh, nkv, hd): (usize, usize, usize),
@@ -697,11 +683,6 @@ impl Kernels {
     ) -> Result<()> {
         let scale = 1.0 / (hd as f32).sqrt();
         if t > 1 && dpos == 0 {
-            if inv != 0 {
-                return Err(Error::internal(
-                    "prefill attention writes no permuted output",
-                ));
-            }
             // Prefill: query tiles share K/V tiles in shared memory; no partials.
             return self.attention_prefill(
                 gpu,
@@ -742,15 +723,7 @@ impl Kernels {
             return Ok(());
         }
         let mut a = Args::new();
-        a.ptr(po)
-            .ptr(pml)
-            .ptr(out)
-            .int(nch)
-            .int(nh)
-            .int(hd)
-            .ptr(inv);
-        // SAFETY: po/pml hold t*nch*nh*hd and t*nch*nh*2 floats (attn_partial's), out t rows of
-        // nh*hd f16; inv, when not 0, a permutation of nh*hd indices (made at upload).
+        a.ptr(po).ptr(pml).ptr(out).int(nch).int(nh).int(hd);
         gpu.launch(&self.attn_combine, (nh as u32, t as u32, 1), 128, 0, &mut a)
     }
 

@@ -194,7 +194,6 @@ impl OpHarness {
                 deq: deq.as_ref().map(|d| (d, deq_n)),
                 xg: xg.as_ref().map(|b| (b, t * g.k)),
             },
-            false,
         )?;
         let host = self.read_f32(&part, elems)?;
         let mut y = Self::sum_slabs(&host, p, t, g.n_total);
@@ -232,7 +231,7 @@ impl OpHarness {
             qgemm: true,
         };
         Ok(g.members.iter().all(|m| match &m.mat {
-            DevMat::Q4(q) => ops.fused_q4(q, t, false, Some(t * g.k)),
+            DevMat::Q4(q) => ops.fused_q4(q, t, Some(t * g.k)),
             DevMat::F16(_) => true,
         }))
     }
@@ -248,9 +247,8 @@ impl OpHarness {
         // Two pieces, to test the column offsets.
         let half = (q.n / 2).max(1);
         let tmp = self.gpu.alloc(q.k * q.n * 2, "test dequant")?;
-        self.k.dequant_q4(&self.gpu, q, out.ptr, (0, half), false)?;
-        self.k
-            .dequant_q4(&self.gpu, q, tmp.ptr, (half, q.n), false)?;
+        self.k.dequant_q4(&self.gpu, q, out.ptr, 0, half)?;
+        self.k.dequant_q4(&self.gpu, q, tmp.ptr, half, q.n)?;
         let a = self.read_f16(&out, q.k * half)?;
         let b = self.read_f16(&tmp, q.k * (q.n - half))?;
         let mut w = vec![0f32; q.k * q.n];
@@ -310,7 +308,7 @@ impl OpHarness {
             bd.as_ref().map_or(0, |b| b.ptr),
             wd.ptr,
             eps,
-            (out.ptr, 0),
+            out.ptr,
             h,
             row0,
             rows - row0,
@@ -408,7 +406,7 @@ impl OpHarness {
             kd.ptr,
             vd.ptr,
             (po.ptr, pml.ptr),
-            (out.ptr, 0),
+            out.ptr,
             p,
             t,
             (nh, nkv, hd),
@@ -474,7 +472,7 @@ impl OpHarness {
             &self.gpu,
             p,
             bd.as_ref().map_or(0, |b| b.ptr),
-            (out.ptr, 0),
+            out.ptr,
             f,
             t,
         )?;
@@ -667,7 +665,6 @@ impl OpHarness {
                 1,
                 (part.ptr, g.s_decode * g.n_total),
                 PrefillBufs::default(),
-                false,
             )
             .map(|_| ())
         };
@@ -700,9 +697,7 @@ impl OpHarness {
             return Ok(out);
         };
         let deq = self.gpu.alloc(q.k * q.n * 2, "bench dequant")?;
-        let ms = self.time_ms(3, 10, || {
-            self.k.dequant_q4(&self.gpu, q, deq.ptr, (0, q.n), false)
-        })?;
+        let ms = self.time_ms(3, 10, || self.k.dequant_q4(&self.gpu, q, deq.ptr, 0, q.n))?;
         out.push((
             format!(
                 "dequant 5120x13824 ({:.0} GB/s written+read)",
@@ -827,7 +822,7 @@ impl OpHarness {
                 kv.ptr,
                 kv.ptr,
                 (po.ptr, pml.ptr),
-                (o.ptr, 0),
+                o.ptr,
                 (pos, 0),
                 t,
                 (nh, nh, hd),
@@ -947,7 +942,7 @@ impl OpHarness {
                 sstride: t * 2 * f,
                 ld: 2 * f,
             };
-            self.k.silu_mul(&self.gpu, p, 0, (o.ptr, 0), f, t)
+            self.k.silu_mul(&self.gpu, p, 0, o.ptr, f, t)
         })?;
         let bytes = t * 2 * f * 4 + t * f * 2;
         out.push((
@@ -976,7 +971,7 @@ impl OpHarness {
                 0,
                 w[0].ptr,
                 1e-5,
-                (o.ptr, 0),
+                o.ptr,
                 h,
                 0,
                 t,

@@ -249,22 +249,8 @@ pub struct Q4Dev {
     pub scales: DevBuf,
     pub zeros: DevBuf,
     pub perm: Option<DevBuf>,
-    /// int [k]: the inverse of `perm` (checkpoint row i is sorted row perm_inv[i]), for the
-    /// kernels that write this matrix's input straight in its sorted order.
-    pub perm_inv: Option<DevBuf>,
     /// Every zero point is below 64 (what `gemv_q4l` needs; 4-bit zeros are at most 16).
     pub small_zeros: bool,
-}
-
-impl Q4Dev {
-    /// The permutation a kernel reading this matrix's input applies: none when the input is
-    /// already `sorted` (or the matrix has no act-order).
-    pub fn perm_ptr(&self, sorted: bool) -> CUdeviceptr {
-        match &self.perm {
-            Some(p) if !sorted => p.ptr,
-            _ => 0,
-        }
-    }
 }
 
 /// A dense f16 `[n, k]` matrix on the device.
@@ -289,11 +275,7 @@ impl DevMat {
     pub fn bytes(&self) -> usize {
         match self {
             DevMat::Q4(q) => {
-                q.qw.bytes
-                    + q.scales.bytes
-                    + q.zeros.bytes
-                    + q.perm.as_ref().map_or(0, |p| p.bytes)
-                    + q.perm_inv.as_ref().map_or(0, |p| p.bytes)
+                q.qw.bytes + q.scales.bytes + q.zeros.bytes + q.perm.as_ref().map_or(0, |p| p.bytes)
             }
             DevMat::F16(d) => d.w.bytes,
         }
@@ -418,19 +400,6 @@ impl LinearGroup {
             s_decode,
             gemv,
         })
-    }
-
-    /// The inverse permutation (int `[k]`) in which a producer may write this group's input
-    /// so that its products read it without permuting: where every member is a 4-bit
-    /// act-order matrix with one shared order (a lone matrix, or a concatenated group).
-    pub fn sorted_inv(&self) -> CUdeviceptr {
-        match self.members.as_slice() {
-            [m] => match &m.mat {
-                DevMat::Q4(q) => q.perm_inv.as_ref().map_or(0, |b| b.ptr),
-                DevMat::F16(_) => 0,
-            },
-            _ => 0,
-        }
     }
 
     /// Run decode on `kind` instead of the kernel chosen at upload (tests; the caller checks
@@ -588,17 +557,6 @@ fn upload_q4(gpu: &Arc<Gpu>, q: &Q4Host, what: &str) -> Result<Q4Dev> {
         zeros: gpu.upload(&q.zeros, what)?,
         perm: match &q.perm {
             Some(p) => Some(gpu.upload(p, what)?),
-            None => None,
-        },
-        perm_inv: match &q.perm {
-            Some(p) => {
-                let mut inv = vec![0i32; p.len()];
-                for (i, &r) in p.iter().enumerate() {
-                    // A permutation of 0..k (made by repack_q4's sort).
-                    inv[r as usize] = i as i32;
-                }
-                Some(gpu.upload(&inv, what)?)
-            }
             None => None,
         },
         small_zeros: q.zeros.iter().all(|&z| z < 64),
