@@ -39,9 +39,7 @@ extern "C" __global__ void __launch_bounds__(128) attn_partial(
     float* __restrict__ po, float* __restrict__ pml, int pos, const int* __restrict__ dpos, int nh, int nkv, int hd,
     int chunk, int nch, float scale)
 {
-    pdl_early();
-    pdl_wait();
-    pdl_launch();
+    pdl_between_products();
     if (dpos) pos = *dpos;
     extern __shared__ float sm[];
     float* qs = sm;                     // [hd]
@@ -154,9 +152,7 @@ extern "C" __global__ void __launch_bounds__(128) attn_partial(
 extern "C" __global__ void __launch_bounds__(128) attn_combine(
     const float* __restrict__ po, const float* __restrict__ pml, f16* __restrict__ out, int nch, int nh, int hd)
 {
-    pdl_early();
-    pdl_wait();
-    pdl_launch();
+    pdl_between_products();
     const int h = blockIdx.x, t = blockIdx.y;
     float M = NEG_INF;
     for (int c = 0; c < nch; ++c) {

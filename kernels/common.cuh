@@ -87,18 +87,21 @@ __device__ __forceinline__ void pdl_wait() {
 #endif
 }
 
-// The small kernels between two matrix products (norms, RoPE, attention, SiLU) call pdl_early()
-// before pdl_wait(): they trigger their successor at entry, so the next product is launched
-// while the previous one's last blocks still run and its blocks request their first weights
-// (before their own wait) on the SMs those free. The products themselves still trigger after
-// their wait, so at most one product runs ahead (every kernel triggering at entry let launches
-// cascade and was slower). H100, 13B decode: 251.2-257.1 against 243.6-243.7 tokens/s after 32
-// tokens, 218.4-220.3 against 214.6-218.2 after 1,500. WV_CUDA_DEFINES="WV_PDL_EARLY=0": off.
+// The small kernels between two matrix products (norms, RoPE, attention, SiLU, the act-order
+// gather) start with pdl_between_products(): they trigger their successor at entry, so the next
+// product is launched while the previous one's last blocks still run and its blocks request
+// their first weights (before their own wait) on the SMs those free. The products themselves
+// still trigger after their wait, so at most one product runs ahead (every kernel triggering at
+// entry let launches cascade and was slower). H100, 13B decode: 251.2-257.1 against
+// 243.6-243.7 tokens/s after 32 tokens, 218.4-220.3 against 214.6-218.2 after 1,500.
+// WV_CUDA_DEFINES="WV_PDL_EARLY=0": trigger after the wait, as the products do.
 #ifndef WV_PDL_EARLY
 #define WV_PDL_EARLY 1
 #endif
-__device__ __forceinline__ void pdl_early() {
+__device__ __forceinline__ void pdl_between_products() {
     if (WV_PDL_EARLY) pdl_launch();
+    pdl_wait();
+    if (!WV_PDL_EARLY) pdl_launch();
 }
 
 // Sum over the block (blockDim.x a multiple of 32, at most 1024). `red` is 32 floats of shared

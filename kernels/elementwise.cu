@@ -100,9 +100,7 @@ __device__ __forceinline__ void qkv_rope_body(
     float* __restrict__ qout, f16* __restrict__ kc, f16* __restrict__ vc, const float* __restrict__ rope,
     int npos, int pos, const int* __restrict__ dpos, int nh, int nkv, int hd, int T)
 {
-    pdl_early();
-    pdl_wait();
-    pdl_launch();
+    pdl_between_products();
     const int pos0 = dpos ? *dpos : pos;
     const int half = hd >> 1, nv = half / V, nhead = nh + 2 * nkv;
     const int ld = nhead * hd, kvd = nkv * hd;
@@ -183,9 +181,7 @@ extern "C" __global__ void __launch_bounds__(256) silu_mul(
     const float* __restrict__ part, int S, long long sstride, const float* __restrict__ bias,
     f16* __restrict__ out, int F, int T)
 {
-    pdl_early();
-    pdl_wait();
-    pdl_launch();
+    pdl_between_products();
     const long long total = (long long)T * F;
     for (long long idx = (long long)blockIdx.x * blockDim.x + threadIdx.x; idx < total;
          idx += (long long)gridDim.x * blockDim.x) {
@@ -206,9 +202,7 @@ extern "C" __global__ void __launch_bounds__(256) silu_mul4(
     const float* __restrict__ part, int S, long long sstride, const float* __restrict__ bias,
     f16* __restrict__ out, int F, int T)
 {
-    pdl_early();
-    pdl_wait();
-    pdl_launch();
+    pdl_between_products();
     const int F4 = F >> 2, total = F4 * T;
     for (int idx = blockIdx.x * blockDim.x + threadIdx.x; idx < total; idx += gridDim.x * blockDim.x) {
         const int t = idx / F4;
@@ -245,8 +239,7 @@ extern "C" __global__ void __launch_bounds__(256) gather_cols(
     const f16* __restrict__ x, const int* __restrict__ perm, f16* __restrict__ out, int K, int T, int staged)
 {
     extern __shared__ __align__(16) unsigned char gather_smem[];
-    pdl_early();
-    pdl_wait();
+    pdl_between_products();
     if (staged) {
         const uint4* __restrict__ src = reinterpret_cast<const uint4*>(x + (size_t)blockIdx.x * K);
         uint4* xs4 = reinterpret_cast<uint4*>(gather_smem);

@@ -104,6 +104,37 @@ __device__ __forceinline__ void qg_fence_acc(float (&d)[64]) {
     for (int i = 0; i < 64; ++i) asm volatile("" : "+f"(d[i])::"memory");
 }
 
+// The stage ring in dynamic shared memory of both kernels, 1 KiB aligned (the X tiles' swizzle
+// pattern is on address bits 4..9): each part for all `stages` slots together — X [128 tokens]
+// [128 B], W [8 rows][QG_FEAT] u32, scales [QG_FEAT] f16, zeros [QG_FEAT] u8 — as shared-space
+// addresses (*_s) and, for the parts threads read, generic pointers; end_s is past the zeros.
+struct QgRing {
+    u32 xs_s, ws_s, ss_s, zs_s, end_s;
+    const unsigned char *ws, *ss, *zs;
+};
+__device__ __forceinline__ QgRing qg_ring(unsigned char* raw, int stages) {
+    QgRing r;
+    const u32 raw_s = smem_addr(raw);
+    r.xs_s = (raw_s + 1023u) & ~1023u;
+    r.ws_s = r.xs_s + stages * QG_X_BYTES;
+    r.ss_s = r.ws_s + stages * QG_W_BYTES;
+    r.zs_s = r.ss_s + stages * QG_S_BYTES;
+    r.end_s = r.zs_s + stages * QG_Z_BYTES;
+    r.ws = raw + (r.ws_s - raw_s);
+    r.ss = raw + (r.ss_s - raw_s);
+    r.zs = raw + (r.zs_s - raw_s);
+    return r;
+}
+
+// A consumer thread's place in the A fragments: its two features (block-local), rows 16w + g
+// and + 8 of its warpgroup's 64 (warp w of the warpgroup, g = lane / 4), and its quad lane c4.
+__device__ __forceinline__ void qg_consumer(int tid, int& fa, int& fb, int& c4) {
+    const int wg = tid >> 7, w = (tid >> 5) & 3, lane = tid & 31;
+    fa = wg * 64 + w * 16 + (lane >> 2);
+    fb = fa + 8;
+    c4 = lane & 3;
+}
+
 // Split-K: block row blockIdx.z of gridDim.z sums stages [kb0, kb1) of the K / 64 into its slab.
 __device__ __forceinline__ void qg_slab_range(int K, int& kb0, int& kb1) {
     const int nk_all = K >> 6;
@@ -160,17 +191,9 @@ extern "C" __global__ void __launch_bounds__(QG_THREADS, 2) gemm_q4_wgmma(
     long long ystride)
 {
     extern __shared__ unsigned char qg_raw[];
-    // The X tiles need 1 KiB alignment (the swizzle pattern is on address bits 4..9).
-    const u32 raw_s = smem_addr(qg_raw);
-    const u32 base_s = (raw_s + 1023u) & ~1023u;
-    unsigned char* base = qg_raw + (base_s - raw_s);
-    const u32 xs_s = base_s;                                         // [STAGES][128 tokens][128 B]
-    const u32 ws_s = xs_s + QG_STAGES * QG_X_BYTES;                  // [STAGES][8 rows][FEAT] u32
-    const u32 ss_s = ws_s + QG_STAGES * QG_W_BYTES;                  // [STAGES][FEAT] f16
-    const u32 zs_s = ss_s + QG_STAGES * QG_S_BYTES;                  // [STAGES][FEAT] u8
-    const unsigned char* ws = base + QG_STAGES * QG_X_BYTES;
-    const unsigned char* ss = ws + QG_STAGES * QG_W_BYTES;
-    const unsigned char* zs = ss + QG_STAGES * QG_S_BYTES;
+    const QgRing ring = qg_ring(qg_raw, QG_STAGES);
+    const u32 xs_s = ring.xs_s, ws_s = ring.ws_s, ss_s = ring.ss_s, zs_s = ring.zs_s;
+    const unsigned char *ws = ring.ws, *ss = ring.ss, *zs = ring.zs;
 
     const int tid = threadIdx.x;
     const int t0 = blockIdx.x * 128, n0 = blockIdx.y * QG_FEAT;
@@ -234,10 +257,8 @@ extern "C" __global__ void __launch_bounds__(QG_THREADS, 2) gemm_q4_wgmma(
     for (int s = 0; s < QG_STAGES - 2; ++s) load_next();
     pdl_launch();
 
-    const int wg = tid >> 7, w = (tid >> 5) & 3, lane = tid & 31;
-    const int g8 = lane >> 2, c4 = lane & 3;
-    // This thread's two features (block-local) of A: rows 16w + g and + 8 of its warpgroup's 64.
-    const int fa = wg * 64 + w * 16 + g8, fb = fa + 8;
+    int fa, fb, c4;
+    qg_consumer(tid, fa, fb, c4);
     float d[64];
 #pragma unroll
     for (int i = 0; i < 64; ++i) d[i] = 0.f;
@@ -346,18 +367,11 @@ extern "C" __global__ void __launch_bounds__(QT_THREADS, QT_MINB) gemm_q4_tma(
     int T, int K, int N, int gs, int ldo, long long ystride)
 {
     extern __shared__ unsigned char qt_raw[];
-    const u32 raw_s = smem_addr(qt_raw);
-    const u32 base_s = (raw_s + 1023u) & ~1023u;
-    const unsigned char* base = qt_raw + (base_s - raw_s);
-    const u32 xs_s = base_s;                                   // [STAGES][128 tokens][128 B]
-    const u32 ws_s = xs_s + QT_STAGES * QG_X_BYTES;            // [STAGES][8 rows][FEAT] u32
-    const u32 ss_s = ws_s + QT_STAGES * QG_W_BYTES;            // [STAGES][FEAT] f16
-    const u32 zs_s = ss_s + QT_STAGES * QG_S_BYTES;            // [STAGES][FEAT] u8
-    const u32 full_s = zs_s + QT_STAGES * QG_Z_BYTES;          // [STAGES] mbarrier
+    const QgRing ring = qg_ring(qt_raw, QT_STAGES);
+    const u32 xs_s = ring.xs_s, ws_s = ring.ws_s, ss_s = ring.ss_s, zs_s = ring.zs_s;
+    const unsigned char *ws = ring.ws, *ss = ring.ss, *zs = ring.zs;
+    const u32 full_s = ring.end_s;                             // [STAGES] mbarrier
     const u32 empty_s = full_s + QT_STAGES * 8;                // [STAGES] mbarrier
-    const unsigned char* ws = base + QT_STAGES * QG_X_BYTES;
-    const unsigned char* ss = ws + QT_STAGES * QG_W_BYTES;
-    const unsigned char* zs = ss + QT_STAGES * QG_S_BYTES;
 
     const int tid = threadIdx.x;
     const int t0 = blockIdx.x * 128, n0 = blockIdx.y * QG_FEAT;
@@ -409,9 +423,9 @@ extern "C" __global__ void __launch_bounds__(QT_THREADS, QT_MINB) gemm_q4_tma(
     pdl_wait();
     pdl_launch();
 
-    const int wg = tid >> 7, w = (tid >> 5) & 3, lane = tid & 31;
-    const int g8 = lane >> 2, c4 = lane & 3;
-    const int fa = wg * 64 + w * 16 + g8, fb = fa + 8;
+    const int lane = tid & 31;
+    int fa, fb, c4;
+    qg_consumer(tid, fa, fb, c4);
     float d[64];
 #pragma unroll
     for (int i = 0; i < 64; ++i) d[i] = 0.f;

@@ -37,9 +37,7 @@ extern "C" __global__ void __launch_bounds__(1024) residual_rmsnorm(
     float* __restrict__ x, const float* __restrict__ delta, int S, long long sstride, int ldd,
     const float* __restrict__ bias, const float* __restrict__ w, float eps, f16* __restrict__ out, int H, int row0)
 {
-    pdl_early();
-    pdl_wait();
-    pdl_launch();
+    pdl_between_products();
     __shared__ float red[32];
     const int t = row0 + blockIdx.x;
     float* __restrict__ xr = x + (size_t)t * H;
@@ -66,9 +64,7 @@ extern "C" __global__ void __launch_bounds__(1024) residual_rmsnorm4(
     float* __restrict__ x, const float* __restrict__ delta, int S, long long sstride, int ldd,
     const float* __restrict__ bias, const float* __restrict__ w, float eps, f16* __restrict__ out, int H, int row0)
 {
-    pdl_early();
-    pdl_wait();
-    pdl_launch();
+    pdl_between_products();
     __shared__ float red[32];
     const int t = row0 + blockIdx.x, H4 = H >> 2;
     float4* __restrict__ xr = reinterpret_cast<float4*>(x + (size_t)t * H);
@@ -146,9 +142,7 @@ extern "C" __global__ void __launch_bounds__(256) residual_add(
     float* __restrict__ x, const float* __restrict__ delta, int S, long long sstride, int ldd,
     const float* __restrict__ bias, int H, int T)
 {
-    pdl_early();
-    pdl_wait();
-    pdl_launch();
+    pdl_between_products();
     const long long total = (long long)T * H;
     for (long long idx = (long long)blockIdx.x * blockDim.x + threadIdx.x; idx < total;
          idx += (long long)gridDim.x * blockDim.x) {

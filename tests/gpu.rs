@@ -895,6 +895,9 @@ fn bench_kernels() {
         queued[1] * 1e3,
         100.0 * total_bytes as f64 / (queued[1] * 1e-3) / bw
     );
+    for (name, n) in h.gemm_q4_blocks_per_sm() {
+        eprintln!("BENCH kernel {name}: {n} blocks per SM");
+    }
     for (t, pos) in [(512usize, 0usize), (476, 1024)] {
         for (name, ms) in h.time_prefill_parts(t, pos).unwrap() {
             eprintln!("BENCH prefill part {name}: {:.3} ms", ms);

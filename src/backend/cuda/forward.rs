@@ -105,6 +105,14 @@ pub struct Scratch {
 }
 
 impl Scratch {
+    /// The prefill buffers [`Ops::linear`] takes, as far as allocated.
+    pub fn prefill_bufs(&self) -> PrefillBufs<'_> {
+        PrefillBufs {
+            deq: self.deq.as_ref().map(|d| (d, self.deq_elems)),
+            xg: self.xg.as_ref().map(|d| (d, d.bytes / 2)),
+        }
+    }
+
     pub fn new(
         gpu: &Arc<Gpu>,
         c: &ModelConfig,
@@ -479,10 +487,7 @@ pub fn enqueue(
         )?;
         return final_logits(ops, c, w, sc, None, t, logit_rows);
     }
-    let deq = PrefillBufs {
-        deq: sc.deq.as_ref().map(|d| (d, sc.deq_elems)),
-        xg: sc.xg.as_ref().map(|d| (d, d.bytes / 2)),
-    };
+    let bufs = sc.prefill_bufs();
     let mut prev: Option<(Partials, CUdeviceptr)> = None;
     // The residual stream is complete and sc.ss holds its per-tile sums of squares (the last
     // product had a residual epilogue).
@@ -535,7 +540,7 @@ pub fn enqueue(
                 0,
                 t,
             )?;
-            ops.linear(&l.qkv, sc.xh.ptr, t, part, deq)?
+            ops.linear(&l.qkv, sc.xh.ptr, t, part, bufs)?
         };
         let kc = st.k.at(li * st.layer_stride);
         let vc = st.v.at(li * st.layer_stride);
@@ -627,10 +632,10 @@ pub fn enqueue(
                     0,
                     t,
                 )?;
-                gu_out = ops.linear(gu, sc.xh.ptr, t, part, deq)?;
+                gu_out = ops.linear(gu, sc.xh.ptr, t, part, bufs)?;
             }
         } else {
-            let p = ops.linear(o, sc.xh.ptr, t, part, deq)?;
+            let p = ops.linear(o, sc.xh.ptr, t, part, bufs)?;
             let bias = o.bias.as_ref().map_or(0, |b| b.ptr);
             k.residual_rmsnorm(
                 gpu,
@@ -644,7 +649,7 @@ pub fn enqueue(
                 0,
                 t,
             )?;
-            gu_out = ops.linear(gu, sc.xh.ptr, t, part, deq)?;
+            gu_out = ops.linear(gu, sc.xh.ptr, t, part, bufs)?;
         }
         let gu_bias = gu.bias.as_ref().map_or(0, |b| b.ptr);
         if fuse_silu {
@@ -670,7 +675,7 @@ pub fn enqueue(
             ss_valid = true;
         } else {
             k.silu_mul(gpu, gu_out, gu_bias, sc.xh.ptr, c.intermediate_size, t)?;
-            let p = ops.linear(dn, sc.xh.ptr, t, part, deq)?;
+            let p = ops.linear(dn, sc.xh.ptr, t, part, bufs)?;
             prev = Some((p, dn.bias.as_ref().map_or(0, |b| b.ptr)));
             ss_valid = false;
         }
@@ -749,7 +754,7 @@ pub fn run_pass(
     // The dequantisation scratch only once a pass needs it: passes that the fused product takes
     // whole (short prompts on sm_90a) never do.
     let t = tokens.len();
-    let xg = sc.xg.as_ref().map(|d| d.bytes / 2);
+    let xg = sc.prefill_bufs().xg.map(|(_, cap)| cap);
     if t > 1 && sc.deq.is_none() && sc.deq_elems > 0 && needs_dequant(ops, w, t, xg) {
         sc.deq = Some(
             ops.gpu

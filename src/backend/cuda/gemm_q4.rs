@@ -8,13 +8,17 @@ use super::kernels::Kernels;
 use super::weights::Q4Dev;
 use crate::error::{Error, Result};
 
-/// Dynamic shared memory of a `gemm_q4_wgmma` block (QG_SMEM in gemm_q4.cu): 4 stages of an X
-/// tile (16 KiB), a weight tile (4 KiB), scales and zeros, plus 1 KiB for alignment.
-pub const GEMM_Q4_SMEM: usize = 4 * (16384 + 4096 + 256 + 128) + 1024;
+/// One stage of either fused kernel's ring (QT_STAGE_BYTES in gemm_q4.cu): an X tile (16 KiB),
+/// a weight tile (4 KiB), 128 scales and 128 zeros.
+const GEMM_Q4_STAGE_BYTES: usize = 16384 + 4096 + 256 + 128;
 
-/// Dynamic shared memory of a `gemm_q4_tma` block (QT_SMEM in gemm_q4.cu): 5 stages of the
-/// same tiles, 10 mbarriers, 1 KiB of alignment slack.
-pub const GEMM_Q4_TMA_SMEM: usize = 5 * (16384 + 4096 + 256 + 128) + 2 * 5 * 8 + 1024;
+/// Dynamic shared memory of a `gemm_q4_wgmma` block (QG_SMEM in gemm_q4.cu): 4 stages plus
+/// 1 KiB for alignment.
+pub const GEMM_Q4_SMEM: usize = 4 * GEMM_Q4_STAGE_BYTES + 1024;
+
+/// Dynamic shared memory of a `gemm_q4_tma` block (QT_SMEM in gemm_q4.cu): 5 stages, 10
+/// mbarriers, 1 KiB of alignment slack.
+pub const GEMM_Q4_TMA_SMEM: usize = 5 * GEMM_Q4_STAGE_BYTES + 2 * 5 * 8 + 1024;
 
 /// Threads of a `gemm_q4_tma` block (QT_THREADS: two consumer warpgroups and a producer warp).
 pub const GEMM_Q4_TMA_THREADS: u32 = 288;

@@ -4,6 +4,7 @@
 
 use super::blas::Blas;
 use super::device::{Args, DevBuf, Gpu};
+use super::ffi::CUdeviceptr;
 use super::forward::{plan_attention, Ops, PrefillBufs};
 use super::kernels::{Kernels, Partials};
 use super::weights::{rope_table, DevMat, GemvKind, LinearGroup, RopeTable};
@@ -167,11 +168,7 @@ impl OpHarness {
             None
         };
         // Room for an act-order matrix's gathered input (the fused product's).
-        let act = g
-            .members
-            .iter()
-            .any(|m| matches!(&m.mat, DevMat::Q4(q) if q.perm.is_some()));
-        let xg = if t > 1 && act {
+        let xg = if t > 1 && g.has_act_order() {
             Some(self.gpu.alloc(t * g.k * 2, "test gather")?)
         } else {
             None
@@ -575,18 +572,29 @@ impl OpHarness {
             self.gpu.memset_u32(b.ptr, 0x3c00_3c00, bytes / 4)?;
         }
         let out = self.gpu.alloc(4, "bandwidth test")?;
-        let words = (bytes / 16) as i64;
-        let blocks = (self.gpu.sms * blocks_per_sm) as u32;
         let turn = std::cell::Cell::new(0usize);
         self.time_ms_chain(4, 40, || {
             let i = turn.get();
             turn.set(i + 1);
-            let mut args = Args::new();
-            args.ptr(bufs[i % 4].ptr).i64(words).ptr(out.ptr);
-            // SAFETY: each buffer holds `words` 16-byte words; out one u32.
-            self.gpu
-                .launch(&self.k.read_sweep, (blocks, 1, 1), 256, 0, &mut args)
+            self.read_sweep(bufs[i % 4].ptr, bytes, blocks_per_sm, out.ptr)
         })
+    }
+
+    /// One `read_sweep` launch over the `bytes` at `buf` (a device buffer of at least that
+    /// many bytes) with `blocks_per_sm` blocks of 256; `out` is a u32 it may write.
+    fn read_sweep(
+        &self,
+        buf: CUdeviceptr,
+        bytes: usize,
+        blocks_per_sm: usize,
+        out: CUdeviceptr,
+    ) -> Result<()> {
+        let mut args = Args::new();
+        args.ptr(buf).i64((bytes / 16) as i64).ptr(out);
+        let blocks = (self.gpu.sms * blocks_per_sm) as u32;
+        // SAFETY: buf holds bytes / 16 16-byte words (the callers' buffers); out one u32.
+        self.gpu
+            .launch(&self.k.read_sweep, (blocks, 1, 1), 256, 0, &mut args)
     }
 
     /// Device-to-device copy bandwidth (bytes read + written per second) over `bytes`.
@@ -604,14 +612,8 @@ impl OpHarness {
         let a = self.gpu.alloc(bytes, "bandwidth test")?;
         let out = self.gpu.alloc(4, "bandwidth test")?;
         self.gpu.memset_u32(a.ptr, 0x3c00_3c00, bytes / 4)?;
-        let words = (bytes / 16) as i64;
-        let blocks = (self.gpu.sms * blocks_per_sm) as u32;
         let ms = self.time_ms(3, 20, || {
-            let mut args = Args::new();
-            args.ptr(a.ptr).i64(words).ptr(out.ptr);
-            // SAFETY: a holds `words` 16-byte words; out one u32.
-            self.gpu
-                .launch(&self.k.read_sweep, (blocks, 1, 1), 256, 0, &mut args)
+            self.read_sweep(a.ptr, bytes, blocks_per_sm, out.ptr)
         })?;
         Ok(bytes as f64 / (ms as f64 * 1e-3))
     }
@@ -676,6 +678,29 @@ impl OpHarness {
         Ok((ms, g.bytes()))
     }
 
+    /// Blocks per SM of each loaded fused prefill kernel (the occupancy API's figure for its
+    /// threads and shared memory).
+    pub fn gemm_q4_blocks_per_sm(&self) -> Vec<(&'static str, usize)> {
+        use crate::backend::cuda::gemm_q4 as g4;
+        [
+            (
+                "gemm_q4_wgmma",
+                self.k.gemm_q4.as_ref(),
+                g4::GEMM_Q4_THREADS,
+                g4::GEMM_Q4_SMEM,
+            ),
+            (
+                "gemm_q4_tma",
+                self.k.gemm_q4_tma.as_ref(),
+                g4::GEMM_Q4_TMA_THREADS,
+                g4::GEMM_Q4_TMA_SMEM,
+            ),
+        ]
+        .into_iter()
+        .filter_map(|(name, f, threads, smem)| Some((name, self.gpu.occupancy(f?, threads, smem)?)))
+        .collect()
+    }
+
     /// Timings of prefill's parts on 13B shapes (ms): dequantisation, the cuBLAS product and
     /// attention, for `t` tokens after `pos` cached ones; then the elementwise kernels and
     /// cuBLAS on every product shape of a layer ([`Self::time_prefill_elementwise`],
@@ -734,25 +759,6 @@ impl OpHarness {
             ));
             // Every 13B product of a layer (the prefill's products without dequantisation), on
             // each variant of the kernel.
-            use crate::backend::cuda::gemm_q4 as g4;
-            for (name, f, threads, smem) in [
-                (
-                    "gemm_q4_wgmma",
-                    self.k.gemm_q4.as_ref(),
-                    g4::GEMM_Q4_THREADS,
-                    g4::GEMM_Q4_SMEM,
-                ),
-                (
-                    "gemm_q4_tma",
-                    self.k.gemm_q4_tma.as_ref(),
-                    g4::GEMM_Q4_TMA_THREADS,
-                    g4::GEMM_Q4_TMA_SMEM,
-                ),
-            ] {
-                if let Some(n) = f.and_then(|f| self.gpu.occupancy(f, threads, smem)) {
-                    out.push((format!("{name} blocks per SM: {n}"), 0.0));
-                }
-            }
             let variants: &[(&str, bool)] = if self.has_gemm_q4_tma() {
                 &[("gemm_q4_tma", true), ("gemm_q4_wgmma", false)]
             } else {

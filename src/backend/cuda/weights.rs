@@ -402,6 +402,13 @@ impl LinearGroup {
         })
     }
 
+    /// Whether any member is a 4-bit matrix with an act-order permutation.
+    pub fn has_act_order(&self) -> bool {
+        self.members
+            .iter()
+            .any(|m| matches!(&m.mat, DevMat::Q4(q) if q.perm.is_some()))
+    }
+
     /// Run decode on `kind` instead of the kernel chosen at upload (tests; the caller checks
     /// that the weights allow it): the split follows.
     pub fn set_gemv(&mut self, gpu: &Gpu, kind: GemvKind) {
@@ -706,8 +713,7 @@ impl DevWeights {
         self.layers
             .iter()
             .flat_map(|l| [&l.qkv, &l.o, &l.gate_up, &l.down])
-            .flat_map(|g| g.members.iter())
-            .any(|m| matches!(&m.mat, DevMat::Q4(q) if q.perm.is_some()))
+            .any(LinearGroup::has_act_order)
     }
     pub fn max_s_times_n(&self) -> usize {
         self.layers
