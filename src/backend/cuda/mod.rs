@@ -20,6 +20,7 @@ pub mod gemm_q4;
 pub mod kernels;
 pub mod module;
 pub mod persistent;
+pub mod side;
 pub mod state;
 pub mod testing;
 pub mod weights;
