@@ -53,15 +53,6 @@
 //   So a decode layer is 6 launches (q|k|v, qkv_rope, attn_partial, o, gate|up, down) instead of 12.
 //   All variants share one parameter list (GEMVL_PARAMS; unused inputs are NULL / 0).
 //
-// l2_prefetch_q4: asks L2 for the weights gemv_q4l's warps will read as their batches j0..j1-1
-//   (batch 0 each warp requests itself before its programmatic-dependent-launch wait), with the
-//   evict_last priority (WV_L2PF_HINT=0: no hint), so that a product's first bytes stream from
-//   DRAM while the small kernels before it run. Decode launches it on a second stream, in a
-//   graph branch that starts when the previous product ends (forward.rs, WV_CUDA_L2PF).
-//   Arguments as gemv_q4l's plan: K, N, G, gs, gpb and S (grid (ceil(N/128), S)). Work item =
-//   (batch level j, block row, column tile, warp, row of the batch), j slowest, one 512-byte row
-//   piece (one cp.async.bulk.prefetch.L2) each; any 1-D grid.
-//
 // gemv_f16: out = x · Wᵀ for a dense f16 matrix W [N, K] row-major (dense layers, non-4-bit GPTQ
 //   dequantised at upload, the lm_head).
 // Launch: block 256 = 8 warps, warp w → row n = 8*bx + w; block row by covers k in
@@ -539,50 +530,6 @@ extern "C" __global__ void __launch_bounds__(256, WV_GEMVL_MINB) gemv_q4l_attn_r
 // down: SiLU(gate) * up before, the residual add after.
 extern "C" __global__ void __launch_bounds__(256, WV_GEMVL_MINB) gemv_q4l_silu_resid(GEMVL_PARAMS) {
     gemv_q4l_body<PRO_SILU, EPI_RESID>(GEMVL_ARGS);
-}
-
-#ifndef WV_L2PF_HINT
-#define WV_L2PF_HINT 1
-#endif
-
-extern "C" __global__ void __launch_bounds__(64) l2_prefetch_q4(
-    const u32* __restrict__ qw, int K, int N, int G, int gs, int gpb, int S, int j0, int j1)
-{
-    const int tiles = (N + 127) >> 7;
-    const long long per_j = (long long)S * tiles * 64;
-    const long long total = per_j * (long long)(j1 - j0);
-#if WV_L2PF_HINT
-    unsigned long long pol;
-    asm volatile("createpolicy.fractional.L2::evict_last.b64 %0, 1.0;" : "=l"(pol));
-#endif
-    for (long long p = (long long)blockIdx.x * blockDim.x + threadIdx.x; p < total;
-         p += (long long)gridDim.x * blockDim.x) {
-        const int j = j0 + (int)(p / per_j);
-        const long long r = p % per_j;
-        const int i = (int)(r & 7), w = (int)((r >> 3) & 7);
-        const long long r2 = r >> 6;
-        const int bx = (int)(r2 % tiles), by = (int)(r2 / tiles);
-        // Block (bx, by)'s rows and warp w's batches, as gemv_q4l_body computes them.
-        const int g0 = by * gpb, g1 = min(G, g0 + gpb);
-        if (g0 >= g1) continue;
-        const int r0 = (g0 * gs) >> 3, rend = min(K, g1 * gs) >> 3;
-        const int nb = (rend - r0 + 7) >> 3;
-        const int b0 = (nb * w) >> 3, b1 = (nb * (w + 1)) >> 3;
-        const int b = b0 + j;
-        const int row = r0 + 8 * b + i;
-        if (b >= b1 || row >= rend) continue;
-        const char* a = reinterpret_cast<const char*>(qw) + ((size_t)row * N + (size_t)bx * 128) * 4;
-        const unsigned bytes = (unsigned)min(128, N - bx * 128) * 4;
-#if __CUDA_ARCH__ >= 900
-#if WV_L2PF_HINT
-        asm volatile("cp.async.bulk.prefetch.L2.global.L2::cache_hint [%0], %1, %2;" ::"l"(a), "r"(bytes), "l"(pol) : "memory");
-#else
-        asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" ::"l"(a), "r"(bytes) : "memory");
-#endif
-#else
-        for (unsigned o = 0; o < bytes; o += 128) asm volatile("prefetch.global.L2::evict_last [%0];" ::"l"(a + o));
-#endif
-    }
 }
 
 __device__ __forceinline__ float dot8_f16(uint4 a, uint4 b) {

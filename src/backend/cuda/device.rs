@@ -856,7 +856,7 @@ impl Args {
     }
     /// One pointer per parameter, as `cuLaunchKernel`'s `kernelParams` takes them (valid while
     /// `self` is neither moved nor changed).
-    pub(super) fn ptrs(&mut self) -> Vec<*mut c_void> {
+    fn ptrs(&mut self) -> Vec<*mut c_void> {
         let mut p: Vec<*mut c_void> = self
             .slots
             .iter_mut()

@@ -41,7 +41,6 @@ pub const CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR: c_int = 76;
 pub const CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN: c_int = 97;
 pub const CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES: c_int = 8;
 pub const CU_STREAM_NON_BLOCKING: c_uint = 1;
-pub const CU_EVENT_DISABLE_TIMING: c_uint = 2;
 pub const CU_STREAM_CAPTURE_MODE_THREAD_LOCAL: c_int = 1;
 pub const CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION: u32 = 6;
 pub const CU_LAUNCH_ATTRIBUTE_COOPERATIVE: u32 = 2;
@@ -345,7 +344,6 @@ api!(Driver {
     cuGraphLaunch: fn(CUgraphExec, CUstream) -> CUresult;
     cuGraphExecDestroy: fn(CUgraphExec) -> CUresult;
     cuGraphDestroy: fn(CUgraph) -> CUresult;
-    cuStreamWaitEvent: fn(CUstream, CUevent, c_uint) -> CUresult;
     cuTensorMapEncodeTiled: fn(*mut CUtensorMap, c_int, c_uint, *mut c_void, *const u64, *const u64, *const c_uint, *const c_uint, c_int, c_int, c_int, c_int) -> CUresult;
 });
 

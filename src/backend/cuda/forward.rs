@@ -18,7 +18,6 @@ use super::device::{DevBuf, Gpu, Graph};
 use super::ffi::CUdeviceptr;
 use super::kernels::{Epilogue, Kernels, Partials, Prologue};
 use super::persistent::{PdBuffers, Persistent};
-use super::side::SideStream;
 use super::state::CudaState;
 use super::weights::{DevLayer, DevMat, DevWeights, GemvKind, LinearGroup, Q4Dev};
 use crate::config::ModelConfig;
@@ -103,9 +102,6 @@ pub struct Scratch {
     /// f32 [q|k|v width + gate|up width]: the persistent kernel's summed products.
     pub pd_fin: Option<DevBuf>,
     pub pd_bar: Option<DevBuf>,
-    /// Decode's L2 prefetches of the next product (`WV_CUDA_L2PF`), where a side stream could
-    /// be made.
-    pub side: Option<SideStream>,
 }
 
 impl Scratch {
@@ -190,11 +186,6 @@ impl Scratch {
                     Some(b)
                 }
                 None => None,
-            },
-            side: if super::kernels::l2pf_levels() > 0 {
-                SideStream::new(gpu).ok()
-            } else {
-                None
             },
         })
     }
@@ -449,28 +440,6 @@ pub enum Pos {
     },
 }
 
-/// Decode's L2 prefetch of product `next` (see `l2_prefetch_q4` in kernels/gemv.cu): on the
-/// side stream, in a branch that starts when the work enqueued so far (the product just
-/// launched) ends, so that `next`'s first batches stream from DRAM while the small kernels
-/// between the two products run. Returns whether it forked.
-fn prefetch_next(ops: &Ops<'_>, sc: &Scratch, next: Option<&LinearGroup>) -> Result<bool> {
-    let (Some(side), Some(g)) = (&sc.side, next) else {
-        return Ok(false);
-    };
-    let levels = ops.k.l2pf;
-    if levels == 0 || g.gemv != GemvKind::Lean {
-        return Ok(false);
-    }
-    side.fork()?;
-    for m in &g.members {
-        if let DevMat::Q4(q) = &m.mat {
-            ops.k
-                .l2_prefetch_q4(side, q, g.s_decode, m.per_block, 1, 1 + levels)?;
-        }
-    }
-    Ok(true)
-}
-
 /// Enqueue a pass over `t` tokens already on the device at `tokens`; leave the logits of the
 /// last `logit_rows` in `sc.logits` (`[logit_rows, vocab]`).
 #[allow(clippy::too_many_arguments)]
@@ -529,9 +498,6 @@ pub fn enqueue(
     };
     // The products' partial slabs: the buffer and the floats it holds (Ops::linear's cap).
     let part = (sc.part.ptr, sc.part.bytes / 4);
-    // Whether decode forked the side stream (joined before returning).
-    let mut forked = false;
-    let pf = t == 1 && sc.side.is_some();
     for (li, l) in w.layers.iter().enumerate() {
         // Decode may fuse the layer's steps into its products (see kernels/gemv.cu and
         // `Fusion`): the attention combine into o, SiLU · up into down, the residual adds into
@@ -576,9 +542,6 @@ pub fn enqueue(
             )?;
             ops.linear(&l.qkv, sc.xh.ptr, t, part, bufs)?
         };
-        if pf {
-            forked |= prefetch_next(ops, sc, Some(&l.o))?;
-        }
         let kc = st.k.at(li * st.layer_stride);
         let vc = st.v.at(li * st.layer_stride);
         let bias = l.qkv.bias.as_ref().map_or(0, |b| b.ptr);
@@ -636,9 +599,6 @@ pub fn enqueue(
                 pro,
                 residual(o),
             )?;
-            if pf {
-                forked |= prefetch_next(ops, sc, Some(gu))?;
-            }
             if fuse_norm {
                 let pro = Prologue::Norm {
                     x: sc.x.ptr,
@@ -659,9 +619,6 @@ pub fn enqueue(
                     pro,
                     Epilogue::None,
                 )?;
-                if pf {
-                    forked |= prefetch_next(ops, sc, Some(dn))?;
-                }
             } else {
                 k.residual_rmsnorm(
                     gpu,
@@ -676,15 +633,9 @@ pub fn enqueue(
                     t,
                 )?;
                 gu_out = ops.linear(gu, sc.xh.ptr, t, part, bufs)?;
-                if pf {
-                    forked |= prefetch_next(ops, sc, Some(dn))?;
-                }
             }
         } else {
             let p = ops.linear(o, sc.xh.ptr, t, part, bufs)?;
-            if pf {
-                forked |= prefetch_next(ops, sc, Some(gu))?;
-            }
             let bias = o.bias.as_ref().map_or(0, |b| b.ptr);
             k.residual_rmsnorm(
                 gpu,
@@ -699,9 +650,6 @@ pub fn enqueue(
                 t,
             )?;
             gu_out = ops.linear(gu, sc.xh.ptr, t, part, bufs)?;
-            if pf {
-                forked |= prefetch_next(ops, sc, Some(dn))?;
-            }
         }
         let gu_bias = gu.bias.as_ref().map_or(0, |b| b.ptr);
         if fuse_silu {
@@ -731,16 +679,8 @@ pub fn enqueue(
             prev = Some((p, dn.bias.as_ref().map_or(0, |b| b.ptr)));
             ss_valid = false;
         }
-        if pf {
-            let next = w.layers.get(li + 1).map(|n| &n.qkv);
-            forked |= prefetch_next(ops, sc, next)?;
-        }
     }
-    final_logits(ops, c, w, sc, prev, t, logit_rows)?;
-    match &sc.side {
-        Some(side) if forked => side.join(),
-        _ => Ok(()),
-    }
+    final_logits(ops, c, w, sc, prev, t, logit_rows)
 }
 
 /// The final norm of the last `logit_rows` of the residual stream (after adding `prev`, the

@@ -5,7 +5,6 @@ use super::device::{Args, Gpu, Kernel};
 use super::ffi::CUdeviceptr;
 pub use super::fusion::{Epilogue, Fusion, Prologue};
 use super::module::Modules;
-use super::side::SideStream;
 use super::weights::{GemvKind, Q4Dev, RopeTable, MAX_X_SLICE};
 use crate::error::{Error, Result};
 use std::sync::Arc;
@@ -66,10 +65,6 @@ pub struct Kernels {
     pub decode_layers: Kernel,
     /// A read-bandwidth probe (benchmarks only).
     pub read_sweep: Kernel,
-    l2_prefetch_q4: Kernel,
-    /// Batches per warp of the next product that decode asks L2 for while the kernels between
-    /// two products run (`WV_CUDA_L2PF`; 0: none; see [`l2pf_levels`]).
-    pub l2pf: usize,
     _modules: Modules,
 }
 
@@ -105,17 +100,6 @@ pub fn gemv_ring() -> usize {
         .and_then(|v| v.parse::<usize>().ok())
         .filter(|&r| r <= 4)
         .unwrap_or(2)
-}
-
-/// Batches per warp (beyond the first, which each warp requests itself) of the next product's
-/// weights that decode asks L2 for, on a side stream, from the end of each product
-/// (`WV_CUDA_L2PF`, 0–8; 0: none).
-pub fn l2pf_levels() -> usize {
-    std::env::var("WV_CUDA_L2PF")
-        .ok()
-        .and_then(|v| v.parse::<usize>().ok())
-        .filter(|&r| r <= 8)
-        .unwrap_or(0)
 }
 
 /// Bytes of `gemv_q4l`'s weight ring (8 warps x 8 rows x 32 lanes x 16 bytes per batch).
@@ -220,8 +204,6 @@ impl Kernels {
             sample_topk: m.get("sample.cu", "sample_topk")?,
             decode_layers: m.get("decode.cu", "decode_layers")?,
             read_sweep: m.get("elementwise.cu", "read_sweep")?,
-            l2_prefetch_q4: m.get("gemv.cu", "l2_prefetch_q4")?,
-            l2pf: l2pf_levels(),
             _modules: m,
         };
         // The fused products need their shared memory allowed (else they are not used); the
@@ -299,36 +281,6 @@ impl Kernels {
             smem as u32,
             &mut a,
         )
-    }
-
-    /// Ask L2, on the side stream, for the weights of `q` that `gemv_q4l`'s warps read as their
-    /// batches `j0..j1` under the plan (`s` slabs, `gpb` groups per block).
-    #[allow(clippy::too_many_arguments)]
-    pub fn l2_prefetch_q4(
-        &self,
-        side: &SideStream,
-        q: &Q4Dev,
-        s: usize,
-        gpb: usize,
-        j0: usize,
-        j1: usize,
-    ) -> Result<()> {
-        let items = s * q.n.div_ceil(128) * 64 * j1.saturating_sub(j0);
-        // Small blocks (64 threads, ~30 registers): they fit beside the GEMV blocks resident.
-        let blocks = items.div_ceil(64).min(512) as u32;
-        let mut a = Args::new();
-        a.ptr(q.qw.ptr)
-            .int(q.k)
-            .int(q.n)
-            .int(q.groups)
-            .int(q.gs)
-            .int(gpb.max(1))
-            .int(s)
-            .int(j0)
-            .int(j1);
-        // SAFETY: qw is q's packed [K/8, N] matrix; the kernel only prefetches rows below K/8
-        // and columns below N of it (kernels/gemv.cu), and writes nothing.
-        side.launch(&self.l2_prefetch_q4, blocks, 64, &mut a)
     }
 
     /// `gemv_q4l` with its input made by a fused prologue and, for [`Epilogue::Residual`], the

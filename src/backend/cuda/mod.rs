@@ -20,7 +20,6 @@ pub mod gemm_q4;
 pub mod kernels;
 pub mod module;
 pub mod persistent;
-pub mod side;
 pub mod state;
 pub mod testing;
 pub mod weights;
