@@ -326,6 +326,15 @@ extern "C" __global__ void __launch_bounds__(QG_THREADS, 2) gemm_q4_wgmma(
 #define QT_STAGE_BYTES (QG_X_BYTES + QG_W_BYTES + QG_S_BYTES + QG_Z_BYTES)
 #define QT_SMEM (QT_STAGES * QT_STAGE_BYTES + 2 * QT_STAGES * 8 + 1024)
 
+// The host's launch shapes (gemm_q4.rs), passed by module.rs: a drift fails the compile.
+#ifdef WV_HOST_QT_SMEM
+static_assert(QG_THREADS == WV_HOST_QG_THREADS && QT_THREADS == WV_HOST_QT_THREADS,
+              "gemm_q4.rs's block sizes differ from the kernels'");
+static_assert(QG_FEAT == WV_HOST_QG_FEAT, "gemm_q4.rs's features per block differ");
+static_assert(QG_SMEM <= WV_HOST_QG_SMEM && QT_SMEM <= WV_HOST_QT_SMEM,
+              "gemm_q4.rs allocates less shared memory than the kernels use");
+#endif
+
 // A CUtensorMap (opaque, 128 bytes, 64-byte aligned), passed by value as a kernel parameter.
 struct __align__(64) TmaMap {
     unsigned long long v[16];

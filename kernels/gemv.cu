@@ -257,6 +257,9 @@ extern "C" __global__ void __launch_bounds__(256, WV_GEMV_MINB) gemv_q4w(
 #define WV_GEMV_RING 0
 #endif
 #define GEMVL_RING_BYTES (WV_GEMV_RING * 8 * 8 * 32 * 16)
+#ifdef WV_HOST_RING_BYTES
+static_assert(GEMVL_RING_BYTES == WV_HOST_RING_BYTES, "kernels.rs sizes the weight ring differently");
+#endif
 
 
 // What the fused decode variants of gemv_q4l compute before and after the product.

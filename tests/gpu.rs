@@ -235,6 +235,15 @@ fn op_gemm_q4_prefill_shapes() {
                 bias,
                 (k * n) as u64,
             ));
+            // The weights' tensor maps are made at upload exactly where gemm_q4_tma can take
+            // the matrix (else it would silently run on gemm_q4_wgmma).
+            if h.has_gemm_q4_tma() {
+                assert_eq!(
+                    h.tma_maps_made(&[&m]).unwrap(),
+                    tma && n % 16 == 0,
+                    "{name} tma={tma}: TMA maps"
+                );
+            }
             for t in [5, 127, 128, 130, 300] {
                 check_linear(&format!("{name} tma={tma}"), &[&m], t, true);
             }

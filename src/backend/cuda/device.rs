@@ -5,9 +5,9 @@
 //! [`DevBuf`] frees its memory on drop, so an error half-way through a load or a session's
 //! creation frees everything taken so far.
 
+pub use super::args::{Args, Kernel};
 use super::ffi::{
-    self, CUcontext, CUdevice, CUdeviceptr, CUevent, CUfunction, CUgraphExec, CUresult, CUstream,
-    Driver,
+    self, CUcontext, CUdevice, CUdeviceptr, CUevent, CUgraphExec, CUresult, CUstream, Driver,
 };
 use crate::error::{Error, Result};
 use std::ffi::c_void;
@@ -257,7 +257,10 @@ impl Gpu {
             return Ok(());
         }
         let mark = self.profile_mark()?;
-        let r = self.launch_inner(f, grid, block, smem, args);
+        let attr = self
+            .pdl
+            .then_some(ffi::CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION);
+        let r = self.launch_inner(f, grid, block, smem, args, attr);
         self.profile_done(mark, f.name)?;
         r
     }
@@ -272,40 +275,20 @@ impl Gpu {
         smem: u32,
         args: &mut Args,
     ) -> Result<()> {
-        let ex = self
-            .drv
-            .cuLaunchKernelEx
-            .ok_or_else(|| Error::device("this CUDA driver has no cuLaunchKernelEx"))?;
-        let mark = self.profile_mark()?;
-        let mut ptrs = args.ptrs();
-        let mut attr = ffi::CUlaunchAttribute {
-            id: ffi::CU_LAUNCH_ATTRIBUTE_COOPERATIVE,
-            pad: 0,
-            value: [1, 0, 0, 0, 0, 0, 0, 0],
-        };
-        let cfg = ffi::CUlaunchConfig {
-            grid: [blocks, 1, 1],
-            block: [block, 1, 1],
-            shared_mem: smem,
-            stream: self.stream,
-            attrs: &mut attr,
-            num_attrs: 1,
-        };
-        // SAFETY: f is a function of a loaded module; ptrs point at one 8-byte slot per kernel
-        // parameter (the value in its low bytes); cfg and attr outlive the call.
-        let r = unsafe { ex(&cfg, f.func, ptrs.as_mut_ptr(), std::ptr::null_mut()) };
-        self.check(
-            r,
-            &format!(
-                "cooperative launch of {} ({blocks} blocks of {block}, smem {smem})",
-                f.name
-            ),
-        )?;
-        if self.sync_each && !self.capturing.load(Ordering::Relaxed) {
-            self.sync()
-                .map_err(|e| e.context(format!("after kernel {}", f.name)))?;
+        if self.drv.cuLaunchKernelEx.is_none() {
+            return Err(Error::device("this CUDA driver has no cuLaunchKernelEx"));
         }
-        self.profile_done(mark, f.name)
+        let mark = self.profile_mark()?;
+        let r = self.launch_inner(
+            f,
+            (blocks, 1, 1),
+            block,
+            smem,
+            args,
+            Some(ffi::CU_LAUNCH_ATTRIBUTE_COOPERATIVE),
+        );
+        self.profile_done(mark, f.name)?;
+        r
     }
 
     /// Blocks of `block` threads with `smem` bytes of dynamic shared memory that fit on one SM
@@ -393,6 +376,8 @@ impl Gpu {
         Ok(Some(rows))
     }
 
+    /// Launch on the stream: with launch attribute `attr` (set to 1) through
+    /// `cuLaunchKernelEx` where given and the driver has it, else `cuLaunchKernel`.
     fn launch_inner(
         &self,
         f: &Kernel,
@@ -400,11 +385,12 @@ impl Gpu {
         block: u32,
         smem: u32,
         args: &mut Args,
+        attr: Option<u32>,
     ) -> Result<()> {
         let mut ptrs = args.ptrs();
-        let r = if let (true, Some(ex)) = (self.pdl, self.drv.cuLaunchKernelEx) {
+        let r = if let (Some(id), Some(ex)) = (attr, self.drv.cuLaunchKernelEx) {
             let mut attr = ffi::CUlaunchAttribute {
-                id: ffi::CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION,
+                id,
                 pad: 0,
                 value: [1, 0, 0, 0, 0, 0, 0, 0],
             };
@@ -438,10 +424,15 @@ impl Gpu {
                 )
             }
         };
+        let kind = if attr == Some(ffi::CU_LAUNCH_ATTRIBUTE_COOPERATIVE) {
+            "cooperative launch"
+        } else {
+            "launch"
+        };
         self.check(
             r,
             &format!(
-                "launch of {} (grid {grid:?}, block {block}, smem {smem})",
+                "{kind} of {} (grid {grid:?}, block {block}, smem {smem})",
                 f.name
             ),
         )?;
@@ -778,94 +769,6 @@ impl Drop for DevBuf {
             (self.gpu.drv.cuMemFree_v2)(self.ptr);
         }
         self.gpu.used.fetch_sub(self.size, Ordering::Relaxed);
-    }
-}
-
-/// A kernel function of a loaded module.
-#[derive(Clone, Copy)]
-pub struct Kernel {
-    pub func: CUfunction,
-    pub name: &'static str,
-}
-
-impl Kernel {
-    /// (registers per thread, local memory bytes per thread) as the driver reports them, for
-    /// benchmarks and resource checks; `None` when the driver lacks `cuFuncGetAttribute`.
-    pub fn resources(&self, gpu: &Gpu) -> Option<(i32, i32)> {
-        let get = gpu.drv.cuFuncGetAttribute?;
-        let (mut regs, mut local) = (0, 0);
-        // SAFETY: valid out-pointers and a function of a loaded module.
-        // 4 = CU_FUNC_ATTRIBUTE_NUM_REGS, 3 = CU_FUNC_ATTRIBUTE_LOCAL_SIZE_BYTES.
-        let ok = unsafe { get(&mut regs, 4, self.func) == 0 && get(&mut local, 3, self.func) == 0 };
-        ok.then_some((regs, local))
-    }
-}
-
-// SAFETY: a CUfunction is a handle usable from any thread with the context current.
-unsafe impl Send for Kernel {}
-// SAFETY: as above.
-unsafe impl Sync for Kernel {}
-
-/// Kernel arguments, one 8-byte slot each.
-#[derive(Default)]
-pub struct Args {
-    slots: Vec<u64>,
-    /// Tensor maps passed by value, and the slot each takes (a map's parameter is its 128
-    /// bytes, so its pointer is the map's, not a slot's).
-    maps: Vec<(usize, Box<ffi::CUtensorMap>)>,
-}
-
-impl Args {
-    pub fn new() -> Args {
-        Args {
-            slots: Vec::with_capacity(16),
-            maps: Vec::new(),
-        }
-    }
-    /// A device pointer (0 for NULL).
-    pub fn ptr(&mut self, p: CUdeviceptr) -> &mut Self {
-        self.slots.push(p);
-        self
-    }
-    pub fn i32(&mut self, v: i32) -> &mut Self {
-        self.slots.push(v as u32 as u64);
-        self
-    }
-    /// A usize that must fit an `int` parameter.
-    pub fn int(&mut self, v: usize) -> &mut Self {
-        debug_assert!(v <= i32::MAX as usize);
-        self.i32(v as i32)
-    }
-    pub fn i64(&mut self, v: i64) -> &mut Self {
-        self.slots.push(v as u64);
-        self
-    }
-    pub fn f32(&mut self, v: f32) -> &mut Self {
-        self.slots.push(v.to_bits() as u64);
-        self
-    }
-    pub fn f64(&mut self, v: f64) -> &mut Self {
-        self.slots.push(v.to_bits());
-        self
-    }
-    /// A `CUtensorMap` parameter (a kernel's `const __grid_constant__` 128-byte struct).
-    pub fn map(&mut self, m: ffi::CUtensorMap) -> &mut Self {
-        self.maps.push((self.slots.len(), Box::new(m)));
-        self.slots.push(0);
-        self
-    }
-    /// One pointer per parameter, as `cuLaunchKernel`'s `kernelParams` takes them (valid while
-    /// `self` is neither moved nor changed).
-    fn ptrs(&mut self) -> Vec<*mut c_void> {
-        let mut p: Vec<*mut c_void> = self
-            .slots
-            .iter_mut()
-            .map(|s| s as *mut u64 as *mut c_void)
-            .collect();
-        for (i, m) in &mut self.maps {
-            p[*i] = &mut **m as *mut ffi::CUtensorMap as *mut c_void;
-        }
-        p
     }
 }
 

@@ -25,7 +25,7 @@ pub const GEMM_Q4_TMA_THREADS: u32 = 288;
 
 /// Output features per `gemm_q4_wgmma` block (QG_FEAT), its threads (QG_THREADS) and the
 /// blocks that fit on one SM.
-const GEMM_Q4_FEAT: usize = 128;
+pub(super) const GEMM_Q4_FEAT: usize = 128;
 pub const GEMM_Q4_THREADS: u32 = 256;
 const GEMM_Q4_PER_SM: usize = 2;
 
@@ -122,21 +122,19 @@ impl Kernels {
             q.n.div_ceil(GEMM_Q4_FEAT) as u32,
             split as u32,
         );
-        let tma = self.gemm_q4_tma.as_ref().filter(|_| {
-            self.gemm_q4_tma_on
-                .load(std::sync::atomic::Ordering::Relaxed)
-        });
-        // gemm_q4_tma where the tensors suit it and the driver encodes their maps, else
+        // gemm_q4_tma where the weights' maps were made at upload and x's map encodes, else
         // gemm_q4_wgmma: the operands differ (four tensor maps, or the four pointers), the rest
         // of the parameters does not.
         let mut a = Args::new();
-        let maps = tma
-            .filter(|_| tma_takes(q.n, &[q.qw.ptr, q.scales.ptr, q.zeros.ptr, x]))
-            .and_then(|ft| Some((ft, Self::gemm_q4_maps(gpu, q, x, t).ok()?)));
-        let (kernel, threads, smem) = match maps {
-            Some((ft, maps)) => {
-                for m in maps {
-                    a.map(m);
+        let tma = match (&self.gemm_q4_tma, &q.tma) {
+            (Some(ft), Some(w)) if x % 16 == 0 => x_map(gpu, q.k, x, t).ok().map(|xm| (ft, xm, w)),
+            _ => None,
+        };
+        let (kernel, threads, smem) = match tma {
+            Some((ft, xm, w)) => {
+                a.map(xm);
+                for m in w.iter() {
+                    a.map(*m);
                 }
                 (ft, GEMM_Q4_TMA_THREADS, GEMM_Q4_TMA_SMEM)
             }
@@ -160,53 +158,57 @@ impl Kernels {
         // mbarriers), allowed at load.
         gpu.launch(kernel, grid, threads, smem as u32, &mut a)
     }
+}
 
-    /// `gemm_q4_tma`'s four tensor maps: X `[t][q.k]` f16 in 64 x 128 boxes with the 128-byte
-    /// swizzle, qw `[q.k / 8][q.n]` u32 in 128 x 8 boxes, scales `[groups][q.n]` f16 and zeros
-    /// `[groups][q.n]` u8 in 128 x 1 boxes.
-    fn gemm_q4_maps(
-        gpu: &Gpu,
-        q: &Q4Dev,
-        x: CUdeviceptr,
-        t: usize,
-    ) -> Result<[ffi::CUtensorMap; 4]> {
-        let (k, n, g) = (q.k as u64, q.n as u64, q.groups as u64);
-        let none = ffi::CU_TENSOR_MAP_SWIZZLE_NONE;
-        Ok([
-            gpu.tensor_map_2d(
-                ffi::CU_TENSOR_MAP_DATA_TYPE_FLOAT16,
-                x,
-                [k, t as u64],
-                k * 2,
-                [64, 128],
-                ffi::CU_TENSOR_MAP_SWIZZLE_128B,
-            )?,
-            gpu.tensor_map_2d(
-                ffi::CU_TENSOR_MAP_DATA_TYPE_UINT32,
-                q.qw.ptr,
-                [n, k / 8],
-                n * 4,
-                [128, 8],
-                none,
-            )?,
-            gpu.tensor_map_2d(
-                ffi::CU_TENSOR_MAP_DATA_TYPE_FLOAT16,
-                q.scales.ptr,
-                [n, g],
-                n * 2,
-                [128, 1],
-                none,
-            )?,
-            gpu.tensor_map_2d(
-                ffi::CU_TENSOR_MAP_DATA_TYPE_UINT8,
-                q.zeros.ptr,
-                [n, g],
-                n,
-                [128, 1],
-                none,
-            )?,
-        ])
+/// `gemm_q4_tma`'s map of the input X `[t][k]` f16: 64 x 128 boxes with the 128-byte swizzle
+/// (made per launch: x and t change).
+fn x_map(gpu: &Gpu, k: usize, x: CUdeviceptr, t: usize) -> Result<ffi::CUtensorMap> {
+    let k = k as u64;
+    gpu.tensor_map_2d(
+        ffi::CU_TENSOR_MAP_DATA_TYPE_FLOAT16,
+        x,
+        [k, t as u64],
+        k * 2,
+        [64, 128],
+        ffi::CU_TENSOR_MAP_SWIZZLE_128B,
+    )
+}
+
+/// `gemm_q4_tma`'s maps of `q`'s weights, made once at upload: qw `[q.k / 8][q.n]` u32 in
+/// 128 x 8 boxes, scales `[groups][q.n]` f16 and zeros `[groups][q.n]` u8 in 128 x 1 boxes.
+/// `None` where the driver has no tensor maps or refuses one, or the tensors do not suit the
+/// TMA ([`tma_takes`]): the matrix then runs on `gemm_q4_wgmma`.
+pub fn weight_maps(gpu: &Gpu, q: &Q4Dev) -> Option<Box<[ffi::CUtensorMap; 3]>> {
+    if !gpu.has_tensor_maps() || !tma_takes(q.n, &[q.qw.ptr, q.scales.ptr, q.zeros.ptr]) {
+        return None;
     }
+    let (k, n, g) = (q.k as u64, q.n as u64, q.groups as u64);
+    let none = ffi::CU_TENSOR_MAP_SWIZZLE_NONE;
+    let map =
+        |dtype, ptr, dims, row, boxd| gpu.tensor_map_2d(dtype, ptr, dims, row, boxd, none).ok();
+    Some(Box::new([
+        map(
+            ffi::CU_TENSOR_MAP_DATA_TYPE_UINT32,
+            q.qw.ptr,
+            [n, k / 8],
+            n * 4,
+            [128, 8],
+        )?,
+        map(
+            ffi::CU_TENSOR_MAP_DATA_TYPE_FLOAT16,
+            q.scales.ptr,
+            [n, g],
+            n * 2,
+            [128, 1],
+        )?,
+        map(
+            ffi::CU_TENSOR_MAP_DATA_TYPE_UINT8,
+            q.zeros.ptr,
+            [n, g],
+            n,
+            [128, 1],
+        )?,
+    ]))
 }
 
 #[cfg(test)]

@@ -30,9 +30,6 @@ pub struct Kernels {
     /// handed over by mbarriers (`gemm_q4_tma`; `WV_CUDA_QGEMM_TMA=0` keeps `gemm_q4_wgmma`):
     /// used where the tensors allow it (see [`Self::gemm_q4`]).
     pub gemm_q4_tma: Option<Kernel>,
-    /// Whether [`Self::gemm_q4`] may use `gemm_q4_tma` (tests and timings switch it off to
-    /// compare the two kernels in one process).
-    pub gemm_q4_tma_on: std::sync::atomic::AtomicBool,
     /// The most tokens a pass may have for the fused product (`WV_CUDA_QGEMM_MAX_T`): above it
     /// cuBLAS's faster tensor-core rate pays for the dequantisation (H100, 13B, `gemm_q4_tma`:
     /// TTFT 2.5x shorter at 32–128 tokens, 21% shorter at 512; a 1,500-token prompt is ~4%
@@ -103,7 +100,7 @@ pub fn gemv_ring() -> usize {
 }
 
 /// Bytes of `gemv_q4l`'s weight ring (8 warps x 8 rows x 32 lanes x 16 bytes per batch).
-fn ring_bytes(ring: usize) -> usize {
+pub(super) fn ring_bytes(ring: usize) -> usize {
     ring * 8 * 8 * 32 * 16
 }
 
@@ -178,7 +175,6 @@ impl Kernels {
             } else {
                 None
             },
-            gemm_q4_tma_on: std::sync::atomic::AtomicBool::new(true),
             gemm_kn: m.get("gemm.cu", "gemm_f16_kn")?,
             gemm_nk: m.get("gemm.cu", "gemm_f16_nk")?,
             embed: m.get("norm.cu", "embed")?,

@@ -11,6 +11,7 @@
 //!
 //! See docs/cuda.md for the design and the measurements.
 
+pub mod args;
 pub mod blas;
 pub mod device;
 pub mod ffi;

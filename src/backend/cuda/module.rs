@@ -133,6 +133,22 @@ impl Target {
         }
         // gemv_q4l's shared-memory weight ring (the launcher sizes its shared memory to match).
         o.push(format!("-DWV_GEMV_RING={}", self.ring));
+        // The host's view of the kernels' launch shapes, which the kernels static_assert.
+        match name {
+            "gemv.cu" => o.push(format!(
+                "-DWV_HOST_RING_BYTES={}",
+                super::kernels::ring_bytes(self.ring)
+            )),
+            "gemm_q4.cu" => {
+                use super::gemm_q4 as g;
+                o.push(format!("-DWV_HOST_QG_THREADS={}", g::GEMM_Q4_THREADS));
+                o.push(format!("-DWV_HOST_QT_THREADS={}", g::GEMM_Q4_TMA_THREADS));
+                o.push(format!("-DWV_HOST_QG_FEAT={}", g::GEMM_Q4_FEAT));
+                o.push(format!("-DWV_HOST_QG_SMEM={}", g::GEMM_Q4_SMEM));
+                o.push(format!("-DWV_HOST_QT_SMEM={}", g::GEMM_Q4_TMA_SMEM));
+            }
+            _ => {}
+        }
         // Extra preprocessor definitions for experiments, e.g. WV_CUDA_DEFINES="WV_GEMV_ACC=8
         // WV_GEMVL_MINB=4" (names and values of letters, digits and '_' only).
         if let Ok(defs) = std::env::var("WV_CUDA_DEFINES") {

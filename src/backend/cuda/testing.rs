@@ -26,6 +26,10 @@ pub struct OpHarness {
     pub gpu: Arc<Gpu>,
     k: Kernels,
     blas: Option<Blas>,
+    /// Whether matrices this harness uploads keep their `gemm_q4_tma` maps (else prefill's
+    /// fused product runs them on `gemm_q4_wgmma`, as for a matrix whose maps the driver
+    /// refused): the two kernels compared in one process.
+    tma: std::sync::atomic::AtomicBool,
 }
 
 fn to_f16(v: &[f32]) -> Vec<f16> {
@@ -48,18 +52,36 @@ impl OpHarness {
         self.k.gemm_q4_tma.is_some()
     }
 
-    /// Let the fused product use `gemm_q4_tma` where it can (the default) or not.
+    /// Let the fused product use `gemm_q4_tma` where it can (the default) or not, for the
+    /// matrices uploaded from now on.
     pub fn set_gemm_q4_tma(&self, on: bool) {
-        self.k
-            .gemm_q4_tma_on
-            .store(on, std::sync::atomic::Ordering::Relaxed);
+        self.tma.store(on, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Upload a group of linear layers as the model loader does, without the TMA maps when
+    /// [`Self::set_gemm_q4_tma`] turned them off.
+    fn upload(&self, lins: &[&Linear], what: &str) -> Result<LinearGroup> {
+        let mut g = LinearGroup::upload(&self.gpu, lins, what)?;
+        if !self.tma.load(std::sync::atomic::Ordering::Relaxed) {
+            for m in &mut g.members {
+                if let DevMat::Q4(q) = &mut m.mat {
+                    q.tma = None;
+                }
+            }
+        }
+        Ok(g)
     }
 
     pub fn new(ordinal: usize) -> Result<OpHarness> {
         let gpu = Gpu::open(ordinal)?;
         let k = Kernels::load(&gpu)?;
         let blas = Blas::new(&gpu);
-        Ok(OpHarness { gpu, k, blas })
+        Ok(OpHarness {
+            gpu,
+            k,
+            blas,
+            tma: std::sync::atomic::AtomicBool::new(true),
+        })
     }
 
     pub fn has_blas(&self) -> bool {
@@ -126,7 +148,7 @@ impl OpHarness {
         deq_elems: Option<usize>,
         kind: Option<GemvKind>,
     ) -> Result<(Vec<f32>, bool)> {
-        let mut g = LinearGroup::upload(&self.gpu, lins, "test weights")?;
+        let mut g = self.upload(lins, "test weights")?;
         if let Some(kind) = kind {
             let ok = g.members.iter().all(|m| match &m.mat {
                 DevMat::Q4(q) => {
@@ -219,7 +241,7 @@ impl OpHarness {
     /// Whether a prefill pass of `t` tokens runs every 4-bit matrix of `lins` (one group) on
     /// the fused product (act-order ones with their input gathered), as [`Self::linear`] does.
     pub fn prefill_fused(&self, lins: &[&Linear], t: usize) -> Result<bool> {
-        let g = LinearGroup::upload(&self.gpu, lins, "test weights")?;
+        let g = self.upload(lins, "test weights")?;
         let ops = Ops {
             gpu: &self.gpu,
             k: &self.k,
@@ -233,10 +255,20 @@ impl OpHarness {
         }))
     }
 
+    /// Whether every 4-bit matrix of `lins` (one group), uploaded as the loader does, has its
+    /// `gemm_q4_tma` maps (made at upload where the driver and the tensors allow).
+    pub fn tma_maps_made(&self, lins: &[&Linear]) -> Result<bool> {
+        let g = self.upload(lins, "test weights")?;
+        Ok(g.members.iter().all(|m| match &m.mat {
+            DevMat::Q4(q) => q.tma.is_some(),
+            DevMat::F16(_) => true,
+        }))
+    }
+
     /// The 4-bit dequantisation kernel: W `[k, n]` in the checkpoint's row order, or `None` when
     /// the matrix does not take the 4-bit path.
     pub fn dequant(&self, m: &GptqMatrix) -> Result<Option<Vec<f32>>> {
-        let g = LinearGroup::upload(&self.gpu, &[&Linear::Gptq(m.clone())], "test weights")?;
+        let g = self.upload(&[&Linear::Gptq(m.clone())], "test weights")?;
         let DevMat::Q4(q) = &g.members[0].mat else {
             return Ok(None);
         };
@@ -642,7 +674,7 @@ impl OpHarness {
         chain: bool,
     ) -> Result<(f32, usize)> {
         let gs = (0..4)
-            .map(|_| LinearGroup::upload(&self.gpu, lins, "bench weights"))
+            .map(|_| self.upload(lins, "bench weights"))
             .collect::<Result<Vec<_>>>()?;
         let g = &gs[0];
         let x: Vec<f16> = (0..g.k)
@@ -717,7 +749,7 @@ impl OpHarness {
             false,
             3,
         ));
-        let g = LinearGroup::upload(&self.gpu, &[&m], "bench weights")?;
+        let g = self.upload(&[&m], "bench weights")?;
         let DevMat::Q4(q) = &g.members[0].mat else {
             return Ok(out);
         };
@@ -778,7 +810,7 @@ impl OpHarness {
                         false,
                         7,
                     ));
-                    let g = LinearGroup::upload(&self.gpu, &[&m], "bench weights")?;
+                    let g = self.upload(&[&m], "bench weights")?;
                     let DevMat::Q4(q) = &g.members[0].mat else {
                         continue;
                     };

@@ -11,7 +11,7 @@
 //! The host-side repacking is plain Rust (unit-tested on the CPU against the reference product).
 
 use super::device::{DevBuf, Gpu};
-use super::ffi::CUdeviceptr;
+use super::ffi::{self, CUdeviceptr};
 use crate::backend::cpu::pool::{parallel_for, SharedMut};
 use crate::error::Result;
 use crate::weights::{DenseData, GptqMatrix, HostWeights, Linear};
@@ -251,6 +251,10 @@ pub struct Q4Dev {
     pub perm: Option<DevBuf>,
     /// Every zero point is below 64 (what `gemv_q4l` needs; 4-bit zeros are at most 16).
     pub small_zeros: bool,
+    /// `gemm_q4_tma`'s tensor maps of qw, scales and zeros, made once at upload (see
+    /// `gemm_q4::weight_maps`); `None` where the driver cannot make them or the matrix does
+    /// not suit the TMA: prefill then runs it on `gemm_q4_wgmma`.
+    pub tma: Option<Box<[ffi::CUtensorMap; 3]>>,
 }
 
 /// A dense f16 `[n, k]` matrix on the device.
@@ -554,7 +558,7 @@ pub fn plan_decode(
 }
 
 fn upload_q4(gpu: &Arc<Gpu>, q: &Q4Host, what: &str) -> Result<Q4Dev> {
-    Ok(Q4Dev {
+    let mut d = Q4Dev {
         k: q.k,
         n: q.n,
         groups: q.groups,
@@ -567,7 +571,10 @@ fn upload_q4(gpu: &Arc<Gpu>, q: &Q4Host, what: &str) -> Result<Q4Dev> {
             None => None,
         },
         small_zeros: q.zeros.iter().all(|&z| z < 64),
-    })
+        tma: None,
+    };
+    d.tma = super::gemm_q4::weight_maps(gpu, &d);
+    Ok(d)
 }
 
 /// One decoder layer on the device.
