@@ -8,12 +8,13 @@
 // are empty and cost little).
 //
 // attn_partial: grid (nh, nch, T), block 128 (4 warps). Block (h, c, t) takes keys
-//   [c*chunk, min(pos+t+1, (c+1)*chunk)) in tiles of 64: each warp scores keys j ≡ warp (mod 4) of
-//   the tile (lanes hold 4 consecutive dims each: one 8-byte load per K row), warp 0 updates the
-//   running max / sum (online softmax), then each warp accumulates its keys' V rows; the four warps'
-//   outputs are summed at the end. Writes the unnormalised output po[((t*nch + c)*nh + h)*hd + d]
-//   and (max, sum) pml[((t*nch + c)*nh + h)*2 + {0,1}]; an empty range writes (-inf, 0) and zeros.
-//   Dynamic shared memory: (5*hd + 64 + 4) floats.
+//   [c*chunk, min(pos+t+1, (c+1)*chunk)): warp w the keys ≡ w (mod 4), ATT_KB (8) at a time, the
+//   batch's K and V rows all requested before any is used (lanes hold 4 consecutive dims each: one
+//   8-byte load per row), with its own online softmax (running max and sum); the four warps'
+//   results are combined at the end (the only block barrier). Writes the unnormalised output
+//   po[((t*nch + c)*nh + h)*hd + d] and (max, sum) pml[((t*nch + c)*nh + h)*2 + {0,1}]; an empty
+//   range writes (-inf, 0) and zeros. Dynamic shared memory: (4*hd + 8) floats. attn_partial takes
+//   hd <= 128, attn_partial_wide hd <= 256 (twice the registers per key).
 // attn_combine: grid (nh, T), block 128: out f16 [T, nh*hd] = Σ_c po_c e^(m_c - M) / Σ_c l_c e^(m_c - M).
 // attn_prefill_64/32: prefill (T > 1, host pos), SIMT f32; see their comment further down.
 // attn_prefill_tc_{64,128}: prefill on the tensor cores (FlashAttention-2 forward), the default
@@ -33,19 +34,24 @@
 
 #define ATT_TILE 64
 #define ATT_WARPS 4
+#ifndef ATT_KB
+#define ATT_KB 8  // keys per warp per batch in attn_partial
+#endif
 
-extern "C" __global__ void __launch_bounds__(128) attn_partial(
-    const float* __restrict__ q, const f16* __restrict__ kc, const f16* __restrict__ vc,
-    float* __restrict__ po, float* __restrict__ pml, int pos, const int* __restrict__ dpos, int nh, int nkv, int hd,
-    int chunk, int nch, float scale)
+#define ATT_PARTIAL_PARAMS                                                                             \
+    const float *__restrict__ q, const f16 *__restrict__ kc, const f16 *__restrict__ vc,                \
+        float *__restrict__ po, float *__restrict__ pml, int pos, const int *__restrict__ dpos, int nh, \
+        int nkv, int hd, int chunk, int nch, float scale
+
+// NI: 8-byte pieces of a row per lane (1: hd <= 128, 2: hd <= 256).
+template <int NI>
+__device__ __forceinline__ void attn_partial_body(ATT_PARTIAL_PARAMS)
 {
     pdl_between_products();
     if (dpos) pos = *dpos;
     extern __shared__ float sm[];
-    float* qs = sm;                     // [hd]
-    float* sc = qs + hd;                // [ATT_TILE]
-    float* ow = sc + ATT_TILE;          // [ATT_WARPS][hd]
-    float* st = ow + ATT_WARPS * hd;    // m_new, corr, tile sum
+    float* ow = sm;                     // [ATT_WARPS][hd]: each warp's unnormalised output
+    float* st = ow + ATT_WARPS * hd;    // [ATT_WARPS][2]: each warp's (max, sum)
     const int h = blockIdx.x, c = blockIdx.y, t = blockIdx.z;
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     const int kvh = h / (nh / nkv);
@@ -53,100 +59,118 @@ extern "C" __global__ void __launch_bounds__(128) attn_partial(
     const int n_keys = pos + t + 1;
     const int p_begin = c * chunk;
     const int p_end = min(n_keys, p_begin + chunk);
-    for (int d = threadIdx.x; d < hd; d += blockDim.x) qs[d] = q[(size_t)t * nh * hd + (size_t)h * hd + d];
-    __syncthreads();
+    // Lane holds dims 4v .. 4v+3 for v = lane + 32i, i < NI (v < hd / 4).
     const int nv = hd >> 2;
-    float qr[8], acc[8];
+    float qr[4 * NI], acc[4 * NI];
 #pragma unroll
-    for (int i = 0; i < 2; ++i) {
+    for (int i = 0; i < NI; ++i) {
         const int v = lane + 32 * i;
+        const float4 qq = v < nv ? *reinterpret_cast<const float4*>(q + (size_t)t * nh * hd + (size_t)h * hd + 4 * v)
+                                 : make_float4(0.f, 0.f, 0.f, 0.f);
+        qr[4 * i] = qq.x;
+        qr[4 * i + 1] = qq.y;
+        qr[4 * i + 2] = qq.z;
+        qr[4 * i + 3] = qq.w;
 #pragma unroll
-        for (int e = 0; e < 4; ++e) {
-            qr[4 * i + e] = v < nv ? qs[4 * v + e] : 0.f;
-            acc[4 * i + e] = 0.f;
-        }
+        for (int e = 0; e < 4; ++e) acc[4 * i + e] = 0.f;
     }
+    // Each warp runs its own online softmax over keys p_begin + warp + ATT_WARPS * j, a batch of
+    // ATT_KB keys at a time whose K and V rows are all requested before any is used (one memory
+    // round trip per batch, no block barrier); the warps' results meet at the end.
     float m = NEG_INF, l = 0.f;
     const f16* __restrict__ kb = kc + (size_t)kvh * hd;
     const f16* __restrict__ vb = vc + (size_t)kvh * hd;
-    for (int p0 = p_begin; p0 < p_end; p0 += ATT_TILE) {
-        const int len = min(ATT_TILE, p_end - p0);
-#pragma unroll 4
-        for (int j = warp; j < len; j += ATT_WARPS) {
-            const f16* __restrict__ kr = kb + (size_t)(p0 + j) * kvd;
-            float s = 0.f;
+    const uint2 zero2 = make_uint2(0u, 0u);
+    for (int p0 = p_begin + warp; p0 < p_end; p0 += ATT_WARPS * ATT_KB) {
+        uint2 kk[ATT_KB][NI], vv[ATT_KB][NI];
 #pragma unroll
-            for (int i = 0; i < 2; ++i) {
+        for (int j = 0; j < ATT_KB; ++j) {
+            const int p = p0 + ATT_WARPS * j;
+#pragma unroll
+            for (int i = 0; i < NI; ++i) {
                 const int v = lane + 32 * i;
-                if (v < nv) {
-                    const uint2 kk = *reinterpret_cast<const uint2*>(kr + 4 * v);
-                    s += qr[4 * i] * lo2f(kk.x) + qr[4 * i + 1] * hi2f(kk.x) + qr[4 * i + 2] * lo2f(kk.y) +
-                         qr[4 * i + 3] * hi2f(kk.y);
-                }
-            }
-            s = warp_sum(s);
-            if (lane == 0) sc[j] = s * scale;
-        }
-        __syncthreads();
-        if (warp == 0) {
-            const float a = lane < len ? sc[lane] : NEG_INF;
-            const float b = lane + 32 < len ? sc[lane + 32] : NEG_INF;
-            const float m_new = fmaxf(m, warp_max(fmaxf(a, b)));
-            const float ea = lane < len ? expf(a - m_new) : 0.f;
-            const float eb = lane + 32 < len ? expf(b - m_new) : 0.f;
-            if (lane < len) sc[lane] = ea;
-            if (lane + 32 < len) sc[lane + 32] = eb;
-            const float sum = warp_sum(ea + eb);
-            if (lane == 0) {
-                st[0] = m_new;
-                st[1] = expf(m - m_new);
-                st[2] = sum;
+                const bool ok = p < p_end && v < nv;
+                kk[j][i] = ok ? *reinterpret_cast<const uint2*>(kb + (size_t)p * kvd + 4 * v) : zero2;
+                vv[j][i] = ok ? *reinterpret_cast<const uint2*>(vb + (size_t)p * kvd + 4 * v) : zero2;
             }
         }
-        __syncthreads();
-        const float corr = st[1];
-        m = st[0];
-        l = l * corr + st[2];
+        float s[ATT_KB];
+        float m_new = m;
 #pragma unroll
-        for (int e = 0; e < 8; ++e) acc[e] *= corr;
-#pragma unroll 4
-        for (int j = warp; j < len; j += ATT_WARPS) {
-            const float e = sc[j];
-            const f16* __restrict__ vr = vb + (size_t)(p0 + j) * kvd;
+        for (int j = 0; j < ATT_KB; ++j) {
+            float d = 0.f;
 #pragma unroll
-            for (int i = 0; i < 2; ++i) {
-                const int v = lane + 32 * i;
-                if (v < nv) {
-                    const uint2 vv = *reinterpret_cast<const uint2*>(vr + 4 * v);
-                    acc[4 * i] += e * lo2f(vv.x);
-                    acc[4 * i + 1] += e * hi2f(vv.x);
-                    acc[4 * i + 2] += e * lo2f(vv.y);
-                    acc[4 * i + 3] += e * hi2f(vv.y);
-                }
+            for (int i = 0; i < NI; ++i)
+                d += qr[4 * i] * lo2f(kk[j][i].x) + qr[4 * i + 1] * hi2f(kk[j][i].x) + qr[4 * i + 2] * lo2f(kk[j][i].y) +
+                     qr[4 * i + 3] * hi2f(kk[j][i].y);
+            s[j] = p0 + ATT_WARPS * j < p_end ? warp_sum(d) * scale : NEG_INF;
+            m_new = fmaxf(m_new, s[j]);
+        }
+        // m_new is finite: the batch's first key is in range.
+        const float corr = expf(m - m_new);
+        l *= corr;
+#pragma unroll
+        for (int e = 0; e < 4 * NI; ++e) acc[e] *= corr;
+#pragma unroll
+        for (int j = 0; j < ATT_KB; ++j) {
+            const float e = expf(s[j] - m_new);  // 0 for keys past the range
+            l += e;
+#pragma unroll
+            for (int i = 0; i < NI; ++i) {
+                acc[4 * i] += e * lo2f(vv[j][i].x);
+                acc[4 * i + 1] += e * hi2f(vv[j][i].x);
+                acc[4 * i + 2] += e * lo2f(vv[j][i].y);
+                acc[4 * i + 3] += e * hi2f(vv[j][i].y);
             }
         }
-        __syncthreads();
+        m = m_new;
     }
 #pragma unroll
-    for (int i = 0; i < 2; ++i) {
+    for (int i = 0; i < NI; ++i) {
         const int v = lane + 32 * i;
         if (v < nv) {
 #pragma unroll
             for (int e = 0; e < 4; ++e) ow[warp * hd + 4 * v + e] = acc[4 * i + e];
         }
     }
+    if (lane == 0) {
+        st[2 * warp] = m;
+        st[2 * warp + 1] = l;
+    }
     __syncthreads();
+    // Combine the warps: weights e^(m_w - M) for the warps that saw keys (none: (-inf, 0), zeros).
+    float M = NEG_INF, wt[ATT_WARPS];
+#pragma unroll
+    for (int w = 0; w < ATT_WARPS; ++w)
+        if (st[2 * w + 1] > 0.f) M = fmaxf(M, st[2 * w]);
+    float L = 0.f;
+#pragma unroll
+    for (int w = 0; w < ATT_WARPS; ++w) {
+        wt[w] = st[2 * w + 1] > 0.f ? expf(st[2 * w] - M) : 0.f;
+        L += wt[w] * st[2 * w + 1];
+    }
     const size_t ob = (size_t)(t * nch + c) * nh + h;
     for (int d = threadIdx.x; d < hd; d += blockDim.x) {
-        float s = 0.f;
+        float o = 0.f;
 #pragma unroll
-        for (int w = 0; w < ATT_WARPS; ++w) s += ow[w * hd + d];
-        po[ob * hd + d] = s;
+        for (int w = 0; w < ATT_WARPS; ++w) o += wt[w] * ow[w * hd + d];
+        po[ob * hd + d] = o;
     }
     if (threadIdx.x == 0) {
-        pml[ob * 2] = m;
-        pml[ob * 2 + 1] = l;
+        pml[ob * 2] = M;
+        pml[ob * 2 + 1] = L;
     }
+}
+
+#ifndef ATT_MINB
+#define ATT_MINB 8  // attn_partial's __launch_bounds__ minimum blocks per SM
+#endif
+extern "C" __global__ void __launch_bounds__(128, ATT_MINB) attn_partial(ATT_PARTIAL_PARAMS) {
+    attn_partial_body<1>(q, kc, vc, po, pml, pos, dpos, nh, nkv, hd, chunk, nch, scale);
+}
+// Head sizes 129..256.
+extern "C" __global__ void __launch_bounds__(128) attn_partial_wide(ATT_PARTIAL_PARAMS) {
+    attn_partial_body<2>(q, kc, vc, po, pml, pos, dpos, nh, nkv, hd, chunk, nch, scale);
 }
 
 extern "C" __global__ void __launch_bounds__(128) attn_combine(

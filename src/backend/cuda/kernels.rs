@@ -47,6 +47,7 @@ pub struct Kernels {
     silu_mul4: Kernel,
     gather_cols: Kernel,
     attn_partial: Kernel,
+    attn_partial_wide: Kernel,
     attn_combine: Kernel,
     attn_prefill_64: Kernel,
     attn_prefill_32: Kernel,
@@ -187,6 +188,7 @@ impl Kernels {
             silu_mul4: m.get("elementwise.cu", "silu_mul4")?,
             gather_cols: m.get("elementwise.cu", "gather_cols")?,
             attn_partial: m.get("attention.cu", "attn_partial")?,
+            attn_partial_wide: m.get("attention.cu", "attn_partial_wide")?,
             attn_combine: m.get("attention.cu", "attn_combine")?,
             attn_prefill_64: m.get("attention.cu", "attn_prefill_64")?,
             attn_prefill_32: m.get("attention.cu", "attn_prefill_32")?,
@@ -692,7 +694,7 @@ impl Kernels {
                 self.attn_tc,
             );
         }
-        let smem = (5 * hd + 64 + 4) * 4;
+        let smem = (4 * hd + 8) * 4;
         let mut a = Args::new();
         a.ptr(q)
             .ptr(kc)
@@ -708,7 +710,11 @@ impl Kernels {
             .int(nch)
             .f32(scale);
         gpu.launch(
-            &self.attn_partial,
+            if hd <= 128 {
+                &self.attn_partial
+            } else {
+                &self.attn_partial_wide
+            },
             (nh as u32, nch as u32, t as u32),
             128,
             smem as u32,
