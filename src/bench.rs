@@ -12,16 +12,31 @@ use crate::sampler::{argmax, Rng};
 use serde_json::{json, Value};
 use std::time::Instant;
 
-/// Run the benchmark and return its report.
-pub fn run(model: &Model, n_prompt: usize, n_gen: usize, load_seconds: f64) -> Result<Value> {
+/// Run the benchmark and return its report. The measured session holds `context` positions
+/// (as a chat session's context length; 0: exactly the prompt and the generated tokens).
+pub fn run(
+    model: &Model,
+    n_prompt: usize,
+    n_gen: usize,
+    context: usize,
+    load_seconds: f64,
+) -> Result<Value> {
     let c = &model.config;
-    let ctx = n_prompt + n_gen;
-    if ctx > c.max_position_embeddings {
+    let need = n_prompt + n_gen;
+    if need > c.max_position_embeddings {
         return Err(crate::Error::invalid(format!(
             "{n_prompt} prompt + {n_gen} generated tokens exceed the model's context of {}",
             c.max_position_embeddings
         )));
     }
+    if context > c.max_position_embeddings || (context > 0 && context < need) {
+        return Err(crate::Error::invalid(format!(
+            "a context of {context} positions must hold the {need} prompt and generated tokens \
+             and fit the model's {}",
+            c.max_position_embeddings
+        )));
+    }
+    let ctx = if context == 0 { need } else { context };
     let mut rng = Rng::new(1234);
     let mut tokens = vec![c.bos_token_id];
     while tokens.len() < n_prompt {
@@ -74,6 +89,7 @@ pub fn run(model: &Model, n_prompt: usize, n_gen: usize, load_seconds: f64) -> R
         "model": model.dir.display().to_string(),
         "prompt_tokens": n_prompt,
         "gen_tokens": n_gen,
+        "context": ctx,
         "load_seconds": load_seconds,
         "prefill_seconds": prefill,
         "prefill_chunk": chunk,

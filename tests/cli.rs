@@ -166,6 +166,35 @@ fn bench_prints_json() {
     ] {
         assert!(v[k].as_f64().unwrap() > 0.0, "{k}: {v}");
     }
+    assert_eq!(v["context"], 12, "{v}");
+}
+
+#[test]
+fn bench_context_sizes_the_session() {
+    let dir = fixture("gptq2-gall");
+    let run = |context: &str| {
+        wv(&[
+            "bench",
+            "--model",
+            dir.to_str().unwrap(),
+            "--prompt-tokens",
+            "8",
+            "--gen-tokens",
+            "4",
+            "--context",
+            context,
+            "--device",
+            "cpu",
+        ])
+    };
+    let (code, out, err) = run("40");
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["context"], 40, "{v}");
+    // Too small for the prompt and the generated tokens: a usage error naming both.
+    let (code, _, err) = run("11");
+    assert_ne!(code, 0);
+    assert!(err.contains("12 prompt and generated tokens"), "{err}");
 }
 
 #[test]

@@ -6,7 +6,7 @@
 //! wv logits   --model DIR --tokens 1,2,3 [--last N] [--device D]
 //! wv generate --model DIR --prompt TEXT [sampling flags] [--chat] [--device D]
 //! wv chat     --model DIR [sampling flags] [--device D]
-//! wv bench    --model DIR [--prompt-tokens N] [--gen-tokens N] [--device D]
+//! wv bench    --model DIR [--prompt-tokens N] [--gen-tokens N] [--context N] [--device D]
 //! ```
 //! Without `--model`, the bundled demo model (`models/kjv-tiny`) is used. Errors print one line
 //! on stderr and exit non-zero (2 for a bad command line, 1 otherwise).
@@ -30,7 +30,7 @@ const USAGE: &str = "usage: wv <info|tokenize|logits|generate|chat|bench> [--mod
   generate  --model DIR --prompt TEXT [--max-tokens N] [--temperature T] [--top-k K] [--top-p P]
             [--repeat-penalty R] [--seed S] [--stop STR]... [--chat] [--device D] [--context N]
   chat      --model DIR [sampling flags] [--system TEXT] [--device D] [--context N]
-  bench     --model DIR [--prompt-tokens N] [--gen-tokens N] [--device D]
+  bench     --model DIR [--prompt-tokens N] [--gen-tokens N] [--context N] [--device D]
 Without --model the bundled demo model is used.";
 
 fn main() -> ExitCode {
@@ -99,7 +99,7 @@ fn run(argv: Vec<String>) -> Result<(), CliError> {
         "logits" => vec!["model", "tokens", "last", "device"],
         "generate" => [SAMPLING, &["prompt", "chat"]].concat(),
         "chat" => SAMPLING.to_vec(),
-        "bench" => vec!["model", "prompt-tokens", "gen-tokens", "device"],
+        "bench" => vec!["model", "prompt-tokens", "gen-tokens", "context", "device"],
         other => return Err(CliError::Usage(format!("unknown command {other:?}"))),
     };
     let args = Args::parse(&argv[1..], &allowed, &["chat"]).map_err(CliError::Usage)?;
@@ -347,13 +347,18 @@ fn cmd_bench(dir: &std::path::Path, args: &Args) -> Result<(), CliError> {
         .value::<usize>("gen-tokens")
         .map_err(CliError::Usage)?
         .unwrap_or(128);
+    // The session's context length (positions its KV cache holds); 0: prompt + generated.
+    let context = args
+        .value::<usize>("context")
+        .map_err(CliError::Usage)?
+        .unwrap_or(0);
     if n_prompt == 0 {
         return Err(CliError::Usage("--prompt-tokens must be at least 1".into()));
     }
     let t_load = Instant::now();
     let model = load(dir, args)?;
     let load_s = t_load.elapsed().as_secs_f64();
-    let report = wv::bench::run(&model, n_prompt, n_gen, load_s)?;
+    let report = wv::bench::run(&model, n_prompt, n_gen, context, load_s)?;
     println!(
         "{}",
         serde_json::to_string_pretty(&report).unwrap_or_default()
