@@ -15,7 +15,8 @@
 //   po[((t*nch + c)*nh + h)*hd + d] and (max, sum) pml[((t*nch + c)*nh + h)*2 + {0,1}]; an empty
 //   range writes (-inf, 0) and zeros. Dynamic shared memory: (4*hd + 8) floats. attn_partial takes
 //   hd <= 128, attn_partial_wide hd <= 256 (twice the registers per key).
-// attn_combine: grid (nh, T), block 128: out f16 [T, nh*hd] = Σ_c po_c e^(m_c - M) / Σ_c l_c e^(m_c - M).
+// attn_combine: grid (nh, T), block 128: out f16 [T, nh*hd] = Σ_c po_c e^(m_c - M) / Σ_c l_c e^(m_c - M)
+//   (one pass, M the running max).
 // attn_prefill_64/32: prefill (T > 1, host pos), SIMT f32; see their comment further down.
 // attn_prefill_tc_{64,128}: prefill on the tensor cores (FlashAttention-2 forward), the default
 //   for hd % 16 == 0 and hd <= 128 (_64 for hd <= 64, _128 above; a smaller hd is zero-padded to
@@ -178,26 +179,25 @@ extern "C" __global__ void __launch_bounds__(128) attn_combine(
 {
     pdl_between_products();
     const int h = blockIdx.x, t = blockIdx.y;
-    float M = NEG_INF;
-    for (int c = 0; c < nch; ++c) {
-        const size_t ob = (size_t)(t * nch + c) * nh + h;
-        if (pml[ob * 2 + 1] > 0.f) M = fmaxf(M, pml[ob * 2]);
-    }
-    float L = 0.f;
-    for (int c = 0; c < nch; ++c) {
-        const size_t ob = (size_t)(t * nch + c) * nh + h;
-        const float lc = pml[ob * 2 + 1];
-        if (lc > 0.f) L += lc * expf(pml[ob * 2] - M);
-    }
-    const float inv = 1.f / L;
+    // One pass per output element, rescaling as the running max grows (the chunks' loads are
+    // independent, so they are in flight together; two dependent passes over the (max, sum)
+    // pairs first cost two more round trips on the step's critical path). Empty chunks wrote
+    // (-inf, 0) and zeros.
     for (int d = threadIdx.x; d < hd; d += blockDim.x) {
-        float o = 0.f;
+        float M = NEG_INF, L = 0.f, o = 0.f;
+#pragma unroll 4
         for (int c = 0; c < nch; ++c) {
             const size_t ob = (size_t)(t * nch + c) * nh + h;
-            const float lc = pml[ob * 2 + 1];
-            if (lc > 0.f) o += po[ob * hd + d] * expf(pml[ob * 2] - M);
+            const float mc = pml[ob * 2], lc = pml[ob * 2 + 1], pc = po[ob * hd + d];
+            if (lc > 0.f) {
+                const float mn = fmaxf(M, mc);
+                const float a = expf(M - mn), e = expf(mc - mn);
+                L = L * a + lc * e;
+                o = o * a + pc * e;
+                M = mn;
+            }
         }
-        out[(size_t)t * nh * hd + (size_t)h * hd + d] = f2h(o * inv);
+        out[(size_t)t * nh * hd + (size_t)h * hd + d] = f2h(o / L);
     }
 }
 

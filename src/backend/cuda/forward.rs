@@ -94,8 +94,9 @@ pub struct Scratch {
     pub out_id: DevBuf,
     /// Decode: [token, position] on the device (what a captured step reads).
     pub step: DevBuf,
-    /// Captured decode steps, per session cache (K and V addresses, capacity).
-    pub graphs: Vec<((u64, u64, usize), Graph)>,
+    /// Captured decode steps, per session cache (K and V addresses, capacity) and the keys their
+    /// attention plan covers ([`attention_keys`]).
+    pub graphs: Vec<((u64, u64, usize, usize), Graph)>,
     /// The persistent decode kernel's output slots (f32) and grid barrier (u32 [2], zeroed).
     pub pd_a: Option<DevBuf>,
     pub pd_b: Option<DevBuf>,
@@ -189,6 +190,19 @@ impl Scratch {
             },
         })
     }
+}
+
+/// The keys a decode step's attention plan covers at position `pos` of a cache of `capacity`:
+/// the next power of two above the position, at least 256, at most the capacity (one captured
+/// graph per such bucket: up to 4 for a 2,048-position session). A plan sized by the capacity
+/// alone made a short context in a long session pay for every chunk (empty chunks' blocks, and
+/// o's prologue combining all of them). `WV_CUDA_ATT_BUCKETS=0`: always the capacity.
+pub fn attention_keys(capacity: usize, pos: usize) -> usize {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    if !*ON.get_or_init(|| std::env::var("WV_CUDA_ATT_BUCKETS").map_or(true, |v| v != "0")) {
+        return capacity;
+    }
+    (pos + 1).next_power_of_two().max(256).min(capacity)
 }
 
 /// Chunking of the keys for attention: (keys per chunk, chunks), so that `t * chunks` fits in
@@ -777,7 +791,7 @@ pub fn run_pass(
 }
 
 /// The most captured decode steps kept (one per recently used session).
-const MAX_GRAPHS: usize = 8;
+const MAX_GRAPHS: usize = 16;
 
 /// Decode one token at `pos`; its logits are left in `sc.logits`. With `use_graph`, the step is
 /// captured once per session cache and replayed after that.
@@ -833,7 +847,8 @@ fn decode_step_with(
     } else {
         sc.att_slots
     };
-    let (chunk, nch) = plan_attention(st.capacity, 1, slots);
+    let keys = attention_keys(st.capacity, pos);
+    let (chunk, nch) = plan_attention(keys, 1, slots);
     let p = Pos::Device {
         ptr: sc.step.ptr + 4,
         chunk,
@@ -842,7 +857,7 @@ fn decode_step_with(
     if !use_graph {
         return enqueue(ops, c, w, sc, st, sc.step.ptr, 1, p, 1);
     }
-    let key = (st.k.ptr, st.v.ptr, st.capacity);
+    let key = (st.k.ptr, st.v.ptr, st.capacity, keys);
     if let Some(i) = sc.graphs.iter().position(|(k, _)| *k == key) {
         return ops.gpu.replay(&sc.graphs[i].1);
     }
@@ -857,4 +872,27 @@ fn decode_step_with(
     ops.gpu.replay(&g)?;
     sc.graphs.push((key, g));
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{attention_keys, plan_attention};
+
+    #[test]
+    fn attention_plans_grow_with_the_position() {
+        // A 2,048-position session: 256 keys (4 chunks of 64) up to position 255, then 512,
+        // 1,024 and 2,048; a small session never exceeds its capacity.
+        assert_eq!(attention_keys(2048, 0), 256);
+        assert_eq!(attention_keys(2048, 255), 256);
+        assert_eq!(attention_keys(2048, 256), 512);
+        assert_eq!(attention_keys(2048, 1500), 2048);
+        assert_eq!(attention_keys(64, 40), 64);
+        assert_eq!(plan_attention(256, 1, 128), (64, 4));
+        assert_eq!(plan_attention(2048, 1, 128), (64, 32));
+        // Every plan covers the position's keys.
+        for pos in [0usize, 63, 255, 256, 1000, 2047] {
+            let (chunk, nch) = plan_attention(attention_keys(2048, pos), 1, 128);
+            assert!(chunk * nch > pos, "pos {pos}: {chunk} x {nch}");
+        }
+    }
 }
