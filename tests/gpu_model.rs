@@ -517,9 +517,7 @@ fn model_fused_decode_matches_cpu() {
         (true, true, false),
     ];
     for (attn, silu, norm) in settings {
-        // Decode steps from 250 cross position 256: the attention plan (and captured graph)
-        // changes from 256 keys (4 chunks, unfused) to 512 (8 chunks, combine fused in o).
-        for (n_prompt, ctx) in [(3usize, 64usize), (250, 1024), (300, 1024)] {
+        for (n_prompt, ctx) in [(3usize, 64usize), (300, 1024)] {
             let min_chunks = 0;
             runs.push((
                 Fusion {
@@ -533,15 +531,71 @@ fn model_fused_decode_matches_cpu() {
             ));
         }
     }
+    let mut failed = Vec::new();
     for (fusion, n_prompt, ctx) in runs {
         cuda.set_fusion(fusion);
         let run = decode_against_cpu(&cuda, cpu.as_ref(), &prompt[..n_prompt], ctx, 12);
         let worst = run.steps.iter().fold(run.prefill, |w, &e| w.max(e));
-        eprintln!("fused decode {fusion:?} after {n_prompt} tokens (context {ctx}): worst rel L2 vs CPU {worst:.2e}");
-        assert!(
-            worst < 1e-2,
-            "fused decode {fusion:?} after {n_prompt}: {worst}"
+        eprintln!(
+            "fused decode {fusion:?} after {n_prompt} tokens (context {ctx}): worst rel L2 vs CPU {worst:.2e} (prefill {:.2e}, decode steps {:?})",
+            run.prefill,
+            run.steps.iter().map(|e| format!("{e:.1e}")).collect::<Vec<_>>()
         );
+        if worst >= 1e-2 {
+            failed.push(format!("{fusion:?} after {n_prompt}: {worst}"));
+        }
+    }
+    assert!(failed.is_empty(), "fused decode off the CPU: {failed:?}");
+}
+
+/// Decode attention planned by position bucket (256 keys, then 512, ...: one captured graph
+/// each) gives the logits of the plan over the whole cache bit for bit (empty chunks add exact
+/// zeros), across a bucket boundary (positions 250..262 cross 256), with the attention combine
+/// separate and fused into o's prologue.
+#[test]
+#[ignore = "needs a CUDA GPU: run on the device with --ignored"]
+fn model_attention_buckets_are_exact() {
+    use wv::backend::cuda::kernels::Fusion;
+    use wv::backend::Backend;
+    let host = fused_host();
+    let mut cuda = wv::backend::cuda::CudaBackend::new(&host, 0).unwrap();
+    cuda.set_persistent(false);
+    let mut rng = Rng::new(5);
+    let toks: Vec<u32> = (0..262)
+        .map(|_| 3 + (rng.next_u64() % 190) as u32)
+        .collect();
+    for attn in [false, true] {
+        cuda.set_fusion(Fusion {
+            attn,
+            silu: false,
+            norm: false,
+            min_chunks: 0,
+        });
+        let mut runs = Vec::new();
+        for buckets in [true, false] {
+            cuda.set_attention_buckets(buckets);
+            let mut st = cuda.new_state(1024).unwrap();
+            let mut l = Vec::new();
+            cuda.forward(st.as_mut(), &toks[..250], 0, 1, &mut l)
+                .unwrap();
+            let mut steps = Vec::new();
+            for (i, &t) in toks[250..].iter().enumerate() {
+                cuda.forward(st.as_mut(), &[t], 250 + i, 1, &mut l).unwrap();
+                assert!(
+                    l.iter().all(|v| v.is_finite()),
+                    "step {i}: non-finite logits"
+                );
+                steps.push(l.clone());
+            }
+            runs.push(steps);
+        }
+        for (i, (a, b)) in runs[0].iter().zip(&runs[1]).enumerate() {
+            assert!(
+                a == b,
+                "attn fused {attn}: step {i} (position {}) differs",
+                250 + i
+            );
+        }
     }
 }
 

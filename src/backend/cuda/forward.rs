@@ -192,14 +192,15 @@ impl Scratch {
     }
 }
 
-/// The keys a decode step's attention plan covers at position `pos` of a cache of `capacity`:
-/// the next power of two above the position, at least 256, at most the capacity (one captured
-/// graph per such bucket: up to 4 for a 2,048-position session). A plan sized by the capacity
-/// alone made a short context in a long session pay for every chunk (empty chunks' blocks, and
-/// o's prologue combining all of them). `WV_CUDA_ATT_BUCKETS=0`: always the capacity.
-pub fn attention_keys(capacity: usize, pos: usize) -> usize {
-    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    if !*ON.get_or_init(|| std::env::var("WV_CUDA_ATT_BUCKETS").map_or(true, |v| v != "0")) {
+/// The keys a decode step's attention plan covers at position `pos` of a cache of `capacity`
+/// (with `buckets`, [`Kernels::att_buckets`]): the next power of two above the position, at
+/// least 256, at most the capacity (one captured graph per such bucket: up to 4 for a
+/// 2,048-position session); else the capacity. A plan sized by the capacity alone made a short
+/// context in a long session pay for every chunk (empty chunks' blocks, and o's prologue
+/// combining all of them). Empty chunks contribute exact zeros, so both plans give the same
+/// logits bit for bit.
+pub fn attention_keys(capacity: usize, pos: usize, buckets: bool) -> usize {
+    if !buckets {
         return capacity;
     }
     (pos + 1).next_power_of_two().max(256).min(capacity)
@@ -847,7 +848,7 @@ fn decode_step_with(
     } else {
         sc.att_slots
     };
-    let keys = attention_keys(st.capacity, pos);
+    let keys = attention_keys(st.capacity, pos, ops.k.att_buckets);
     let (chunk, nch) = plan_attention(keys, 1, slots);
     let p = Pos::Device {
         ptr: sc.step.ptr + 4,
@@ -882,16 +883,17 @@ mod tests {
     fn attention_plans_grow_with_the_position() {
         // A 2,048-position session: 256 keys (4 chunks of 64) up to position 255, then 512,
         // 1,024 and 2,048; a small session never exceeds its capacity.
-        assert_eq!(attention_keys(2048, 0), 256);
-        assert_eq!(attention_keys(2048, 255), 256);
-        assert_eq!(attention_keys(2048, 256), 512);
-        assert_eq!(attention_keys(2048, 1500), 2048);
-        assert_eq!(attention_keys(64, 40), 64);
+        assert_eq!(attention_keys(2048, 0, true), 256);
+        assert_eq!(attention_keys(2048, 255, true), 256);
+        assert_eq!(attention_keys(2048, 256, true), 512);
+        assert_eq!(attention_keys(2048, 1500, true), 2048);
+        assert_eq!(attention_keys(64, 40, true), 64);
+        assert_eq!(attention_keys(2048, 0, false), 2048);
         assert_eq!(plan_attention(256, 1, 128), (64, 4));
         assert_eq!(plan_attention(2048, 1, 128), (64, 32));
         // Every plan covers the position's keys.
         for pos in [0usize, 63, 255, 256, 1000, 2047] {
-            let (chunk, nch) = plan_attention(attention_keys(2048, pos), 1, 128);
+            let (chunk, nch) = plan_attention(attention_keys(2048, pos, true), 1, 128);
             assert!(chunk * nch > pos, "pos {pos}: {chunk} x {nch}");
         }
     }

@@ -17,6 +17,9 @@ pub struct Kernels {
     gemv_q4l_norm: Kernel,
     /// Which decode steps are fused into the products (see [`Fusion`]).
     pub fusion: Fusion,
+    /// Decode attention planned for the position's bucket of keys, not the whole cache
+    /// (`forward::attention_keys`; `WV_CUDA_ATT_BUCKETS=0` turns it off).
+    pub att_buckets: bool,
     /// `gemv_q4l`'s shared-memory weight ring, in batches (0: none).
     ring: usize,
     gemv_q4l_attn_resid: Kernel,
@@ -196,6 +199,7 @@ impl Kernels {
             attn_prefill_tc_128: m.get("attention.cu", "attn_prefill_tc_128")?,
             attn_tc: std::env::var("WV_CUDA_ATTN_TC").map_or(true, |v| v != "0"),
             fusion: Fusion::from_env(),
+            att_buckets: std::env::var("WV_CUDA_ATT_BUCKETS").map_or(true, |v| v != "0"),
             ring: m.ring,
             argmax: m.get("sample.cu", "argmax_f32")?,
             penalty: m.get("sample.cu", "repetition_penalty")?,

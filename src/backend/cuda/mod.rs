@@ -92,6 +92,15 @@ impl CudaBackend {
         }
     }
 
+    /// Plan decode attention by the position's bucket of keys (the default) or by the whole
+    /// cache (tests compare both in one process). Drops the captured decode steps.
+    pub fn set_attention_buckets(&mut self, on: bool) {
+        self.kernels.att_buckets = on;
+        if let Some(sc) = self.scratch.get_mut().as_mut() {
+            sc.graphs.clear();
+        }
+    }
+
     /// Decode with the persistent kernel (when this model has a plan for it) or with one kernel
     /// per step (tests compare both in one process). Drops the captured decode steps.
     pub fn set_persistent(&mut self, on: bool) {
