@@ -48,9 +48,7 @@
 template <int NI>
 __device__ __forceinline__ void attn_partial_body(ATT_PARTIAL_PARAMS)
 {
-    // As pdl_between_products(), with the wait after the first batch's older keys are requested.
-    if (WV_PDL_EARLY) pdl_launch();
-    // *dpos is written by the host before the pass: readable before the wait.
+    pdl_between_products();
     if (dpos) pos = *dpos;
     extern __shared__ float sm[];
     float* ow = sm;                     // [ATT_WARPS][hd]: each warp's unnormalised output
@@ -64,35 +62,6 @@ __device__ __forceinline__ void attn_partial_body(ATT_PARTIAL_PARAMS)
     const int p_end = min(n_keys, p_begin + chunk);
     // Lane holds dims 4v .. 4v+3 for v = lane + 32i, i < NI (v < hd / 4).
     const int nv = hd >> 2;
-    const f16* __restrict__ kb = kc + (size_t)kvh * hd;
-    const f16* __restrict__ vb = vc + (size_t)kvh * hd;
-    const uint2 zero2 = make_uint2(0u, 0u);
-    // The K and V rows of keys p0 + ATT_WARPS * j (j < ATT_KB) in [lo, hi), zeros elsewhere.
-    uint2 kk[ATT_KB][NI], vv[ATT_KB][NI];
-    auto load_batch = [&](int p0, int lo, int hi) {
-#pragma unroll
-        for (int j = 0; j < ATT_KB; ++j) {
-            const int p = p0 + ATT_WARPS * j;
-#pragma unroll
-            for (int i = 0; i < NI; ++i) {
-                const int v = lane + 32 * i;
-                if (p >= lo && p < hi && v < nv) {
-                    kk[j][i] = *reinterpret_cast<const uint2*>(kb + (size_t)p * kvd + 4 * v);
-                    vv[j][i] = *reinterpret_cast<const uint2*>(vb + (size_t)p * kvd + 4 * v);
-                } else if (lo == 0) {
-                    kk[j][i] = zero2;
-                    vv[j][i] = zero2;
-                }
-            }
-        }
-    };
-    // Keys below pos were cached by earlier passes (the host waited for them): the warp's first
-    // batch of those is requested before the wait for the previous kernel (this pass's RoPE,
-    // which writes keys pos .. pos+T-1), so that round trip overlaps it.
-    const int p_first = p_begin + warp;
-    load_batch(p_first, 0, min(p_end, pos));
-    pdl_wait();
-    if (!WV_PDL_EARLY) pdl_launch();
     float qr[4 * NI], acc[4 * NI];
 #pragma unroll
     for (int i = 0; i < NI; ++i) {
@@ -110,11 +79,22 @@ __device__ __forceinline__ void attn_partial_body(ATT_PARTIAL_PARAMS)
     // ATT_KB keys at a time whose K and V rows are all requested before any is used (one memory
     // round trip per batch, no block barrier); the warps' results meet at the end.
     float m = NEG_INF, l = 0.f;
-    for (int p0 = p_first; p0 < p_end; p0 += ATT_WARPS * ATT_KB) {
-        if (p0 == p_first)
-            load_batch(p0, max(pos, p_begin), p_end);  // the keys this pass wrote
-        else
-            load_batch(p0, 0, p_end);
+    const f16* __restrict__ kb = kc + (size_t)kvh * hd;
+    const f16* __restrict__ vb = vc + (size_t)kvh * hd;
+    const uint2 zero2 = make_uint2(0u, 0u);
+    for (int p0 = p_begin + warp; p0 < p_end; p0 += ATT_WARPS * ATT_KB) {
+        uint2 kk[ATT_KB][NI], vv[ATT_KB][NI];
+#pragma unroll
+        for (int j = 0; j < ATT_KB; ++j) {
+            const int p = p0 + ATT_WARPS * j;
+#pragma unroll
+            for (int i = 0; i < NI; ++i) {
+                const int v = lane + 32 * i;
+                const bool ok = p < p_end && v < nv;
+                kk[j][i] = ok ? *reinterpret_cast<const uint2*>(kb + (size_t)p * kvd + 4 * v) : zero2;
+                vv[j][i] = ok ? *reinterpret_cast<const uint2*>(vb + (size_t)p * kvd + 4 * v) : zero2;
+            }
+        }
         float s[ATT_KB];
         float m_new = m;
 #pragma unroll
