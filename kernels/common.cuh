@@ -129,8 +129,6 @@ __device__ __forceinline__ float block_max(float v, float* red) {
 // Sum of the S partial slabs of element (t, n).
 __device__ __forceinline__ float sum_partials(const float* __restrict__ p, int S, long long sstride, long long idx) {
     float v = 0.f;
-    // Unrolled so that the slabs' loads are in flight together (S is small in decode: 1-9).
-#pragma unroll 8
     for (int s = 0; s < S; ++s) v += p[s * sstride + idx];
     return v;
 }

@@ -81,7 +81,7 @@ __device__ __forceinline__ void ld_partials2(const float* __restrict__ part, int
                                              long long ia, long long ib, float (&a)[N], float (&b)[N]) {
 #pragma unroll
     for (int i = 0; i < N; ++i) a[i] = b[i] = 0.f;
-#pragma unroll 4
+#pragma unroll 2
     for (int s = 0; s < S; ++s) {
         float x[N], y[N];
         ld_f32<N>(part + s * sstride + ia, x);

@@ -11,8 +11,7 @@
 //   stores of out), the row kept in registers between the sum of squares and the scaling (x is
 //   read once): thread k holds the float4 chunks k, k + blockDim.x, ... (RMS4_NPT = 6 at most, so
 //   H <= 24576). The row of x and slab 0 of delta are loaded together (their loads in flight at
-//   once), then any further slabs, up to 4 at a time in flight; the slabs are added to x one
-//   after another (x + slab 0 +
+//   once), then any further slabs; the slabs are added to x one after another (x + slab 0 +
 //   slab 1 ..., the CPU backend's order; residual_rmsnorm sums the slabs first). Needs
 //   H % 4 == 0, H/4 <= RMS4_NPT * blockDim.x; x, delta, bias and w 16-byte aligned, out 8-byte
 //   aligned, ldd and sstride multiples of 4. Launch: grid = number of rows, block a multiple of 32
@@ -60,9 +59,6 @@ extern "C" __global__ void __launch_bounds__(1024) residual_rmsnorm(
 
 // float4 chunks of a row one thread of residual_rmsnorm4 holds.
 #define RMS4_NPT 6
-#ifndef RMS4_SLABS
-#define RMS4_SLABS 4  // slabs whose loads residual_rmsnorm4 issues together (8: spills)
-#endif
 
 extern "C" __global__ void __launch_bounds__(1024) residual_rmsnorm4(
     float* __restrict__ x, const float* __restrict__ delta, int S, long long sstride, int ldd,
@@ -93,27 +89,17 @@ extern "C" __global__ void __launch_bounds__(1024) residual_rmsnorm4(
         }
     }
     if (delta) {
-        // Slabs 1.. in groups of RMS4_SLABS whose loads are all in flight before the first add
-        // (one slab at a time cost a round trip each on decode's critical path), added in order.
-        for (int s0 = 1; s0 < S; s0 += RMS4_SLABS) {
-            const int ns = min(RMS4_SLABS, S - s0);
+        for (int s = 1; s < S; ++s) {
+            const float4* __restrict__ ds = reinterpret_cast<const float4*>(d + s * sstride);
 #pragma unroll
             for (int k = 0; k < RMS4_NPT; ++k) {
                 const int i = threadIdx.x + k * blockDim.x;
                 if (i < H4) {
-                    float4 e[RMS4_SLABS];
-#pragma unroll
-                    for (int j = 0; j < RMS4_SLABS; ++j)
-                        if (j < ns) e[j] = reinterpret_cast<const float4*>(d + (s0 + j) * sstride)[i];
-#pragma unroll
-                    for (int j = 0; j < RMS4_SLABS; ++j) {
-                        if (j < ns) {
-                            v[k].x += e[j].x;
-                            v[k].y += e[j].y;
-                            v[k].z += e[j].z;
-                            v[k].w += e[j].w;
-                        }
-                    }
+                    const float4 e = ds[i];
+                    v[k].x += e.x;
+                    v[k].y += e.y;
+                    v[k].z += e.z;
+                    v[k].w += e.w;
                 }
             }
         }
