@@ -3,11 +3,13 @@
 //! - [`ffi`]: the driver, NVRTC and cuBLAS, loaded at run time with `dlopen` (no toolkit at
 //!   build time; a missing library is a `Device` error naming it, never a panic).
 //! - [`device`]: the context, stream, device memory (freed on drop, counted for the peak) and
-//!   launches. [`module`]: `kernels/*.cu`, compiled by NVRTC for the GPU and cached on disk.
+//!   launches ([`args`]: kernel handles and their arguments). [`module`]: `kernels/*.cu`,
+//!   compiled by NVRTC for the GPU and cached on disk.
 //! - [`weights`]: upload and repacking; [`kernels`]: launch wrappers (and which decode steps
 //!   are fused: [`fusion`]; prefill's fused 4-bit products: [`gemm_q4`]); [`blas`]: cuBLAS for
 //!   prefill;
-//!   [`forward`]: the pass; [`state`]: a session's f16 KV cache.
+//!   [`forward`]: the pass (and the decode graphs, one per session cache and attention bucket);
+//!   [`state`]: a session's f16 KV cache; [`persistent`]: the opt-in one-launch decode step.
 //!
 //! See docs/cuda.md for the design and the measurements.
 
