@@ -177,7 +177,7 @@ fn x_map(gpu: &Gpu, k: usize, x: CUdeviceptr, t: usize) -> Result<ffi::CUtensorM
 /// `gemm_q4_tma`'s maps of `q`'s weights, made once at upload: qw `[q.k / 8][q.n]` u32 in
 /// 128 x 8 boxes, scales `[groups][q.n]` f16 and zeros `[groups][q.n]` u8 in 128 x 1 boxes.
 /// `None` where the driver has no tensor maps or refuses one, or the tensors do not suit the
-/// TMA ([`tma_takes`]): the matrix then runs on `gemm_q4_wgmma`.
+/// TMA (`tma_takes`): the matrix then runs on `gemm_q4_wgmma`.
 pub fn weight_maps(gpu: &Gpu, q: &Q4Dev) -> Option<Box<[ffi::CUtensorMap; 3]>> {
     if !gpu.has_tensor_maps() || !tma_takes(q.n, &[q.qw.ptr, q.scales.ptr, q.zeros.ptr]) {
         return None;
