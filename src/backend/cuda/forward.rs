@@ -791,11 +791,13 @@ pub fn run_pass(
     )
 }
 
-/// The most captured decode steps kept (one per recently used session).
+/// The most captured decode steps kept (one per recently used session cache and attention
+/// bucket: 4 buckets for a 2,048-position session).
 const MAX_GRAPHS: usize = 16;
 
 /// Decode one token at `pos`; its logits are left in `sc.logits`. With `use_graph`, the step is
-/// captured once per session cache and replayed after that.
+/// captured once per session cache and attention bucket ([`attention_keys`]) and replayed
+/// after that.
 #[allow(clippy::too_many_arguments)]
 pub fn decode_step(
     ops: &Ops<'_>,
