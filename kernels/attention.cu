@@ -33,7 +33,6 @@
 //   A warp skips tiles all of whose keys are past its rows. Dynamic shared memory
 //   2·64·(HD+8)·2 bytes: 34,816 (_128) / 18,432 (_64), under the 48 KB default.
 
-#define ATT_TILE 64
 #define ATT_WARPS 4
 #ifndef ATT_KB
 #define ATT_KB 8  // keys per warp per batch in attn_partial

@@ -142,10 +142,11 @@ fn generate_streams_text_and_reports_timings_on_stderr() {
     assert_eq!(wv(&args).1, wv(&args).1);
 }
 
-#[test]
-fn bench_prints_json() {
+/// `wv bench` on the CPU over 8 prompt and 4 generated tokens of a small fixture, with `extra`
+/// options.
+fn bench_on_cpu(extra: &[&str]) -> (i32, String, String) {
     let dir = fixture("gptq2-gall");
-    let (code, out, err) = wv(&[
+    let mut args = vec![
         "bench",
         "--model",
         dir.to_str().unwrap(),
@@ -155,7 +156,14 @@ fn bench_prints_json() {
         "4",
         "--device",
         "cpu",
-    ]);
+    ];
+    args.extend_from_slice(extra);
+    wv(&args)
+}
+
+#[test]
+fn bench_prints_json() {
+    let (code, out, err) = bench_on_cpu(&[]);
     assert_eq!(code, 0, "{err}");
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     for k in [
@@ -171,22 +179,7 @@ fn bench_prints_json() {
 
 #[test]
 fn bench_context_sizes_the_session() {
-    let dir = fixture("gptq2-gall");
-    let run = |context: &str| {
-        wv(&[
-            "bench",
-            "--model",
-            dir.to_str().unwrap(),
-            "--prompt-tokens",
-            "8",
-            "--gen-tokens",
-            "4",
-            "--context",
-            context,
-            "--device",
-            "cpu",
-        ])
-    };
+    let run = |context: &str| bench_on_cpu(&["--context", context]);
     let (code, out, err) = run("40");
     assert_eq!(code, 0, "{err}");
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();

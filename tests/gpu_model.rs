@@ -492,23 +492,32 @@ fn fused_host() -> HostWeights {
     untied_host(c, layers, &mut rng)
 }
 
+/// [`fused_host`] and the CUDA backend over it, decoding one kernel per step (the fusions are
+/// of the per-step decode; this model has biases, which the persistent kernel does not take,
+/// but say so anyway).
+fn fused_cuda() -> (HostWeights, wv::backend::cuda::CudaBackend) {
+    let host = fused_host();
+    let mut cuda = wv::backend::cuda::CudaBackend::new(&host, 0).unwrap();
+    cuda.set_persistent(false);
+    (host, cuda)
+}
+
+/// `n` random token ids within [`fused_host`]'s vocabulary.
+fn fused_tokens(seed: u64, n: usize) -> Vec<u32> {
+    let mut rng = Rng::new(seed);
+    (0..n).map(|_| 3 + (rng.next_u64() % 190) as u32).collect()
+}
+
 /// Decode through the fused layers (prologue RMSNorm / attention combine / SiLU, residual
 /// epilogue) equals the CPU reference, short and long context (several attention chunks).
 #[test]
 #[ignore = "needs a CUDA GPU: run on the device with --ignored"]
 fn model_fused_decode_matches_cpu() {
     use wv::backend::cuda::kernels::Fusion;
-    let host = fused_host();
-    let mut cuda = wv::backend::cuda::CudaBackend::new(&host, 0).unwrap();
-    // The fusions are of the per-step decode (this model has biases, which the persistent
-    // kernel does not take, but say so anyway).
-    cuda.set_persistent(false);
+    let (host, mut cuda) = fused_cuda();
     let cpu: Box<dyn wv::backend::Backend> =
         Box::new(wv::backend::cpu::CpuBackend::new(Arc::new(host.clone())));
-    let mut rng = Rng::new(3);
-    let prompt: Vec<u32> = (0..300)
-        .map(|_| 3 + (rng.next_u64() % 190) as u32)
-        .collect();
+    let prompt = fused_tokens(3, 300);
     let mut runs = Vec::new();
     let settings = [
         (true, true, true),
@@ -557,13 +566,8 @@ fn model_fused_decode_matches_cpu() {
 fn model_attention_buckets_are_exact() {
     use wv::backend::cuda::kernels::Fusion;
     use wv::backend::Backend;
-    let host = fused_host();
-    let mut cuda = wv::backend::cuda::CudaBackend::new(&host, 0).unwrap();
-    cuda.set_persistent(false);
-    let mut rng = Rng::new(5);
-    let toks: Vec<u32> = (0..262)
-        .map(|_| 3 + (rng.next_u64() % 190) as u32)
-        .collect();
+    let (_, mut cuda) = fused_cuda();
+    let toks = fused_tokens(5, 262);
     for attn in [false, true] {
         cuda.set_fusion(Fusion {
             attn,

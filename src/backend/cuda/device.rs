@@ -260,7 +260,7 @@ impl Gpu {
         let attr = self
             .pdl
             .then_some(ffi::CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION);
-        let r = self.launch_inner(f, grid, block, smem, args, attr);
+        let r = self.launch_inner(f, grid, block, smem, args, attr, "launch");
         self.profile_done(mark, f.name)?;
         r
     }
@@ -286,6 +286,7 @@ impl Gpu {
             smem,
             args,
             Some(ffi::CU_LAUNCH_ATTRIBUTE_COOPERATIVE),
+            "cooperative launch",
         );
         self.profile_done(mark, f.name)?;
         r
@@ -377,7 +378,9 @@ impl Gpu {
     }
 
     /// Launch on the stream: with launch attribute `attr` (set to 1) through
-    /// `cuLaunchKernelEx` where given and the driver has it, else `cuLaunchKernel`.
+    /// `cuLaunchKernelEx` where given and the driver has it, else `cuLaunchKernel`; `what`
+    /// names the launch in an error.
+    #[allow(clippy::too_many_arguments)]
     fn launch_inner(
         &self,
         f: &Kernel,
@@ -386,6 +389,7 @@ impl Gpu {
         smem: u32,
         args: &mut Args,
         attr: Option<u32>,
+        what: &str,
     ) -> Result<()> {
         let mut ptrs = args.ptrs();
         let r = if let (Some(id), Some(ex)) = (attr, self.drv.cuLaunchKernelEx) {
@@ -424,15 +428,10 @@ impl Gpu {
                 )
             }
         };
-        let kind = if attr == Some(ffi::CU_LAUNCH_ATTRIBUTE_COOPERATIVE) {
-            "cooperative launch"
-        } else {
-            "launch"
-        };
         self.check(
             r,
             &format!(
-                "{kind} of {} (grid {grid:?}, block {block}, smem {smem})",
+                "{what} of {} (grid {grid:?}, block {block}, smem {smem})",
                 f.name
             ),
         )?;
