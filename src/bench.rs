@@ -6,11 +6,21 @@
 //! `prefill_chunk`, as a session feeds it. Bytes read per decoded token (weights plus the
 //! KV cache at the mean decode position) are reported for roofline fractions.
 
+use crate::backend::DeviceSampling;
 use crate::error::Result;
 use crate::model::Model;
 use crate::sampler::{argmax, Rng};
 use serde_json::{json, Value};
 use std::time::Instant;
+
+/// Where decode's greedy choice is made.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Sampling {
+    /// On the device when the backend can (as sessions do), else on the host.
+    Session,
+    /// Always on the host, from the step's logits.
+    Host,
+}
 
 /// Run the benchmark and return its report. The measured session holds `context` positions
 /// (as a chat session's context length; 0: exactly the prompt and the generated tokens).
@@ -20,6 +30,7 @@ pub fn run(
     n_gen: usize,
     context: usize,
     load_seconds: f64,
+    sampling: Sampling,
 ) -> Result<Value> {
     let c = &model.config;
     let need = n_prompt + n_gen;
@@ -73,9 +84,28 @@ pub fn run(
     let mut next = argmax(&logits);
     let ttft = t0.elapsed().as_secs_f64();
     let profile_prefill = be.profile_report();
+    let greedy = DeviceSampling {
+        temperature: 0.0,
+        top_k: 0,
+        top_p: 1.0,
+        repetition_penalty: 1.0,
+        uniform: 0.0,
+    };
+    let mut on_device = sampling == Sampling::Session;
     let t1 = Instant::now();
     for i in 0..n_gen {
-        be.forward(state.as_mut(), &[next], n_prompt + i, 1, &mut logits)?;
+        let pos = n_prompt + i;
+        if on_device {
+            // The history matters only to a repetition penalty, which greedy decode has not.
+            match be.forward_sample(state.as_mut(), next, pos, &[], &greedy) {
+                Some(r) => {
+                    next = r?;
+                    continue;
+                }
+                None => on_device = false,
+            }
+        }
+        be.forward(state.as_mut(), &[next], pos, 1, &mut logits)?;
         next = argmax(&logits);
     }
     let decode = t1.elapsed().as_secs_f64();
@@ -97,6 +127,7 @@ pub fn run(
         "prefill_tokens_per_s": n_prompt as f64 / prefill,
         "time_to_first_token_ms": ttft * 1e3,
         "decode_seconds": decode,
+        "decode_sampling": if on_device { "device" } else { "host" },
         "decode_tokens_per_s": if n_gen > 0 { n_gen as f64 / decode } else { 0.0 },
         "decode_ms_per_token": if n_gen > 0 { decode * 1e3 / n_gen as f64 } else { 0.0 },
         "weight_bytes": weight_bytes,

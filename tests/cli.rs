@@ -175,6 +175,19 @@ fn bench_prints_json() {
         assert!(v[k].as_f64().unwrap() > 0.0, "{k}: {v}");
     }
     assert_eq!(v["context"], 12, "{v}");
+    // The CPU backend has no device sampling: decode chose its tokens on the host.
+    assert_eq!(v["decode_sampling"], "host", "{v}");
+}
+
+#[test]
+fn bench_sample_option_is_checked() {
+    let (code, out, err) = bench_on_cpu(&["--sample", "host"]);
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["decode_sampling"], "host", "{v}");
+    let (code, _, err) = bench_on_cpu(&["--sample", "gpu"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("--sample takes session or host"), "{err}");
 }
 
 #[test]

@@ -7,6 +7,7 @@
 //! wv generate --model DIR --prompt TEXT [sampling flags] [--chat] [--device D]
 //! wv chat     --model DIR [sampling flags] [--device D]
 //! wv bench    --model DIR [--prompt-tokens N] [--gen-tokens N] [--context N] [--device D]
+//!             [--sample session|host]
 //! ```
 //! Without `--model`, the bundled demo model (`models/kjv-tiny`) is used. Errors print one line
 //! on stderr and exit non-zero (2 for a bad command line, 1 otherwise).
@@ -31,6 +32,7 @@ const USAGE: &str = "usage: wv <info|tokenize|logits|generate|chat|bench> [--mod
             [--repeat-penalty R] [--seed S] [--stop STR]... [--chat] [--device D] [--context N]
   chat      --model DIR [sampling flags] [--system TEXT] [--device D] [--context N]
   bench     --model DIR [--prompt-tokens N] [--gen-tokens N] [--context N] [--device D]
+            [--sample session|host]
 Without --model the bundled demo model is used.";
 
 fn main() -> ExitCode {
@@ -99,7 +101,14 @@ fn run(argv: Vec<String>) -> Result<(), CliError> {
         "logits" => vec!["model", "tokens", "last", "device"],
         "generate" => [SAMPLING, &["prompt", "chat"]].concat(),
         "chat" => SAMPLING.to_vec(),
-        "bench" => vec!["model", "prompt-tokens", "gen-tokens", "context", "device"],
+        "bench" => vec![
+            "model",
+            "prompt-tokens",
+            "gen-tokens",
+            "context",
+            "device",
+            "sample",
+        ],
         other => return Err(CliError::Usage(format!("unknown command {other:?}"))),
     };
     let args = Args::parse(&argv[1..], &allowed, &["chat"]).map_err(CliError::Usage)?;
@@ -355,10 +364,25 @@ fn cmd_bench(dir: &std::path::Path, args: &Args) -> Result<(), CliError> {
     if n_prompt == 0 {
         return Err(CliError::Usage("--prompt-tokens must be at least 1".into()));
     }
+    // Where decode's greedy choice is made: as a session does (the device where it can), or
+    // always on the host from the logits.
+    let sampling = match args
+        .value::<String>("sample")
+        .map_err(CliError::Usage)?
+        .as_deref()
+    {
+        None | Some("session") => wv::bench::Sampling::Session,
+        Some("host") => wv::bench::Sampling::Host,
+        Some(other) => {
+            return Err(CliError::Usage(format!(
+                "--sample takes session or host, not {other:?}"
+            )))
+        }
+    };
     let t_load = Instant::now();
     let model = load(dir, args)?;
     let load_s = t_load.elapsed().as_secs_f64();
-    let report = wv::bench::run(&model, n_prompt, n_gen, context, load_s)?;
+    let report = wv::bench::run(&model, n_prompt, n_gen, context, load_s, sampling)?;
     println!(
         "{}",
         serde_json::to_string_pretty(&report).unwrap_or_default()
