@@ -73,35 +73,41 @@ __device__ __forceinline__ u32 qg_dq(u32 w, int c, u32 zl, u32 s2) {
     return hmul2(hsub2(and_or(w >> (4 * c), 0x000f000fu, 0x64006400u), zl), s2);
 }
 
-#define QG_D64                                                                                           \
-    "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),      \
-        "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]),         \
-        "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]),       \
-        "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]),       \
-        "+f"(d[29]), "+f"(d[30]), "+f"(d[31]), "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]),       \
-        "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]), "+f"(d[40]), "+f"(d[41]), "+f"(d[42]),       \
-        "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]), "+f"(d[48]), "+f"(d[49]),       \
-        "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]), "+f"(d[56]),       \
-        "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
-
-// d += A (registers a: this thread's fragment of 64 x 16) x B (16 x 128 from the descriptor).
+// d += A (registers a: this thread's fragment of 64 x 16) x B (16 x TT tokens from the
+// descriptor), for token tiles TT = 128 / 64 / 32 (TT / 2 accumulators per thread).
 __device__ __forceinline__ void qg_wgmma(float (&d)[64], const u32 (&a)[4], unsigned long long desc) {
     asm volatile(
         "wgmma.mma_async.sync.aligned.m64n128k16.f32.f16.f16 "
-        "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, "
-        "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, "
-        "%32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, "
-        "%48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}, "
+        "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}, "
         "{%64, %65, %66, %67}, %68, 1, 1, 1, 0;"
-        : QG_D64
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]), "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]), "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]), "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]), "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc)
+        : "memory");
+}
+__device__ __forceinline__ void qg_wgmma(float (&d)[32], const u32 (&a)[4], unsigned long long desc) {
+    asm volatile(
+        "wgmma.mma_async.sync.aligned.m64n64k16.f32.f16.f16 "
+        "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}, "
+        "{%32, %33, %34, %35}, %36, 1, 1, 1, 0;"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc)
+        : "memory");
+}
+__device__ __forceinline__ void qg_wgmma(float (&d)[16], const u32 (&a)[4], unsigned long long desc) {
+    asm volatile(
+        "wgmma.mma_async.sync.aligned.m64n32k16.f32.f16.f16 "
+        "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15}, "
+        "{%16, %17, %18, %19}, %20, 1, 1, 1, 0;"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15])
         : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc)
         : "memory");
 }
 
 // Keep the compiler from moving accumulator registers across the asynchronous products.
-__device__ __forceinline__ void qg_fence_acc(float (&d)[64]) {
+template <int NA>
+__device__ __forceinline__ void qg_fence_acc(float (&d)[NA]) {
 #pragma unroll
-    for (int i = 0; i < 64; ++i) asm volatile("" : "+f"(d[i])::"memory");
+    for (int i = 0; i < NA; ++i) asm volatile("" : "+f"(d[i])::"memory");
 }
 
 // The stage ring in dynamic shared memory of both kernels, 1 KiB aligned (the X tiles' swizzle
@@ -112,11 +118,11 @@ struct QgRing {
     u32 xs_s, ws_s, ss_s, zs_s, end_s;
     const unsigned char *ws, *ss, *zs;
 };
-__device__ __forceinline__ QgRing qg_ring(unsigned char* raw, int stages) {
+__device__ __forceinline__ QgRing qg_ring(unsigned char* raw, int stages, int x_bytes = QG_X_BYTES) {
     QgRing r;
     const u32 raw_s = smem_addr(raw);
     r.xs_s = (raw_s + 1023u) & ~1023u;
-    r.ws_s = r.xs_s + stages * QG_X_BYTES;
+    r.ws_s = r.xs_s + stages * x_bytes;
     r.ss_s = r.ws_s + stages * QG_W_BYTES;
     r.zs_s = r.ss_s + stages * QG_S_BYTES;
     r.end_s = r.zs_s + stages * QG_Z_BYTES;
@@ -147,7 +153,8 @@ __device__ __forceinline__ void qg_slab_range(int K, int& kb0, int& kb1) {
 // fb; nibble pair c4), each step's product issued while the next step is dequantised (a fence
 // orders the new registers before the product that reads them); B is the stage's X tile at
 // shared address xb. One commit group per stage.
-__device__ __forceinline__ void qg_stage_products(float (&d)[64], u32 (&a)[4][4], const u32* wt,
+template <int NA>
+__device__ __forceinline__ void qg_stage_products(float (&d)[NA], u32 (&a)[4][4], const u32* wt,
                                                   const f16* st, const u8* zt, u32 xb, int fa,
                                                   int fb, int c4) {
     const u32 sa = (u32)st[fa] * 0x10001u, sb = (u32)st[fb] * 0x10001u;
@@ -168,11 +175,12 @@ __device__ __forceinline__ void qg_stage_products(float (&d)[64], u32 (&a)[4][4]
 
 // The accumulators into Y: d[4j + e] is feature n0 + (e < 2 ? fa : fb), token t0 + 8j + 2 c4 +
 // (e & 1); rows t >= T and columns n >= N are not written.
-__device__ __forceinline__ void qg_store(const float (&d)[64], float* __restrict__ Y, int t0,
+template <int NA>
+__device__ __forceinline__ void qg_store(const float (&d)[NA], float* __restrict__ Y, int t0,
                                          int n0, int fa, int fb, int c4, int T, int N, int ldo) {
     const int na = n0 + fa, nb = n0 + fb;
 #pragma unroll
-    for (int j = 0; j < 16; ++j) {
+    for (int j = 0; j < NA / 4; ++j) {
         const int t = t0 + 8 * j + 2 * c4;
         if (t < T) {
             if (na < N) Y[(size_t)t * ldo + na] = d[4 * j];
@@ -292,11 +300,19 @@ extern "C" __global__ void __launch_bounds__(QG_THREADS, 2) gemm_q4_wgmma(
 // gemm_q4_tma: the same product (same operands, fragments, output and split-K slabs as
 //   gemm_q4_wgmma), its tiles copied by the Tensor Memory Accelerator instead of per-thread
 //   cp.async, and the stages handed over by mbarriers instead of one block barrier per stage.
+// Variants by token tile TT (gemm_q4_tma_body<TT, ST>): gemm_q4_tma 128 tokens and QT_STAGES
+//   stages; gemm_q4_tma64 / gemm_q4_tma32 (passes of at most 64 / 32 tokens: a chat turn's
+//   prompt) 64 / 32 tokens (wgmma m64n64k16 / m64n32k16, TT / 2 accumulators per thread) and
+//   QT_STAGES_SMALL stages, so that the tensor cores' work follows the tokens instead of a
+//   128-token tile of padding (H200, 13B: time to first token 5.4 against 8.5-8.8 ms at 16-32
+//   tokens, with K split for a full wave; 6.4 against 8.4 at 64). The host's token tile and
+//   splits: gemm_q4.rs (tma_tile, gemm_q4_split_small).
 // Launch: block QT_THREADS = 2 consumer warpgroups (64 features each, as above) + 1 producer
-//   warp; two blocks per SM; grid as gemm_q4_wgmma. Dynamic shared memory QT_SMEM bytes:
-//   QT_STAGES slots, each X [128 tokens][64 inputs] f16 with the 128-byte swizzle (16 KiB, what
-//   the wgmma descriptor reads), W [8 packed rows][128 features] u32 (4 KiB), scales [128] f16,
-//   zeros [128] u8; then full[QT_STAGES] and empty[QT_STAGES] mbarriers.
+//   warp; two blocks per SM (three fit for gemm_q4_tma32); grid (ceil(T / TT), ceil(N /
+//   QG_FEAT), S). Dynamic shared memory QT_SMEM_T(TT, ST) bytes: ST slots, each X [TT tokens]
+//   [64 inputs] f16 with the 128-byte swizzle (TT x 128 B, what the wgmma descriptor reads), W
+//   [8 packed rows][128 features] u32 (4 KiB), scales [128] f16, zeros [128] u8; then full[ST]
+//   and empty[ST] mbarriers. (Below, QT_STAGES stands for ST.)
 // The producer's lane 0 requests stage i into slot i % QT_STAGES once the consumers have
 //   released the slot's previous stage (empty: one arrival per consumer warp), with four 2-D
 //   tensor copies that complete on full[slot] (which expects the stage's bytes); the copies of
@@ -321,10 +337,15 @@ extern "C" __global__ void __launch_bounds__(QG_THREADS, 2) gemm_q4_wgmma(
 #ifndef QT_MINB
 #define QT_MINB 2  // __launch_bounds__'s minimum blocks per SM (see Registers above)
 #endif
+#ifndef QT_STAGES_SMALL
+#define QT_STAGES_SMALL 8  // stages of the small-token-tile variants (gemm_q4_tma64 / 32)
+#endif
 #define QT_CONSUMERS QG_THREADS
 #define QT_THREADS (QT_CONSUMERS + 32)
-#define QT_STAGE_BYTES (QG_X_BYTES + QG_W_BYTES + QG_S_BYTES + QG_Z_BYTES)
-#define QT_SMEM (QT_STAGES * QT_STAGE_BYTES + 2 * QT_STAGES * 8 + 1024)
+// A stage's bytes and a variant's dynamic shared memory for token tiles of TT and ST stages.
+#define QT_STAGE_BYTES_T(TT) ((TT) * 128 + QG_W_BYTES + QG_S_BYTES + QG_Z_BYTES)
+#define QT_SMEM_T(TT, ST) ((ST) * QT_STAGE_BYTES_T(TT) + 2 * (ST) * 8 + 1024)
+#define QT_SMEM QT_SMEM_T(128, QT_STAGES)
 
 // The host's launch shapes (gemm_q4.rs), passed by module.rs: a drift fails the compile.
 #ifdef WV_HOST_QT_SMEM
@@ -333,6 +354,9 @@ static_assert(QG_THREADS == WV_HOST_QG_THREADS && QT_THREADS == WV_HOST_QT_THREA
 static_assert(QG_FEAT == WV_HOST_QG_FEAT, "gemm_q4.rs's features per block differ");
 static_assert(QG_SMEM <= WV_HOST_QG_SMEM && QT_SMEM <= WV_HOST_QT_SMEM,
               "gemm_q4.rs allocates less shared memory than the kernels use");
+static_assert(QT_SMEM_T(64, QT_STAGES_SMALL) <= WV_HOST_QT_SMEM_64 &&
+                  QT_SMEM_T(32, QT_STAGES_SMALL) <= WV_HOST_QT_SMEM_32,
+              "gemm_q4.rs allocates less shared memory than the small-tile kernels use");
 #endif
 
 // A CUtensorMap (opaque, 128 bytes, 64-byte aligned), passed by value as a kernel parameter.
@@ -370,27 +394,30 @@ __device__ __forceinline__ void tma_2d(u32 dst, const TmaMap* map, int c0, int c
         : "memory");
 }
 
-extern "C" __global__ void __launch_bounds__(QT_THREADS, QT_MINB) gemm_q4_tma(
-    const __grid_constant__ TmaMap mx, const __grid_constant__ TmaMap mw,
-    const __grid_constant__ TmaMap ms, const __grid_constant__ TmaMap mz, float* __restrict__ Y,
-    int T, int K, int N, int gs, int ldo, long long ystride)
+// The kernel for token tiles of TT (128, 64 or 32) and ST stages.
+template <int TT, int ST>
+__device__ __forceinline__ void gemm_q4_tma_body(const TmaMap* mx, const TmaMap* mw, const TmaMap* ms,
+                                                 const TmaMap* mz, float* __restrict__ Y, int T, int K,
+                                                 int N, int gs, int ldo, long long ystride)
 {
+    constexpr int XB = TT * 128;                 // one stage's X tile
+    constexpr int SB = QT_STAGE_BYTES_T(TT);  // one stage's bytes
     extern __shared__ unsigned char qt_raw[];
-    const QgRing ring = qg_ring(qt_raw, QT_STAGES);
+    const QgRing ring = qg_ring(qt_raw, ST, XB);
     const u32 xs_s = ring.xs_s, ws_s = ring.ws_s, ss_s = ring.ss_s, zs_s = ring.zs_s;
     const unsigned char *ws = ring.ws, *ss = ring.ss, *zs = ring.zs;
     const u32 full_s = ring.end_s;                             // [STAGES] mbarrier
-    const u32 empty_s = full_s + QT_STAGES * 8;                // [STAGES] mbarrier
+    const u32 empty_s = full_s + ST * 8;                // [STAGES] mbarrier
 
     const int tid = threadIdx.x;
-    const int t0 = blockIdx.x * 128, n0 = blockIdx.y * QG_FEAT;
+    const int t0 = blockIdx.x * TT, n0 = blockIdx.y * QG_FEAT;
     int kb0, kb1;
     qg_slab_range(K, kb0, kb1);
     const int nk = kb1 - kb0;
     Y += (size_t)blockIdx.z * ystride;
 
     if (tid == 0) {
-        for (int s = 0; s < QT_STAGES; ++s) {
+        for (int s = 0; s < ST; ++s) {
             mbar_init(full_s + 8 * s, 1);
             mbar_init(empty_s + 8 * s, QG_WG * 4);
         }
@@ -406,14 +433,14 @@ extern "C" __global__ void __launch_bounds__(QT_THREADS, QT_MINB) gemm_q4_tma(
                 const int k0 = kb << 6;
                 const u32 full = full_s + 8 * sl;
                 if (w) {
-                    mbar_expect_tx(full, QT_STAGE_BYTES);
-                    tma_2d(ws_s + sl * QG_W_BYTES, &mw, n0, k0 >> 3, full);
-                    tma_2d(ss_s + sl * QG_S_BYTES, &ms, n0, k0 / gs, full);
-                    tma_2d(zs_s + sl * QG_Z_BYTES, &mz, n0, k0 / gs, full);
+                    mbar_expect_tx(full, SB);
+                    tma_2d(ws_s + sl * QG_W_BYTES, mw, n0, k0 >> 3, full);
+                    tma_2d(ss_s + sl * QG_S_BYTES, ms, n0, k0 / gs, full);
+                    tma_2d(zs_s + sl * QG_Z_BYTES, mz, n0, k0 / gs, full);
                 }
-                if (x) tma_2d(xs_s + sl * QG_X_BYTES, &mx, k0, t0, full);
+                if (x) tma_2d(xs_s + sl * XB, mx, k0, t0, full);
             };
-            const int pre = nk < QT_STAGES ? nk : QT_STAGES;
+            const int pre = nk < ST ? nk : ST;
             for (int i = 0; i < pre; ++i) request(kb0 + i, i, true, false);
             pdl_wait();
             for (int i = 0; i < pre; ++i) request(kb0 + i, i, false, true);
@@ -421,7 +448,7 @@ extern "C" __global__ void __launch_bounds__(QT_THREADS, QT_MINB) gemm_q4_tma(
             for (int i = pre; i < nk; ++i) {
                 mbar_wait(empty_s + 8 * sl, (use - 1) & 1);
                 request(kb0 + i, sl, true, true);
-                if (++sl == QT_STAGES) {
+                if (++sl == ST) {
                     sl = 0;
                     ++use;
                 }
@@ -435,9 +462,9 @@ extern "C" __global__ void __launch_bounds__(QT_THREADS, QT_MINB) gemm_q4_tma(
     const int lane = tid & 31;
     int fa, fb, c4;
     qg_consumer(tid, fa, fb, c4);
-    float d[64];
+    float d[TT / 2];
 #pragma unroll
-    for (int i = 0; i < 64; ++i) d[i] = 0.f;
+    for (int i = 0; i < TT / 2; ++i) d[i] = 0.f;
 
     int sl = 0, ph = 0, prev = 0;
     for (int i = 0; i < nk; ++i) {
@@ -447,10 +474,10 @@ extern "C" __global__ void __launch_bounds__(QT_THREADS, QT_MINB) gemm_q4_tma(
         if (i > 0 && lane == 0) mbar_arrive(empty_s + 8 * prev);
         u32 a[4][4];
         qg_stage_products(d, a, reinterpret_cast<const u32*>(ws + sl * QG_W_BYTES),
-                          reinterpret_cast<const f16*>(ss + sl * QG_S_BYTES), zs + sl * QG_Z_BYTES,
-                          xs_s + sl * QG_X_BYTES, fa, fb, c4);
+                          reinterpret_cast<const f16*>(ss + sl * QG_S_BYTES),
+                          zs + sl * QG_Z_BYTES, xs_s + sl * XB, fa, fb, c4);
         prev = sl;
-        if (++sl == QT_STAGES) {
+        if (++sl == ST) {
             sl = 0;
             ph ^= 1;
         }
@@ -459,4 +486,20 @@ extern "C" __global__ void __launch_bounds__(QT_THREADS, QT_MINB) gemm_q4_tma(
     qg_fence_acc(d);
 
     qg_store(d, Y, t0, n0, fa, fb, c4, T, N, ldo);
+}
+
+#define QT_PARAMS                                                                                  \
+    const __grid_constant__ TmaMap mx, const __grid_constant__ TmaMap mw,                          \
+        const __grid_constant__ TmaMap ms, const __grid_constant__ TmaMap mz, float *__restrict__ Y, \
+        int T, int K, int N, int gs, int ldo, long long ystride
+#define QT_ARGS &mx, &mw, &ms, &mz, Y, T, K, N, gs, ldo, ystride
+extern "C" __global__ void __launch_bounds__(QT_THREADS, QT_MINB) gemm_q4_tma(QT_PARAMS) {
+    gemm_q4_tma_body<128, QT_STAGES>(QT_ARGS);
+}
+// Passes of at most 64 / 32 tokens: the tensor cores' work in proportion to the tokens.
+extern "C" __global__ void __launch_bounds__(QT_THREADS, QT_MINB) gemm_q4_tma64(QT_PARAMS) {
+    gemm_q4_tma_body<64, QT_STAGES_SMALL>(QT_ARGS);
+}
+extern "C" __global__ void __launch_bounds__(QT_THREADS, QT_MINB) gemm_q4_tma32(QT_PARAMS) {
+    gemm_q4_tma_body<32, QT_STAGES_SMALL>(QT_ARGS);
 }

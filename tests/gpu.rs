@@ -209,6 +209,10 @@ fn op_gemm_q4_prefill_shapes() {
     if h.compute_capability() == (9, 0) {
         assert!(h.has_gemm_q4(), "gemm_q4_wgmma did not load on sm_90");
         assert!(h.has_gemm_q4_tma(), "gemm_q4_tma did not load on sm_90");
+        assert!(
+            h.has_gemm_q4_tma_small(),
+            "gemm_q4_tma64 / 32 did not load on sm_90"
+        );
     }
     // (name, in, out, group, zero offset, bias); gemm_q4_tma takes the widths that are
     // multiples of 16 (400, 256), gemm_q4_wgmma the others (392, 136) and, with the TMA
@@ -244,13 +248,18 @@ fn op_gemm_q4_prefill_shapes() {
                     "{name} tma={tma}: TMA maps"
                 );
             }
-            for t in [5, 127, 128, 130, 300] {
+            // 5, 32: gemm_q4_tma32's token tile (partial, whole); 33, 64: gemm_q4_tma64's; the
+            // rest 128-token tiles.
+            for t in [5, 32, 33, 64, 127, 128, 130, 300] {
                 check_linear(&format!("{name} tma={tma}"), &[&m], t, true);
             }
         }
-        // 13B's o at 512 tokens: 160 tiles under a wave, so K is split into slabs.
+        // 13B's o at 512 tokens: 160 tiles under a wave, so K is split into slabs (and at 20
+        // and 50 tokens, on the small token tiles, into 4).
         let m = Linear::Gptq(random_gptq(4, 5120, 5120, Some(128), false, 1, false, 5));
-        check_linear(&format!("13b-o (split K) tma={tma}"), &[&m], 512, true);
+        for t in [20, 50, 512] {
+            check_linear(&format!("13b-o (split K) t={t} tma={tma}"), &[&m], t, true);
+        }
         // Act-order (desc_act) matrices: the input gathered into the sorted row order first.
         let a = Linear::Gptq(random_gptq(4, 640, 392, Some(128), true, 1, false, 7));
         let b = Linear::Gptq(random_gptq(4, 1024, 256, Some(64), true, 0, true, 8));

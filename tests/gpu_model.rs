@@ -591,6 +591,14 @@ fn model_attention_buckets_are_exact() {
                 );
                 steps.push(l.clone());
             }
+            // Positions 250..262 of a 1,024-position cache: two buckets (256 and 512 keys), or
+            // one plan over the whole cache. (Graphs may be off: WV_CUDA_GRAPH=0.)
+            let keys = cuda.decode_graph_keys();
+            if !keys.is_empty() {
+                let want = if buckets { vec![256, 512] } else { vec![1024] };
+                assert_eq!(keys, want, "attn fused {attn}, buckets {buckets}");
+            }
+            drop(st);
             runs.push(steps);
         }
         for (i, (a, b)) in runs[0].iter().zip(&runs[1]).enumerate() {

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # tools/bench_ab.sh — A/B timings with `wv bench` on the device, each setting twice, alternating:
-#   bash tools/bench_ab.sh PROMPT_TOKENS "label ENV=VAL ..." "label2 ENV=VAL ..." ...  (ROUNDS=2)
+#   bash tools/bench_ab.sh PROMPT_TOKENS "label ENV=VAL ..." "label2 ENV=VAL ..." ...  (ROUNDS=2, GEN=32)
 # (a label alone runs the defaults). Needs .dev/bin/wv (BIN) and the random 13B checkpoint in
 # BENCH_DIR (default /tmp/wv-bench-13b; tools/make_bench_checkpoint.py writes it).
 set -u
@@ -25,6 +25,6 @@ for round in $(seq 1 "${ROUNDS:-2}"); do
     for spec in "$@"; do
         read -r label envs <<<"$spec"
         printf '%-24s p=%-5s ' "$label" "$prompt"
-        env $envs "$BIN/wv" bench --model "$BD" --prompt-tokens "$prompt" --gen-tokens 32 --device cuda 2>/dev/null | summarise
+        env $envs "$BIN/wv" bench --model "$BD" --prompt-tokens "$prompt" --gen-tokens "${GEN:-32}" --device cuda 2>/dev/null | summarise
     done
 done

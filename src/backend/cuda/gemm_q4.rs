@@ -23,6 +23,30 @@ pub const GEMM_Q4_TMA_SMEM: usize = 5 * GEMM_Q4_STAGE_BYTES + 2 * 5 * 8 + 1024;
 /// Threads of a `gemm_q4_tma` block (QT_THREADS: two consumer warpgroups and a producer warp).
 pub const GEMM_Q4_TMA_THREADS: u32 = 288;
 
+/// Stages of the small-token-tile variants `gemm_q4_tma64` / `gemm_q4_tma32` (QT_STAGES_SMALL).
+const TMA_SMALL_STAGES: usize = 8;
+
+/// Dynamic shared memory of a `gemm_q4_tma` variant for token tiles of `tt` (QT_SMEM_T in
+/// gemm_q4.cu): 5 stages for 128-token tiles, 8 for smaller ones, each an X tile of `tt` x 64
+/// f16, the weight tile, scales and zeros; 2 mbarriers per stage and 1 KiB of alignment slack.
+pub fn tma_smem(tt: usize) -> usize {
+    let stages = if tt >= 128 { 5 } else { TMA_SMALL_STAGES };
+    stages * (tt * 128 + 4096 + 256 + 128) + 2 * stages * 8 + 1024
+}
+
+/// The token tile of a pass of `t` tokens on `gemm_q4_tma` (32, 64 or 128), given which small
+/// variants are loaded: the tensor cores' work in proportion to the tokens, so that a short
+/// prompt (a chat turn) streams the weights instead of computing on padding.
+pub fn tma_tile(t: usize, has64: bool, has32: bool) -> usize {
+    if t <= 32 && has32 {
+        32
+    } else if t <= 64 && has64 {
+        64
+    } else {
+        128
+    }
+}
+
 /// Output features per `gemm_q4_wgmma` block (QG_FEAT), its threads (QG_THREADS) and the
 /// blocks that fit on one SM.
 pub(super) const GEMM_Q4_FEAT: usize = 128;
@@ -30,7 +54,7 @@ pub const GEMM_Q4_THREADS: u32 = 256;
 const GEMM_Q4_PER_SM: usize = 2;
 
 /// K splits for a `gemm_q4_wgmma` launch of `tiles` blocks on `slots` resident ones over
-/// `stages` stages of 64 inputs: 1, or up to [`GEMM_Q4_MAX_SPLIT`] when under 70% of the last
+/// `stages` stages of 64 inputs: 1, or up to 4 when under 70% of the last
 /// wave would be busy and a split fills it clearly better (by 15 points). Each split keeps at
 /// least 8 stages. The consumers read every slab, so splitting must win clearly: splitting
 /// 13B's gate|up (82% of its last wave busy) cost SiLU more than it saved.
@@ -42,7 +66,7 @@ pub fn gemm_q4_split_count(tiles: usize, slots: usize, stages: usize) -> usize {
     };
     let mut best = 1;
     if eff(1) < 0.7 {
-        for s in 2..=GEMM_Q4_MAX_SPLIT {
+        for s in 2..=4 {
             if stages >= 8 * s && eff(s) > eff(best) + 0.15 {
                 best = s;
             }
@@ -51,11 +75,25 @@ pub fn gemm_q4_split_count(tiles: usize, slots: usize, stages: usize) -> usize {
     best
 }
 
+/// K splits for a small-token-tile launch (`gemm_q4_tma64` / `_32`, a short prompt) of
+/// `tiles` blocks: enough for a full wave of `slots`, at most [`GEMM_Q4_MAX_SPLIT`], each
+/// split at least 4 stages. Such a pass streams the weights with little work per byte, so
+/// its blocks are latency-bound pipelines: more of them, each on a shorter range of K, stream
+/// more at once (the consumers' sums of the slabs are over a few rows only).
+pub fn gemm_q4_split_small(tiles: usize, slots: usize, stages: usize) -> usize {
+    let mut s = slots.div_ceil(tiles.max(1)).clamp(1, GEMM_Q4_MAX_SPLIT);
+    while s > 1 && stages < 4 * s {
+        s -= 1;
+    }
+    s
+}
+
 /// Default of [`Kernels::gemm_q4_max_t`].
 pub const GEMM_Q4_MAX_T: usize = 512;
 
-/// The most K splits (output slabs) of one `gemm_q4_wgmma` launch.
-pub const GEMM_Q4_MAX_SPLIT: usize = 4;
+/// The most K splits (output slabs) of one fused-product launch (4 for 128-token tiles, 8 on
+/// the small ones).
+pub const GEMM_Q4_MAX_SPLIT: usize = 8;
 
 /// Whether `gemm_q4_tma` can take a matrix of width `n` over tensors at `ptrs`: the tensor
 /// maps' row strides must be multiples of 16 bytes (the zeros' rows are `n` bytes) and their
@@ -82,15 +120,31 @@ impl Kernels {
         t <= self.gemm_q4_max_t && self.gemm_q4_fits(q)
     }
 
+    /// The token tile `t` tokens of `q` run in: a small one on `gemm_q4_tma64` / `_32` where
+    /// the matrix takes the TMA kernels and they are loaded, else 128.
+    fn token_tile(&self, q: &Q4Dev, t: usize) -> usize {
+        if self.gemm_q4_tma.is_none() || q.tma.is_none() {
+            return 128;
+        }
+        tma_tile(
+            t,
+            self.gemm_q4_tma64.is_some(),
+            self.gemm_q4_tma32.is_some(),
+        )
+    }
+
     /// K splits for `gemm_q4_wgmma` on `t` tokens of `q`: 1, or up to [`GEMM_Q4_MAX_SPLIT`] when
     /// the tiles would leave much of the last wave of two blocks per SM idle (13B's o and down
     /// at 512 tokens: 160 tiles on 264 slots → 3 splits).
     pub fn gemm_q4_splits(&self, gpu: &Gpu, q: &Q4Dev, t: usize) -> usize {
-        gemm_q4_split_count(
-            t.div_ceil(128) * q.n.div_ceil(GEMM_Q4_FEAT),
-            GEMM_Q4_PER_SM * gpu.sms.max(1),
-            q.k / 64,
-        )
+        let tt = self.token_tile(q, t);
+        let tiles = t.div_ceil(tt) * q.n.div_ceil(GEMM_Q4_FEAT);
+        let slots = GEMM_Q4_PER_SM * gpu.sms.max(1);
+        if tt <= self.gemm_q4_small_split {
+            gemm_q4_split_small(tiles, slots, q.k / 64)
+        } else {
+            gemm_q4_split_count(tiles, slots, q.k / 64)
+        }
     }
 
     /// `y[t*ldo + n] = Σ_k x[t*q.k + k] W[k, n]` for t < `t`, straight from the 4-bit weights
@@ -117,32 +171,40 @@ impl Kernels {
             }
         };
         let split = split.clamp(1, GEMM_Q4_MAX_SPLIT);
-        let grid = (
-            t.div_ceil(128) as u32,
-            q.n.div_ceil(GEMM_Q4_FEAT) as u32,
-            split as u32,
-        );
-        // gemm_q4_tma where the weights' maps were made at upload and x's map encodes, else
-        // gemm_q4_wgmma: the operands differ (four tensor maps, or the four pointers), the rest
-        // of the parameters does not.
+        // gemm_q4_tma (or its small-token-tile variant) where the weights' maps were made at
+        // upload and x's map encodes, else gemm_q4_wgmma: the operands differ (four tensor
+        // maps, or the four pointers), the rest of the parameters does not.
         let mut a = Args::new();
+        let tt = self.token_tile(q, t);
         let tma = match (&self.gemm_q4_tma, &q.tma) {
-            (Some(ft), Some(w)) if x % 16 == 0 => x_map(gpu, q.k, x, t).ok().map(|xm| (ft, xm, w)),
+            (Some(ft), Some(w)) if x % 16 == 0 => {
+                let ft = match tt {
+                    32 => self.gemm_q4_tma32.as_ref().unwrap_or(ft),
+                    64 => self.gemm_q4_tma64.as_ref().unwrap_or(ft),
+                    _ => ft,
+                };
+                x_map(gpu, q.k, x, t, tt).ok().map(|xm| (ft, xm, w))
+            }
             _ => None,
         };
-        let (kernel, threads, smem) = match tma {
+        let (kernel, threads, smem, tt) = match tma {
             Some((ft, xm, w)) => {
                 a.map(xm);
                 for m in w.iter() {
                     a.map(*m);
                 }
-                (ft, GEMM_Q4_TMA_THREADS, GEMM_Q4_TMA_SMEM)
+                (ft, GEMM_Q4_TMA_THREADS, tma_smem(tt), tt)
             }
             None => {
                 a.ptr(q.qw.ptr).ptr(q.scales.ptr).ptr(q.zeros.ptr).ptr(x);
-                (f, GEMM_Q4_THREADS, GEMM_Q4_SMEM)
+                (f, GEMM_Q4_THREADS, GEMM_Q4_SMEM, 128)
             }
         };
+        let grid = (
+            t.div_ceil(tt) as u32,
+            q.n.div_ceil(GEMM_Q4_FEAT) as u32,
+            split as u32,
+        );
         a.ptr(y)
             .int(t)
             .int(q.k)
@@ -160,16 +222,16 @@ impl Kernels {
     }
 }
 
-/// `gemm_q4_tma`'s map of the input X `[t][k]` f16: 64 x 128 boxes with the 128-byte swizzle
-/// (made per launch: x and t change).
-fn x_map(gpu: &Gpu, k: usize, x: CUdeviceptr, t: usize) -> Result<ffi::CUtensorMap> {
+/// `gemm_q4_tma`'s map of the input X `[t][k]` f16: boxes of 64 inputs x `tt` tokens (the
+/// kernel's token tile) with the 128-byte swizzle (made per launch: x and t change).
+fn x_map(gpu: &Gpu, k: usize, x: CUdeviceptr, t: usize, tt: usize) -> Result<ffi::CUtensorMap> {
     let k = k as u64;
     gpu.tensor_map_2d(
         ffi::CU_TENSOR_MAP_DATA_TYPE_FLOAT16,
         x,
         [k, t as u64],
         k * 2,
-        [64, 128],
+        [64, tt as u32],
         ffi::CU_TENSOR_MAP_SWIZZLE_128B,
     )
 }
@@ -223,6 +285,36 @@ mod tests {
         assert!(!tma_takes(136, &[0x1000]));
         // Every base must be 16-byte aligned.
         assert!(!tma_takes(5120, &[0x1000, 0x2008, 0x3000]));
+    }
+
+    #[test]
+    fn small_passes_take_small_token_tiles() {
+        use super::{tma_smem, tma_tile, GEMM_Q4_TMA_SMEM};
+        assert_eq!(tma_tile(1, true, true), 32);
+        assert_eq!(tma_tile(32, true, true), 32);
+        assert_eq!(tma_tile(33, true, true), 64);
+        assert_eq!(tma_tile(64, true, true), 64);
+        assert_eq!(tma_tile(65, true, true), 128);
+        assert_eq!(tma_tile(20, true, false), 64);
+        assert_eq!(tma_tile(20, false, false), 128);
+        // The 128-token variant's memory is the constant the kernels were sized by; the small
+        // ones fit two (64) and three (32) blocks in an SM's 228 KiB.
+        assert_eq!(tma_smem(128), GEMM_Q4_TMA_SMEM);
+        assert!(2 * tma_smem(64) <= 228 * 1024 && 3 * tma_smem(32) <= 228 * 1024);
+    }
+
+    #[test]
+    fn short_prompts_split_k_for_a_full_wave() {
+        use super::gemm_q4_split_small;
+        // H200 (264 slots), 13B at 16 tokens: q|k|v 120 tiles -> 3, o and down 40 -> 7,
+        // gate|up 216 -> 2; never more than the cap, never under 4 stages a split.
+        assert_eq!(gemm_q4_split_small(120, 264, 80), 3);
+        assert_eq!(gemm_q4_split_small(40, 264, 80), 7);
+        assert_eq!(gemm_q4_split_small(216, 264, 80), 2);
+        assert_eq!(gemm_q4_split_small(300, 264, 80), 1);
+        assert_eq!(gemm_q4_split_small(2, 264, 80), super::GEMM_Q4_MAX_SPLIT);
+        assert_eq!(gemm_q4_split_small(2, 264, 10), 2);
+        assert_eq!(gemm_q4_split_small(2, 264, 3), 1);
     }
 
     #[test]

@@ -33,6 +33,16 @@ pub struct Kernels {
     /// handed over by mbarriers (`gemm_q4_tma`; `WV_CUDA_QGEMM_TMA=0` keeps `gemm_q4_wgmma`):
     /// used where the tensors allow it (see [`Self::gemm_q4`]).
     pub gemm_q4_tma: Option<Kernel>,
+    /// Its variants for passes of at most 64 and 32 tokens (token tiles of 64 / 32 instead of
+    /// 128, so that a short prompt's tensor work is in proportion to its tokens;
+    /// `WV_CUDA_QGEMM_SMALL=0` keeps the 128-token tiles): loaded with it.
+    pub gemm_q4_tma64: Option<Kernel>,
+    pub gemm_q4_tma32: Option<Kernel>,
+    /// Token tiles up to which K is split for a full wave (`gemm_q4_split_small`), else by
+    /// the 128-token tiles' rule (`gemm_q4_split_count`): 32 (`WV_CUDA_QGEMM_SMALL_SPLIT`;
+    /// 0 none, 64 both small tiles). H200, 13B: TTFT 5.4 against 6.6 ms at 16 and 32 tokens,
+    /// but 6.7 against 6.4 at 64.
+    pub gemm_q4_small_split: usize,
     /// The most tokens a pass may have for the fused product (`WV_CUDA_QGEMM_MAX_T`): above it
     /// cuBLAS's faster tensor-core rate pays for the dequantisation (H100, 13B, `gemm_q4_tma`:
     /// TTFT 2.5x shorter at 32–128 tokens, 21% shorter at 512; a 1,500-token prompt is ~4%
@@ -153,6 +163,10 @@ impl Kernels {
     pub fn load(gpu: &Arc<Gpu>) -> Result<Kernels> {
         let m = Modules::load(gpu)?;
         let qgemm = std::env::var("WV_CUDA_QGEMM").map_or(true, |v| v != "0");
+        let tma = qgemm
+            && std::env::var("WV_CUDA_QGEMM_TMA").map_or(true, |v| v != "0")
+            && gpu.has_tensor_maps();
+        let tma_small = tma && std::env::var("WV_CUDA_QGEMM_SMALL").map_or(true, |v| v != "0");
         let mut k = Kernels {
             gemv_q4: m.get("gemv.cu", "gemv_q4")?,
             gemv_q4w: m.get("gemv.cu", "gemv_q4w")?,
@@ -171,14 +185,25 @@ impl Kernels {
             } else {
                 None
             },
-            gemm_q4_tma: if qgemm
-                && std::env::var("WV_CUDA_QGEMM_TMA").map_or(true, |v| v != "0")
-                && gpu.has_tensor_maps()
-            {
+            gemm_q4_tma: if tma {
                 m.get_opt("gemm_q4.cu", "gemm_q4_tma")?
             } else {
                 None
             },
+            gemm_q4_tma64: if tma_small {
+                m.get_opt("gemm_q4.cu", "gemm_q4_tma64")?
+            } else {
+                None
+            },
+            gemm_q4_tma32: if tma_small {
+                m.get_opt("gemm_q4.cu", "gemm_q4_tma32")?
+            } else {
+                None
+            },
+            gemm_q4_small_split: std::env::var("WV_CUDA_QGEMM_SMALL_SPLIT")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(32),
             gemm_kn: m.get("gemm.cu", "gemm_f16_kn")?,
             gemm_nk: m.get("gemm.cu", "gemm_f16_nk")?,
             embed: m.get("norm.cu", "embed")?,
@@ -224,6 +249,12 @@ impl Kernels {
             k.gemm_q4_tma = None;
         }
         allow(&mut k.gemm_q4_tma, GEMM_Q4_TMA_SMEM)?;
+        if k.gemm_q4_tma.is_none() {
+            k.gemm_q4_tma64 = None;
+            k.gemm_q4_tma32 = None;
+        }
+        allow(&mut k.gemm_q4_tma64, super::gemm_q4::tma_smem(64))?;
+        allow(&mut k.gemm_q4_tma32, super::gemm_q4::tma_smem(32))?;
         if k.ring > 0 {
             // The ring plus the largest x slice and attention weights need the opt-in limit
             // (Modules::load compiled without the ring where the GPU's limit is smaller).

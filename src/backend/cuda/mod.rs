@@ -103,6 +103,16 @@ impl CudaBackend {
         }
     }
 
+    /// The attention keys each captured decode step was planned for, oldest first (one graph
+    /// per session cache and bucket; see [`forward::attention_keys`]). Empty when graphs are
+    /// off or nothing was decoded since the last change of plan.
+    pub fn decode_graph_keys(&self) -> Vec<usize> {
+        self.scratch
+            .lock()
+            .as_ref()
+            .map_or_else(Vec::new, |sc| sc.graphs.iter().map(|(k, _)| k.3).collect())
+    }
+
     /// Decode with the persistent kernel (when this model has a plan for it) or with one kernel
     /// per step (tests compare both in one process). Drops the captured decode steps.
     pub fn set_persistent(&mut self, on: bool) {

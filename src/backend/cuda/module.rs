@@ -146,6 +146,8 @@ impl Target {
                 o.push(format!("-DWV_HOST_QG_FEAT={}", g::GEMM_Q4_FEAT));
                 o.push(format!("-DWV_HOST_QG_SMEM={}", g::GEMM_Q4_SMEM));
                 o.push(format!("-DWV_HOST_QT_SMEM={}", g::GEMM_Q4_TMA_SMEM));
+                o.push(format!("-DWV_HOST_QT_SMEM_64={}", g::tma_smem(64)));
+                o.push(format!("-DWV_HOST_QT_SMEM_32={}", g::tma_smem(32)));
             }
             _ => {}
         }

@@ -52,6 +52,11 @@ impl OpHarness {
         self.k.gemm_q4_tma.is_some()
     }
 
+    /// Whether its small-token-tile variants (`gemm_q4_tma64`, `gemm_q4_tma32`) are loaded.
+    pub fn has_gemm_q4_tma_small(&self) -> bool {
+        self.k.gemm_q4_tma64.is_some() && self.k.gemm_q4_tma32.is_some()
+    }
+
     /// Let the fused product use `gemm_q4_tma` where it can (the default) or not, for the
     /// matrices uploaded from now on.
     pub fn set_gemm_q4_tma(&self, on: bool) {
