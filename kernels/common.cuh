@@ -144,9 +144,21 @@ __device__ __forceinline__ float sum_partials(const float* __restrict__ p, int S
 // thousands), scale the slice by 2^-e (exact) and return 2^e, by which the caller multiplies
 // its sums; else return 1. Called by every thread; contains __syncthreads (xs is ready after).
 // `value` reads x (stage_x below) or computes it (the fused decode prologues).
+// The end of every staging: the block's largest magnitude from each thread's `mx`, and the
+// power-of-two scaling when it exceeds `xmax` (see stage_x_with).
+__device__ __forceinline__ float stage_x_finish(f16* xs, int span, float mx, float xmax) {
+    __shared__ float red[32];
+    mx = block_max(mx, red);
+    if (!(mx > xmax && mx <= 65504.f)) return 1.f;
+    const int e = (int)ceilf(log2f(mx / xmax));
+    const float down = exp2f((float)-e);
+    for (int i = threadIdx.x; i < span; i += blockDim.x) xs[i] = f2h(h2f(xs[i]) * down);
+    __syncthreads();
+    return exp2f((float)e);
+}
+
 template <typename F>
 __device__ __forceinline__ float stage_x_with(f16* xs, int k0, int k1, int span, float xmax, F value) {
-    __shared__ float red[32];
     float mx = 0.f;
     for (int i = threadIdx.x; i < span; i += blockDim.x) {
         const int k = k0 + i;
@@ -155,13 +167,7 @@ __device__ __forceinline__ float stage_x_with(f16* xs, int k0, int k1, int span,
         xs[i] = v;
         mx = fmaxf(mx, fabsf(h2f(v)));
     }
-    mx = block_max(mx, red);
-    if (!(mx > xmax && mx <= 65504.f)) return 1.f;
-    const int e = (int)ceilf(log2f(mx / xmax));
-    const float down = exp2f((float)-e);
-    for (int i = threadIdx.x; i < span; i += blockDim.x) xs[i] = f2h(h2f(xs[i]) * down);
-    __syncthreads();
-    return exp2f((float)e);
+    return stage_x_finish(xs, span, mx, xmax);
 }
 
 // Rows 2j, 2j+1 of a packed word as f16 (q - z): even nibble pairs (mask 0x000f000f: 1024 + q)

@@ -52,6 +52,12 @@ pub fn tma_tile(t: usize, has64: bool, has32: bool) -> usize {
 pub(super) const GEMM_Q4_FEAT: usize = 128;
 pub const GEMM_Q4_THREADS: u32 = 256;
 const GEMM_Q4_PER_SM: usize = 2;
+/// Blocks per SM that [`gemm_q4_split_small`] plans a small-token-tile launch for: 3 fit
+/// (68 KiB of shared memory each at 32 tokens), and planning for 4 splits K further, so more
+/// and shorter pipelines stream at once. H200, 13B, time to first token (ninth session, three
+/// alternating rounds): 5.0 against 5.3–5.4 ms at 16 tokens planned for 2 per SM, 5.2 against
+/// 5.4–5.5 at 32; planned for 3: 5.2 / 5.3–5.4.
+const GEMM_Q4_SMALL_PER_SM: usize = 4;
 
 /// K splits for a `gemm_q4_wgmma` launch of `tiles` blocks on `slots` resident ones over
 /// `stages` stages of 64 inputs: 1, or up to 4 when under 70% of the last
@@ -139,11 +145,10 @@ impl Kernels {
     pub fn gemm_q4_splits(&self, gpu: &Gpu, q: &Q4Dev, t: usize) -> usize {
         let tt = self.token_tile(q, t);
         let tiles = t.div_ceil(tt) * q.n.div_ceil(GEMM_Q4_FEAT);
-        let slots = GEMM_Q4_PER_SM * gpu.sms.max(1);
         if tt <= self.gemm_q4_small_split {
-            gemm_q4_split_small(tiles, slots, q.k / 64)
+            gemm_q4_split_small(tiles, GEMM_Q4_SMALL_PER_SM * gpu.sms.max(1), q.k / 64)
         } else {
-            gemm_q4_split_count(tiles, slots, q.k / 64)
+            gemm_q4_split_count(tiles, GEMM_Q4_PER_SM * gpu.sms.max(1), q.k / 64)
         }
     }
 
@@ -306,11 +311,15 @@ mod tests {
     #[test]
     fn short_prompts_split_k_for_a_full_wave() {
         use super::gemm_q4_split_small;
-        // H200 (264 slots), 13B at 16 tokens: q|k|v 120 tiles -> 3, o and down 40 -> 7,
-        // gate|up 216 -> 2; never more than the cap, never under 4 stages a split.
+        // H200 (132 SMs, planned for 4 blocks each: 528 slots), 13B at 16 tokens: q|k|v 120
+        // tiles -> 5, o and down 40 -> 8 (the cap), gate|up 216 -> 3; never more than the
+        // cap, never under 4 stages a split.
+        let slots = super::GEMM_Q4_SMALL_PER_SM * 132;
+        assert_eq!(gemm_q4_split_small(120, slots, 80), 5);
+        assert_eq!(gemm_q4_split_small(40, slots, 80), super::GEMM_Q4_MAX_SPLIT);
+        assert_eq!(gemm_q4_split_small(216, slots, 80), 3);
+        assert_eq!(gemm_q4_split_small(600, slots, 80), 1);
         assert_eq!(gemm_q4_split_small(120, 264, 80), 3);
-        assert_eq!(gemm_q4_split_small(40, 264, 80), 7);
-        assert_eq!(gemm_q4_split_small(216, 264, 80), 2);
         assert_eq!(gemm_q4_split_small(300, 264, 80), 1);
         assert_eq!(gemm_q4_split_small(2, 264, 80), super::GEMM_Q4_MAX_SPLIT);
         assert_eq!(gemm_q4_split_small(2, 264, 10), 2);
