@@ -157,15 +157,26 @@ __device__ __forceinline__ float stage_x_finish(f16* xs, int span, float mx, flo
     return exp2f((float)e);
 }
 
+// Four elements per thread at a time, all four values made before any is stored, so that their
+// loads are in flight together (a plain loop is not unrolled by ptxas: one round trip each).
 template <typename F>
 __device__ __forceinline__ float stage_x_with(f16* xs, int k0, int k1, int span, float xmax, F value) {
     float mx = 0.f;
-    for (int i = threadIdx.x; i < span; i += blockDim.x) {
-        const int k = k0 + i;
-        f16 v = 0;
-        if (k < k1) v = value(k);
-        xs[i] = v;
-        mx = fmaxf(mx, fabsf(h2f(v)));
+    for (int base = threadIdx.x; base < span; base += 4 * blockDim.x) {
+        f16 v[4];
+#pragma unroll
+        for (int j = 0; j < 4; ++j) {
+            const int i = base + j * blockDim.x;
+            v[j] = i < span && k0 + i < k1 ? value(k0 + i) : f16(0);
+        }
+#pragma unroll
+        for (int j = 0; j < 4; ++j) {
+            const int i = base + j * blockDim.x;
+            if (i < span) {
+                xs[i] = v[j];
+                mx = fmaxf(mx, fabsf(h2f(v[j])));
+            }
+        }
     }
     return stage_x_finish(xs, span, mx, xmax);
 }

@@ -30,7 +30,23 @@ extern "C" __global__ void __launch_bounds__(256) embed(const u32* __restrict__ 
     pdl_launch();
     const size_t t = blockIdx.x;
     const size_t tok = tokens[t];
-    for (int i = threadIdx.x; i < H; i += blockDim.x) x[t * H + i] = h2f(table[tok * H + i]);
+    const f16* __restrict__ row = table + tok * H;
+    float* __restrict__ xr = x + t * H;
+    // Four elements per thread at a time, loaded before any is stored (a plain loop is not
+    // unrolled: one memory round trip per element, at the head of every decode step).
+    for (int base = threadIdx.x; base < H; base += 4 * blockDim.x) {
+        f16 v[4];
+#pragma unroll
+        for (int j = 0; j < 4; ++j) {
+            const int i = base + j * blockDim.x;
+            v[j] = i < H ? row[i] : f16(0);
+        }
+#pragma unroll
+        for (int j = 0; j < 4; ++j) {
+            const int i = base + j * blockDim.x;
+            if (i < H) xr[i] = h2f(v[j]);
+        }
+    }
 }
 
 extern "C" __global__ void __launch_bounds__(1024) residual_rmsnorm(

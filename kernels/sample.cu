@@ -14,11 +14,21 @@ extern "C" __global__ void __launch_bounds__(1024) argmax_f32(const float* __res
     __shared__ int bi[32];
     float best = NEG_INF;
     int idx = 0x7fffffff;
-    for (int i = threadIdx.x; i < n; i += blockDim.x) {
-        const float x = v[i];
-        if (x > best) {
-            best = x;
-            idx = i;
+    // Eight values per thread at a time, loaded before any is compared (one round trip per
+    // eight instead of per value); a thread's indices ascend, so > keeps the lowest on ties.
+    for (int base = threadIdx.x; base < n; base += 8 * blockDim.x) {
+        float x[8];
+#pragma unroll
+        for (int j = 0; j < 8; ++j) {
+            const int i = base + j * blockDim.x;
+            x[j] = i < n ? v[i] : NEG_INF;
+        }
+#pragma unroll
+        for (int j = 0; j < 8; ++j) {
+            if (x[j] > best) {
+                best = x[j];
+                idx = base + j * blockDim.x;
+            }
         }
     }
     const int lane = threadIdx.x & 31, w = threadIdx.x >> 5, nw = (blockDim.x + 31) >> 5;
