@@ -70,6 +70,12 @@
 #ifndef WV_STAGE_X_FAST
 #define WV_STAGE_X_FAST 1
 #endif
+// WV_ATT_PRO_ONE_PASS = 1 (default): gemv_q4l_attn_resid reads each head's chunk (max, sum)
+// pairs once (up to 64 chunks) instead of once per step of the combine's weights (0: three
+// passes, as before).
+#ifndef WV_ATT_PRO_ONE_PASS
+#define WV_ATT_PRO_ONE_PASS 1
+#endif
 
 __device__ __forceinline__ float absmax8(uint4 v) {
     const float a = fmaxf(fmaxf(fabsf(lo2f(v.x)), fabsf(hi2f(v.x))), fmaxf(fabsf(lo2f(v.y)), fabsf(hi2f(v.y))));
@@ -439,6 +445,27 @@ __device__ __forceinline__ void gemv_q4l_body(GEMVL_PARAMS)
         const int h0 = k0 / gs, nhs = (k1 - k0) / gs;
         for (int hl = warp; hl < nhs; hl += 8) {
             const int h = h0 + hl;
+            if (WV_ATT_PRO_ONE_PASS && pn <= 64) {
+                // Each lane's (max, sum) pairs (chunks lane and lane + 32) read once, kept in
+                // registers for the three steps (one round trip instead of three).
+                float m0 = NEG_INF, l0 = 0.f, m1 = NEG_INF, l1 = 0.f;
+                if (lane < pn) {
+                    const float2 v = *reinterpret_cast<const float2*>(pin2 + ((size_t)lane * pn2 + h) * 2);
+                    m0 = v.x;
+                    l0 = v.y;
+                }
+                if (lane + 32 < pn) {
+                    const float2 v = *reinterpret_cast<const float2*>(pin2 + ((size_t)(lane + 32) * pn2 + h) * 2);
+                    m1 = v.x;
+                    l1 = v.y;
+                }
+                const float M = warp_max(fmaxf(l0 > 0.f ? m0 : NEG_INF, l1 > 0.f ? m1 : NEG_INF));
+                const float e0 = l0 > 0.f ? expf(m0 - M) : 0.f, e1 = l1 > 0.f ? expf(m1 - M) : 0.f;
+                const float inv = 1.f / warp_sum(l0 * e0 + l1 * e1);
+                if (lane < pn) wt[hl * pn + lane] = e0 * inv;
+                if (lane + 32 < pn) wt[hl * pn + lane + 32] = e1 * inv;
+                continue;
+            }
             float M = NEG_INF;
             for (int c = lane; c < pn; c += 32) {
                 const float* ml = pin2 + ((size_t)c * pn2 + h) * 2;
