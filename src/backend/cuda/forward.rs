@@ -14,10 +14,11 @@
 //! with cuBLAS (or wv's SIMT kernel without cuBLAS), in chunks of at most [`PREFILL_CHUNK`] tokens.
 
 use super::blas::Blas;
-use super::device::{DevBuf, Gpu, Graph};
+use super::device::{DevBuf, Gpu};
 use super::ffi::CUdeviceptr;
 use super::kernels::{Epilogue, Kernels, Partials, Prologue};
 use super::persistent::{PdBuffers, Persistent};
+use super::scratch::Scratch;
 use super::state::CudaState;
 use super::weights::{DevLayer, DevMat, DevWeights, GemvKind, LinearGroup, Q4Dev};
 use crate::config::ModelConfig;
@@ -41,157 +42,6 @@ pub fn prefill_chunk() -> usize {
 }
 /// Prompts of at most this many tokens run as decode steps (GEMV beats dequantise + GEMM).
 pub const SMALL_T: usize = 4;
-/// The most f16 elements of dequantised weights held at once in prefill (`WV_CUDA_DEQ_MB` =
-/// millions of elements overrides it). 160 M covers every 13B matrix in one piece (gate|up is
-/// 141.6 M): narrower pieces leave cuBLAS too few output tiles (measured on an H100: 64 M,
-/// 7,400 tokens/s at 512; 128 M, 8,900).
-pub const DEQ_CAP: usize = 160 << 20;
-
-fn deq_cap() -> usize {
-    std::env::var("WV_CUDA_DEQ_MB")
-        .ok()
-        .and_then(|v| v.parse::<usize>().ok())
-        .map_or(DEQ_CAP, |m| m.clamp(1, 1024) << 20)
-}
-
-/// Column tiles of 128 a fused decode GEMV may have (ints in `Scratch::counters`).
-const COUNTERS: usize = 1024;
-
-/// Buffers for passes of up to `rows` tokens.
-pub struct Scratch {
-    pub rows: usize,
-    pub tokens: DevBuf,
-    /// f32 [rows, hidden]: the residual stream.
-    pub x: DevBuf,
-    /// f16 [rows, widest input]: the current product's input.
-    pub xh: DevBuf,
-    /// f32: partial slabs of the current product.
-    pub part: DevBuf,
-    /// f32: the down product's slabs in fused decode (it reads gate|up's from `part`).
-    pub part2: DevBuf,
-    /// i32 [1024]: zeros; the fused GEMVs' per-tile completion counters (left zeroed).
-    pub counters: DevBuf,
-    /// f32 [256]: per-tile sums of squares of the residual stream (fused decode).
-    pub ss: DevBuf,
-    /// f32 [rows, heads*head_dim]: queries after RoPE.
-    pub q: DevBuf,
-    /// Attention partials: `att_slots` (query, chunk) pairs of [heads, head_dim] and [heads, 2].
-    pub att_slots: usize,
-    pub att_o: DevBuf,
-    pub att_ml: DevBuf,
-    /// f32 [rows, vocab]
-    pub logits: DevBuf,
-    /// f16 dequantised weights (prefill only; allocated by the first pass that needs it).
-    pub deq: Option<DevBuf>,
-    pub deq_elems: usize,
-    /// f16 [rows, widest input]: an act-order matrix's prefill input in its sorted row order
-    /// (only for models with act-order 4-bit matrices).
-    pub xg: Option<DevBuf>,
-    /// Device sampling: penalised logits, token ids, the chosen id.
-    pub logits2: DevBuf,
-    pub ids: Option<DevBuf>,
-    pub ids_cap: usize,
-    pub out_id: DevBuf,
-    /// Decode: [token, position] on the device (what a captured step reads).
-    pub step: DevBuf,
-    /// Captured decode steps, per session cache (K and V addresses, capacity) and the keys their
-    /// attention plan covers ([`attention_keys`]).
-    pub graphs: Vec<((u64, u64, usize, usize), Graph)>,
-    /// The persistent decode kernel's output slots (f32) and grid barrier (u32 [2], zeroed).
-    pub pd_a: Option<DevBuf>,
-    pub pd_b: Option<DevBuf>,
-    /// f32 [q|k|v width + gate|up width]: the persistent kernel's summed products.
-    pub pd_fin: Option<DevBuf>,
-    pub pd_bar: Option<DevBuf>,
-}
-
-impl Scratch {
-    /// The prefill buffers [`Ops::linear`] takes, as far as allocated.
-    pub fn prefill_bufs(&self) -> PrefillBufs<'_> {
-        PrefillBufs {
-            deq: self.deq.as_ref().map(|d| (d, self.deq_elems)),
-            xg: self.xg.as_ref().map(|d| (d, d.bytes / 2)),
-        }
-    }
-
-    pub fn new(
-        gpu: &Arc<Gpu>,
-        c: &ModelConfig,
-        w: &DevWeights,
-        rows: usize,
-        pd: Option<&Persistent>,
-    ) -> Result<Scratch> {
-        let h = c.hidden_size;
-        let qd = c.num_attention_heads * c.head_dim();
-        let wmax = h.max(c.intermediate_size).max(qd);
-        // Prefill's products leave [rows, n] (the fused product's K splits of a narrower matrix
-        // only where they fit: Ops::linear's `cap`).
-        let part = (w.max_s_times_n()).max(rows * w.max_n());
-        // Decode only (prefill attention needs no partials): up to 128 chunks of keys.
-        let att_slots = 128;
-        let what = "scratch buffers";
-        // Enough for pieces of at least 64 columns of the widest input, at most DEQ_CAP.
-        let deq_elems = if rows > 1 {
-            w.max_q4_elems().min(deq_cap().max(wmax * 64))
-        } else {
-            0
-        };
-        Ok(Scratch {
-            rows,
-            tokens: gpu.alloc(rows * 4, what)?,
-            x: gpu.alloc(rows * h * 4, what)?,
-            xh: gpu.alloc(rows * wmax * 2, what)?,
-            part: gpu.alloc(part * 4, what)?,
-            part2: gpu.alloc(w.max_s_times_n() * 4, what)?,
-            counters: {
-                let b = gpu.alloc(COUNTERS * 4, what)?;
-                b.write(&[0u32; COUNTERS])?;
-                b
-            },
-            ss: gpu.alloc(256 * 4, what)?,
-            q: gpu.alloc(rows * qd * 4, what)?,
-            att_slots,
-            att_o: gpu.alloc(att_slots * qd * 4, what)?,
-            att_ml: gpu.alloc(att_slots * c.num_attention_heads * 2 * 4, what)?,
-            logits: gpu.alloc(rows * c.vocab_size * 4, what)?,
-            // Allocated by the first pass that dequantises (see needs_dequant).
-            deq: None,
-            deq_elems,
-            xg: if rows > 1 && w.has_act_order() {
-                Some(gpu.alloc(rows * wmax * 2, what)?)
-            } else {
-                None
-            },
-            logits2: gpu.alloc(c.vocab_size * 4, what)?,
-            ids: None,
-            ids_cap: 0,
-            out_id: gpu.alloc(4, what)?,
-            step: gpu.alloc(8, what)?,
-            graphs: Vec::new(),
-            pd_a: match pd {
-                Some(p) => Some(gpu.alloc(p.part_a.max(1) * 4, what)?),
-                None => None,
-            },
-            pd_b: match pd {
-                Some(p) => Some(gpu.alloc(p.part_b.max(1) * 4, what)?),
-                None => None,
-            },
-            pd_fin: match pd {
-                Some(p) => Some(gpu.alloc((p.dims.qkv_n + 2 * p.dims.ffn) * 4, what)?),
-                None => None,
-            },
-            pd_bar: match pd {
-                Some(_) => {
-                    let b = gpu.alloc(8, what)?;
-                    b.write(&[0u32; 2])?;
-                    Some(b)
-                }
-                None => None,
-            },
-        })
-    }
-}
-
 /// The keys a decode step's attention plan covers at position `pos` of a cache of `capacity`
 /// (with `buckets`, [`Kernels::att_buckets`]): the next power of two above the position, at
 /// least 256, at most the capacity (one captured graph per such bucket: up to 4 for a
