@@ -5,11 +5,12 @@
 //! - [`device`]: the context, stream, device memory (freed on drop, counted for the peak) and
 //!   launches ([`args`]: kernel handles and their arguments). [`module`]: `kernels/*.cu`,
 //!   compiled by NVRTC for the GPU and cached on disk.
-//! - [`weights`]: upload and repacking; [`kernels`]: launch wrappers (and which decode steps
-//!   are fused: [`fusion`]; prefill's fused 4-bit products: [`gemm_q4`]); [`blas`]: cuBLAS for
-//!   prefill;
-//!   [`forward`]: the pass (and the decode graphs, one per session cache and attention bucket);
-//!   [`state`]: a session's f16 KV cache; [`persistent`]: the opt-in one-launch decode step.
+//! - [`weights`]: the device-side weights, the decode plan and the upload ([`repack`]: the
+//!   host-side repacking); [`kernels`]: launch wrappers (and which decode steps are fused:
+//!   [`fusion`]; prefill's fused 4-bit products: [`gemm_q4`]); [`blas`]: cuBLAS for prefill;
+//!   [`forward`]: the pass (and the decode graphs, one per session cache and attention bucket;
+//!   its buffers: [`scratch`]); [`state`]: a session's f16 KV cache; [`persistent`]: the opt-in
+//!   one-launch decode step; [`testing`]: op-level access for the GPU test suites.
 //!
 //! See docs/cuda.md for the design and the measurements.
 
