@@ -1,0 +1,320 @@
+//! Decode-path model tests (a module of tests/gpu_model.rs): the fused decode kernels, the
+//! attention plans per position bucket and the persistent decode kernel, each against the CPU
+//! backend step by step on small random models.
+
+use super::*;
+
+/// A model of `layers` with random embeddings and a separate random lm_head (drawn from `rng`
+/// in that order) and a unit final norm.
+fn untied_host(c: ModelConfig, layers: Vec<LayerWeights>, rng: &mut Rng) -> HostWeights {
+    let h = c.hidden_size;
+    let embed = rand_vec(rng, c.vocab_size * h, 1.0)
+        .into_iter()
+        .map(f16::from_f32)
+        .collect();
+    let lm_head = Some(
+        rand_vec(rng, c.vocab_size * h, 0.3)
+            .into_iter()
+            .map(f16::from_f32)
+            .collect(),
+    );
+    HostWeights {
+        config: c,
+        embed,
+        layers,
+        final_norm: vec![1.0; h],
+        lm_head,
+        embed_exact: None,
+        lm_head_exact: None,
+    }
+}
+
+/// A random all-4-bit model with head dim 128 and K % 64 == 0 everywhere, so that decode runs
+/// the fused `gemv_q4l_*` layers (one biased layer), with an act-order q|k|v in the last layer.
+fn fused_host() -> HostWeights {
+    let c = ModelConfig {
+        hidden_size: 256,
+        intermediate_size: 640,
+        num_hidden_layers: 3,
+        num_attention_heads: 2,
+        num_key_value_heads: 2,
+        vocab_size: 200,
+        max_position_embeddings: 1024,
+        tie_word_embeddings: false,
+        ..tiny_config()
+    };
+    let (h, f) = (c.hidden_size, c.intermediate_size);
+    let mut rng = Rng::new(17);
+    let q4 = |i: usize, o: usize, act: bool, bias: bool, seed: u64| {
+        Linear::Gptq(random_gptq(4, i, o, Some(128), act, 1, bias, seed))
+    };
+    let layers = (0..c.num_hidden_layers as u64)
+        .map(|l| {
+            let s = 100 * l;
+            let (bias, act) = (l == 1, l == 2);
+            LayerWeights {
+                input_norm: rand_vec(&mut rng, h, 0.2).iter().map(|v| 1.0 + v).collect(),
+                post_attention_norm: rand_vec(&mut rng, h, 0.2).iter().map(|v| 1.0 + v).collect(),
+                q: q4(h, h, act, bias, s + 1),
+                k: q4(h, h, act, false, s + 2),
+                v: q4(h, h, act, false, s + 3),
+                o: q4(h, h, false, bias, s + 4),
+                gate: q4(h, f, false, bias, s + 5),
+                up: q4(h, f, false, false, s + 6),
+                down: q4(f, h, false, bias, s + 7),
+            }
+        })
+        .collect();
+    untied_host(c, layers, &mut rng)
+}
+
+/// [`fused_host`] and the CUDA backend over it, decoding one kernel per step (the fusions are
+/// of the per-step decode; this model has biases, which the persistent kernel does not take,
+/// but say so anyway).
+fn fused_cuda() -> (HostWeights, wv::backend::cuda::CudaBackend) {
+    let host = fused_host();
+    let mut cuda = wv::backend::cuda::CudaBackend::new(&host, 0).unwrap();
+    cuda.set_persistent(false);
+    (host, cuda)
+}
+
+/// `n` random token ids within [`fused_host`]'s vocabulary.
+fn fused_tokens(seed: u64, n: usize) -> Vec<u32> {
+    let mut rng = Rng::new(seed);
+    (0..n).map(|_| 3 + (rng.next_u64() % 190) as u32).collect()
+}
+
+/// Decode through the fused layers (prologue RMSNorm / attention combine / SiLU, residual
+/// epilogue) equals the CPU reference, short and long context (several attention chunks).
+#[test]
+#[ignore = "needs a CUDA GPU: run on the device with --ignored"]
+fn model_fused_decode_matches_cpu() {
+    use wv::backend::cuda::kernels::Fusion;
+    let (host, mut cuda) = fused_cuda();
+    let cpu: Box<dyn wv::backend::Backend> =
+        Box::new(wv::backend::cpu::CpuBackend::new(Arc::new(host.clone())));
+    let prompt = fused_tokens(3, 300);
+    let mut runs = Vec::new();
+    let settings = [
+        (true, true, true),
+        (true, false, false),
+        (false, true, true),
+        (true, true, false),
+    ];
+    for (attn, silu, norm) in settings {
+        for (n_prompt, ctx) in [(3usize, 64usize), (300, 1024)] {
+            let min_chunks = 0;
+            runs.push((
+                Fusion {
+                    attn,
+                    silu,
+                    norm,
+                    min_chunks,
+                },
+                n_prompt,
+                ctx,
+            ));
+        }
+    }
+    let mut failed = Vec::new();
+    for (fusion, n_prompt, ctx) in runs {
+        cuda.set_fusion(fusion);
+        let run = decode_against_cpu(&cuda, cpu.as_ref(), &prompt[..n_prompt], ctx, 12);
+        let worst = run.steps.iter().fold(run.prefill, |w, &e| w.max(e));
+        eprintln!(
+            "fused decode {fusion:?} after {n_prompt} tokens (context {ctx}): worst rel L2 vs CPU {worst:.2e} (prefill {:.2e}, decode steps {:?})",
+            run.prefill,
+            run.steps.iter().map(|e| format!("{e:.1e}")).collect::<Vec<_>>()
+        );
+        if worst >= 1e-2 {
+            failed.push(format!("{fusion:?} after {n_prompt}: {worst}"));
+        }
+    }
+    assert!(failed.is_empty(), "fused decode off the CPU: {failed:?}");
+}
+
+/// Decode attention planned by position bucket (256 keys, then 512, ...: one captured graph
+/// each) gives the logits of the plan over the whole cache bit for bit (empty chunks add exact
+/// zeros), across a bucket boundary (positions 250..262 cross 256), with the attention combine
+/// separate and fused into o's prologue.
+#[test]
+#[ignore = "needs a CUDA GPU: run on the device with --ignored"]
+fn model_attention_buckets_are_exact() {
+    use wv::backend::cuda::kernels::Fusion;
+    use wv::backend::Backend;
+    let (_, mut cuda) = fused_cuda();
+    let toks = fused_tokens(5, 262);
+    for attn in [false, true] {
+        cuda.set_fusion(Fusion {
+            attn,
+            silu: false,
+            norm: false,
+            min_chunks: 0,
+        });
+        let mut runs = Vec::new();
+        for buckets in [true, false] {
+            cuda.set_attention_buckets(buckets);
+            let mut st = cuda.new_state(1024).unwrap();
+            let mut l = Vec::new();
+            cuda.forward(st.as_mut(), &toks[..250], 0, 1, &mut l)
+                .unwrap();
+            let mut steps = Vec::new();
+            for (i, &t) in toks[250..].iter().enumerate() {
+                cuda.forward(st.as_mut(), &[t], 250 + i, 1, &mut l).unwrap();
+                assert!(
+                    l.iter().all(|v| v.is_finite()),
+                    "step {i}: non-finite logits"
+                );
+                steps.push(l.clone());
+            }
+            // Positions 250..262 of a 1,024-position cache: two buckets (256 and 512 keys), or
+            // one plan over the whole cache. (Graphs may be off: WV_CUDA_GRAPH=0.)
+            let keys = cuda.decode_graph_keys();
+            if !keys.is_empty() {
+                let want = if buckets { vec![256, 512] } else { vec![1024] };
+                assert_eq!(keys, want, "attn fused {attn}, buckets {buckets}");
+            }
+            drop(st);
+            runs.push(steps);
+        }
+        for (i, (a, b)) in runs[0].iter().zip(&runs[1]).enumerate() {
+            assert!(
+                a == b,
+                "attn fused {attn}: step {i} (position {}) differs",
+                250 + i
+            );
+        }
+    }
+}
+
+/// One greedy run of `gpu` beside the CPU reference (see [`decode_against_cpu`]).
+struct DecodeRun {
+    /// Relative L2 of the GPU's last prompt logits against the CPU's.
+    prefill: f64,
+    /// The same for each decode step.
+    steps: Vec<f64>,
+    /// The GPU's logits at each decode step.
+    logits: Vec<Vec<f32>>,
+}
+
+/// Prefill `prompt` on both backends in sessions of context `ctx`, then decode `n` tokens,
+/// each the CPU's greedy choice fed to both, comparing the logits at every step.
+fn decode_against_cpu(
+    gpu: &dyn wv::backend::Backend,
+    cpu: &dyn wv::backend::Backend,
+    prompt: &[u32],
+    ctx: usize,
+    n: usize,
+) -> DecodeRun {
+    let mut sg = gpu.new_state(ctx).unwrap();
+    let mut sc = cpu.new_state(ctx).unwrap();
+    let (mut lg, mut lc) = (Vec::new(), Vec::new());
+    gpu.forward(sg.as_mut(), prompt, 0, 1, &mut lg).unwrap();
+    cpu.forward(sc.as_mut(), prompt, 0, 1, &mut lc).unwrap();
+    let mut run = DecodeRun {
+        prefill: rel_l2(&lg, &lc),
+        steps: Vec::with_capacity(n),
+        logits: Vec::with_capacity(n),
+    };
+    let mut next = argmax(&lc);
+    for i in 0..n {
+        let pos = prompt.len() + i;
+        gpu.forward(sg.as_mut(), &[next], pos, 1, &mut lg).unwrap();
+        cpu.forward(sc.as_mut(), &[next], pos, 1, &mut lc).unwrap();
+        // rel_l2 also fails on non-finite GPU logits.
+        run.steps.push(rel_l2(&lg, &lc));
+        run.logits.push(lg.clone());
+        next = argmax(&lc);
+    }
+    run
+}
+
+/// A model the persistent decode kernel takes (head size 128, 4-bit products, no biases): 4
+/// heads, `nkv` KV heads, the last layer's down projection in act-order.
+fn persistent_host(nkv: usize) -> HostWeights {
+    let c = ModelConfig {
+        hidden_size: 512,
+        intermediate_size: 704,
+        num_hidden_layers: 3,
+        num_attention_heads: 4,
+        num_key_value_heads: nkv,
+        vocab_size: 200,
+        max_position_embeddings: 2048,
+        tie_word_embeddings: false,
+        ..tiny_config()
+    };
+    let (h, f, kvd) = (c.hidden_size, c.intermediate_size, nkv * 128);
+    let mut rng = Rng::new(29 + nkv as u64);
+    let q4 = |i: usize, o: usize, act: bool, seed: u64| {
+        Linear::Gptq(random_gptq(4, i, o, Some(128), act, 1, false, seed))
+    };
+    let layers = (0..c.num_hidden_layers as u64)
+        .map(|l| {
+            let s = 100 * l + 7 * nkv as u64;
+            LayerWeights {
+                input_norm: rand_vec(&mut rng, h, 0.2).iter().map(|v| 1.0 + v).collect(),
+                post_attention_norm: rand_vec(&mut rng, h, 0.2).iter().map(|v| 1.0 + v).collect(),
+                q: q4(h, h, false, s + 1),
+                k: q4(h, kvd, false, s + 2),
+                v: q4(h, kvd, false, s + 3),
+                o: q4(h, h, false, s + 4),
+                gate: q4(h, f, false, s + 5),
+                up: q4(h, f, false, s + 6),
+                down: q4(f, h, l == 2, s + 7),
+            }
+        })
+        .collect();
+    untied_host(c, layers, &mut rng)
+}
+
+/// Decode through the persistent kernel (every layer in one cooperative launch, grid barriers
+/// between phases) equals the CPU reference and the per-step decode: with and without grouped
+/// KV heads, short and long context (several key chunks, the new key in the last one), and
+/// the kernel really ran (no fallback to per-step decode).
+#[test]
+#[ignore = "needs a CUDA GPU: run on the device with --ignored"]
+fn model_persistent_decode_matches_cpu() {
+    for nkv in [4usize, 2] {
+        let host = persistent_host(nkv);
+        let mut cuda = wv::backend::cuda::CudaBackend::new(&host, 0).unwrap();
+        cuda.set_persistent(true);
+        assert!(
+            cuda.persistent_active(),
+            "nkv {nkv}: the persistent kernel should take this model"
+        );
+        let cpu: Box<dyn wv::backend::Backend> =
+            Box::new(wv::backend::cpu::CpuBackend::new(Arc::new(host.clone())));
+        let mut rng = Rng::new(5);
+        let prompt: Vec<u32> = (0..300)
+            .map(|_| 3 + (rng.next_u64() % 190) as u32)
+            .collect();
+        for (n_prompt, ctx) in [(3usize, 64usize), (300, 1024), (1, 2048)] {
+            let mut per_mode: Vec<Vec<Vec<f32>>> = Vec::new();
+            for on in [true, false] {
+                cuda.set_persistent(on);
+                let run = decode_against_cpu(&cuda, cpu.as_ref(), &prompt[..n_prompt], ctx, 10);
+                let worst = run.steps.iter().fold(0f64, |w, &e| w.max(e));
+                eprintln!(
+                    "decode (persistent {on}) nkv {nkv} after {n_prompt} tokens (context {ctx}): worst rel L2 vs CPU {worst:.2e}"
+                );
+                assert!(
+                    worst < 1e-2,
+                    "persistent {on}, nkv {nkv}, {n_prompt}: {worst}"
+                );
+                per_mode.push(run.logits);
+            }
+            let diff = per_mode[0]
+                .iter()
+                .zip(&per_mode[1])
+                .map(|(a, b)| rel_l2(a, b))
+                .fold(0f64, f64::max);
+            eprintln!("  persistent vs per-step: worst rel L2 {diff:.2e}");
+            assert!(diff < 3e-3, "persistent vs per-step decode: {diff}");
+        }
+        cuda.set_persistent(true);
+        assert!(
+            cuda.persistent_active(),
+            "nkv {nkv}: the persistent kernel fell back to per-step decode"
+        );
+    }
+}
