@@ -61,15 +61,13 @@
 
 
 
-// WV_STAGE_X_FAST = 1 (default): stage_x requests all of a thread's share of the slice before
-// storing any of it — 16-byte chunks, 4 per thread in flight, where the slice is contiguous and
-// aligned; else 8 elements per thread at a time, their permutation entries then their values —
-// so staging costs one or two L2 round trips instead of one (two with a permutation) per 256
-// elements, which every block of a decode product waits for before its first batch
-// (stage_x_with's loop is not unrolled by ptxas: its loads were serial). 0: the old loop.
-#ifndef WV_STAGE_X_FAST
-#define WV_STAGE_X_FAST 1
-#endif
+// stage_x requests all of a thread's share of the slice before storing any of it (16-byte
+// chunks, 4 per thread in flight, where the slice is contiguous and aligned; else 8 elements per
+// thread at a time, their permutation entries then their values), so
+// staging costs one or two L2 round trips instead of one (two with a permutation) per 256
+// elements, which every block of a decode product waits for before its first batch. (The loop
+// it replaced was not unrolled by ptxas; +8% decode on an H200, ninth session.)
+
 // WV_ATT_PRO_ONE_PASS = 1 (default): gemv_q4l_attn_resid reads each head's chunk (max, sum)
 // pairs once (up to 64 chunks) instead of once per step of the combine's weights (0: three
 // passes, as before).
@@ -86,9 +84,8 @@ __device__ __forceinline__ float absmax8(uint4 v) {
 // The slice read from x (gathered through the act-order permutation perm, when not NULL).
 __device__ __forceinline__ float stage_x(f16* xs, const f16* __restrict__ x, const int* __restrict__ perm,
                                          int k0, int k1, int span, float xmax) {
-#if WV_STAGE_X_FAST
-    float mx = 0.f;
     if (!perm && ((k0 | k1 | span) & 7) == 0 && (reinterpret_cast<size_t>(x) & 15) == 0) {
+        float mx = 0.f;
         // [span / 8] 16-byte chunks; those past k1 are zeros.
         const int n8 = span >> 3, v8 = (k1 - k0) >> 3;
         const uint4* __restrict__ xv = reinterpret_cast<const uint4*>(x + k0);
@@ -109,31 +106,31 @@ __device__ __forceinline__ float stage_x(f16* xs, const f16* __restrict__ x, con
                 }
             }
         }
-    } else {
-        for (int base = threadIdx.x; base < span; base += 8 * blockDim.x) {
-            int src[8];
+        return stage_x_finish(xs, span, mx, xmax);
+    }
+    // Through the permutation: 8 entries, then their 8 values (written as two phases: a lambda
+    // per element through stage_x_with made ptxas wait for each entry before the next).
+    float mx = 0.f;
+    for (int base = threadIdx.x; base < span; base += 8 * blockDim.x) {
+        int src[8];
 #pragma unroll
-            for (int j = 0; j < 8; ++j) {
-                const int k = k0 + base + j * blockDim.x;
-                src[j] = base + j * blockDim.x < span && k < k1 ? (perm ? __ldg(perm + k) : k) : -1;
-            }
-            f16 v[8];
+        for (int j = 0; j < 8; ++j) {
+            const int k = k0 + base + j * blockDim.x;
+            src[j] = base + j * blockDim.x < span && k < k1 ? (perm ? __ldg(perm + k) : k) : -1;
+        }
+        f16 v[8];
 #pragma unroll
-            for (int j = 0; j < 8; ++j) v[j] = src[j] >= 0 ? x[src[j]] : f16(0);
+        for (int j = 0; j < 8; ++j) v[j] = src[j] >= 0 ? x[src[j]] : f16(0);
 #pragma unroll
-            for (int j = 0; j < 8; ++j) {
-                const int i = base + j * blockDim.x;
-                if (i < span) {
-                    xs[i] = v[j];
-                    mx = fmaxf(mx, fabsf(h2f(v[j])));
-                }
+        for (int j = 0; j < 8; ++j) {
+            const int i = base + j * blockDim.x;
+            if (i < span) {
+                xs[i] = v[j];
+                mx = fmaxf(mx, fabsf(h2f(v[j])));
             }
         }
     }
     return stage_x_finish(xs, span, mx, xmax);
-#else
-    return stage_x_with(xs, k0, k1, span, xmax, [&](int k) { return x[perm ? perm[k] : k]; });
-#endif
 }
 
 __device__ __forceinline__ float dot8_q4(u32 w, uint4 xv, u32 z2) {

@@ -201,6 +201,20 @@ impl<T> SharedMut<T> {
         // SAFETY: forwarded to the caller.
         unsafe { self.0.add(i).write(v) }
     }
+
+    /// Copy `src` into elements `i .. i + src.len()`.
+    ///
+    /// # Safety
+    /// That range must be in bounds of the buffer this pointer came from, and no other thread
+    /// may access it during the parallel region.
+    #[inline]
+    pub unsafe fn copy_from(&self, i: usize, src: &[T])
+    where
+        T: Copy,
+    {
+        // SAFETY: forwarded to the caller; `src` cannot overlap a range only this thread owns.
+        unsafe { std::ptr::copy_nonoverlapping(src.as_ptr(), self.0.add(i), src.len()) }
+    }
 }
 
 #[cfg(test)]

@@ -13,17 +13,6 @@ use half::f16;
 /// Nibble `p` of a repacked word holds row `8r + POS[p]` of its column.
 pub const POS: [usize; 8] = [0, 2, 4, 6, 1, 3, 5, 7];
 
-/// A raw pointer for threads that fill disjoint rows of one buffer.
-struct RowsMut(*mut u32);
-// SAFETY: users write disjoint ranges (see each use).
-unsafe impl Sync for RowsMut {}
-impl RowsMut {
-    fn at(&self, i: usize) -> *mut u32 {
-        // SAFETY: callers stay inside the buffer.
-        unsafe { self.0.add(i) }
-    }
-}
-
 /// A 4-bit matrix in the kernels' layout, on the host.
 #[derive(Debug, Clone)]
 pub struct Q4Host {
@@ -138,14 +127,15 @@ impl Q4Host {
         let n: usize = parts.iter().map(|p| p.n).sum();
         let rows = first.k / 8;
         let mut qw = vec![0u32; rows * n];
-        let out = RowsMut(qw.as_mut_ptr());
+        let out = SharedMut(qw.as_mut_ptr());
         parallel_for(rows, rows * n, |range| {
             for r in range {
                 let mut c = r * n;
                 for p in parts {
                     let src = &p.qw[r * p.n..(r + 1) * p.n];
-                    // SAFETY: row r of the output (n words from r*n) belongs to this range alone.
-                    unsafe { std::ptr::copy_nonoverlapping(src.as_ptr(), out.at(c), src.len()) };
+                    // SAFETY: row r of the output (n words from r*n, inside qw) belongs to this
+                    // range alone.
+                    unsafe { out.copy_from(c, src) };
                     c += p.n;
                 }
             }
