@@ -84,8 +84,8 @@ __device__ __forceinline__ float absmax8(uint4 v) {
 // The slice read from x (gathered through the act-order permutation perm, when not NULL).
 __device__ __forceinline__ float stage_x(f16* xs, const f16* __restrict__ x, const int* __restrict__ perm,
                                          int k0, int k1, int span, float xmax) {
+    float mx = 0.f;
     if (!perm && ((k0 | k1 | span) & 7) == 0 && (reinterpret_cast<size_t>(x) & 15) == 0) {
-        float mx = 0.f;
         // [span / 8] 16-byte chunks; those past k1 are zeros.
         const int n8 = span >> 3, v8 = (k1 - k0) >> 3;
         const uint4* __restrict__ xv = reinterpret_cast<const uint4*>(x + k0);
@@ -106,27 +106,26 @@ __device__ __forceinline__ float stage_x(f16* xs, const f16* __restrict__ x, con
                 }
             }
         }
-        return stage_x_finish(xs, span, mx, xmax);
-    }
-    // Through the permutation: 8 entries, then their 8 values (written as two phases: a lambda
-    // per element through stage_x_with made ptxas wait for each entry before the next).
-    float mx = 0.f;
-    for (int base = threadIdx.x; base < span; base += 8 * blockDim.x) {
-        int src[8];
+    } else {
+        // Through the permutation: 8 entries, then their 8 values (written in two phases: a
+        // lambda per element through stage_x_with made ptxas wait for each entry in turn).
+        for (int base = threadIdx.x; base < span; base += 8 * blockDim.x) {
+            int src[8];
 #pragma unroll
-        for (int j = 0; j < 8; ++j) {
-            const int k = k0 + base + j * blockDim.x;
-            src[j] = base + j * blockDim.x < span && k < k1 ? (perm ? __ldg(perm + k) : k) : -1;
-        }
-        f16 v[8];
+            for (int j = 0; j < 8; ++j) {
+                const int k = k0 + base + j * blockDim.x;
+                src[j] = base + j * blockDim.x < span && k < k1 ? (perm ? __ldg(perm + k) : k) : -1;
+            }
+            f16 v[8];
 #pragma unroll
-        for (int j = 0; j < 8; ++j) v[j] = src[j] >= 0 ? x[src[j]] : f16(0);
+            for (int j = 0; j < 8; ++j) v[j] = src[j] >= 0 ? x[src[j]] : f16(0);
 #pragma unroll
-        for (int j = 0; j < 8; ++j) {
-            const int i = base + j * blockDim.x;
-            if (i < span) {
-                xs[i] = v[j];
-                mx = fmaxf(mx, fabsf(h2f(v[j])));
+            for (int j = 0; j < 8; ++j) {
+                const int i = base + j * blockDim.x;
+                if (i < span) {
+                    xs[i] = v[j];
+                    mx = fmaxf(mx, fabsf(h2f(v[j])));
+                }
             }
         }
     }
