@@ -1,26 +1,37 @@
-// decode.cu — every decoder layer of one decode step (one token) in one persistent kernel.
-// Opt-in (WV_CUDA_PERSIST=1): on an H100 it is slower than one kernel per step so far (see
-// persistent.rs and docs/cuda.md, "Third session").
+// decode.cu — every decoder layer of one decode step (one token) in one persistent kernel whose
+// work is ordered by readiness flags (data dependencies), not by grid barriers.
+// Opt-in (WV_CUDA_PERSIST=1; see persistent.rs and docs/cuda.md, "Third session" and "Tenth
+// session").
 //
-// Idea: launched one kernel per step, each 13B product (13–40 µs) pays a start (x staging, the
-// first weight loads) and a tail (the grid draining); here the blocks stay resident for the
-// whole step, meet at grid barriers between dependent phases, and each warp's weight stream
-// runs one batch ahead of its arithmetic *across* phases: the next product's first weights are
-// in flight while a block waits at a barrier or does attention.
+// Idea: launched one kernel per step, each 13B product (3–20 µs) pays a start and a tail, and
+// the step's chain of ~400 dependent launches does not overlap the weight streaming (the step
+// is their sum). Here the blocks stay resident for the whole step and each warp's weight
+// stream runs WV_PD_RD - 1 batches ahead of its arithmetic *across* products and layers; a
+// batch waits only for the inputs it needs, so early blocks go on into the next product while
+// late ones finish the last, and no block waits for the whole grid.
 //
 // Launch: cooperative (all blocks resident), grid B = blocks per SM × SMs, block 256 threads
-// = 8 warps, dynamic shared memory PD_RING (the weight ring) + a region shared by the products
-// (PdShared) and the attention phase (host: persistent.rs). Per layer l, phases separated by
-// grid barriers:
-//   1. q|k|v   = RMSNorm(x) · Wqkv          → fin_qkv [qkvN]
+// = 8 warps, dynamic shared memory PD_RING (the weight ring) + PdShared (products) + the two
+// half blocks' attention scratch (host: persistent.rs). Per layer l, in each block's order:
+//   1. q|k|v   = (x · w_in) · Wqkv · r        → fin_qkv [qkvN]
 //   2. attention: per (head, chunk of keys) item, a half block (4 warps, named barrier 1 or 2):
 //      q (and, in the newest chunk, k and v of the new position) from fin_qkv, RoPE, the new K/V
 //      written to the cache, scores and the softmax-weighted V sum → att_o [nch, nh, 128] and
 //      (max, sum) att_ml [nch, nh, 2]
-//   3. o       = combine(att) · Wo          → the residual add into x
-//   4. gate|up = RMSNorm(x) · Wgu           → fin_gu [2F]
-//   5. down    = (SiLU(gate) · up) · Wdown  → the residual add into x
-// (one barrier first: the per-tile sums of squares of the embedded x for layer 0's norm).
+//   3. o       = combine(att) · Wo            → the residual add into x, sums of squares ss_o
+//   4. gate|up = (x · w_post) · Wgu · r_o     → fin_gu [2F]
+//   5. down    = (SiLU(gate) · up) · Wdown    → the residual add into x, sums of squares ss
+// RMSNorm(x) · W = r · ((x · w) · W) with r = 1 / rms(x) a scalar: the products' batches need
+// only their own 64 inputs of x (one tile's readiness), and r — which needs every tile's sum of
+// squares — is applied where a tile's slots are summed.
+//
+// Readiness flags (int, zeroed by the host before each step; PdFlags below): a tile of x as a
+// layer's input (and its sum of squares), q|k|v tiles summed, attention chunks done per head, x
+// tiles after o's residual add, gate|up tiles summed, and counts of each for the inputs that
+// need them all (an act-order permutation, the norms' r). A batch of q|k|v or gate|up waits for
+// its x tile, of o for its head's chunks, of down for its gate and up tiles; an attention item
+// for its head's q (and k, v) tiles. Every wait is for work earlier in every block's order, and
+// all blocks are resident, so the step cannot deadlock.
 //
 // Products: a matrix (wv's repacked 4-bit layout, kernels/gemv.cu: qw u32 [K/8, N], scales f16
 // [G, N], zeros u8 [G, N], perm int [K] or NULL) is cut into units = (128-column tile t, batch j
@@ -28,17 +39,19 @@
 // a contiguous run of units (stream-K: every block the same number ± 1) as segments
 // int4 (t, j0, nbs, slot) within one tile each (nbs = 0 ends the list; at most 2 used); warp w
 // takes batches [j0 + nbs·w/8, j0 + nbs·(w+1)/8) of a segment and makes each batch's 64 inputs
-// itself (no block barrier inside a product). A segment's 8 warp sums meet in shared memory and
-// the last warp writes slot `slot` of the tile: part[slot·N + n]; the last block to finish a
-// tile (a self-resetting counter per tile; `tslots` says how many slots a tile has) sums its
-// slots in slot order (deterministic) into fin_qkv / fin_gu, or into x with the tile's sum of
-// squares into ss for the next RMSNorm (o, down).
-// Weights: per warp a ring of 2 batches in shared memory, filled by cp.async, each lane copying
-// and later reading its own 16 bytes of each row; batch k+1 is requested (and its scales and
-// zeros loaded into registers) before batch k is waited for. The arithmetic is gemv_q4l's
-// (common.cuh: dot8_lean, f16 sums over PD_ACC rows, inputs scaled against f16 overflow).
+// itself. A segment's 8 warp sums meet in shared memory (one buffer, used by the block's
+// segments in turn: a warp writes its sum once the previous use was read) and the last warp
+// writes slot `slot` of the tile in the product's own slot buffer; the last block to finish a
+// tile (a self-resetting counter per product and tile; `tslots` says how many slots a tile has)
+// sums its slots in slot order (deterministic) into fin_qkv / fin_gu (times r), or into x with
+// the tile's sum of squares (o, down), and raises the tile's flag.
+// Weights: per warp a ring of WV_PD_RD batches in shared memory, filled by cp.async, each lane
+// copying and later reading its own 16 bytes of each row; batch k + RD - 1 is requested (and its
+// scales and zeros loaded into registers) before batch k is waited for. The arithmetic is
+// gemv_q4l's (common.cuh: dot8_lean, f16 sums over PD_ACC rows; each batch's inputs scaled by a
+// power of two to just under the f16 sums' bound, undone in f32).
 // Data written during the kernel by other blocks is read with ld.global.cg (L2), never through
-// the non-coherent or L1 paths.
+// the non-coherent or L1 paths, after an acquire load of its flag.
 
 #define PD_HD 128
 #define PD_WARPS 8
@@ -46,12 +59,15 @@
 #define PD_ACC 4
 // One warp's batch: 8 packed rows x 32 lanes x 16 bytes.
 #define PD_SLOT 4096
-#define PD_RING (PD_WARPS * 2 * PD_SLOT)
+#ifndef WV_PD_RD
+#define WV_PD_RD 3
+#endif
+#define PD_RING (PD_WARPS * WV_PD_RD * PD_SLOT)
 // Floats of one half block's attention scratch: q [128], scores [64], 4 warps' outputs [4][128],
 // softmax state [4], then the new k and v as f16 [128] each (128 floats).
 #define PD_ATT_FLOATS (128 + 64 + 4 * 128 + 4 + 128)
 #ifndef WV_PD_MINB
-#define WV_PD_MINB 3
+#define WV_PD_MINB 2
 #endif
 
 struct PdMat {
@@ -77,11 +93,12 @@ struct PdArgs {
     const PdLayer* __restrict__ layers;
     const int* __restrict__ tslots;
     int L, H, qkvN, F, nh, nkv, gs;
+    int T, QT, GT;  // tiles of x, of q|k|v's output, of gate|up's
     float eps;
     float* x;
-    float* ss;
-    float* part_a;
-    float* part_b;
+    float* ss;    // [T] sums of squares of x as the next layer's input (down's residual add)
+    float* ss_o;  // [T] the same after o's residual add
+    float* part[4];  // each product's slots [tslots max][N]
     float* fin_qkv;
     float* fin_gu;
     float* att_o;
@@ -92,6 +109,15 @@ struct PdArgs {
     long long layer_stride;
     const float* __restrict__ rope;
     int* counters;
+    // Readiness flags (see the opening comment), zeroed before the step:
+    int* xr;   // [L + 1][T] x tile t ready as layer l's input, ss[t] written
+    int* xc;   // [L + 1]    how many
+    int* qr;   // [L][QT]    q|k|v tile summed into fin_qkv
+    int* ad;   // [L][nh]    attention chunks done per head
+    int* orr;  // [L][T]     x tile after o's residual add, ss_o[t] written
+    int* oc;   // [L]        how many
+    int* gr;   // [L][GT]    gate|up tile summed into fin_gu
+    int* gc;   // [L]        how many
 };
 
 __device__ __forceinline__ int pd_K(const PdArgs& a, int m) {
@@ -100,14 +126,14 @@ __device__ __forceinline__ int pd_K(const PdArgs& a, int m) {
 __device__ __forceinline__ int pd_N(const PdArgs& a, int m) {
     return m == 0 ? a.qkvN : m == 2 ? 2 * a.F : a.H;
 }
-// Where matrix m's per-tile slot counts start in tslots.
+// Where matrix m's per-tile slot counts (and tile counters) start.
 __device__ __forceinline__ int pd_toff(const PdArgs& a, int m) {
     int o = 0;
     for (int i = 0; i < m; ++i) o += (pd_N(a, i) + 127) >> 7;
     return o;
 }
-// Phase timing (WV_CUDA_PD_TRACE): block 0 records %globaltimer at each phase's end and after
-// each barrier into trace[i] (trace NULL: nothing).
+// Phase timing (WV_CUDA_PD_TRACE): block 0 records %globaltimer at each phase's end into
+// trace[i] (trace NULL: nothing).
 __device__ __forceinline__ void pd_mark(unsigned long long* trace, int i) {
     if (trace && blockIdx.x == 0 && threadIdx.x == 0) {
         unsigned long long t;
@@ -124,25 +150,18 @@ __device__ __forceinline__ void pd_mark_all(unsigned long long* tb, int phase) {
     }
 }
 
-// Grid barrier: bar[0] counts arrivals (reset by the last), bar[1] is the generation.
-__device__ __forceinline__ void pd_barrier(unsigned* bar, int* done) {
-    __syncthreads();
-    if (threadIdx.x == 0) {
-        done[0] = 0;
-        done[1] = 0;
-        volatile unsigned* gen = bar + 1;
-        const unsigned g = *gen;
-        __threadfence();
-        if (atomicAdd(bar, 1u) == gridDim.x - 1) {
-            atomicExch(bar, 0u);
-            __threadfence();
-            atomicAdd(bar + 1, 1u);
-        } else {
-            while (*gen == g) __nanosleep(32);
-        }
-        __threadfence();
-    }
-    __syncthreads();
+// Flags: an acquire load (what the flag's raiser wrote before it is visible after), a wait
+// for a value, and the release that raises one (after the writers' __threadfence).
+__device__ __forceinline__ int pd_ld_acquire(const int* p) {
+    int v;
+    asm volatile("ld.acquire.gpu.global.b32 %0, [%1];" : "=r"(v) : "l"(p) : "memory");
+    return v;
+}
+__device__ __forceinline__ void pd_wait(const int* f, int v) {
+    while (pd_ld_acquire(f) < v) __nanosleep(32);
+}
+__device__ __forceinline__ void pd_raise(int* f) {
+    asm volatile("red.release.gpu.global.add.s32 [%0], 1;" ::"l"(f) : "memory");
 }
 
 // Move to the warp's next batch (p == 4L when there is none).
@@ -166,7 +185,7 @@ __device__ __forceinline__ void pd_next(PdCursor& c, const int4 (*seg)[PD_MAXSEG
     }
 }
 
-// Request the cursor's batch into ring slot (n & 1) and load its scales and zeros; commit a
+// Request the cursor's batch into ring slot n % RD and load its scales and zeros; commit a
 // group (empty past the end, so the count stays uniform).
 __device__ __forceinline__ void pd_issue(const PdArgs& a, const PdCursor& c, u32 ring_s, int lane, int n,
                                          uint2& sv, u32& zv) {
@@ -177,7 +196,7 @@ __device__ __forceinline__ void pd_issue(const PdArgs& a, const PdCursor& c, u32
         if (col < N) {
             const u32* __restrict__ qw = M.qw;
             const char* src = reinterpret_cast<const char*>(qw + (size_t)(c.j * 8) * N + col);
-            const u32 dst = ring_s + (n & 1) * PD_SLOT;
+            const u32 dst = ring_s + (n % WV_PD_RD) * PD_SLOT;
 #pragma unroll
             for (int i = 0; i < 8; ++i) cp_async16(dst + i * 512, src + (size_t)i * N * 4);
             const int g = (c.j * 64) / a.gs;
@@ -188,57 +207,103 @@ __device__ __forceinline__ void pd_issue(const PdArgs& a, const PdCursor& c, u32
     cp_async_commit();
 }
 
-// A warp's weight stream state, carried across phases.
+// A warp's weight stream state, carried across products and layers.
 struct PdStream {
-    PdCursor cur;
+    PdCursor cur;  // the last batch requested
     int issued, used;
-    uint2 sv;  // scales and zeros of the batch last issued
-    u32 zv;
+    uint2 sv[WV_PD_RD - 1];  // scales and zeros of the batches in flight, oldest first
+    u32 zv[WV_PD_RD - 1];
     u32 ring_s;  // this lane's 16 bytes of row 0 of slot 0 (shared space)
+    int red_use;  // uses of the block's reduction buffer this warp has passed
 };
+
+// Request the stream's next batch (shifting the scales and zeros queue).
+__device__ __forceinline__ void pd_advance(const PdArgs& a, PdStream& ws, const int4 (*seg)[PD_MAXSEG], int warp,
+                                           int lane) {
+#pragma unroll
+    for (int i = 0; i + 1 < WV_PD_RD - 1; ++i) {
+        ws.sv[i] = ws.sv[i + 1];
+        ws.zv[i] = ws.zv[i + 1];
+    }
+    pd_next(ws.cur, seg, warp, 4 * a.L);
+    pd_issue(a, ws.cur, ws.ring_s, lane, ws.issued, ws.sv[WV_PD_RD - 2], ws.zv[WV_PD_RD - 2]);
+    if (ws.cur.p < 4 * a.L) ++ws.issued;
+}
 
 enum { PD_PRO_NORM = 0, PD_PRO_ATTN = 1, PD_PRO_SILU = 2 };
 
 // The shared memory a block's products use besides the ring.
-// (The attention phase reuses this memory; `done` lives apart.)
 struct PdShared {
     float red[PD_WARPS][128];  // the current segment's warp sums
     u32 xw[PD_WARPS][32];      // per warp: the current batch's 64 inputs as f16 pairs
+    int arrive;                // warps arrived at the reduction buffer (all uses)
+    int freed;                 // uses of it finished (its sums read)
 };
-// Warps finished per segment (at most 2 per block and product); the last one reduces and then
-// sets done[0] to PD_FREED (segment 1's warps wait for it before reusing red). Reset by
-// pd_barrier.
-#define PD_FREED 16
+
+// Wait until batch j of product m in layer l has its inputs. `seen` caches the last key waited
+// for in this product (a tile, a head, or -2: all of them).
+__device__ __forceinline__ void pd_wait_inputs(const PdArgs& a, int l, int m, int j, bool perm, int nvalid,
+                                               int& seen) {
+    const int k = j * 64;
+    if (m == 1) {
+        const int h = k / PD_HD;
+        if (h != seen) {
+            pd_wait(a.ad + (size_t)l * a.nh + h, nvalid);
+            seen = h;
+        }
+        return;
+    }
+    if (perm) {
+        if (seen != -2) {
+            if (m == 0) pd_wait(a.xc + l, a.T);
+            else if (m == 2) pd_wait(a.oc + l, a.T);
+            else pd_wait(a.gc + l, a.GT);
+            seen = -2;
+        }
+        return;
+    }
+    const int t = k >> 7;
+    if (t == seen) return;
+    if (m == 0) {
+        pd_wait(a.xr + (size_t)l * a.T + t, 1);
+    } else if (m == 2) {
+        pd_wait(a.orr + (size_t)l * a.T + t, 1);
+    } else {
+        // down: gate columns [128t, +128) and up columns F + [128t, +128).
+        const int* g = a.gr + (size_t)l * a.GT;
+        pd_wait(g + t, 1);
+        const int u0 = (a.F + 128 * t) >> 7, u1 = min(a.GT - 1, (a.F + 128 * t + 127) >> 7);
+        for (int u = u0; u <= u1; ++u) pd_wait(g + u, 1);
+    }
+    seen = t;
+}
+
+// 1 / RMS from per-tile sums of squares (fixed order per lane, then the warp).
+__device__ __forceinline__ float pd_rnorm(const PdArgs& a, const float* ss, int lane) {
+    float s = 0.f;
+    for (int i = lane; i < a.T; i += 32) s += __ldcg(ss + i);
+    s = warp_sum(s);
+    return (float)(1.0 / sqrt((double)s / (double)a.H + (double)a.eps));
+}
 
 // One product (matrix m of layer l). Warps run independently (no block-wide barrier): for each
-// batch a warp makes its 64 inputs itself — lane i the pair (2i, 2i+1), from the residual
-// stream (RMSNorm), the gate|up output (SiLU · up) or the attention partials (the combine) —
-// scales them by a power of two when they could overflow the f16 sums (exact; undone per
-// batch), and shares them through xw. A segment's 8 warp sums meet in red; the last warp to
-// finish writes the block's slot, and the last block to finish a tile (a self-resetting counter
-// per tile) sums the tile's slots (in slot order) into fin_qkv / fin_gu, or into x with the
-// tile's sum of squares into ss (o, down).
+// batch a warp waits for its inputs, makes its 64 inputs itself — lane i the pair (2i, 2i+1),
+// from the residual stream (times the norm weight), the gate|up output (SiLU · up) or the
+// attention partials (the combine) — scales them by a power of two to just under the f16 sums'
+// bound (exact; undone per batch), and shares them through xw. The segment's sums and the tile's
+// last block: see the opening comment.
 template <int PRO>
 __device__ __forceinline__ void pd_product(const PdArgs& a, int l, int m, PdStream& ws,
-                                           const int4 (*seg)[PD_MAXSEG], PdShared& sh, int* done,
-                                           const uint4* ring, int pos, int nvalid) {
+                                           const int4 (*seg)[PD_MAXSEG], PdShared& sh,
+                                           const uint4* ring, int nvalid) {
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     const int N = pd_N(a, m);
     const PdLayer& Ly = a.layers[l];
     const int* perm = Ly.m[m].perm;
-    float* out = m == 2 ? a.part_b : a.part_a;
-    const int P = 4 * a.L;
+    float* out = a.part[m];
     const float xmax = XMAX_FOR_ROWS(PD_ACC);
-    float rnorm = 0.f;
-    if (PRO == PD_PRO_NORM) {
-        // 1 / RMS of x from the per-tile sums of squares (fixed order per lane, then the warp).
-        const int tiles = (a.H + 127) >> 7;
-        float ssum = 0.f;
-        for (int i = lane; i < tiles; i += 32) ssum += __ldcg(a.ss + i);
-        ssum = warp_sum(ssum);
-        rnorm = (float)(1.0 / sqrt((double)ssum / (double)a.H + (double)a.eps));
-    }
     const float* __restrict__ nw = m == 0 ? Ly.norm_in : Ly.norm_post;
+    int seen = -1;
     // The attention combine's per-chunk weights of head `wh` (lane c: chunk c; nvalid <= 32).
     int wh = -1;
     float wc = 0.f;
@@ -249,19 +314,19 @@ __device__ __forceinline__ void pd_product(const PdArgs& a, int l, int m, PdStre
         const int b0 = j0 + ((nbs * warp) >> 3), b1 = j0 + ((nbs * (warp + 1)) >> 3);
         float acc[4] = {0.f, 0.f, 0.f, 0.f};
         for (int j = b0; j < b1; ++j) {
-            const uint2 sv = ws.sv;
-            const u32 zv = ws.zv;
-            // The next batch (possibly of a later segment or product) before this one's wait.
-            pd_next(ws.cur, seg, warp, P);
-            pd_issue(a, ws.cur, ws.ring_s, lane, ws.issued, ws.sv, ws.zv);
-            if (ws.cur.p < P) ++ws.issued;
+            const uint2 sv = ws.sv[0];
+            const u32 zv = ws.zv[0];
+            // The stream's next batch (possibly of a later segment, product or layer) before
+            // this one's inputs and weights are waited for.
+            pd_advance(a, ws, seg, warp, lane);
+            pd_wait_inputs(a, l, m, j, perm != nullptr, nvalid, seen);
             // This batch's inputs k, k + 1.
             const int k = j * 64 + 2 * lane;
             float v0, v1;
             if (PRO == PD_PRO_NORM) {
                 const int k0 = perm ? perm[k] : k, k1 = perm ? perm[k + 1] : k + 1;
-                v0 = __ldcg(a.x + k0) * rnorm * nw[k0];
-                v1 = __ldcg(a.x + k1) * rnorm * nw[k1];
+                v0 = __ldcg(a.x + k0) * nw[k0];
+                v1 = __ldcg(a.x + k1) * nw[k1];
             } else if (PRO == PD_PRO_SILU) {
                 const int k0 = perm ? perm[k] : k, k1 = perm ? perm[k + 1] : k + 1;
                 const float g0 = __ldcg(a.fin_gu + k0), u0 = __ldcg(a.fin_gu + a.F + k0);
@@ -289,10 +354,11 @@ __device__ __forceinline__ void pd_product(const PdArgs& a, int l, int m, PdStre
                     v1 += o.y * w;
                 }
             }
-            // Scale by 2^-e against f16 overflow when needed (rare), undone below.
-            float mx = warp_max(fmaxf(fabsf(v0), fabsf(v1)));
+            // Scale by 2^-e so that the largest input is just under xmax (exact), undone below:
+            // the unnormalised residual stream may be far from 1 either way.
+            const float mx = warp_max(fmaxf(fabsf(v0), fabsf(v1)));
             float up = 1.f;
-            if (mx > xmax && mx <= 3.0e38f) {
+            if (mx > 0.f && mx <= 3.0e38f) {
                 const int e = (int)ceilf(log2f(mx / xmax));
                 up = exp2f((float)e);
                 const float down = exp2f((float)-e);
@@ -302,8 +368,8 @@ __device__ __forceinline__ void pd_product(const PdArgs& a, int l, int m, PdStre
             __syncwarp();
             sh.xw[warp][lane] = pack2(v0, v1);
             __syncwarp();
-            cp_async_wait<1>();
-            const uint4* slot_p = ring + (ws.used & 1) * (PD_SLOT / 16);
+            cp_async_wait<WV_PD_RD - 1>();
+            const uint4* slot_p = ring + (ws.used % WV_PD_RD) * (PD_SLOT / 16);
             ++ws.used;
             u32 zl[4], zh[4];
             lean_zeros(zv, zl, zh);
@@ -331,23 +397,22 @@ __device__ __forceinline__ void pd_product(const PdArgs& a, int l, int m, PdStre
             acc[2] += f[2] * up * lo2f(sv.y);
             acc[3] += f[3] * up * hi2f(sv.y);
         }
-        // The segment's warp sums meet in red (segment 1 waits until segment 0's were read);
-        // the last warp to arrive finishes the segment.
-        if (s == 1) {
-            if (lane == 0) {
-                volatile int* d0 = done;
-                while (*d0 != PD_FREED) {
-                }
+        // The segment's warp sums meet in red, once its previous use was read; the last warp to
+        // arrive finishes the segment.
+        const int use = ws.red_use++;
+        if (lane == 0) {
+            volatile int* fr = &sh.freed;
+            while (*fr < use) {
             }
-            __syncwarp();
-            __threadfence_block();
         }
+        __syncwarp();
+        __threadfence_block();
         *reinterpret_cast<float4*>(&sh.red[warp][lane * 4]) = make_float4(acc[0], acc[1], acc[2], acc[3]);
         __syncwarp();
         int last = 0;
         if (lane == 0) {
             __threadfence_block();
-            last = atomicAdd(done + s, 1) == PD_WARPS - 1;
+            last = atomicAdd(&sh.arrive, 1) == PD_WARPS * use + PD_WARPS - 1;
         }
         if (!__shfl_sync(0xffffffffu, last, 0)) continue;
         __threadfence_block();
@@ -361,20 +426,22 @@ __device__ __forceinline__ void pd_product(const PdArgs& a, int l, int m, PdStre
             v.w += r.w;
         }
         __syncwarp();
-        if (lane == 0 && s == 0) {
+        if (lane == 0) {
             __threadfence_block();
-            atomicExch(done, PD_FREED);
+            atomicExch(&sh.freed, use + 1);
         }
         const int c = t * 128 + lane * 4;
         const bool mine = c < N;
         if (mine) *reinterpret_cast<float4*>(out + (size_t)slot * N + c) = v;
         // The tile's last block sums its slots.
         __threadfence();
+        int* counter = a.counters + pd_toff(a, m) + t;
         const int ns = __ldg(a.tslots + pd_toff(a, m) + t);
         int tl = 0;
-        if (lane == 0) tl = atomicAdd(a.counters + t, 1) == ns - 1;
+        if (lane == 0) tl = atomicAdd(counter, 1) == ns - 1;
         if (!__shfl_sync(0xffffffffu, tl, 0)) continue;
         __threadfence();
+        if (lane == 0) *counter = 0;
         v = make_float4(0.f, 0.f, 0.f, 0.f);
         if (mine) {
 #pragma unroll 4
@@ -398,17 +465,41 @@ __device__ __forceinline__ void pd_product(const PdArgs& a, int l, int m, PdStre
                 v2 = v.x * v.x + v.y * v.y + v.z * v.z + v.w * v.w;
             }
             v2 = warp_sum(v2);
-            if (lane == 0) a.ss[t] = v2;
-        } else if (mine) {
-            *reinterpret_cast<float4*>((m == 0 ? a.fin_qkv : a.fin_gu) + c) = v;
+            if (lane == 0) (m == 1 ? a.ss_o : a.ss)[t] = v2;
+            __threadfence();
+            __syncwarp();
+            if (lane == 0) {
+                if (m == 1) {
+                    pd_raise(a.orr + (size_t)l * a.T + t);
+                    pd_raise(a.oc + l);
+                } else {
+                    pd_raise(a.xr + (size_t)(l + 1) * a.T + t);
+                    pd_raise(a.xc + l + 1);
+                }
+            }
+        } else {
+            // r of the norm this product's inputs skipped, once every tile's sum of squares is in.
+            pd_wait(m == 0 ? a.xc + l : a.oc + l, a.T);
+            const float r = pd_rnorm(a, m == 0 ? a.ss : a.ss_o, lane);
+            if (mine) *reinterpret_cast<float4*>((m == 0 ? a.fin_qkv : a.fin_gu) + c) = make_float4(v.x * r, v.y * r, v.z * r, v.w * r);
+            __threadfence();
+            __syncwarp();
+            if (lane == 0) {
+                if (m == 0) {
+                    pd_raise(a.qr + (size_t)l * a.QT + t);
+                } else {
+                    pd_raise(a.gr + (size_t)l * a.GT + t);
+                    pd_raise(a.gc + l);
+                }
+            }
         }
-        if (lane == 0) a.counters[t] = 0;
     }
 }
 
 __device__ __forceinline__ void pd_named_sync(int id) { asm volatile("bar.sync %0, 128;" ::"r"(id) : "memory"); }
 
-// Attention item (head h, chunk c of keys) by one half block (128 threads; named barrier 1 + half).
+// Attention item (head h, chunk c of keys) by one half block (128 threads; named barrier 1 + half):
+// waits for its head's q tile (and, in the newest chunk, k and v tiles), raises ad[l][h] when done.
 __device__ __forceinline__ void pd_attn_item(const PdArgs& a, int l, int h, int c, int pos, int nvalid, float* sm,
                                              int half) {
     const int tid = threadIdx.x & 127, w = tid >> 5, lane = tid & 31;
@@ -424,6 +515,13 @@ __device__ __forceinline__ void pd_attn_item(const PdArgs& a, int l, int h, int 
     f16* vcl = a.vc + (size_t)l * a.layer_stride;
     const float* fq = a.fin_qkv;
     if (tid < 64) {
+        // Threads that read fin_qkv wait for its tiles themselves (their loads follow the acquire).
+        const int* qr = a.qr + (size_t)l * a.QT;
+        pd_wait(qr + h, 1);
+        if (newest) {
+            pd_wait(qr + a.nh + kvh, 1);
+            pd_wait(qr + a.nh + a.nkv + kvh, 1);
+        }
         // Products rounded before the sum (no FMA contraction), as qkv_rope and the CPU.
         const int j = tid;
         const float co = a.rope[((size_t)pos * 64 + j) * 2], si = a.rope[((size_t)pos * 64 + j) * 2 + 1];
@@ -514,20 +612,23 @@ __device__ __forceinline__ void pd_attn_item(const PdArgs& a, int l, int h, int 
         a.att_ml[ob * 2] = m;
         a.att_ml[ob * 2 + 1] = lsum;
     }
-    // The scratch is reused by this half's next item.
+    __threadfence();
+    // The scratch is reused by this half's next item; the head's chunk count is raised once
+    // every thread's output is out.
     pd_named_sync(1 + half);
+    if (tid == 0) pd_raise(a.ad + (size_t)l * a.nh + h);
 }
 
 extern "C" __global__ void __launch_bounds__(256, WV_PD_MINB) decode_layers(
     const PdLayer* __restrict__ layers, const int4* __restrict__ sched, const int* __restrict__ tslots, int L,
-    int H, int qkvN, int F, int nh, int nkv, int gs, float eps, float* x, float* ss, float* part_a,
-    float* part_b, float* fin_qkv, float* fin_gu, float* att_o, float* att_ml, int chunk, int nch, f16* kc, f16* vc, long long layer_stride,
-    const float* __restrict__ rope, const int* __restrict__ dpos, int* counters, unsigned* bar,
+    int H, int qkvN, int F, int nh, int nkv, int gs, float eps, float* x, float* ss, float* ss_o,
+    float* part_qkv, float* part_o, float* part_gu, float* part_down, float* fin_qkv, float* fin_gu,
+    float* att_o, float* att_ml, int chunk, int nch, f16* kc, f16* vc, long long layer_stride,
+    const float* __restrict__ rope, const int* __restrict__ dpos, int* counters, int* flags,
     unsigned long long* trace)
 {
     extern __shared__ __align__(16) unsigned char pd_smem[];
     __shared__ int4 seg[4][PD_MAXSEG];
-    __shared__ int done[2];
 
     PdArgs a;
     a.layers = layers;
@@ -539,11 +640,17 @@ extern "C" __global__ void __launch_bounds__(256, WV_PD_MINB) decode_layers(
     a.nh = nh;
     a.nkv = nkv;
     a.gs = gs;
+    a.T = (H + 127) >> 7;
+    a.QT = (qkvN + 127) >> 7;
+    a.GT = (2 * F + 127) >> 7;
     a.eps = eps;
     a.x = x;
     a.ss = ss;
-    a.part_a = part_a;
-    a.part_b = part_b;
+    a.ss_o = ss_o;
+    a.part[0] = part_qkv;
+    a.part[1] = part_o;
+    a.part[2] = part_gu;
+    a.part[3] = part_down;
     a.fin_qkv = fin_qkv;
     a.fin_gu = fin_gu;
     a.att_o = att_o;
@@ -554,14 +661,26 @@ extern "C" __global__ void __launch_bounds__(256, WV_PD_MINB) decode_layers(
     a.layer_stride = layer_stride;
     a.rope = rope;
     a.counters = counters;
+    // The flags' layout (persistent.rs: flag_words).
+    a.xr = flags;
+    a.xc = a.xr + (size_t)(L + 1) * a.T;
+    a.qr = a.xc + (L + 1);
+    a.ad = a.qr + (size_t)L * a.QT;
+    a.orr = a.ad + (size_t)L * nh;
+    a.oc = a.orr + (size_t)L * a.T;
+    a.gr = a.oc + L;
+    a.gc = a.gr + (size_t)L * a.GT;
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
 
     if (threadIdx.x < 4 * PD_MAXSEG) seg[threadIdx.x / PD_MAXSEG][threadIdx.x % PD_MAXSEG] = sched[(size_t)blockIdx.x * 4 * PD_MAXSEG + threadIdx.x];
-    unsigned char* region = pd_smem + PD_RING;
-    PdShared& sh = *reinterpret_cast<PdShared*>(region);
-    if (threadIdx.x < 2) done[threadIdx.x] = 0;
+    PdShared& sh = *reinterpret_cast<PdShared*>(pd_smem + PD_RING);
+    float* att_base = reinterpret_cast<float*>(pd_smem + PD_RING + ((sizeof(PdShared) + 15) / 16) * 16);
+    if (threadIdx.x == 0) {
+        sh.arrive = 0;
+        sh.freed = 0;
+    }
     __syncthreads();
-    const uint4* ring = reinterpret_cast<const uint4*>(pd_smem) + warp * 2 * (PD_SLOT / 16) + lane;
+    const uint4* ring = reinterpret_cast<const uint4*>(pd_smem) + warp * WV_PD_RD * (PD_SLOT / 16) + lane;
     PdStream ws;
     ws.cur.p = 0;
     ws.cur.s = -1;
@@ -570,58 +689,61 @@ extern "C" __global__ void __launch_bounds__(256, WV_PD_MINB) decode_layers(
     ws.cur.je = 0;
     ws.issued = 0;
     ws.used = 0;
-    ws.sv = make_uint2(0u, 0u);
-    ws.zv = 0u;
+#pragma unroll
+    for (int i = 0; i < WV_PD_RD - 1; ++i) {
+        ws.sv[i] = make_uint2(0u, 0u);
+        ws.zv[i] = 0u;
+    }
     ws.ring_s = smem_addr(ring);
-    // The warp's first batch, before anything else.
-    pd_next(ws.cur, seg, warp, 4 * L);
-    pd_issue(a, ws.cur, ws.ring_s, lane, ws.issued, ws.sv, ws.zv);
-    if (ws.cur.p < 4 * L) ++ws.issued;
+    ws.red_use = 0;
+    // The warp's first RD - 1 batches, before anything else.
+#pragma unroll
+    for (int i = 0; i < WV_PD_RD - 1; ++i) pd_advance(a, ws, seg, warp, lane);
     const int pos = *dpos;
     const int nvalid = min(nch, (pos + chunk) / chunk);
-    // Layer 0's norm needs the per-tile sums of squares of the embedded x.
-    const int tiles = (H + 127) >> 7;
-    if ((int)blockIdx.x < tiles) {
+    // Layer 0's inputs: the per-tile sums of squares of the embedded x.
+    if ((int)blockIdx.x < a.T) {
         const int c = blockIdx.x * 128 + threadIdx.x;
         const float v = threadIdx.x < 128 && c < H ? __ldcg(x + c) : 0.f;
-        const float s2 = block_sum(v * v, reinterpret_cast<float*>(region));
-        if (threadIdx.x == 0) ss[blockIdx.x] = s2;
+        const float s2 = block_sum(v * v, sh.red[0]);
+        if (threadIdx.x == 0) {
+            ss[blockIdx.x] = s2;
+            __threadfence();
+            pd_raise(a.xr + blockIdx.x);
+            pd_raise(a.xc);
+        }
+        // red served as block_sum's scratch.
+        __syncthreads();
     }
     pd_mark(trace, 0);
-    pd_barrier(bar, done);
     pd_mark(trace, 1);
     const int half = threadIdx.x >> 7;
-    float* att_sm = reinterpret_cast<float*>(region) + half * PD_ATT_FLOATS;
+    float* att_sm = att_base + half * PD_ATT_FLOATS;
     for (int l = 0; l < L; ++l) {
         unsigned long long* tr = trace ? trace + 2 + 10 * l : nullptr;
         // Every block's phase ends for the middle layer: trace[2 + 10 L + phase * B + block].
         unsigned long long* tb = trace && l == L / 2 ? trace + 2 + 10 * L + blockIdx.x : nullptr;
-        pd_product<PD_PRO_NORM>(a, l, 0, ws, seg, sh, done, ring, pos, nvalid);
+        pd_product<PD_PRO_NORM>(a, l, 0, ws, seg, sh, ring, nvalid);
         pd_mark(tr, 0);
-        pd_mark_all(tb, 0);
-        pd_barrier(bar, done);
         pd_mark(tr, 1);
+        pd_mark_all(tb, 0);
         for (int it = blockIdx.x + gridDim.x * half; it < nh * nvalid; it += 2 * gridDim.x)
             pd_attn_item(a, l, it % nh, it / nh, pos, nvalid, att_sm, half);
         pd_mark(tr, 2);
-        pd_mark_all(tb, 1);
-        pd_barrier(bar, done);
         pd_mark(tr, 3);
-        pd_product<PD_PRO_ATTN>(a, l, 1, ws, seg, sh, done, ring, pos, nvalid);
+        pd_mark_all(tb, 1);
+        pd_product<PD_PRO_ATTN>(a, l, 1, ws, seg, sh, ring, nvalid);
         pd_mark(tr, 4);
-        pd_mark_all(tb, 2);
-        pd_barrier(bar, done);
         pd_mark(tr, 5);
-        pd_product<PD_PRO_NORM>(a, l, 2, ws, seg, sh, done, ring, pos, nvalid);
+        pd_mark_all(tb, 2);
+        pd_product<PD_PRO_NORM>(a, l, 2, ws, seg, sh, ring, nvalid);
         pd_mark(tr, 6);
-        pd_mark_all(tb, 3);
-        pd_barrier(bar, done);
         pd_mark(tr, 7);
-        pd_product<PD_PRO_SILU>(a, l, 3, ws, seg, sh, done, ring, pos, nvalid);
+        pd_mark_all(tb, 3);
+        pd_product<PD_PRO_SILU>(a, l, 3, ws, seg, sh, ring, nvalid);
         pd_mark(tr, 8);
-        pd_mark_all(tb, 4);
-        if (l + 1 < L) pd_barrier(bar, done);
         pd_mark(tr, 9);
+        pd_mark_all(tb, 4);
     }
     cp_async_wait<0>();
 }

@@ -25,6 +25,6 @@ for round in $(seq 1 "${ROUNDS:-2}"); do
     for spec in "$@"; do
         read -r label envs <<<"$spec"
         printf '%-24s p=%-5s ' "$label" "$prompt"
-        env $envs "$BIN/wv" bench --model "$BD" --prompt-tokens "$prompt" --gen-tokens "${GEN:-32}" --device cuda 2>/dev/null | summarise
+        timeout "${BENCH_TIMEOUT:-120}" env $envs "$BIN/wv" bench --model "$BD" --prompt-tokens "$prompt" --gen-tokens "${GEN:-32}" --device cuda 2>/dev/null | summarise
     done
 done

@@ -291,6 +291,10 @@ fn fusable(c: &ModelConfig, l: &DevLayer, nch: usize) -> bool {
         && h.div_ceil(128) <= 256
 }
 
+/// Where decode attention's per-head counters start in `Scratch::counters` (and how many heads
+/// they cover): the products' residual epilogues use the first tiles.
+const ATT_COUNTERS: usize = 512;
+
 /// Where a pass's position comes from.
 #[derive(Clone, Copy)]
 pub enum Pos {
@@ -324,8 +328,8 @@ pub fn enqueue(
     let (h, eps) = (c.hidden_size, c.rms_norm_eps);
     let dims = (c.num_attention_heads, c.num_key_value_heads, c.head_dim());
     k.embed(gpu, tokens, w.embed.ptr, sc.x.ptr, t, h)?;
-    if let (Some(pd), Pos::Device { ptr, chunk, nch }, 1, Some(a), Some(b), Some(fin), Some(bar)) =
-        (ops.pd, pos, t, &sc.pd_a, &sc.pd_b, &sc.pd_fin, &sc.pd_bar)
+    if let (Some(pd), Pos::Device { ptr, chunk, nch }, 1, Some(a), Some(b), Some(fin), Some(sync)) =
+        (ops.pd, pos, t, &sc.pd_a, &sc.pd_b, &sc.pd_fin, &sc.pd_sync)
     {
         // Every layer in one launch (persistent.rs), then the final norm and the lm_head.
         pd.launch(
@@ -340,7 +344,7 @@ pub fn enqueue(
                 att_o: sc.att_o.ptr,
                 att_ml: sc.att_ml.ptr,
                 counters: sc.counters.ptr,
-                bar: bar.ptr,
+                sync: sync.ptr,
                 dpos: ptr,
                 kc: st.k.ptr,
                 vc: st.v.ptr,
@@ -368,7 +372,10 @@ pub fn enqueue(
         // `Fusion`): the attention combine into o, SiLU · up into down, the residual adds into
         // o's and down's last blocks, the RMSNorms into q|k|v's and gate|up's prologues.
         let can = t == 1 && k.fusion.active(att.1) && fusable(c, l, att.1);
-        let fuse_attn = can && k.fusion.attn;
+        // The attention's own last blocks combine its chunks (k.att_last; counters from
+        // ATT_COUNTERS on, clear of the products' tile counters) unless o's prologue does.
+        let att_last = t == 1 && k.att_last && dims.0 <= ATT_COUNTERS;
+        let fuse_attn = can && k.fusion.attn && !att_last;
         let fuse_silu = can && k.fusion.silu;
         let fuse_norm = can && k.fusion.norm;
         let p = if fuse_norm && ss_valid {
@@ -433,6 +440,11 @@ pub fn enqueue(
             t,
             dims,
             att,
+            if att_last {
+                sc.counters.ptr + 4 * ATT_COUNTERS as u64
+            } else {
+                0
+            },
         )?;
         let counters = sc.counters.ptr;
         let residual = |g: &LinearGroup| Epilogue::Residual {

@@ -149,6 +149,7 @@ impl Target {
                 o.push(format!("-DWV_HOST_QT_SMEM_64={}", g::tma_smem(64)));
                 o.push(format!("-DWV_HOST_QT_SMEM_32={}", g::tma_smem(32)));
             }
+            "decode.cu" => o.push(format!("-DWV_PD_RD={}", super::persistent::ring_depth())),
             _ => {}
         }
         // Extra preprocessor definitions for experiments, e.g. WV_CUDA_DEFINES="WV_GEMV_ACC=8

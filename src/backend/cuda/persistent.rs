@@ -1,6 +1,7 @@
 //! The persistent decode kernel (`kernels/decode.cu`): every layer of a decode step in one
-//! cooperative launch whose blocks meet at grid barriers, so that the products follow one
-//! another without draining the GPU and ramping up again (see the kernel's opening comment).
+//! cooperative launch whose work is ordered by readiness flags (each batch of a product waits
+//! for its own inputs, not for the whole grid), so that the products follow one another without
+//! draining the GPU and ramping up again (see the kernel's opening comment).
 //!
 //! This module decides whether a model can use it ([`eligible`]: every product one 4-bit
 //! matrix on the lean GEMV path, no biases, head size 128), computes the schedule — which
@@ -8,10 +9,12 @@
 //! ([`schedule`]: contiguous runs of equal length, "stream-K") — sizes the kernel's shared
 //! memory and output slots, uploads the tables, and launches it.
 //!
-//! It is opt-in (`WV_CUDA_PERSIST=1`, or `CudaBackend::set_persistent`): on an H100 it decodes
-//! the 13B model at 171–200 tokens/s against 241 for one kernel per step (docs/cuda.md, "Third
-//! session"), because the phases' tails and the grid barriers cost more than the launches they
-//! replace. It is kept, tested against the CPU, as the base for dependency-driven scheduling.
+//! It is opt-in (`WV_CUDA_PERSIST=1`, or `CudaBackend::set_persistent`). With grid barriers
+//! between its phases (third session) it decoded the 13B model at 171–200 tokens/s on an H100
+//! against 241 for one kernel per step, and 214 against 326 on an H200: the phases' tails and
+//! the barriers cost more than the launches they replace. Ordered by readiness flags instead
+//! (tenth session) it decodes at 255 against 351 on an H200: the slowest contributors of the
+//! tiles a product needs still set its pace (docs/cuda.md, "Tenth session").
 
 use super::device::{Args, DevBuf, Gpu, Kernel};
 use super::ffi::CUdeviceptr;
@@ -25,19 +28,26 @@ use std::sync::Arc;
 pub const MAXSEG: usize = 8;
 /// The head size the kernel's attention is written for (`PD_HD`).
 const HD: usize = 128;
-/// The weight ring: 8 warps x 2 batches x 4 KiB (`PD_RING`).
-const RING: usize = 8 * 2 * 4096;
+/// Batches in each warp's weight ring (`WV_PD_RD`, passed to the kernel's compilation):
+/// `WV_CUDA_PD_RD` (2 to 6) for experiments, else 3.
+pub fn ring_depth() -> usize {
+    std::env::var("WV_CUDA_PD_RD")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+        .map_or(3, |v| v.clamp(2, 6))
+}
 /// Both half blocks' attention scratch (`2 * PD_ATT_FLOATS` floats).
 const ATT_BYTES: usize = 2 * (128 + 64 + 4 * 128 + 4 + 128) * 4;
-/// `PdShared`: the warps' sums (8 x 128 floats) and each warp's batch inputs (8 x 32 words).
-const SHARED_BYTES: usize = (8 * 128 + 8 * 32) * 4;
+/// `PdShared`: the warps' sums (8 x 128 floats), each warp's batch inputs (8 x 32 words) and two
+/// counters, rounded up to 16 bytes.
+const SHARED_BYTES: usize = ((8 * 128 + 8 * 32) * 4 + 8usize).div_ceil(16) * 16;
 /// The most key chunks of a persistent decode step (the o product's combine keeps one chunk
 /// weight per lane).
 pub const MAX_CHUNKS: usize = 32;
 /// Segments a block may have per product in the kernel (it reduces at most two).
 const KERNEL_SEGS: usize = 2;
 /// The most blocks per SM the kernel is compiled for (`WV_PD_MINB`).
-const MAX_PER_SM: usize = 3;
+const MAX_PER_SM: usize = 2;
 
 /// One product's schedule over `blocks` blocks.
 #[derive(Debug, Clone)]
@@ -131,8 +141,9 @@ pub fn eligible(c: &ModelConfig, w: &DevWeights) -> Option<Dims> {
     if hd != HD || nkv == 0 || nh % nkv != 0 || h.div_ceil(128) > 256 || w.layers.is_empty() {
         return None;
     }
-    // The tile counters (Scratch::counters) cover 1024 tiles.
-    if (nh + 2 * nkv) * HD > 1024 * 128 || 2 * c.intermediate_size > 1024 * 128 {
+    // The tile counters (Scratch::counters) cover 1024 tiles: the four products' together.
+    let tiles = (nh + 2 * nkv) + 2 * h.div_ceil(128) + (2 * c.intermediate_size).div_ceil(128);
+    if tiles > 1024 {
         return None;
     }
     let d = Dims {
@@ -176,9 +187,12 @@ pub struct Persistent {
     tslots: DevBuf,
     /// `PdLayer [layers]`: per layer 4 x (qw, scales, zeros, perm), norm_in, norm_post.
     layer_table: DevBuf,
-    /// Floats of output slots for q|k|v, o and down (`part_a`) and for gate|up (`part_b`).
+    /// Floats of output slots for q|k|v, o and down one after another (`part_a`; o's start at
+    /// `part_o`, down's at `part_down`) and for gate|up (`part_b`).
     pub part_a: usize,
     pub part_b: usize,
+    part_o: usize,
+    part_down: usize,
     /// Set when a launch or capture failed: decode goes back to one kernel per step.
     failed: AtomicBool,
     /// u64 [2 + 10 layers]: block 0's phase times (`WV_CUDA_PD_TRACE=1`; diagnostics).
@@ -191,7 +205,7 @@ pub struct Persistent {
 pub struct PdBuffers {
     /// f32 [hidden]: the residual stream (embedded token in, last layer's output out).
     pub x: CUdeviceptr,
-    /// f32 [256]: per-tile sums of squares.
+    /// f32 [256]: per-tile sums of squares of x as a layer's input.
     pub ss: CUdeviceptr,
     pub part_a: CUdeviceptr,
     pub part_b: CUdeviceptr,
@@ -200,10 +214,11 @@ pub struct PdBuffers {
     /// f32 [>= nch, heads, 128] and [>= nch, heads, 2]
     pub att_o: CUdeviceptr,
     pub att_ml: CUdeviceptr,
-    /// i32 [>= the widest product's tiles, at most 1024], zeros (left zeroed).
+    /// i32 [>= the four products' tiles, at most 1024], zeros (left zeroed).
     pub counters: CUdeviceptr,
-    /// u32 [2], zeroed once: the grid barrier.
-    pub bar: CUdeviceptr,
+    /// f32 [256] (the sums of squares after o's residual add), then i32
+    /// [`Persistent::flag_words`] (the readiness flags, zeroed here before each launch).
+    pub sync: CUdeviceptr,
     /// [token, position] of the step.
     pub dpos: CUdeviceptr,
     pub kc: CUdeviceptr,
@@ -254,9 +269,9 @@ impl Persistent {
             }) {
                 return Ok(None);
             }
-            // After the ring: the products' shared memory or the attention scratch.
-            let region = SHARED_BYTES.max(ATT_BYTES);
-            let smem = RING + region.div_ceil(16) * 16;
+            // The ring (8 warps x depth x 4 KiB), the products' shared memory, the attention
+            // scratch (kernels/decode.cu: pd_smem).
+            let smem = 8 * ring_depth() * 4096 + SHARED_BYTES + ATT_BYTES;
             if smem > gpu.max_smem_optin {
                 continue;
             }
@@ -324,8 +339,10 @@ impl Persistent {
             sched: gpu.upload(&sched, what)?,
             tslots: gpu.upload(&tslots, what)?,
             layer_table: gpu.upload(&table, what)?,
-            part_a: slots(0).max(slots(1)).max(slots(3)),
+            part_a: slots(0) + slots(1) + slots(3),
             part_b: slots(2),
+            part_o: slots(0),
+            part_down: slots(0) + slots(1),
             failed: AtomicBool::new(false),
             seg_counts: (0..blocks)
                 .flat_map(|b| {
@@ -360,12 +377,24 @@ impl Persistent {
         self.failed.store(true, Ordering::Relaxed);
     }
 
-    /// Enqueue every layer of one decode step.
+    /// Words of readiness flags a launch needs (kernels/decode.cu, PdFlags' layout): x tiles
+    /// and their count per layer input (L + 1), and per layer q|k|v tiles, heads, x tiles after
+    /// o and their count, gate|up tiles and their count.
+    pub fn flag_words(&self) -> usize {
+        let d = &self.dims;
+        let t = d.hidden.div_ceil(128);
+        (d.layers + 1) * (t + 1)
+            + d.layers * (d.qkv_n.div_ceil(128) + d.heads + t + 1 + (2 * d.ffn).div_ceil(128) + 1)
+    }
+
+    /// Enqueue every layer of one decode step (the flags' reset, then the kernel).
     pub fn launch(&self, gpu: &Gpu, eps: f32, b: &PdBuffers) -> Result<()> {
         let d = &self.dims;
         if b.nch > MAX_CHUNKS || b.chunk == 0 {
             return Err(Error::internal("persistent decode: too many key chunks"));
         }
+        let flags = b.sync + 256 * 4;
+        gpu.memset_u32(flags, 0, self.flag_words())?;
         let mut a = Args::new();
         a.ptr(self.layer_table.ptr)
             .ptr(self.sched.ptr)
@@ -380,8 +409,11 @@ impl Persistent {
             .f32(eps)
             .ptr(b.x)
             .ptr(b.ss)
+            .ptr(b.sync)
             .ptr(b.part_a)
+            .ptr(b.part_a + 4 * self.part_o as u64)
             .ptr(b.part_b)
+            .ptr(b.part_a + 4 * self.part_down as u64)
             .ptr(b.fin)
             .ptr(b.fin + 4 * d.qkv_n as u64)
             .ptr(b.att_o)
@@ -394,13 +426,14 @@ impl Persistent {
             .ptr(b.rope)
             .ptr(b.dpos)
             .ptr(b.counters)
-            .ptr(b.bar)
+            .ptr(flags)
             .ptr(self.trace.as_ref().map_or(0, |t| t.ptr));
         // SAFETY: the tables were made for this model and block count; the buffers have the
-        // sizes PdBuffers documents (part_a / part_b at least self.part_a / part_b floats), the
-        // caches hold the layers' [capacity, kv_dim] f16 rows with chunk * nch >= capacity,
-        // and dpos[0] < capacity <= the RoPE table's rows (checked by the backend). Cooperative:
-        // all blocks are resident, so the grid barriers cannot deadlock.
+        // sizes PdBuffers documents (part_a / part_b at least self.part_a / part_b floats, sync
+        // 256 floats then flag_words() ints, just zeroed), the caches hold the layers'
+        // [capacity, kv_dim] f16 rows with chunk * nch >= capacity, and dpos[0] < capacity <=
+        // the RoPE table's rows (checked by the backend). Cooperative: all blocks are resident,
+        // so waiting on flags raised by work earlier in every block's order cannot deadlock.
         gpu.launch_cooperative(
             &self.kernel,
             self.blocks as u32,

@@ -67,12 +67,13 @@ pub struct Scratch {
     /// Captured decode steps, per session cache (K and V addresses, capacity) and the keys their
     /// attention plan covers ([`attention_keys`]).
     pub graphs: Vec<((u64, u64, usize, usize), Graph)>,
-    /// The persistent decode kernel's output slots (f32) and grid barrier (u32 [2], zeroed).
+    /// The persistent decode kernel's output slots (f32), and its f32 [256] sums of squares
+    /// after o then i32 readiness flags (`Persistent::flag_words`; zeroed by each launch).
     pub pd_a: Option<DevBuf>,
     pub pd_b: Option<DevBuf>,
     /// f32 [q|k|v width + gate|up width]: the persistent kernel's summed products.
     pub pd_fin: Option<DevBuf>,
-    pub pd_bar: Option<DevBuf>,
+    pub pd_sync: Option<DevBuf>,
 }
 
 impl Scratch {
@@ -150,12 +151,8 @@ impl Scratch {
                 Some(p) => Some(gpu.alloc((p.dims.qkv_n + 2 * p.dims.ffn) * 4, what)?),
                 None => None,
             },
-            pd_bar: match pd {
-                Some(_) => {
-                    let b = gpu.alloc(8, what)?;
-                    b.write(&[0u32; 2])?;
-                    Some(b)
-                }
+            pd_sync: match pd {
+                Some(p) => Some(gpu.alloc((256 + p.flag_words()) * 4, what)?),
                 None => None,
             },
         })
