@@ -13,10 +13,8 @@
 //   8-byte load per row), with its own online softmax (running max and sum); the four warps'
 //   results are combined at the end (the only block barrier). Writes the unnormalised output
 //   po[((t*nch + c)*nh + h)*hd + d] and (max, sum) pml[((t*nch + c)*nh + h)*2 + {0,1}]; an empty
-//   range writes (-inf, 0) and zeros. With `out` (and `counters`: int [T*nh], zeros, left zeroed)
-//   the last block of each (t, h) to finish also combines the nch chunks into out as attn_combine
-//   does. Dynamic shared memory: (4*hd + 12) floats. attn_partial takes hd <= 128,
-//   attn_partial_wide hd <= 256 (twice the registers per key).
+//   range writes (-inf, 0) and zeros. Dynamic shared memory: (4*hd + 8) floats. attn_partial takes
+//   hd <= 128, attn_partial_wide hd <= 256 (twice the registers per key).
 // attn_combine: grid (nh, T), block 128: out f16 [T, nh*hd] = Σ_c po_c e^(m_c - M) / Σ_c l_c e^(m_c - M)
 //   (one pass, M the running max).
 // attn_prefill_64/32: prefill (T > 1, host pos), SIMT f32; see their comment further down.
@@ -43,7 +41,7 @@
 #define ATT_PARTIAL_PARAMS                                                                             \
     const float *__restrict__ q, const f16 *__restrict__ kc, const f16 *__restrict__ vc,                \
         float *__restrict__ po, float *__restrict__ pml, int pos, const int *__restrict__ dpos, int nh, \
-        int nkv, int hd, int chunk, int nch, float scale, f16 *__restrict__ out, int *__restrict__ counters
+        int nkv, int hd, int chunk, int nch, float scale
 
 // NI: 8-byte pieces of a row per lane (1: hd <= 128, 2: hd <= 256).
 template <int NI>
@@ -162,49 +160,17 @@ __device__ __forceinline__ void attn_partial_body(ATT_PARTIAL_PARAMS)
         pml[ob * 2] = M;
         pml[ob * 2 + 1] = L;
     }
-    if (!out) return;
-    // The combine in the last of the head's nch blocks to finish (a self-resetting counter per
-    // (query, head)): its output row goes straight to `out`, so the next product stages a plain
-    // input instead of combining the chunks in its prologue (one dependent round trip per few
-    // chunks after its wait) and no attn_combine launch is needed.
-    __threadfence();
-    __syncthreads();
-    if (threadIdx.x == 0) {
-        int* cnt = counters + t * nh + h;
-        const int last = atomicAdd(cnt, 1) == nch - 1;
-        if (last) *cnt = 0;
-        st[2 * ATT_WARPS] = last ? 1.f : 0.f;
-    }
-    __syncthreads();
-    if (st[2 * ATT_WARPS] == 0.f) return;
-    __threadfence();
-    for (int d = threadIdx.x; d < hd; d += blockDim.x) {
-        float Mx = NEG_INF, Lx = 0.f, o = 0.f;
-#pragma unroll 8
-        for (int cc = 0; cc < nch; ++cc) {
-            const size_t b = (size_t)(t * nch + cc) * nh + h;
-            const float mc = __ldcg(pml + b * 2), lc = __ldcg(pml + b * 2 + 1), pc = __ldcg(po + b * hd + d);
-            if (lc > 0.f) {
-                const float mn = fmaxf(Mx, mc);
-                const float a = expf(Mx - mn), e = expf(mc - mn);
-                Lx = Lx * a + lc * e;
-                o = o * a + pc * e;
-                Mx = mn;
-            }
-        }
-        out[(size_t)t * nh * hd + (size_t)h * hd + d] = f2h(o / Lx);
-    }
 }
 
 #ifndef ATT_MINB
 #define ATT_MINB 8  // attn_partial's __launch_bounds__ minimum blocks per SM
 #endif
 extern "C" __global__ void __launch_bounds__(128, ATT_MINB) attn_partial(ATT_PARTIAL_PARAMS) {
-    attn_partial_body<1>(q, kc, vc, po, pml, pos, dpos, nh, nkv, hd, chunk, nch, scale, out, counters);
+    attn_partial_body<1>(q, kc, vc, po, pml, pos, dpos, nh, nkv, hd, chunk, nch, scale);
 }
 // Head sizes 129..256.
 extern "C" __global__ void __launch_bounds__(128) attn_partial_wide(ATT_PARTIAL_PARAMS) {
-    attn_partial_body<2>(q, kc, vc, po, pml, pos, dpos, nh, nkv, hd, chunk, nch, scale, out, counters);
+    attn_partial_body<2>(q, kc, vc, po, pml, pos, dpos, nh, nkv, hd, chunk, nch, scale);
 }
 
 extern "C" __global__ void __launch_bounds__(128) attn_combine(

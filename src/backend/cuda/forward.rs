@@ -291,10 +291,6 @@ fn fusable(c: &ModelConfig, l: &DevLayer, nch: usize) -> bool {
         && h.div_ceil(128) <= 256
 }
 
-/// Where decode attention's per-head counters start in `Scratch::counters` (and how many heads
-/// they cover): the products' residual epilogues use the first tiles.
-const ATT_COUNTERS: usize = 512;
-
 /// Where a pass's position comes from.
 #[derive(Clone, Copy)]
 pub enum Pos {
@@ -372,10 +368,7 @@ pub fn enqueue(
         // `Fusion`): the attention combine into o, SiLU · up into down, the residual adds into
         // o's and down's last blocks, the RMSNorms into q|k|v's and gate|up's prologues.
         let can = t == 1 && k.fusion.active(att.1) && fusable(c, l, att.1);
-        // The attention's own last blocks combine its chunks (k.att_last; counters from
-        // ATT_COUNTERS on, clear of the products' tile counters) unless o's prologue does.
-        let att_last = t == 1 && k.att_last && dims.0 <= ATT_COUNTERS;
-        let fuse_attn = can && k.fusion.attn && !att_last;
+        let fuse_attn = can && k.fusion.attn;
         let fuse_silu = can && k.fusion.silu;
         let fuse_norm = can && k.fusion.norm;
         let p = if fuse_norm && ss_valid {
@@ -440,11 +433,6 @@ pub fn enqueue(
             t,
             dims,
             att,
-            if att_last {
-                sc.counters.ptr + 4 * ATT_COUNTERS as u64
-            } else {
-                0
-            },
         )?;
         let counters = sc.counters.ptr;
         let residual = |g: &LinearGroup| Epilogue::Residual {

@@ -20,9 +20,6 @@ pub struct Kernels {
     gemv_q4l_norm: Kernel,
     /// Which decode steps are fused into the products (see [`Fusion`]).
     pub fusion: Fusion,
-    /// Decode attention combines its key chunks in its own last block per head instead of
-    /// `attn_combine` or o's prologue (`WV_CUDA_ATT_LAST`, default 1; 0 for the old way).
-    pub att_last: bool,
     /// Decode attention planned for the position's bucket of keys, not the whole cache
     /// (`forward::attention_keys`; `WV_CUDA_ATT_BUCKETS=0` turns it off).
     pub att_buckets: bool,
@@ -230,7 +227,6 @@ impl Kernels {
             attn_prefill_tc_128: m.get("attention.cu", "attn_prefill_tc_128")?,
             attn_tc: std::env::var("WV_CUDA_ATTN_TC").map_or(true, |v| v != "0"),
             fusion: Fusion::from_env(),
-            att_last: std::env::var("WV_CUDA_ATT_LAST").map_or(true, |v| v != "0"),
             att_buckets: std::env::var("WV_CUDA_ATT_BUCKETS").map_or(true, |v| v != "0"),
             ring: m.ring,
             argmax: m.get("sample.cu", "argmax_f32")?,

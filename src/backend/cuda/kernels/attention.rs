@@ -9,9 +9,7 @@ use crate::error::Result;
 impl Kernels {
     /// Attention of `t` queries at positions pos.. (or *dpos) over the cache, split in `nch`
     /// chunks of `chunk` keys; `po`/`pml` are the partial buffers (t*nch*nh*hd and t*nch*nh*2
-    /// floats). Decode's combine into `out` (f16 `[t, nh hd]`; 0: left to the next product's
-    /// prologue) runs in the partial kernel's last block per head when `counters` (int
-    /// `[t nh]`, zeros, left zeroed) is non-zero, else in `attn_combine`.
+    /// floats).
     #[allow(clippy::too_many_arguments)]
     pub fn attention(
         &self,
@@ -25,7 +23,6 @@ impl Kernels {
         t: usize,
         (nh, nkv, hd): (usize, usize, usize),
         (chunk, nch): (usize, usize),
-        counters: CUdeviceptr,
     ) -> Result<()> {
         let scale = 1.0 / (hd as f32).sqrt();
         if t > 1 && dpos == 0 {
@@ -42,10 +39,7 @@ impl Kernels {
                 self.attn_tc,
             );
         }
-        let smem = (4 * hd + 12) * 4;
-        // The combine in the partial kernel's last block per head (`counters`: int [t nh],
-        // zeros), or in its own launch / the next product's prologue (out == 0).
-        let last_block = out != 0 && counters != 0;
+        let smem = (4 * hd + 8) * 4;
         let mut a = Args::new();
         a.ptr(q)
             .ptr(kc)
@@ -59,9 +53,7 @@ impl Kernels {
             .int(hd)
             .int(chunk)
             .int(nch)
-            .f32(scale)
-            .ptr(if last_block { out } else { 0 })
-            .ptr(if last_block { counters } else { 0 });
+            .f32(scale);
         gpu.launch(
             if hd <= 128 {
                 &self.attn_partial
@@ -73,8 +65,8 @@ impl Kernels {
             smem as u32,
             &mut a,
         )?;
-        if out == 0 || last_block {
-            // The combine is fused into the next product (Prologue::Attention) or was done.
+        if out == 0 {
+            // The combine is fused into the next product (Prologue::Attention).
             return Ok(());
         }
         let mut a = Args::new();

@@ -318,7 +318,6 @@ impl OpHarness {
                 t,
                 (nh, nh, hd),
                 (chunk, nch),
-                0,
             )
         })?;
         out.push((format!("attention t={t} pos={pos} (40 heads x 128)"), ms));
