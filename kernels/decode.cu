@@ -37,7 +37,7 @@
 // [G, N], zeros u8 [G, N], perm int [K] or NULL) is cut into units = (128-column tile t, batch j
 // of 64 inputs = 8 packed rows). The host's schedule `sched` [B][4][PD_MAXSEG] gives each block
 // a contiguous run of units (stream-K: every block the same number ± 1) as segments
-// int4 (t, j0, nbs, slot) within one tile each (nbs = 0 ends the list; at most 2 used); warp w
+// int4 (t, j0, nbs, slot) within one tile each (nbs = 0 ends the list); warp w
 // takes batches [j0 + nbs·w/8, j0 + nbs·(w+1)/8) of a segment and makes each batch's 64 inputs
 // itself. A segment's 8 warp sums meet in shared memory (one buffer, used by the block's
 // segments in turn: a warp writes its sum once the previous use was read) and the last warp
@@ -307,7 +307,7 @@ __device__ __forceinline__ void pd_product(const PdArgs& a, int l, int m, PdStre
     // The attention combine's per-chunk weights of head `wh` (lane c: chunk c; nvalid <= 32).
     int wh = -1;
     float wc = 0.f;
-    for (int s = 0; s < 2; ++s) {
+    for (int s = 0; s < PD_MAXSEG; ++s) {
         const int4 sg = seg[m][s];
         if (sg.z == 0) break;
         const int t = sg.x, j0 = sg.y, nbs = sg.z, slot = sg.w;

@@ -44,8 +44,6 @@ const SHARED_BYTES: usize = ((8 * 128 + 8 * 32) * 4 + 8usize).div_ceil(16) * 16;
 /// The most key chunks of a persistent decode step (the o product's combine keeps one chunk
 /// weight per lane).
 pub const MAX_CHUNKS: usize = 32;
-/// Segments a block may have per product in the kernel (it reduces at most two).
-const KERNEL_SEGS: usize = 2;
 /// The most blocks per SM the kernel is compiled for (`WV_PD_MINB`).
 const MAX_PER_SM: usize = 2;
 
@@ -262,13 +260,6 @@ impl Persistent {
             else {
                 return Ok(None);
             };
-            if scheds.iter().any(|s| {
-                s.segs
-                    .chunks(MAXSEG)
-                    .any(|b| b.get(KERNEL_SEGS).is_some_and(|g| g[2] > 0))
-            }) {
-                return Ok(None);
-            }
             // The ring (8 warps x depth x 4 KiB), the products' shared memory, the attention
             // scratch (kernels/decode.cu: pd_smem).
             let smem = 8 * ring_depth() * 4096 + SHARED_BYTES + ATT_BYTES;
