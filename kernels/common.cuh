@@ -224,3 +224,19 @@ template <int N>
 __device__ __forceinline__ void cp_async_wait() {
     asm volatile("cp.async.wait_group %0;" ::"n"(N) : "memory");
 }
+
+// Readiness flags between blocks of one persistent launch (decode.cu, decode_flow.cu): an
+// acquire load (what the raiser wrote before raising is visible after it), a wait for a value,
+// and the release that raises one (after the writers' __threadfence).
+__device__ __forceinline__ int flag_acquire(const int* p) {
+    int v;
+    asm volatile("ld.acquire.gpu.global.b32 %0, [%1];" : "=r"(v) : "l"(p) : "memory");
+    return v;
+}
+__device__ __forceinline__ void flag_wait(const int* f, int v) {
+    while (flag_acquire(f) < v) __nanosleep(32);
+}
+__device__ __forceinline__ void flag_raise(int* f) {
+    asm volatile("red.release.gpu.global.add.s32 [%0], 1;" ::"l"(f) : "memory");
+}
+

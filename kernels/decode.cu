@@ -150,20 +150,6 @@ __device__ __forceinline__ void pd_mark_all(unsigned long long* tb, int phase) {
     }
 }
 
-// Flags: an acquire load (what the flag's raiser wrote before it is visible after), a wait
-// for a value, and the release that raises one (after the writers' __threadfence).
-__device__ __forceinline__ int pd_ld_acquire(const int* p) {
-    int v;
-    asm volatile("ld.acquire.gpu.global.b32 %0, [%1];" : "=r"(v) : "l"(p) : "memory");
-    return v;
-}
-__device__ __forceinline__ void pd_wait(const int* f, int v) {
-    while (pd_ld_acquire(f) < v) __nanosleep(32);
-}
-__device__ __forceinline__ void pd_raise(int* f) {
-    asm volatile("red.release.gpu.global.add.s32 [%0], 1;" ::"l"(f) : "memory");
-}
-
 // Move to the warp's next batch (p == 4L when there is none).
 __device__ __forceinline__ void pd_next(PdCursor& c, const int4 (*seg)[PD_MAXSEG], int warp, int P) {
     if (++c.j < c.je) return;
@@ -248,16 +234,16 @@ __device__ __forceinline__ void pd_wait_inputs(const PdArgs& a, int l, int m, in
     if (m == 1) {
         const int h = k / PD_HD;
         if (h != seen) {
-            pd_wait(a.ad + (size_t)l * a.nh + h, nvalid);
+            flag_wait(a.ad + (size_t)l * a.nh + h, nvalid);
             seen = h;
         }
         return;
     }
     if (perm) {
         if (seen != -2) {
-            if (m == 0) pd_wait(a.xc + l, a.T);
-            else if (m == 2) pd_wait(a.oc + l, a.T);
-            else pd_wait(a.gc + l, a.GT);
+            if (m == 0) flag_wait(a.xc + l, a.T);
+            else if (m == 2) flag_wait(a.oc + l, a.T);
+            else flag_wait(a.gc + l, a.GT);
             seen = -2;
         }
         return;
@@ -265,15 +251,15 @@ __device__ __forceinline__ void pd_wait_inputs(const PdArgs& a, int l, int m, in
     const int t = k >> 7;
     if (t == seen) return;
     if (m == 0) {
-        pd_wait(a.xr + (size_t)l * a.T + t, 1);
+        flag_wait(a.xr + (size_t)l * a.T + t, 1);
     } else if (m == 2) {
-        pd_wait(a.orr + (size_t)l * a.T + t, 1);
+        flag_wait(a.orr + (size_t)l * a.T + t, 1);
     } else {
         // down: gate columns [128t, +128) and up columns F + [128t, +128).
         const int* g = a.gr + (size_t)l * a.GT;
-        pd_wait(g + t, 1);
+        flag_wait(g + t, 1);
         const int u0 = (a.F + 128 * t) >> 7, u1 = min(a.GT - 1, (a.F + 128 * t + 127) >> 7);
-        for (int u = u0; u <= u1; ++u) pd_wait(g + u, 1);
+        for (int u = u0; u <= u1; ++u) flag_wait(g + u, 1);
     }
     seen = t;
 }
@@ -470,26 +456,26 @@ __device__ __forceinline__ void pd_product(const PdArgs& a, int l, int m, PdStre
             __syncwarp();
             if (lane == 0) {
                 if (m == 1) {
-                    pd_raise(a.orr + (size_t)l * a.T + t);
-                    pd_raise(a.oc + l);
+                    flag_raise(a.orr + (size_t)l * a.T + t);
+                    flag_raise(a.oc + l);
                 } else {
-                    pd_raise(a.xr + (size_t)(l + 1) * a.T + t);
-                    pd_raise(a.xc + l + 1);
+                    flag_raise(a.xr + (size_t)(l + 1) * a.T + t);
+                    flag_raise(a.xc + l + 1);
                 }
             }
         } else {
             // r of the norm this product's inputs skipped, once every tile's sum of squares is in.
-            pd_wait(m == 0 ? a.xc + l : a.oc + l, a.T);
+            flag_wait(m == 0 ? a.xc + l : a.oc + l, a.T);
             const float r = pd_rnorm(a, m == 0 ? a.ss : a.ss_o, lane);
             if (mine) *reinterpret_cast<float4*>((m == 0 ? a.fin_qkv : a.fin_gu) + c) = make_float4(v.x * r, v.y * r, v.z * r, v.w * r);
             __threadfence();
             __syncwarp();
             if (lane == 0) {
                 if (m == 0) {
-                    pd_raise(a.qr + (size_t)l * a.QT + t);
+                    flag_raise(a.qr + (size_t)l * a.QT + t);
                 } else {
-                    pd_raise(a.gr + (size_t)l * a.GT + t);
-                    pd_raise(a.gc + l);
+                    flag_raise(a.gr + (size_t)l * a.GT + t);
+                    flag_raise(a.gc + l);
                 }
             }
         }
@@ -517,10 +503,10 @@ __device__ __forceinline__ void pd_attn_item(const PdArgs& a, int l, int h, int 
     if (tid < 64) {
         // Threads that read fin_qkv wait for its tiles themselves (their loads follow the acquire).
         const int* qr = a.qr + (size_t)l * a.QT;
-        pd_wait(qr + h, 1);
+        flag_wait(qr + h, 1);
         if (newest) {
-            pd_wait(qr + a.nh + kvh, 1);
-            pd_wait(qr + a.nh + a.nkv + kvh, 1);
+            flag_wait(qr + a.nh + kvh, 1);
+            flag_wait(qr + a.nh + a.nkv + kvh, 1);
         }
         // Products rounded before the sum (no FMA contraction), as qkv_rope and the CPU.
         const int j = tid;
@@ -616,7 +602,7 @@ __device__ __forceinline__ void pd_attn_item(const PdArgs& a, int l, int h, int 
     // The scratch is reused by this half's next item; the head's chunk count is raised once
     // every thread's output is out.
     pd_named_sync(1 + half);
-    if (tid == 0) pd_raise(a.ad + (size_t)l * a.nh + h);
+    if (tid == 0) flag_raise(a.ad + (size_t)l * a.nh + h);
 }
 
 extern "C" __global__ void __launch_bounds__(256, WV_PD_MINB) decode_layers(
@@ -709,8 +695,8 @@ extern "C" __global__ void __launch_bounds__(256, WV_PD_MINB) decode_layers(
         if (threadIdx.x == 0) {
             ss[blockIdx.x] = s2;
             __threadfence();
-            pd_raise(a.xr + blockIdx.x);
-            pd_raise(a.xc);
+            flag_raise(a.xr + blockIdx.x);
+            flag_raise(a.xc);
         }
         // red served as block_sum's scratch.
         __syncthreads();
