@@ -225,7 +225,7 @@ __device__ __forceinline__ void cp_async_wait() {
     asm volatile("cp.async.wait_group %0;" ::"n"(N) : "memory");
 }
 
-// Readiness flags between blocks of one persistent launch (decode.cu, decode_flow.cu): an
+// Readiness flags between blocks of one persistent launch (decode.cu): an
 // acquire load (what the raiser wrote before raising is visible after it), a wait for a value,
 // and the release that raises one (after the writers' __threadfence).
 __device__ __forceinline__ int flag_acquire(const int* p) {

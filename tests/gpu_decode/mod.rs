@@ -230,8 +230,8 @@ fn decode_against_cpu(
 }
 
 /// A model the persistent decode kernel takes (head size 128, 4-bit products, no biases): 4
-/// heads, `nkv` KV heads, the last layer's down projection in act-order when `act_order`.
-fn persistent_host(nkv: usize, act_order: bool) -> HostWeights {
+/// heads, `nkv` KV heads, the last layer's down projection in act-order.
+fn persistent_host(nkv: usize) -> HostWeights {
     let c = ModelConfig {
         hidden_size: 512,
         intermediate_size: 704,
@@ -260,7 +260,7 @@ fn persistent_host(nkv: usize, act_order: bool) -> HostWeights {
                 o: q4(h, h, false, s + 4),
                 gate: q4(h, f, false, s + 5),
                 up: q4(h, f, false, s + 6),
-                down: q4(f, h, act_order && l == 2, s + 7),
+                down: q4(f, h, l == 2, s + 7),
             }
         })
         .collect();
@@ -274,34 +274,13 @@ fn persistent_host(nkv: usize, act_order: bool) -> HostWeights {
 #[test]
 #[ignore = "needs a CUDA GPU: run on the device with --ignored"]
 fn model_persistent_decode_matches_cpu() {
-    persistent_against_cpu(false);
-}
-
-/// The same through the persistent kernel's work-queue variant (`WV_CUDA_PD_FLOW=1`, planned
-/// for models without act-order: this one has none), which really ran.
-#[test]
-#[ignore = "needs a CUDA GPU: run on the device with --ignored"]
-fn model_persistent_flow_decode_matches_cpu() {
-    // Read when the persistent kernel is planned (set_persistent below); the GPU tests run
-    // one at a time (--test-threads=1).
-    std::env::set_var("WV_CUDA_PD_FLOW", "1");
-    persistent_against_cpu(true);
-    std::env::remove_var("WV_CUDA_PD_FLOW");
-}
-
-fn persistent_against_cpu(flow: bool) {
     for nkv in [4usize, 2] {
-        let host = persistent_host(nkv, !flow);
+        let host = persistent_host(nkv);
         let mut cuda = wv::backend::cuda::CudaBackend::new(&host, 0).unwrap();
         cuda.set_persistent(true);
         assert!(
             cuda.persistent_active(),
             "nkv {nkv}: the persistent kernel should take this model"
-        );
-        assert_eq!(
-            cuda.persistent_work_queue(),
-            flow,
-            "nkv {nkv}: the persistent kernel's variant"
         );
         let cpu: Box<dyn wv::backend::Backend> =
             Box::new(wv::backend::cpu::CpuBackend::new(Arc::new(host.clone())));
@@ -316,7 +295,7 @@ fn persistent_against_cpu(flow: bool) {
                 let run = decode_against_cpu(&cuda, cpu.as_ref(), &prompt[..n_prompt], ctx, 10);
                 let worst = run.steps.iter().fold(0f64, |w, &e| w.max(e));
                 eprintln!(
-                    "decode (persistent {on}, work queue {flow}) nkv {nkv} after {n_prompt} tokens (context {ctx}): worst rel L2 vs CPU {worst:.2e}"
+                    "decode (persistent {on}) nkv {nkv} after {n_prompt} tokens (context {ctx}): worst rel L2 vs CPU {worst:.2e}"
                 );
                 assert!(
                     worst < 1e-2,

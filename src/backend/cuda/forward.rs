@@ -342,7 +342,6 @@ pub fn enqueue(
                 counters: sc.counters.ptr,
                 sync: sync.ptr,
                 dpos: ptr,
-                att_out: sc.q.ptr,
                 kc: st.k.ptr,
                 vc: st.v.ptr,
                 layer_stride: st.layer_stride,

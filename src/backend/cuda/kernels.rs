@@ -77,7 +77,6 @@ pub struct Kernels {
     sample_topk: Kernel,
     /// Every layer of a decode step in one cooperative launch (see `persistent.rs`).
     pub decode_layers: Kernel,
-    pub decode_flow: Kernel,
     /// A read-bandwidth probe (benchmarks only).
     pub read_sweep: Kernel,
     _modules: Modules,
@@ -234,7 +233,6 @@ impl Kernels {
             penalty: m.get("sample.cu", "repetition_penalty")?,
             sample_topk: m.get("sample.cu", "sample_topk")?,
             decode_layers: m.get("decode.cu", "decode_layers")?,
-            decode_flow: m.get("decode_flow.cu", "decode_flow")?,
             read_sweep: m.get("elementwise.cu", "read_sweep")?,
             _modules: m,
         };

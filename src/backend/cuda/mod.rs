@@ -18,7 +18,6 @@ pub mod args;
 pub mod blas;
 pub mod device;
 pub mod ffi;
-pub mod flow;
 pub mod forward;
 pub mod fusion;
 pub mod gemm_q4;
@@ -126,7 +125,7 @@ impl CudaBackend {
             // buffers, is made again.
             match persistent::Persistent::new(
                 &self.gpu,
-                (self.kernels.decode_layers, self.kernels.decode_flow),
+                self.kernels.decode_layers,
                 &self.config,
                 &self.weights,
             ) {
@@ -142,11 +141,6 @@ impl CudaBackend {
         if let Some(sc) = self.scratch.get_mut().as_mut() {
             sc.graphs.clear();
         }
-    }
-
-    /// Whether the persistent kernel's plan is its work-queue variant (`WV_CUDA_PD_FLOW=1`).
-    pub fn persistent_work_queue(&self) -> bool {
-        self.persistent.as_ref().is_some_and(|p| p.work_queue())
     }
 
     /// Whether decode steps run the persistent kernel.
@@ -175,12 +169,7 @@ impl CudaBackend {
         // H100 so far: persistent.rs), so it is planned only when asked for (here or by
         // set_persistent).
         let persistent = if std::env::var("WV_CUDA_PERSIST").is_ok_and(|v| v == "1") {
-            persistent::Persistent::new(
-                &gpu,
-                (kernels.decode_layers, kernels.decode_flow),
-                c,
-                &weights,
-            )?
+            persistent::Persistent::new(&gpu, kernels.decode_layers, c, &weights)?
         } else {
             None
         };
@@ -189,9 +178,8 @@ impl CudaBackend {
             crate::log::log(
                 crate::log::Level::Debug,
                 &format!(
-                    "cuda:{ordinal}: decode runs every layer in one persistent kernel ({} blocks of {} threads)",
-                    p.shape().0,
-                    p.shape().1
+                    "cuda:{ordinal}: decode runs every layer in one persistent kernel ({} blocks)",
+                    p.blocks
                 ),
             );
         }

@@ -36,10 +36,6 @@ pub const SOURCES: &[(&str, &str)] = &[
     ),
     ("sample.cu", include_str!("../../../kernels/sample.cu")),
     ("decode.cu", include_str!("../../../kernels/decode.cu")),
-    (
-        "decode_flow.cu",
-        include_str!("../../../kernels/decode_flow.cu"),
-    ),
 ];
 
 /// Modules only compute capability 9.0 GPUs load, compiled for `sm_90a` (they use `wgmma`).
@@ -154,10 +150,6 @@ impl Target {
                 o.push(format!("-DWV_HOST_QT_SMEM_32={}", g::tma_smem(32)));
             }
             "decode.cu" => o.push(format!("-DWV_PD_RD={}", super::persistent::ring_depth())),
-            "decode_flow.cu" => {
-                o.push(format!("-DWV_PD_RD={}", super::persistent::ring_depth()));
-                o.push(format!("-DDF_CB={}", super::flow::unit_batches()));
-            }
             _ => {}
         }
         // Extra preprocessor definitions for experiments, e.g. WV_CUDA_DEFINES="WV_GEMV_ACC=8

@@ -18,7 +18,6 @@
 
 use super::device::{Args, DevBuf, Gpu, Kernel};
 use super::ffi::CUdeviceptr;
-use super::flow::{self, FlowPlan};
 use super::weights::{DevMat, DevWeights, GemvKind, LinearGroup, Q4Dev};
 use crate::config::ModelConfig;
 use crate::error::{Error, Result};
@@ -192,9 +191,6 @@ pub struct Persistent {
     pub part_b: usize,
     part_o: usize,
     part_down: usize,
-    /// The work-queue variant, when asked for (`WV_CUDA_PD_FLOW=1`) and the model allows it:
-    /// launched instead of the kernel above.
-    flow: Option<FlowPlan>,
     /// Set when a launch or capture failed: decode goes back to one kernel per step.
     failed: AtomicBool,
     /// u64 [2 + 10 layers]: block 0's phase times (`WV_CUDA_PD_TRACE=1`; diagnostics).
@@ -223,8 +219,6 @@ pub struct PdBuffers {
     pub sync: CUdeviceptr,
     /// [token, position] of the step.
     pub dpos: CUdeviceptr,
-    /// f32 [heads · 128]: the work-queue variant's attention output.
-    pub att_out: CUdeviceptr,
     pub kc: CUdeviceptr,
     pub vc: CUdeviceptr,
     /// Bytes from one layer's cache to the next.
@@ -240,7 +234,7 @@ impl Persistent {
     /// cooperative launches and occupancy queries).
     pub fn new(
         gpu: &Arc<Gpu>,
-        (kernel, flow_kernel): (Kernel, Kernel),
+        kernel: Kernel,
         c: &ModelConfig,
         w: &DevWeights,
     ) -> Result<Option<Persistent>> {
@@ -281,15 +275,9 @@ impl Persistent {
             if occ < per_sm {
                 continue;
             }
-            let mut p = Self::upload(gpu, kernel, dims, w, blocks, smem, &scheds)?;
-            if flow::requested() {
-                p.flow = FlowPlan::new(gpu, flow_kernel, &dims, w, ring_depth())?;
-                if let Some(f) = &p.flow {
-                    p.part_a = p.part_a.max(f.part_a);
-                    p.part_b = p.part_b.max(f.part_b);
-                }
-            }
-            return Ok(Some(p));
+            return Ok(Some(Self::upload(
+                gpu, kernel, dims, w, blocks, smem, &scheds,
+            )?));
         }
         Ok(None)
     }
@@ -346,7 +334,6 @@ impl Persistent {
             part_b: slots(2),
             part_o: slots(0),
             part_down: slots(0) + slots(1),
-            flow: None,
             failed: AtomicBool::new(false),
             seg_counts: (0..blocks)
                 .flat_map(|b| {
@@ -383,26 +370,12 @@ impl Persistent {
 
     /// Words of readiness flags a launch needs (kernels/decode.cu, PdFlags' layout): x tiles
     /// and their count per layer input (L + 1), and per layer q|k|v tiles, heads, x tiles after
-    /// o and their count, gate|up tiles and their count; then the work-queue variant's counter.
+    /// o and their count, gate|up tiles and their count.
     pub fn flag_words(&self) -> usize {
         let d = &self.dims;
         let t = d.hidden.div_ceil(128);
         (d.layers + 1) * (t + 1)
             + d.layers * (d.qkv_n.div_ceil(128) + d.heads + t + 1 + (2 * d.ffn).div_ceil(128) + 1)
-            + 1
-    }
-
-    /// Whether its plan is the work-queue variant.
-    pub fn work_queue(&self) -> bool {
-        self.flow.is_some()
-    }
-
-    /// Blocks launched and threads per block (diagnostics).
-    pub fn shape(&self) -> (usize, usize) {
-        match &self.flow {
-            Some(f) => (f.blocks, 128),
-            None => (self.blocks, 256),
-        }
     }
 
     /// Enqueue every layer of one decode step (the flags' reset, then the kernel).
@@ -413,9 +386,6 @@ impl Persistent {
         }
         let flags = b.sync + 256 * 4;
         gpu.memset_u32(flags, 0, self.flag_words())?;
-        if let Some(f) = &self.flow {
-            return f.launch(gpu, d, self.layer_table.ptr, eps, b, flags);
-        }
         let mut a = Args::new();
         a.ptr(self.layer_table.ptr)
             .ptr(self.sched.ptr)
