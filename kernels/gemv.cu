@@ -411,9 +411,12 @@ __device__ __forceinline__ void gemv_q4l_body(GEMVL_PARAMS)
         unscale = stage_x(xs, x, perm, k0, k1, span, xmax);
     } else if (PRO == PRO_NORM) {
         // RMSNorm of the residual stream pin [K] with weight pin2, from the pn per-tile sums of
-        // squares the producing kernel left in ss_in (summed in a fixed order: deterministic).
+        // squares the producing kernel left in ss_in (each warp: lane i sums tiles i, i + 32, …,
+        // then the warp's tree; a fixed order, so deterministic, and one round trip instead of
+        // one per 16 tiles).
         float ss = 0.f;
-        for (int i = 0; i < pn; ++i) ss += ss_in[i];
+        for (int i = lane; i < pn; i += 32) ss += ss_in[i];
+        ss = warp_sum(ss);
         const float r = (float)(1.0 / sqrt((double)ss / (double)K + (double)eps));
         unscale = stage_x_with(xs, k0, k1, span, xmax, [&](int k) {
             const int kk = perm ? perm[k] : k;
