@@ -80,11 +80,11 @@ pub struct GptqMatrix {
     pub zero_offset: i32,
     /// [n_groups, out]
     pub scales: Vec<f32>,
-    /// [in]: the group of each input row (already checked to be < n_groups).
+    /// `[in]`: the group of each input row (already checked to be < n_groups).
     pub g_idx: Vec<u32>,
     /// True when `g_idx` is not `k / group_size` (act-order checkpoints).
     pub act_order: bool,
-    /// [out]
+    /// `[out]`
     pub bias: Option<Vec<f32>>,
 }
 
@@ -183,9 +183,9 @@ impl Linear {
 /// One decoder layer.
 #[derive(Debug, Clone)]
 pub struct LayerWeights {
-    /// [hidden]
+    /// `[hidden]`
     pub input_norm: Vec<f32>,
-    /// [hidden]
+    /// `[hidden]`
     pub post_attention_norm: Vec<f32>,
     pub q: Linear,
     pub k: Linear,
@@ -203,7 +203,7 @@ pub struct HostWeights {
     /// [vocab, hidden]
     pub embed: Vec<f16>,
     pub layers: Vec<LayerWeights>,
-    /// [hidden]
+    /// `[hidden]`
     pub final_norm: Vec<f32>,
     /// [vocab, hidden]; `None` when tied to `embed`.
     pub lm_head: Option<Vec<f16>>,

@@ -3,8 +3,8 @@
 //! with `WV_UPDATE_HEADER=1`). The contract every function keeps is written in the header's
 //! opening comment and in `docs/c-api.md`; in short:
 //!
-//! - Every export is thin: it checks its arguments ([`ffi`]), calls the engine, and maps the
-//!   result onto the one status scheme ([`error`]), all inside a panic boundary ([`panic`]).
+//! - Every export is thin: it checks its arguments (`ffi.rs`), calls the engine, and maps the
+//!   result onto the one status scheme (`error.rs`), all inside a panic boundary (`panic.rs`).
 //! - Out-parameters are written only on `WV_OK` (the one exception: the size out-parameter of
 //!   the two-call buffer pattern on `WV_ERR_BUFFER_TOO_SMALL`). Errors leave a message for
 //!   `wv_last_error`, which is thread-local.

@@ -9,7 +9,7 @@ use super::panic::guard;
 use std::ffi::c_char;
 
 /// Turn UTF-8 `text` into token ids. With `add_special` true, BOS (and EOS, if the tokenizer
-/// config says so) are added as the model's tokenizer config says; text like "</s>" inside
+/// config says so) are added as the model's tokenizer config says; text like `</s>` inside
 /// `text` is matched as the special token either way.
 ///
 /// Two-call pattern: with `tokens` NULL and `capacity` 0, `*out_count` receives the number of

@@ -2,7 +2,7 @@
 //!
 //! `linear(x, W)` computes `y[t, n] = Σ_k x[t, k] · W[k, n] (+ bias[n])` for a batch of `t`
 //! tokens. The output columns are split over the cores; each thread walks its columns in blocks
-//! of [`NB`], dequantises a tile of `W` (one packed word row at a time, scales and zeros of the
+//! of `NB`, dequantises a tile of `W` (one packed word row at a time, scales and zeros of the
 //! block precomputed per group) into f32 registers/L1 and multiplies it into all `t` rows at once,
 //! so prefill reads each weight once per batch, not once per token.
 

@@ -201,9 +201,9 @@ pub struct Persistent {
 
 /// The buffers one launch works in (see `Scratch` and `CudaState`).
 pub struct PdBuffers {
-    /// f32 [hidden]: the residual stream (embedded token in, last layer's output out).
+    /// f32 `[hidden]`: the residual stream (embedded token in, last layer's output out).
     pub x: CUdeviceptr,
-    /// f32 [256]: per-tile sums of squares of x as a layer's input.
+    /// f32 `[256]`: per-tile sums of squares of x as a layer's input.
     pub ss: CUdeviceptr,
     pub part_a: CUdeviceptr,
     pub part_b: CUdeviceptr,
@@ -214,7 +214,7 @@ pub struct PdBuffers {
     pub att_ml: CUdeviceptr,
     /// i32 [>= the four products' tiles, at most 1024], zeros (left zeroed).
     pub counters: CUdeviceptr,
-    /// f32 [256] (the sums of squares after o's residual add), then i32
+    /// f32 `[256]` (the sums of squares after o's residual add), then i32
     /// [`Persistent::flag_words`] (the readiness flags, zeroed here before each launch).
     pub sync: CUdeviceptr,
     /// [token, position] of the step.

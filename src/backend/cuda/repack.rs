@@ -27,7 +27,7 @@ pub struct Q4Host {
     pub scales: Vec<f16>,
     /// [groups, n]: the real zero point.
     pub zeros: Vec<u8>,
-    /// Sorted row i is the checkpoint's row perm[i]; `None` for the identity.
+    /// Sorted row i is the checkpoint's row `perm[i]`; `None` for the identity.
     pub perm: Option<Vec<i32>>,
 }
 

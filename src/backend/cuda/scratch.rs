@@ -39,9 +39,9 @@ pub struct Scratch {
     pub part: DevBuf,
     /// f32: the down product's slabs in fused decode (it reads gate|up's from `part`).
     pub part2: DevBuf,
-    /// i32 [1024]: zeros; the fused GEMVs' per-tile completion counters (left zeroed).
+    /// i32 `[1024]`: zeros; the fused GEMVs' per-tile completion counters (left zeroed).
     pub counters: DevBuf,
-    /// f32 [256]: per-tile sums of squares of the residual stream (fused decode).
+    /// f32 `[256]`: per-tile sums of squares of the residual stream (fused decode).
     pub ss: DevBuf,
     /// f32 [rows, heads*head_dim]: queries after RoPE.
     pub q: DevBuf,
@@ -65,9 +65,9 @@ pub struct Scratch {
     /// Decode: [token, position] on the device (what a captured step reads).
     pub step: DevBuf,
     /// Captured decode steps, per session cache (K and V addresses, capacity) and the keys their
-    /// attention plan covers ([`attention_keys`]).
+    /// attention plan covers ([`attention_keys`](super::forward::attention_keys)).
     pub graphs: Vec<((u64, u64, usize, usize), Graph)>,
-    /// The persistent decode kernel's output slots (f32), and its f32 [256] sums of squares
+    /// The persistent decode kernel's output slots (f32), and its f32 `[256]` sums of squares
     /// after o then i32 readiness flags (`Persistent::flag_words`; zeroed by each launch).
     pub pd_a: Option<DevBuf>,
     pub pd_b: Option<DevBuf>,
@@ -77,7 +77,7 @@ pub struct Scratch {
 }
 
 impl Scratch {
-    /// The prefill buffers [`Ops::linear`] takes, as far as allocated.
+    /// The prefill buffers [`Ops::linear`](super::forward::Ops::linear) takes, as far as allocated.
     pub fn prefill_bufs(&self) -> PrefillBufs<'_> {
         PrefillBufs {
             deq: self.deq.as_ref().map(|d| (d, self.deq_elems)),

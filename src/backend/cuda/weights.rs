@@ -94,7 +94,7 @@ pub struct LinearGroup {
     pub k: usize,
     pub n_total: usize,
     pub members: Vec<Member>,
-    /// [n_total] f32, when any member has a bias (zeros elsewhere).
+    /// `[n_total]` f32, when any member has a bias (zeros elsewhere).
     pub bias: Option<DevBuf>,
     /// Partial slabs in decode (split over K).
     pub s_decode: usize,
