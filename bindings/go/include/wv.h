@@ -662,7 +662,7 @@ void wv_stream_free(struct wv_stream *stream);
 
 /**
  * Turn UTF-8 `text` into token ids. With `add_special` true, BOS (and EOS, if the tokenizer
- * config says so) are added as the model's tokenizer config says; text like "</s>" inside
+ * config says so) are added as the model's tokenizer config says; text like `</s>` inside
  * `text` is matched as the special token either way.
  *
  * Two-call pattern: with `tokens` NULL and `capacity` 0, `*out_count` receives the number of
