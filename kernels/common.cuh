@@ -225,6 +225,16 @@ __device__ __forceinline__ void cp_async_wait() {
     asm volatile("cp.async.wait_group %0;" ::"n"(N) : "memory");
 }
 
+// 1 / RMS of a K-vector from its n per-tile sums of squares (left by a residual epilogue),
+// summed by each warp in a fixed order (lane i: tiles i, i + 32, …; then the warp's tree), so
+// deterministic, in one round trip. Read through L2: the tiles may come from the same launch.
+__device__ __forceinline__ float rms_scale_from_tiles(const float* ss, int n, int K, float eps) {
+    float s = 0.f;
+    for (int i = threadIdx.x & 31; i < n; i += 32) s += __ldcg(ss + i);
+    s = warp_sum(s);
+    return (float)(1.0 / sqrt((double)s / (double)K + (double)eps));
+}
+
 // Readiness flags between blocks of one persistent launch (decode.cu): an
 // acquire load (what the raiser wrote before raising is visible after it), a wait for a value,
 // and the release that raises one (after the writers' __threadfence).

@@ -120,9 +120,6 @@ struct PdArgs {
     int* gc;   // [L]        how many
 };
 
-__device__ __forceinline__ int pd_K(const PdArgs& a, int m) {
-    return m == 1 ? a.nh * PD_HD : m == 3 ? a.F : a.H;
-}
 __device__ __forceinline__ int pd_N(const PdArgs& a, int m) {
     return m == 0 ? a.qkvN : m == 2 ? 2 * a.F : a.H;
 }
@@ -132,8 +129,10 @@ __device__ __forceinline__ int pd_toff(const PdArgs& a, int m) {
     for (int i = 0; i < m; ++i) o += (pd_N(a, i) + 127) >> 7;
     return o;
 }
-// Phase timing (WV_CUDA_PD_TRACE): block 0 records %globaltimer at each phase's end into
-// trace[i] (trace NULL: nothing).
+// Phase timing (WV_CUDA_PD_TRACE; trace NULL: nothing): warp 0 of block 0 records
+// %globaltimer before the first layer into trace[0] and at the end of its part of phase p
+// (q|k|v, attention, o, gate|up, down) of layer l into trace[1 + 5 l + p]; warp 0 of every
+// block, for the middle layer, into trace[1 + 5 L + p B + block] (pd_mark_all).
 __device__ __forceinline__ void pd_mark(unsigned long long* trace, int i) {
     if (trace && blockIdx.x == 0 && threadIdx.x == 0) {
         unsigned long long t;
@@ -264,13 +263,6 @@ __device__ __forceinline__ void pd_wait_inputs(const PdArgs& a, int l, int m, in
     seen = t;
 }
 
-// 1 / RMS from per-tile sums of squares (fixed order per lane, then the warp).
-__device__ __forceinline__ float pd_rnorm(const PdArgs& a, const float* ss, int lane) {
-    float s = 0.f;
-    for (int i = lane; i < a.T; i += 32) s += __ldcg(ss + i);
-    s = warp_sum(s);
-    return (float)(1.0 / sqrt((double)s / (double)a.H + (double)a.eps));
-}
 
 // One product (matrix m of layer l). Warps run independently (no block-wide barrier): for each
 // batch a warp waits for its inputs, makes its 64 inputs itself — lane i the pair (2i, 2i+1),
@@ -466,7 +458,7 @@ __device__ __forceinline__ void pd_product(const PdArgs& a, int l, int m, PdStre
         } else {
             // r of the norm this product's inputs skipped, once every tile's sum of squares is in.
             flag_wait(m == 0 ? a.xc + l : a.oc + l, a.T);
-            const float r = pd_rnorm(a, m == 0 ? a.ss : a.ss_o, lane);
+            const float r = rms_scale_from_tiles(m == 0 ? a.ss : a.ss_o, a.T, a.H, a.eps);
             if (mine) *reinterpret_cast<float4*>((m == 0 ? a.fin_qkv : a.fin_gu) + c) = make_float4(v.x * r, v.y * r, v.z * r, v.w * r);
             __threadfence();
             __syncwarp();
@@ -702,33 +694,26 @@ extern "C" __global__ void __launch_bounds__(256, WV_PD_MINB) decode_layers(
         __syncthreads();
     }
     pd_mark(trace, 0);
-    pd_mark(trace, 1);
     const int half = threadIdx.x >> 7;
     float* att_sm = att_base + half * PD_ATT_FLOATS;
     for (int l = 0; l < L; ++l) {
-        unsigned long long* tr = trace ? trace + 2 + 10 * l : nullptr;
-        // Every block's phase ends for the middle layer: trace[2 + 10 L + phase * B + block].
-        unsigned long long* tb = trace && l == L / 2 ? trace + 2 + 10 * L + blockIdx.x : nullptr;
+        unsigned long long* tr = trace ? trace + 1 + 5 * l : nullptr;
+        unsigned long long* tb = trace && l == L / 2 ? trace + 1 + 5 * L + blockIdx.x : nullptr;
         pd_product<PD_PRO_NORM>(a, l, 0, ws, seg, sh, ring, nvalid);
         pd_mark(tr, 0);
-        pd_mark(tr, 1);
         pd_mark_all(tb, 0);
         for (int it = blockIdx.x + gridDim.x * half; it < nh * nvalid; it += 2 * gridDim.x)
             pd_attn_item(a, l, it % nh, it / nh, pos, nvalid, att_sm, half);
-        pd_mark(tr, 2);
-        pd_mark(tr, 3);
+        pd_mark(tr, 1);
         pd_mark_all(tb, 1);
         pd_product<PD_PRO_ATTN>(a, l, 1, ws, seg, sh, ring, nvalid);
-        pd_mark(tr, 4);
-        pd_mark(tr, 5);
+        pd_mark(tr, 2);
         pd_mark_all(tb, 2);
         pd_product<PD_PRO_NORM>(a, l, 2, ws, seg, sh, ring, nvalid);
-        pd_mark(tr, 6);
-        pd_mark(tr, 7);
+        pd_mark(tr, 3);
         pd_mark_all(tb, 3);
         pd_product<PD_PRO_SILU>(a, l, 3, ws, seg, sh, ring, nvalid);
-        pd_mark(tr, 8);
-        pd_mark(tr, 9);
+        pd_mark(tr, 4);
         pd_mark_all(tb, 4);
     }
     cp_async_wait<0>();

@@ -68,12 +68,6 @@
 // elements, which every block of a decode product waits for before its first batch. (The loop
 // it replaced was not unrolled by ptxas; +8% decode on an H200, ninth session.)
 
-// WV_ATT_PRO_ONE_PASS = 1 (default): gemv_q4l_attn_resid reads each head's chunk (max, sum)
-// pairs once (up to 64 chunks) instead of once per step of the combine's weights (0: three
-// passes, as before).
-#ifndef WV_ATT_PRO_ONE_PASS
-#define WV_ATT_PRO_ONE_PASS 1
-#endif
 
 __device__ __forceinline__ float absmax8(uint4 v) {
     const float a = fmaxf(fmaxf(fabsf(lo2f(v.x)), fabsf(hi2f(v.x))), fmaxf(fabsf(lo2f(v.y)), fabsf(hi2f(v.y))));
@@ -411,13 +405,8 @@ __device__ __forceinline__ void gemv_q4l_body(GEMVL_PARAMS)
         unscale = stage_x(xs, x, perm, k0, k1, span, xmax);
     } else if (PRO == PRO_NORM) {
         // RMSNorm of the residual stream pin [K] with weight pin2, from the pn per-tile sums of
-        // squares the producing kernel left in ss_in (each warp: lane i sums tiles i, i + 32, …,
-        // then the warp's tree; a fixed order, so deterministic, and one round trip instead of
-        // one per 16 tiles).
-        float ss = 0.f;
-        for (int i = lane; i < pn; i += 32) ss += ss_in[i];
-        ss = warp_sum(ss);
-        const float r = (float)(1.0 / sqrt((double)ss / (double)K + (double)eps));
+        // squares the producing kernel left in ss_in.
+        const float r = rms_scale_from_tiles(ss_in, pn, K, eps);
         unscale = stage_x_with(xs, k0, k1, span, xmax, [&](int k) {
             const int kk = perm ? perm[k] : k;
             return f2h(pin[kk] * r * pin2[kk]);
@@ -444,9 +433,10 @@ __device__ __forceinline__ void gemv_q4l_body(GEMVL_PARAMS)
         const int h0 = k0 / gs, nhs = (k1 - k0) / gs;
         for (int hl = warp; hl < nhs; hl += 8) {
             const int h = h0 + hl;
-            if (WV_ATT_PRO_ONE_PASS && pn <= 64) {
+            if (pn <= 64) {
                 // Each lane's (max, sum) pairs (chunks lane and lane + 32) read once, kept in
-                // registers for the three steps (one round trip instead of three).
+                // registers for the three steps (one round trip instead of three; more chunks
+                // take the three passes below).
                 float m0 = NEG_INF, l0 = 0.f, m1 = NEG_INF, l1 = 0.f;
                 if (lane < pn) {
                     const float2 v = *reinterpret_cast<const float2*>(pin2 + ((size_t)lane * pn2 + h) * 2);

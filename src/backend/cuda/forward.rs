@@ -18,7 +18,7 @@ use super::device::{DevBuf, Gpu};
 use super::ffi::CUdeviceptr;
 use super::kernels::{Epilogue, Kernels, Partials, Prologue};
 use super::persistent::{PdBuffers, Persistent};
-use super::scratch::Scratch;
+use super::scratch::{Scratch, SS_TILES};
 use super::state::CudaState;
 use super::weights::{DevLayer, DevMat, DevWeights, GemvKind, LinearGroup, Q4Dev};
 use crate::config::ModelConfig;
@@ -288,7 +288,7 @@ fn fusable(c: &ModelConfig, l: &DevLayer, nch: usize) -> bool {
         && gpb * o.gs * 2 + gpb * nch * 4 <= 48 * 1024
         && gu.n == 2 * dn.k
         && dn.n == h
-        && h.div_ceil(128) <= 256
+        && h.div_ceil(128) <= SS_TILES
 }
 
 /// Where a pass's position comes from.

@@ -18,6 +18,7 @@
 
 use super::device::{Args, DevBuf, Gpu, Kernel};
 use super::ffi::CUdeviceptr;
+use super::scratch::SS_TILES;
 use super::weights::{DevMat, DevWeights, GemvKind, LinearGroup, Q4Dev};
 use crate::config::ModelConfig;
 use crate::error::{Error, Result};
@@ -127,7 +128,7 @@ fn lean(g: &LinearGroup) -> Option<&Q4Dev> {
 
 /// Whether the persistent kernel can run this model: head size 128, every layer's four products
 /// lean 4-bit matrices of the same group size with the usual shapes (gate|up = [gate, up]), no
-/// act-order on o, at most 256 hidden tiles (the sums-of-squares buffer) and 1024 output tiles
+/// act-order on o, at most [`SS_TILES`] hidden tiles (the sums-of-squares buffers) and 1024 output tiles
 /// per product (the tile counters).
 pub fn eligible(c: &ModelConfig, w: &DevWeights) -> Option<Dims> {
     let (h, hd, nh, nkv) = (
@@ -136,7 +137,7 @@ pub fn eligible(c: &ModelConfig, w: &DevWeights) -> Option<Dims> {
         c.num_attention_heads,
         c.num_key_value_heads,
     );
-    if hd != HD || nkv == 0 || nh % nkv != 0 || h.div_ceil(128) > 256 || w.layers.is_empty() {
+    if hd != HD || nkv == 0 || nh % nkv != 0 || h.div_ceil(128) > SS_TILES || w.layers.is_empty() {
         return None;
     }
     // The tile counters (Scratch::counters) cover 1024 tiles: the four products' together.
@@ -193,7 +194,7 @@ pub struct Persistent {
     part_down: usize,
     /// Set when a launch or capture failed: decode goes back to one kernel per step.
     failed: AtomicBool,
-    /// u64 [2 + 10 layers]: block 0's phase times (`WV_CUDA_PD_TRACE=1`; diagnostics).
+    /// u64 `[1 + 5 layers + 5 blocks]`: phase end times (`WV_CUDA_PD_TRACE=1`; diagnostics).
     trace: Option<DevBuf>,
     /// Segments per (block, product), for the trace.
     seg_counts: Vec<usize>,
@@ -203,7 +204,7 @@ pub struct Persistent {
 pub struct PdBuffers {
     /// f32 `[hidden]`: the residual stream (embedded token in, last layer's output out).
     pub x: CUdeviceptr,
-    /// f32 `[256]`: per-tile sums of squares of x as a layer's input.
+    /// f32 `[SS_TILES]`: per-tile sums of squares of x as a layer's input.
     pub ss: CUdeviceptr,
     pub part_a: CUdeviceptr,
     pub part_b: CUdeviceptr,
@@ -214,7 +215,7 @@ pub struct PdBuffers {
     pub att_ml: CUdeviceptr,
     /// i32 [>= the four products' tiles, at most 1024], zeros (left zeroed).
     pub counters: CUdeviceptr,
-    /// f32 `[256]` (the sums of squares after o's residual add), then i32
+    /// f32 `[SS_TILES]` (the sums of squares after o's residual add), then i32
     /// [`Persistent::flag_words`] (the readiness flags, zeroed here before each launch).
     pub sync: CUdeviceptr,
     /// [token, position] of the step.
@@ -346,7 +347,7 @@ impl Persistent {
                 })
                 .collect(),
             trace: if std::env::var("WV_CUDA_PD_TRACE").is_ok_and(|v| v == "1") {
-                Some(gpu.alloc((2 + 10 * dims.layers + 5 * blocks) * 8, what)?)
+                Some(gpu.alloc((1 + 5 * dims.layers + 5 * blocks) * 8, what)?)
             } else {
                 None
             },
@@ -384,7 +385,7 @@ impl Persistent {
         if b.nch > MAX_CHUNKS || b.chunk == 0 {
             return Err(Error::internal("persistent decode: too many key chunks"));
         }
-        let flags = b.sync + 256 * 4;
+        let flags = b.sync + 4 * SS_TILES as u64;
         gpu.memset_u32(flags, 0, self.flag_words())?;
         let mut a = Args::new();
         a.ptr(self.layer_table.ptr)
@@ -421,7 +422,7 @@ impl Persistent {
             .ptr(self.trace.as_ref().map_or(0, |t| t.ptr));
         // SAFETY: the tables were made for this model and block count; the buffers have the
         // sizes PdBuffers documents (part_a / part_b at least self.part_a / part_b floats, sync
-        // 256 floats then flag_words() ints, just zeroed), the caches hold the layers'
+        // SS_TILES floats then flag_words() ints, just zeroed), the caches hold the layers'
         // [capacity, kv_dim] f16 rows with chunk * nch >= capacity, and dpos[0] < capacity <=
         // the RoPE table's rows (checked by the backend). Cooperative: all blocks are resident,
         // so waiting on flags raised by work earlier in every block's order cannot deadlock.
@@ -436,50 +437,41 @@ impl Persistent {
 }
 
 impl Persistent {
-    /// With `WV_CUDA_PD_TRACE=1`: block 0's time per phase of the last step (µs, summed over
-    /// the layers), printed to stderr. Synchronises the stream.
+    /// With `WV_CUDA_PD_TRACE=1`: warp 0 of block 0's time per phase of the last step (µs,
+    /// summed over the layers), and for the middle layer when warp 0 of each block ended each
+    /// phase after the layer began (quantiles over the blocks, by the block's segment count).
+    /// Printed to stderr; synchronises the stream.
     pub fn print_trace(&self, gpu: &Gpu) -> Result<()> {
         let Some(t) = &self.trace else {
             return Ok(());
         };
         gpu.sync()?;
         let nl = self.dims.layers;
-        let mut v = vec![0u64; 2 + 10 * nl + 5 * self.blocks];
+        // kernels/decode.cu, pd_mark: start, 5 phase ends per layer, then the middle layer's
+        // phase ends per block. Differences are signed: warps run phases at their own pace.
+        let mut v = vec![0u64; 1 + 5 * nl + 5 * self.blocks];
         t.read(&mut v)?;
-        let names = [
-            "qkv", "bar", "attn", "bar", "o", "bar", "gate_up", "bar", "down", "bar",
-        ];
-        let mut sums = [0f64; 10];
-        let mut prev = v[1];
-        for l in 0..self.dims.layers {
-            for (i, s) in sums.iter_mut().enumerate() {
-                let now = v[2 + 10 * l + i];
-                *s += now.wrapping_sub(prev) as f64 / 1000.0;
+        let us = |a: u64, b: u64| (a as i64 - b as i64) as f64 / 1000.0;
+        let names = ["qkv", "attn", "o", "gate_up", "down"];
+        let mut sums = [0f64; 5];
+        let mut prev = v[0];
+        for l in 0..nl {
+            for (p, s) in sums.iter_mut().enumerate() {
+                let now = v[1 + 5 * l + p];
+                *s += us(now, prev);
                 prev = now;
             }
         }
-        let total = v[1 + 10 * nl].wrapping_sub(v[0]) as f64 / 1000.0;
-        // Layer nl/2: each block's phase end after the phase began (block 0's release from
-        // the previous barrier), quantiles over the blocks, with the segment count's effect.
         let l = nl / 2;
-        let starts = [
-            if l == 0 {
-                v[1]
-            } else {
-                v[2 + 10 * (l - 1) + 9]
-            },
-            v[2 + 10 * l + 1],
-            v[2 + 10 * l + 3],
-            v[2 + 10 * l + 5],
-            v[2 + 10 * l + 7],
-        ];
-        for (ph, name) in ["qkv", "attn", "o", "gate_up", "down"].iter().enumerate() {
-            let base = 2 + 10 * nl + ph * self.blocks;
+        let start = if l == 0 { v[0] } else { v[5 * l] };
+        for (ph, name) in names.iter().enumerate() {
+            let base = 1 + 5 * nl + ph * self.blocks;
             let mut d: Vec<(f64, usize)> = (0..self.blocks)
                 .map(|b| {
-                    let m = [0usize, 9, 1, 2, 3][ph];
-                    let segs = if m == 9 { 0 } else { self.segs_of(b, m) };
-                    (v[base + b].wrapping_sub(starts[ph]) as f64 / 1000.0, segs)
+                    // The phase's product (attention has none).
+                    let m = [Some(0), None, Some(1), Some(2), Some(3)][ph];
+                    let segs = m.map_or(0, |m| self.segs_of(b, m));
+                    (us(v[base + b], start), segs)
                 })
                 .collect();
             d.sort_by(|a, b| a.0.total_cmp(&b.0));
@@ -493,8 +485,8 @@ impl Persistent {
                 }
             };
             eprintln!(
-                "  layer {l} {name}: block ends min {:.1} p10 {:.1} p50 {:.1} p90 {:.1} max {:.1} µs; mean with 0/1/2 segments {:.1}/{:.1}/{:.1}",
-                q(0.0), q(0.1), q(0.5), q(0.9), q(1.0), mean_by(0), mean_by(1), mean_by(2)
+                "  layer {l} {name}: block ends min {:.1} p10 {:.1} p50 {:.1} p90 {:.1} max {:.1} µs after the layer began; mean with 1/2 segments {:.1}/{:.1}",
+                q(0.0), q(0.1), q(0.5), q(0.9), q(1.0), mean_by(1), mean_by(2)
             );
         }
         let parts: Vec<String> = names
@@ -503,8 +495,8 @@ impl Persistent {
             .map(|(n, s)| format!("{n} {s:.0}"))
             .collect();
         eprintln!(
-            "persistent step {total:.0} µs (start barrier {:.1}): {}",
-            v[1].wrapping_sub(v[0]) as f64 / 1000.0,
+            "persistent step {:.0} µs (block 0): {}",
+            us(v[5 * nl], v[0]),
             parts.join(", ")
         );
         Ok(())

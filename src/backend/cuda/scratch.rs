@@ -27,6 +27,10 @@ fn deq_cap() -> usize {
 /// Column tiles of 128 a fused decode GEMV may have (ints in `Scratch::counters`).
 const COUNTERS: usize = 1024;
 
+/// 128-column tiles of the residual stream whose sums of squares the fused decode and the
+/// persistent kernel keep (the hidden size may be at most 128 × this).
+pub const SS_TILES: usize = 256;
+
 /// Buffers for passes of up to `rows` tokens.
 pub struct Scratch {
     pub rows: usize,
@@ -41,7 +45,7 @@ pub struct Scratch {
     pub part2: DevBuf,
     /// i32 `[1024]`: zeros; the fused GEMVs' per-tile completion counters (left zeroed).
     pub counters: DevBuf,
-    /// f32 `[256]`: per-tile sums of squares of the residual stream (fused decode).
+    /// f32 `[SS_TILES]`: per-tile sums of squares of the residual stream (fused decode).
     pub ss: DevBuf,
     /// f32 [rows, heads*head_dim]: queries after RoPE.
     pub q: DevBuf,
@@ -67,7 +71,7 @@ pub struct Scratch {
     /// Captured decode steps, per session cache (K and V addresses, capacity) and the keys their
     /// attention plan covers ([`attention_keys`](super::forward::attention_keys)).
     pub graphs: Vec<((u64, u64, usize, usize), Graph)>,
-    /// The persistent decode kernel's output slots (f32), and its f32 `[256]` sums of squares
+    /// The persistent decode kernel's output slots (f32), and its f32 `[SS_TILES]` sums of squares
     /// after o then i32 readiness flags (`Persistent::flag_words`; zeroed by each launch).
     pub pd_a: Option<DevBuf>,
     pub pd_b: Option<DevBuf>,
@@ -119,7 +123,7 @@ impl Scratch {
                 b.write(&[0u32; COUNTERS])?;
                 b
             },
-            ss: gpu.alloc(256 * 4, what)?,
+            ss: gpu.alloc(SS_TILES * 4, what)?,
             q: gpu.alloc(rows * qd * 4, what)?,
             att_slots,
             att_o: gpu.alloc(att_slots * qd * 4, what)?,
@@ -152,7 +156,7 @@ impl Scratch {
                 None => None,
             },
             pd_sync: match pd {
-                Some(p) => Some(gpu.alloc((256 + p.flag_words()) * 4, what)?),
+                Some(p) => Some(gpu.alloc((SS_TILES + p.flag_words()) * 4, what)?),
                 None => None,
             },
         })
