@@ -321,59 +321,6 @@ static_assert(GEMVL_RING_BYTES == WV_HOST_RING_BYTES, "kernels.rs sizes the weig
 #endif
 
 
-// WV_GEMV_MMA = 1: gemv_q4l's products on the tensor cores (mma.sync m16n8k16, f32
-// accumulation) instead of f16x2 FMAs, same layout, ring and plan. The weights go in as B
-// without subtracting the zero point: even nibble pairs as 1024 + q (one lop3 for two), odd
-// pairs as 1024 + 16q (the same lop3 with the other mask) with their x divided by 16 (exact,
-// done once in the staged slice); x is row 0 of A (the other rows zero). Per group and column
-// the mma's sum is D = Σ x (q - z) + C1 + z C2 with C1 = 1024 (Σ_even x + Σ_odd x/16) and
-// C2 = Σ_even x + 16 Σ_odd x/16 (cs[] below, per batch), so the result is s (D - C1 - z C2) in
-// f32. Per packed word: one shift and four lop3 (against 13 instructions in dot8_lean), and a
-// quarter of an mma. A warp covers 32 columns (quarter w & 3 of the tile) of half (w >> 2) of
-// the block's batches; lane (g, t) = (lane >> 2, lane & 3) holds the 4 words of row 4h + t
-// (h = 0, 1 per batch), columns 4g..4g+3 of its quarter, as the B fragments of 4 mmas whose
-// column n = g; D row 0 (lanes 0..3) holds columns 8t + c and 8t + 4 + c of mma c.
-#ifndef WV_GEMV_MMA
-#define WV_GEMV_MMA 0
-#endif
-// The most batches of 64 inputs in a block's x slice (weights.rs: MAX_X_SLICE = 24 Ki inputs).
-#define MAX_BATCHES 384
-#if WV_GEMV_MMA && WV_GEMV_RING == 0
-#error "WV_GEMV_MMA needs the shared-memory ring (WV_GEMV_RING > 0)"
-#endif
-
-// d += a · b for one m16n8k16 tile (f16 inputs, f32 accumulation).
-__device__ __forceinline__ void mma_16816(float (&d)[4], u32 a0, u32 a1, u32 a2, u32 a3, u32 b0, u32 b1) {
-#if __CUDA_ARCH__ >= 800
-    asm volatile(
-        "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-        "{%0,%1,%2,%3};"
-        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-        : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
-#endif
-}
-
-// The zero points and scales of 8 consecutive columns [c, c + 8) of group g (lanes 0..3 of the
-// MMA path's epilogue): z as bytes, s as f16; columns at or past N read as zero.
-__device__ __forceinline__ void mma_meta8(const f16* __restrict__ scales, const u8* __restrict__ zeros, int g,
-                                          int N, int c, uint2& z, uint4& s) {
-    z = make_uint2(0u, 0u);
-    s = make_uint4(0u, 0u, 0u, 0u);
-    const size_t o = (size_t)g * N + c;
-    if (c < N) {
-        z.x = __ldg(reinterpret_cast<const u32*>(zeros + o));
-        const uint2 a = __ldg(reinterpret_cast<const uint2*>(scales + o));
-        s.x = a.x;
-        s.y = a.y;
-    }
-    if (c + 4 < N) {
-        z.y = __ldg(reinterpret_cast<const u32*>(zeros + o + 4));
-        const uint2 b = __ldg(reinterpret_cast<const uint2*>(scales + o + 4));
-        s.z = b.x;
-        s.w = b.y;
-    }
-}
-
 // What the fused decode variants of gemv_q4l compute before and after the product.
 enum { PRO_X = 0, PRO_NORM = 1, PRO_SILU = 2, PRO_ATTN = 3 };
 enum { EPI_NONE = 0, EPI_RESID = 1 };
@@ -402,44 +349,9 @@ __device__ __forceinline__ void gemv_q4l_body(GEMVL_PARAMS)
     const int k0 = g0 * gs;
     const int k1 = g0 < g1 ? min(K, g1 * gs) : k0;
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const int n = blockIdx.x * 128 + lane * 4;
     const int r0 = k0 >> 3, rend = k1 >> 3;
     const int nb = (rend - r0 + 7) >> 3;
-#if WV_GEMV_MMA
-    // Quarter cq of the tile's columns, half bh of the block's batches.
-    const int cq = warp & 3, bh = warp >> 2;
-    const int nq = blockIdx.x * 128 + cq * 32;  // the quarter's first column
-    const int b0 = (nb * bh) >> 1, b1 = (nb * (bh + 1)) >> 1;
-    const bool active = nq < N && b0 < b1;
-    const int bpg = gs >> 6;
-    // Ring of QR quarter batches (8 rows x 128 bytes) per warp; lane l copies rows l >> 3 and
-    // (l >> 3) + 4, 16 bytes at column 4 (l & 7) of the quarter.
-    constexpr int QR = 4 * WV_GEMV_RING;
-    const u32 ring_s = smem_addr(gemvl_smem) + warp * (QR * 1024);
-    const int lr = lane >> 3, lc = lane & 7;
-    const bool lane_in = nq + 4 * lc < N;
-    const char* __restrict__ qsrc = reinterpret_cast<const char*>(qw + (size_t)(r0 + lr) * N + nq + 4 * lc);
-    const size_t rowb = (size_t)N * 4;
-    auto load_qb = [&](int b) {
-        if (active && b < b1 && lane_in) {
-            const u32 dst = ring_s + ((b - b0) % QR) * 1024 + lr * 128 + lc * 16;
-            const char* src = qsrc + (size_t)(8 * b) * rowb;
-            cp_async16(dst, src);
-            cp_async16(dst + 512, src + 4 * rowb);
-        }
-        cp_async_commit();
-    };
-    // The epilogue lanes' (0..3) first group's zero points and scales, and the first batches.
-    const int gt = lane & 3;
-    int g = ((r0 + 8 * b0) << 3) / gs;
-    int left = bpg - (((r0 + 8 * b0) << 3) - g * gs) / 64;
-    uint2 zq;
-    uint4 sq;
-    if (active) mma_meta8(scales, zeros, g, N, nq + 8 * gt, zq, sq);
-#pragma unroll
-    for (int j = 0; j < QR - 1; ++j) load_qb(b0 + j);
-#else
-    const int n = blockIdx.x * 128 + lane * 4;
-
     const int b0 = (nb * warp) >> 3, b1 = (nb * (warp + 1)) >> 3;
     const bool active = n < N && b0 < b1 && WV_GEMV_PROBE != 2;
     const int N4 = N >> 2;
@@ -483,16 +395,11 @@ __device__ __forceinline__ void gemv_q4l_body(GEMVL_PARAMS)
         cp_async_commit();
     }
 #endif
-#endif
     pdl_wait();
     // The x slice, zero-padded to whole batches: x itself, or made from the previous kernels'
     // outputs (the fused variants below).
     const int span = nb << 6;
-#if WV_GEMV_MMA
-    const float xmax = 65504.f;  // f32 accumulation: no f16 sums to keep finite
-#else
     const float xmax = XMAX_FOR_ROWS(WV_GEMV_ACC);
-#endif
     float unscale;
     if (PRO == PRO_X) {
         unscale = stage_x(xs, x, perm, k0, k1, span, xmax);
@@ -600,90 +507,7 @@ __device__ __forceinline__ void gemv_q4l_body(GEMVL_PARAMS)
         }
         unscale = stage_x_finish(xs, span, mx, xmax);
     }
-#if WV_GEMV_MMA
-    // Per batch of 64 inputs: the odd pairs (k & 2) divided by 16 in place, and cs[b] = (C1, C2)
-    // (see WV_GEMV_MMA). Warp w takes batches w, w + 8, …; lane l the pair (2l, 2l + 1).
-    __shared__ float2 cs[MAX_BATCHES];
-    for (int b = warp; b < nb; b += 8) {
-        u32* pr = reinterpret_cast<u32*>(xs) + b * 32 + lane;
-        u32 v = *pr;
-        float e = 0.f, o = 0.f;
-        if (lane & 1) {
-            v = hfma2(v, 0x2c002c00u, 0u);
-            *pr = v;
-            o = lo2f(v) + hi2f(v);
-        } else {
-            e = lo2f(v) + hi2f(v);
-        }
-        e = warp_sum(e);
-        o = warp_sum(o);
-        if (lane == 0) cs[b] = make_float2(1024.f * (e + o), e + 16.f * o);
-    }
-    __syncthreads();
-#endif
     pdl_launch();
-#if WV_GEMV_MMA
-    // acc[i]: column 8 gt + i of the quarter (lanes 0..3; the other lanes' are not used).
-    float acc[8] = {0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f};
-    if (active) {
-        const uint4* __restrict__ xs4 = reinterpret_cast<const uint4*>(xs);
-        const int mg = lane >> 2, mt = lane & 3;
-        float d[4][4] = {};
-        float c1 = 0.f, c2 = 0.f;
-        for (int b = b0; b < b1; ++b) {
-            load_qb(b + QR - 1);
-            cp_async_wait<QR - 1>();
-            __syncwarp();
-            const u32 slot = ring_s + ((b - b0) % QR) * 1024;
-            const float2 cb = cs[b];
-            c1 += cb.x;
-            c2 += cb.y;
-#pragma unroll
-            for (int h = 0; h < 2; ++h) {
-                const int row = 4 * h + mt;
-                uint4 w;
-                asm volatile("ld.shared.v4.u32 {%0,%1,%2,%3}, [%4];"
-                             : "=r"(w.x), "=r"(w.y), "=r"(w.z), "=r"(w.w)
-                             : "r"(slot + row * 128 + mg * 16));
-                uint4 xv = make_uint4(0u, 0u, 0u, 0u);
-                if (mg == 0) xv = xs4[8 * b + row];
-                const u32 ws[4] = {w.x, w.y, w.z, w.w};
-#pragma unroll
-                for (int c = 0; c < 4; ++c) {
-                    const u32 w8 = ws[c] >> 8;
-                    mma_16816(d[c], xv.x, 0u, xv.y, 0u, and_or(ws[c], 0x000f000fu, 0x64006400u),
-                              and_or(ws[c], 0x00f000f0u, 0x64006400u));
-                    mma_16816(d[c], xv.z, 0u, xv.w, 0u, and_or(w8, 0x000f000fu, 0x64006400u),
-                              and_or(w8, 0x00f000f0u, 0x64006400u));
-                }
-            }
-            __syncwarp();
-            if (--left == 0 || b + 1 == b1) {
-                // The group ends: s (D - C1 - z C2) per column, then the next group's metadata.
-                const u32 zz[2] = {zq.x, zq.y};
-                const u32 ss[4] = {sq.x, sq.y, sq.z, sq.w};
-#pragma unroll
-                for (int i = 0; i < 8; ++i) {
-                    const float z = (float)((zz[i >> 2] >> (8 * (i & 3))) & 0xffu);
-                    const float sc = (i & 1) ? hi2f(ss[i >> 1]) : lo2f(ss[i >> 1]);
-                    const float dv = d[i & 3][i >> 2];
-                    acc[i] += sc * (dv - c1 - z * c2);
-                }
-#pragma unroll
-                for (int c = 0; c < 4; ++c) d[c][0] = d[c][1] = d[c][2] = d[c][3] = 0.f;
-                c1 = c2 = 0.f;
-                ++g;
-                left = bpg;
-                if (b + 1 < b1) mma_meta8(scales, zeros, g, N, nq + 8 * gt, zq, sq);
-            }
-        }
-    }
-    if (lane < 4) {
-        float* r = red + bh * 128 + cq * 32 + 8 * lane;
-        *reinterpret_cast<float4*>(r) = make_float4(acc[0] * unscale, acc[1] * unscale, acc[2] * unscale, acc[3] * unscale);
-        *reinterpret_cast<float4*>(r + 4) = make_float4(acc[4] * unscale, acc[5] * unscale, acc[6] * unscale, acc[7] * unscale);
-    }
-#else
     float acc[4] = {0.f, 0.f, 0.f, 0.f};
     if (active) {
         const uint4* __restrict__ xb = reinterpret_cast<const uint4*>(xs) + 8 * b0;
@@ -763,13 +587,12 @@ __device__ __forceinline__ void gemv_q4l_body(GEMVL_PARAMS)
     }
     *reinterpret_cast<float4*>(red + warp * 128 + lane * 4) =
         make_float4(acc[0] * unscale, acc[1] * unscale, acc[2] * unscale, acc[3] * unscale);
-#endif
     __syncthreads();
     const int c = blockIdx.x * 128 + threadIdx.x;
     if (threadIdx.x < 128 && c < N) {
         float v = 0.f;
 #pragma unroll
-        for (int w8 = 0; w8 < (WV_GEMV_MMA ? 2 : 8); ++w8) v += red[w8 * 128 + threadIdx.x];
+        for (int w8 = 0; w8 < 8; ++w8) v += red[w8 * 128 + threadIdx.x];
         out[(size_t)blockIdx.y * ldo + c] = v;
     }
     if (EPI == EPI_RESID) {
