@@ -153,11 +153,13 @@ impl Target {
             _ => {}
         }
         // Extra preprocessor definitions for experiments, e.g. WV_CUDA_DEFINES="WV_GEMV_ACC=8
-        // WV_GEMVL_MINB=4" (names and values of letters, digits and '_' only).
+        // WV_GEMVL_MINB=4" or "WV_GEMV_ACC=8,WV_GEMVL_MINB=4" (names and values of letters,
+        // digits and '_' only).
         if let Ok(defs) = std::env::var("WV_CUDA_DEFINES") {
-            for d in defs.split_whitespace() {
-                if d.chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '=')
+            for d in defs.split(|c: char| c.is_whitespace() || c == ',') {
+                if !d.is_empty()
+                    && d.chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '=')
                 {
                     o.push(format!("-D{d}"));
                 }

@@ -1,0 +1,624 @@
+// stream_probe.cu — a standalone measurement, not part of the library: can one persistent
+// kernel stream a 13B decode step's 4-bit weights near copy bandwidth when its products depend
+// on one another through grid-wide counters? (docs/cuda.md, "Eleventh session".)
+//
+// Shape (a "producer / consumer megakernel"): one block per SM; one producer warp copies the
+// SM's units — UG groups of a 128-column tile, each 16 packed rows x 512 B of qw, 256 B of
+// scales and 128 B of zeros — in a fixed order (layer, product, the SM's contiguous tile-major
+// range) into a ring of ST stages with cp.async.bulk (layout 1: units stored contiguously) or
+// 2-D tensor copies from wv's [K/8][N] layout (layout 2), completing on mbarriers; it never
+// waits for anything but a free stage. CW consumer warps wait for a product's inputs (dep 1: a
+// counter every SM raises when it has finished the previous product — four products and a
+// stand-in attention phase per layer, five grid-wide dependencies), stage the input vector
+// (the sum of three partial slabs, with its sum of squares: an RMSNorm's work) into shared
+// memory as f16, and do the arithmetic on each stage: cmode 0 a column per thread, cmode 1
+// gemv_q4l's mapping and dot8_lean (a warp per batch of 8 rows x 128 columns, 4 columns per
+// lane), cmode 2 the tensor cores (mma.sync m16n8k16, x as row 0 of A, the weights as B
+// without the zero point subtracted, corrected per group in f32). `mode` switches parts off
+// (bit 0 the arithmetic, bit 1 the copies, bit 2 the staging) to time the others alone;
+// `pmode` splits a stage's copy (1: four, 2: sixteen bulk copies; 3: cp.async by 32 lanes).
+// The weights are random and the results are not checked: only the time is.
+//
+// Build and run on the device (needs nvcc and the driver API):
+//   nvcc -O3 -std=c++17 -gencode=arch=compute_90a,code=sm_90a -o /tmp/stream_probe \
+//       tools/probe/stream_probe.cu -lcuda && /tmp/stream_probe 40
+//
+// H200 (2026-11-29, copy bandwidth 4.27 TB/s, 6.64 GB of weights: 1.55 ms at copy bandwidth):
+//   streaming alone (no arithmetic, staging or dependencies): 1.517 ms (102%) with one 34 KB
+//     bulk copy per stage, 1.536 (four), 1.669 (sixteen), 1.668 (cp.async); 2-D maps 1.635 (95%);
+//     stages of one group (8.6 KB, ST 22) 1.604
+//   arithmetic alone (no copies, no staging): cmode 1 1.550-1.582 ms, cmode 2 2.344
+//   streaming + arithmetic + staging: cmode 1 2.244-2.254 ms; with the dependencies 2.546-2.548
+//     (2-D maps 2.621), cmode 2 2.902; cmode 0 2.497
+// So the copies are not the limit and the arithmetic alone takes as long as the streaming: one
+// kernel of this shape is slower than wv's per-step decode (its 13B GEMVs, queued, 2.07 ms).
+#ifndef __CUDACC_RTC__
+#include <cstdio>
+#include <cstdlib>
+#include <vector>
+#include <cstring>
+#include <cuda.h>
+#include "../../kernels/common.cuh"
+#endif
+
+#define CK(x)                                                                     \
+    do {                                                                          \
+        cudaError_t e_ = (x);                                                     \
+        if (e_ != cudaSuccess) {                                                  \
+            printf("CUDA error %s at %s:%d\n", cudaGetErrorString(e_), __FILE__, __LINE__); \
+            exit(1);                                                              \
+        }                                                                         \
+    } while (0)
+
+#define GROUP_Q 8192                       // one group's packed rows: 16 x 128 columns x 4 B
+#define GROUP_BYTES (8192 + 256 + 128)      // with its scales and zeros
+#define MAXK 13824
+
+// A CUtensorMap (opaque, 128 bytes, 64-byte aligned).
+struct __align__(64) TmaMap {
+    unsigned long long v[16];
+};
+struct Prod {
+    const u32* qw;    // layout 1: units [tiles][K / (128 UG)][UG x GROUP_BYTES]
+    int K, N;
+    int pad[4];
+    TmaMap mq, ms, mz;  // layout 2: qw [K/8][N] u32, scales [G][N] f16, zeros [G][N] u8
+};
+struct Args {
+    const Prod* prods;  // [L][4]
+    int L, ST, dep, layout;
+    int cmode;  // consumers: 0 a column per thread; 1 a batch (8 rows x 128 columns) per warp, warp sets on alternate stages;
+                // 2 tensor cores: warp w = (32-column block w & 3, group w >> 2 of the stage), CW = 4 UG
+    int pmode;  // producer, layout 1: 0 one bulk copy per stage, 1 four, 2 sixteen, 3 cp.async by 32 lanes
+    int mode;  // bit 0: consumers skip the arithmetic; bit 1: producer copies nothing (arrives); bit 2: no x staging
+    int* cnt;           // [L][5] SMs done per phase
+    float* part;        // [8][MAXK]
+    float* out;         // [8][32768]
+};
+
+__device__ __forceinline__ void mbar_init(u32 bar, u32 count) {
+    asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;" ::"r"(bar), "r"(count) : "memory");
+}
+__device__ __forceinline__ void mbar_expect_tx(u32 bar, u32 bytes) {
+    asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(bar), "r"(bytes) : "memory");
+}
+__device__ __forceinline__ void mbar_arrive(u32 bar) {
+    asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];" ::"r"(bar) : "memory");
+}
+__device__ __forceinline__ void mbar_wait(u32 bar, u32 parity) {
+    asm volatile(
+        "{\n.reg .pred p;\nWAIT_%=:\n"
+        "mbarrier.try_wait.parity.shared::cta.b64 p, [%0], %1;\n"
+        "@!p bra WAIT_%=;\n}\n" ::"r"(bar), "r"(parity)
+        : "memory");
+}
+__device__ __forceinline__ void bulk_g2s(u32 dst, const void* src, u32 bytes, u32 bar) {
+    asm volatile(
+        "cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];" ::"r"(dst),
+        "l"(src), "r"(bytes), "r"(bar)
+        : "memory");
+}
+__device__ __forceinline__ void tma_2d(u32 dst, const TmaMap* map, int c0, int c1, u32 bar) {
+    asm volatile(
+        "cp.async.bulk.tensor.2d.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1, {%2, %3}], [%4];" ::"r"(dst),
+        "l"((unsigned long long)map), "r"(c0), "r"(c1), "r"(bar)
+        : "memory");
+}
+__device__ __forceinline__ void cons_sync(int nthreads) {
+    asm volatile("bar.sync 1, %0;" ::"r"(nthreads) : "memory");
+}
+
+__device__ __forceinline__ void mma_16816(float (&d)[4], u32 a0, u32 a1, u32 a2, u32 a3, u32 b0, u32 b1) {
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+        "{%0,%1,%2,%3};"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+        : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+}
+
+// SM s's units of a product: [U s / S, U (s + 1) / S) of U = tiles x K / (128 UG), tile-major.
+__device__ __forceinline__ void unit_range(int K, int N, int UG, int s, int S, int& u0, int& u1) {
+    const int U = (N / 128) * (K / (128 * UG));
+    u0 = (int)((long long)U * s / S);
+    u1 = (int)((long long)U * (s + 1) / S);
+}
+
+template <int CW, int UG>
+__global__ void __launch_bounds__((CW + 1) * 32, 1) stream_probe(Args a) {
+    constexpr int NT = CW * 32;           // consumer threads
+    constexpr int TPC = NT / 128;         // threads per column
+    constexpr int RPT = 16 / TPC;         // packed rows per thread and group
+    constexpr int UB = UG * GROUP_BYTES;  // one stage
+    extern __shared__ __align__(128) unsigned char smem[];
+    unsigned char* ring = smem;                                         // [ST][UB]
+    f16* xs = reinterpret_cast<f16*>(smem + a.ST * UB);                 // [MAXK]
+    float* red = reinterpret_cast<float*>(xs + MAXK);                   // [CW][128] + [64]
+    float2* cs = reinterpret_cast<float2*>(red + CW * 128 + 64);        // [MAXK / 128] (cmode 2)
+    unsigned long long* bars = reinterpret_cast<unsigned long long*>(cs + MAXK / 128);
+    const u32 ring_s = smem_addr(ring);
+    const u32 full_s = smem_addr(bars), empty_s = full_s + 8 * a.ST;
+    const int tid = threadIdx.x, S = gridDim.x, s = blockIdx.x;
+    if (tid == 0) {
+        for (int i = 0; i < a.ST; ++i) {
+            mbar_init(full_s + 8 * i, a.pmode == 3 ? 32 : 1);
+            mbar_init(empty_s + 8 * i, a.cmode == 1 ? 2 * UG : CW);  // cmode 2: CW
+        }
+        asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
+    }
+    __syncthreads();
+
+    if (tid >= NT) {
+        // Producer warp (lane 0 alone, or all 32 lanes for cp.async).
+        const int lane = tid & 31;
+        if (a.pmode != 3 && lane != 0) return;
+        int slot = 0, par = 1;
+        for (int l = 0; l < a.L; ++l)
+            for (int p = 0; p < 4; ++p) {
+                const Prod* P = a.prods + l * 4 + p;
+                const int K = P->K, N = P->N, NB = K / (128 * UG);
+                int u0, u1;
+                unit_range(K, N, UG, s, S, u0, u1);
+                int t = u0 / NB, b = u0 % NB;
+                for (int u = u0; u < u1; ++u) {
+                    const u32 full = full_s + 8 * slot, dst = ring_s + slot * UB;
+                    mbar_wait(empty_s + 8 * slot, par);
+                    const char* src = reinterpret_cast<const char*>(P->qw) + (size_t)u * UB;
+                    if (a.mode & 2) {
+                        mbar_arrive(full);
+                    } else if (a.pmode == 3) {
+                        for (int i = lane * 16; i < UB; i += 32 * 16) cp_async16(dst + i, src + i);
+                        asm volatile("cp.async.mbarrier.arrive.noinc.shared.b64 [%0];" ::"r"(full) : "memory");
+                    } else {
+                        mbar_expect_tx(full, UB);
+                        if (a.layout == 1) {
+                            const int nc = a.pmode == 0 ? 1 : a.pmode == 1 ? 4 : 16;
+                            const u32 cb = UB / nc;  // UB = UG x 8576 = 16 x 536 UG: /4, /16 stay multiples of 16
+                            for (int i = 0; i < nc; ++i) bulk_g2s(dst + i * cb, src + i * cb, cb, full);
+                        } else {
+                            tma_2d(dst, &P->mq, t * 128, b * 16 * UG, full);
+                            tma_2d(dst + UG * GROUP_Q, &P->ms, t * 128, b * UG, full);
+                            tma_2d(dst + UG * (GROUP_Q + 256), &P->mz, t * 128, b * UG, full);
+                        }
+                    }
+                    if (++b == NB) b = 0, ++t;
+                    if (++slot == a.ST) slot = 0, par ^= 1;
+                }
+            }
+        return;
+    }
+
+    // Consumers.
+    const int c = tid & 127, h = tid >> 7;
+    int slot = 0, par = 0;
+    int it1 = 0;  // cmode 1: the stage sequence number
+    for (int l = 0; l < a.L; ++l)
+        for (int ph = 0; ph < 5; ++ph) {
+            // Phase ph of layer l waits for phase ph-1 (or the previous layer's last).
+            const int prev = l * 5 + ph - 1;
+            if (a.dep && prev >= 0) {
+                if (tid == 0) flag_wait(a.cnt + prev, S);
+                cons_sync(NT);
+            }
+            if (ph == 1) {
+                // Stand-in attention: a little L2 traffic, then raise.
+                if (tid < 128) a.out[7 * 32768 + s * 128 + tid] = __ldcg(a.part + tid) * 0.5f;
+                cons_sync(NT);
+                if (tid == 0) {
+                    __threadfence();
+                    flag_raise(a.cnt + l * 5 + 1);
+                }
+                continue;
+            }
+            const int p = ph == 0 ? 0 : ph - 1;
+            const Prod* P = a.prods + l * 4 + p;
+            const int K = P->K, N = P->N, NB = K / (128 * UG);
+            // Stage x = sum of 3 slabs as f16, with its sum of squares.
+            float ss = 0.f;
+            for (int base = tid; base < ((a.mode & 4) ? 0 : K); base += 4 * NT) {
+                float v[4];
+#pragma unroll
+                for (int j = 0; j < 4; ++j) {
+                    const int i = base + j * NT;
+                    v[j] = i < K ? __ldcg(a.part + i) + __ldcg(a.part + MAXK + i) + __ldcg(a.part + 2 * MAXK + i) : 0.f;
+                }
+#pragma unroll
+                for (int j = 0; j < 4; ++j) {
+                    const int i = base + j * NT;
+                    if (i < K) {
+                        xs[i] = f2h(v[j]);
+                        ss += v[j] * v[j];
+                    }
+                }
+            }
+            ss = warp_sum(ss);
+            if ((tid & 31) == 0) red[CW * 128 + (tid >> 5)] = ss;
+            cons_sync(NT);
+            float tot = 0.f;
+            for (int i = 0; i < CW; ++i) tot += red[CW * 128 + i];
+            const float rs = rsqrtf(tot / K + 1e-6f);
+
+            int u0, u1;
+            unit_range(K, N, UG, s, S, u0, u1);
+            if (a.cmode == 2 && CW == 4 * UG) {
+                // Odd pairs of x (k & 2) divided by 16 in place; per group (C1, C2).
+                {
+                    const int warp = tid >> 5, lane = tid & 31;
+                    for (int gg = warp; gg < K / 128; gg += CW) {
+                        u32* pr = reinterpret_cast<u32*>(xs) + gg * 64 + 2 * lane;
+                        const u32 ev = pr[0];
+                        const u32 od = hfma2(pr[1], 0x2c002c00u, 0u);
+                        pr[1] = od;
+                        const float e = warp_sum(lo2f(ev) + hi2f(ev)), o = warp_sum(lo2f(od) + hi2f(od));
+                        if (lane == 0) cs[gg] = make_float2(1024.f * (e + o), e + 16.f * o);
+                    }
+                }
+                cons_sync(NT);
+                const int warp = tid >> 5, lane = tid & 31, cb = warp & 3, rb = warp >> 2;
+                const int mg = lane >> 2, mt = lane & 3;
+                const uint4* xs4 = reinterpret_cast<const uint4*>(xs);
+                float acc[8] = {0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f};
+                int t = u0 / NB, b = u0 % NB;
+                for (int u = u0; u < u1; ++u) {
+                    const int slot = it1 % a.ST, par = (it1 / a.ST) & 1;
+                    mbar_wait(full_s + 8 * slot, par);
+                    const unsigned char* st = ring + slot * UB;
+                    if (!(a.mode & 1)) {
+                        const int ga = b * UG + rb;  // the group within K
+                        const float2 cc = cs[ga];
+                        const uint4 sv = *reinterpret_cast<const uint4*>(st + UG * GROUP_Q + rb * 256 + (32 * cb + 8 * mt) * 2);
+                        const uint2 zv = *reinterpret_cast<const uint2*>(st + UG * (GROUP_Q + 256) + rb * 128 + 32 * cb + 8 * mt);
+                        float d[4][4] = {};
+#pragma unroll
+                        for (int i = 0; i < 4; ++i) {
+                            const int row = rb * 16 + 4 * i + mt;
+                            const uint4 w = *reinterpret_cast<const uint4*>(st + row * 512 + (32 * cb + 4 * mg) * 4);
+                            uint4 xv = make_uint4(0u, 0u, 0u, 0u);
+                            if (mg == 0) xv = xs4[ga * 16 + 4 * i + mt];
+                            const u32 ws[4] = {w.x, w.y, w.z, w.w};
+#pragma unroll
+                            for (int c = 0; c < 4; ++c) {
+                                const u32 w8 = ws[c] >> 8;
+                                mma_16816(d[c], xv.x, 0u, xv.y, 0u, and_or(ws[c], 0x000f000fu, 0x64006400u),
+                                          and_or(ws[c], 0x00f000f0u, 0x64006400u));
+                                mma_16816(d[c], xv.z, 0u, xv.w, 0u, and_or(w8, 0x000f000fu, 0x64006400u),
+                                          and_or(w8, 0x00f000f0u, 0x64006400u));
+                            }
+                        }
+                        const u32 zz[2] = {zv.x, zv.y};
+                        const u32 ss[4] = {sv.x, sv.y, sv.z, sv.w};
+#pragma unroll
+                        for (int i = 0; i < 8; ++i) {
+                            const float z = (float)((zz[i >> 2] >> (8 * (i & 3))) & 0xffu);
+                            const float sc = (i & 1) ? hi2f(ss[i >> 1]) : lo2f(ss[i >> 1]);
+                            acc[i] += sc * (d[i & 3][i >> 2] - cc.x - z * cc.y);
+                        }
+                    }
+                    __syncwarp();
+                    if (lane == 0) mbar_arrive(empty_s + 8 * slot);
+                    ++it1;
+                    if (++b == NB || u + 1 == u1) {
+                        if (lane < 4) {
+                            float* r = red + rb * 128 + 32 * cb + 8 * lane;
+                            *reinterpret_cast<float4*>(r) = make_float4(acc[0], acc[1], acc[2], acc[3]);
+                            *reinterpret_cast<float4*>(r + 4) = make_float4(acc[4], acc[5], acc[6], acc[7]);
+                        }
+                        cons_sync(NT);
+                        if (tid < 128) {
+                            float v = 0.f;
+#pragma unroll
+                            for (int i = 0; i < UG; ++i) v += red[i * 128 + tid];
+                            a.out[(s & 7) * 32768 + (t * 128 + tid) % 32768] = v * rs;
+                        }
+                        cons_sync(NT);
+#pragma unroll
+                        for (int i = 0; i < 8; ++i) acc[i] = 0.f;
+                        b = 0;
+                        ++t;
+                    }
+                }
+                cons_sync(NT);
+                if (tid == 0) {
+                    __threadfence();
+                    flag_raise(a.cnt + l * 5 + ph);
+                }
+                continue;
+            }
+            if (a.cmode == 1) {
+                // Warp w: batch w % WS of the stages of its set (w / WS), 4 columns per lane.
+                constexpr int WS = 2 * UG, NS = CW / WS;
+                const int warp = tid >> 5, lane = tid & 31, bw = warp % WS, set = warp / WS;
+                float acc[4] = {0.f, 0.f, 0.f, 0.f};
+                int t = u0 / NB, b = u0 % NB;
+                for (int u = u0; u < u1; ++u) {
+                    if (NS == 1 || (it1 % NS) == set) {
+                        const int slot = it1 % a.ST, par = (it1 / a.ST) & 1;
+                        mbar_wait(full_s + 8 * slot, par);
+                        const unsigned char* st = ring + slot * UB;
+                        if (!(a.mode & 1)) {
+                            const uint2 sv = *reinterpret_cast<const uint2*>(st + UG * GROUP_Q + (bw >> 1) * 256 + lane * 8);
+                            const u32 zv = *reinterpret_cast<const u32*>(st + UG * (GROUP_Q + 256) + (bw >> 1) * 128 + lane * 4);
+                            u32 zl[4], zh[4];
+                            lean_zeros(zv, zl, zh);
+                            const uint4* wb = reinterpret_cast<const uint4*>(st + bw * 8 * 512) + lane;
+                            const uint4* xb = reinterpret_cast<const uint4*>(xs + b * UG * 128 + bw * 64);
+                            float f[4] = {0.f, 0.f, 0.f, 0.f};
+                            u32 hh[4] = {0u, 0u, 0u, 0u};
+#pragma unroll
+                            for (int i = 0; i < 8; ++i) {
+                                const uint4 xv = xb[i];
+                                const uint4 wi = wb[i * 32];
+                                hh[0] = dot8_lean(wi.x, xv, zl[0], zh[0], hh[0]);
+                                hh[1] = dot8_lean(wi.y, xv, zl[1], zh[1], hh[1]);
+                                hh[2] = dot8_lean(wi.z, xv, zl[2], zh[2], hh[2]);
+                                hh[3] = dot8_lean(wi.w, xv, zl[3], zh[3], hh[3]);
+                                if ((i & 3) == 3) {
+#pragma unroll
+                                    for (int c4 = 0; c4 < 4; ++c4) {
+                                        f[c4] += lo2f(hh[c4]) + hi2f(hh[c4]);
+                                        hh[c4] = 0u;
+                                    }
+                                }
+                            }
+                            acc[0] += f[0] * lo2f(sv.x);
+                            acc[1] += f[1] * hi2f(sv.x);
+                            acc[2] += f[2] * lo2f(sv.y);
+                            acc[3] += f[3] * hi2f(sv.y);
+                        }
+                        __syncwarp();
+                        if (lane == 0) mbar_arrive(empty_s + 8 * slot);
+                    }
+                    ++it1;
+                    if (++b == NB || u + 1 == u1) {
+                        *reinterpret_cast<float4*>(red + warp * 128 + lane * 4) = make_float4(acc[0], acc[1], acc[2], acc[3]);
+                        cons_sync(NT);
+                        if (tid < 128) {
+                            float v = 0.f;
+#pragma unroll
+                            for (int i = 0; i < CW; ++i) v += red[i * 128 + tid];
+                            a.out[(s & 7) * 32768 + (t * 128 + tid) % 32768] = v * rs;
+                        }
+                        cons_sync(NT);
+                        acc[0] = acc[1] = acc[2] = acc[3] = 0.f;
+                        b = 0;
+                        ++t;
+                    }
+                }
+                cons_sync(NT);
+                if (tid == 0) {
+                    __threadfence();
+                    flag_raise(a.cnt + l * 5 + ph);
+                }
+                continue;
+            }
+            float acc = 0.f;
+            int t = u0 / NB, b = u0 % NB;
+            for (int u = u0; u < u1; ++u) {
+                mbar_wait(full_s + 8 * slot, par);
+                const unsigned char* st = ring + slot * UB;
+                if (!(a.mode & 1)) {
+                    u32 w[UG][RPT];
+                    uint4 xv[UG][RPT];
+#pragma unroll
+                    for (int gi = 0; gi < UG; ++gi)
+#pragma unroll
+                        for (int i = 0; i < RPT; ++i) {
+                            const int row = gi * 16 + h * RPT + i;
+                            w[gi][i] = reinterpret_cast<const u32*>(st + row * 512)[c];
+                            xv[gi][i] = reinterpret_cast<const uint4*>(xs + (b * UG + gi) * 128 + (h * RPT + i) * 8)[0];
+                        }
+#pragma unroll
+                    for (int gi = 0; gi < UG; ++gi) {
+                        const float sc = h2f(reinterpret_cast<const f16*>(st + UG * GROUP_Q)[gi * 128 + c]);
+                        const u32 z = st[UG * (GROUP_Q + 256) + gi * 128 + c];
+                        const u32 zl = z * 0x00010001u + 0x64006400u, zh = z * 0x00100010u + 0xd400d400u;
+                        u32 a0 = 0, a1 = 0;
+#pragma unroll
+                        for (int i = 0; i < RPT; i += 2) {
+                            a0 = dot8_lean(w[gi][i], xv[gi][i], zl, zh, a0);
+                            if (i + 1 < RPT) a1 = dot8_lean(w[gi][i + 1], xv[gi][i + 1], zl, zh, a1);
+                        }
+                        acc += (lo2f(a0) + hi2f(a0) + lo2f(a1) + hi2f(a1)) * sc;
+                    }
+                }
+                __syncwarp();
+                if ((tid & 31) == 0) mbar_arrive(empty_s + 8 * slot);
+                if (++slot == a.ST) slot = 0, par ^= 1;
+                if (++b == NB || u + 1 == u1) {
+                    // The SM's part of tile t is done: its slab.
+                    if (TPC > 1) {
+                        red[h * 128 + c] = acc;
+                        cons_sync(NT);
+                        if (h == 0) {
+                            float v = 0.f;
+                            for (int i = 0; i < TPC; ++i) v += red[i * 128 + c];
+                            a.out[(s & 7) * 32768 + (t * 128 + c) % 32768] = v * rs;
+                        }
+                        cons_sync(NT);
+                    } else {
+                        a.out[(s & 7) * 32768 + (t * 128 + c) % 32768] = acc * rs;
+                    }
+                    acc = 0.f;
+                    b = 0;
+                    ++t;
+                }
+            }
+            cons_sync(NT);
+            if (tid == 0) {
+                __threadfence();
+                flag_raise(a.cnt + l * 5 + ph);
+            }
+        }
+}
+
+__global__ void fill_random(u32* p, size_t n, u32 seed) {
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
+        u32 x = (u32)i * 2654435761u ^ seed;
+        x ^= x >> 13; x *= 0x5bd1e995u; x ^= x >> 15;
+        p[i] = x;
+    }
+}
+// Scales: small positive f16 pairs; zeros: bytes < 16.
+__global__ void fix_meta(u32* sc, size_t nsc, u32* zr, size_t nzr) {
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < nsc; i += (size_t)gridDim.x * blockDim.x)
+        sc[i] = (sc[i] & 0x03ff03ffu) | 0x20002000u;
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < nzr; i += (size_t)gridDim.x * blockDim.x)
+        zr[i] &= 0x0f0f0f0fu;
+}
+__global__ void read_sweep(const uint4* p, size_t n, u32* out) {
+    u32 acc = 0;
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
+        uint4 v = __ldcs(p + i);
+        acc ^= v.x ^ v.y ^ v.z ^ v.w;
+    }
+    if (acc == 0x12345678u) *out = acc;
+}
+
+#ifdef __CUDACC_RTC__
+template __global__ void stream_probe<8, 1>(Args);
+template __global__ void stream_probe<8, 2>(Args);
+template __global__ void stream_probe<8, 4>(Args);
+template __global__ void stream_probe<16, 4>(Args);
+#else
+template <int CW, int UG>
+float run(const Args& a0, int S, int ST, int dep, int layout, int mode, int pmode, int cmode, int iters) {
+    Args a = a0;
+    a.ST = ST;
+    a.dep = dep;
+    a.layout = layout;
+    a.mode = mode;
+    a.pmode = pmode;
+    a.cmode = cmode;
+    size_t smem = (size_t)ST * UG * GROUP_BYTES + MAXK * 2 + (CW * 128 + 64) * 4 + 8 * (MAXK / 128) + 16 * ST;
+    CK(cudaFuncSetAttribute(stream_probe<CW, UG>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+    cudaEvent_t e0, e1;
+    CK(cudaEventCreate(&e0));
+    CK(cudaEventCreate(&e1));
+    for (int w = 0; w < 2; ++w) {
+        CK(cudaMemsetAsync(a.cnt, 0, a.L * 5 * 4));
+        stream_probe<CW, UG><<<S, (CW + 1) * 32, smem>>>(a);
+    }
+    CK(cudaGetLastError());
+    CK(cudaDeviceSynchronize());
+    CK(cudaEventRecord(e0));
+    for (int i = 0; i < iters; ++i) {
+        CK(cudaMemsetAsync(a.cnt, 0, a.L * 5 * 4));
+        stream_probe<CW, UG><<<S, (CW + 1) * 32, smem>>>(a);
+    }
+    CK(cudaEventRecord(e1));
+    CK(cudaEventSynchronize(e1));
+    float ms;
+    CK(cudaEventElapsedTime(&ms, e0, e1));
+    CK(cudaGetLastError());
+    return ms / iters;
+}
+
+static void encode(TmaMap* m, CUtensorMapDataType ty, int esize, const void* base, int inner, int outer, int box_in,
+                   int box_out) {
+    cuuint64_t dims[2] = {(cuuint64_t)inner, (cuuint64_t)outer};
+    cuuint64_t strides[1] = {(cuuint64_t)inner * esize};
+    cuuint32_t box[2] = {(cuuint32_t)box_in, (cuuint32_t)box_out};
+    cuuint32_t es[2] = {1, 1};
+    CUresult r = cuTensorMapEncodeTiled(reinterpret_cast<CUtensorMap*>(m), ty, 2, const_cast<void*>(base), dims, strides, box,
+                                        es, CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_NONE,
+                                        CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+    if (r != CUDA_SUCCESS) {
+        printf("cuTensorMapEncodeTiled failed: %d\n", (int)r);
+        exit(1);
+    }
+}
+
+int main(int argc, char** argv) {
+    const int L = argc > 1 ? atoi(argv[1]) : 40;
+    cudaDeviceProp prop;
+    CK(cudaGetDeviceProperties(&prop, 0));
+    const int S = prop.multiProcessorCount;
+    printf("device %s, %d SMs, smem/block optin %zu\n", prop.name, S, prop.sharedMemPerBlockOptin);
+    const int KN[4][2] = {{5120, 15360}, {5120, 5120}, {5120, 27648}, {13824, 5120}};
+    std::vector<Prod> prods(L * 4);
+    double bytes = 0;
+    for (int l = 0; l < L; ++l)
+        for (int p = 0; p < 4; ++p) {
+            const int K = KN[p][0], N = KN[p][1], G = K / 128;
+            size_t nq = (size_t)K / 8 * N, ns = (size_t)G * N;
+            size_t tot = nq * 4 + ns * 2 + ns;  // same bytes for either layout
+            char* buf;
+            CK(cudaMalloc(&buf, tot + 256));
+            fill_random<<<1024, 256>>>(reinterpret_cast<u32*>(buf), (tot + 3) / 4, l * 4 + p);
+            Prod& P = prods[l * 4 + p];
+            memset(&P, 0, sizeof P);
+            P.qw = reinterpret_cast<u32*>(buf);
+            P.K = K;
+            P.N = N;
+            fix_meta<<<1024, 256>>>(reinterpret_cast<u32*>(buf + nq * 4), ns / 2, reinterpret_cast<u32*>(buf + nq * 4 + ns * 2), ns / 4);
+            encode(&P.mq, CU_TENSOR_MAP_DATA_TYPE_UINT32, 4, buf, N, K / 8, 128, 16);
+            encode(&P.ms, CU_TENSOR_MAP_DATA_TYPE_UINT16, 2, buf + nq * 4, N, G, 128, 1);
+            encode(&P.mz, CU_TENSOR_MAP_DATA_TYPE_UINT8, 1, buf + nq * 4 + ns * 2, N, G, 128, 1);
+            bytes += tot;
+        }
+    CK(cudaDeviceSynchronize());
+    Args a{};
+    // Maps per unit size: the box's outer extent is 16 UG rows / UG groups, so one table per UG.
+    Prod* dprods[5];
+    for (int ug = 1; ug <= 4; ug *= 2) {
+        std::vector<Prod> v = prods;
+        for (int i = 0; i < L * 4; ++i) {
+            const int K = v[i].K, N = v[i].N, G = K / 128;
+            size_t nq = (size_t)K / 8 * N, ns = (size_t)G * N;
+            const char* buf = reinterpret_cast<const char*>(v[i].qw);
+            encode(&v[i].mq, CU_TENSOR_MAP_DATA_TYPE_UINT32, 4, buf, N, K / 8, 128, 16 * ug);
+            encode(&v[i].ms, CU_TENSOR_MAP_DATA_TYPE_UINT16, 2, buf + nq * 4, N, G, 128, ug);
+            encode(&v[i].mz, CU_TENSOR_MAP_DATA_TYPE_UINT8, 1, buf + nq * 4 + ns * 2, N, G, 128, ug);
+        }
+        CK(cudaMalloc(&dprods[ug], sizeof(Prod) * L * 4));
+        CK(cudaMemcpy(dprods[ug], v.data(), sizeof(Prod) * L * 4, cudaMemcpyHostToDevice));
+    }
+    a.L = L;
+    CK(cudaMalloc(&a.cnt, L * 5 * 4));
+    CK(cudaMalloc(&a.part, 8 * MAXK * 4));
+    CK(cudaMalloc(&a.out, 8 * 32768 * 4));
+    CK(cudaMemset(a.part, 0, 8 * MAXK * 4));
+    // Copy bandwidth (read + write) and plain read bandwidth.
+    const size_t cb = 1ull << 30;
+    void *x, *y;
+    CK(cudaMalloc(&x, cb));
+    CK(cudaMalloc(&y, cb));
+    CK(cudaMemset(x, 1, cb));
+    cudaEvent_t e0, e1;
+    CK(cudaEventCreate(&e0));
+    CK(cudaEventCreate(&e1));
+    for (int i = 0; i < 3; ++i) CK(cudaMemcpyAsync(y, x, cb, cudaMemcpyDeviceToDevice));
+    CK(cudaEventRecord(e0));
+    for (int i = 0; i < 20; ++i) CK(cudaMemcpyAsync(y, x, cb, cudaMemcpyDeviceToDevice));
+    CK(cudaEventRecord(e1));
+    CK(cudaEventSynchronize(e1));
+    float ms;
+    CK(cudaEventElapsedTime(&ms, e0, e1));
+    const double copy_bw = 2.0 * cb * 20 / (ms * 1e-3);
+    CK(cudaEventRecord(e0));
+    for (int i = 0; i < 20; ++i) read_sweep<<<S * 4, 256>>>((const uint4*)x, cb / 16, (u32*)y);
+    CK(cudaEventRecord(e1));
+    CK(cudaEventSynchronize(e1));
+    CK(cudaEventElapsedTime(&ms, e0, e1));
+    printf("copy bandwidth %.3f TB/s, read_sweep %.3f TB/s; weights %.3f GB over %d layers: %.3f ms at copy bandwidth\n",
+           copy_bw / 1e12, cb * 20.0 / (ms * 1e-3) / 1e12, bytes / 1e9, L, bytes / copy_bw * 1e3);
+    struct V { int cw, ug, st, dep, layout, mode, pmode, cmode; };
+    const V vs[] = {
+        // cw ug st dep layout mode pmode cmode
+        {16, 4, 5, 0, 1, 5, 0, 1}, {16, 4, 5, 0, 2, 5, 0, 1},  // streaming alone: units, 2-D maps
+        {16, 4, 5, 0, 1, 6, 0, 1}, {16, 4, 5, 0, 1, 6, 0, 2},  // arithmetic alone: cmode 1, 2
+        {16, 4, 5, 0, 1, 0, 0, 1},                             // streaming + arithmetic + staging
+        {16, 4, 5, 1, 1, 0, 0, 1}, {16, 4, 5, 1, 2, 0, 0, 1},  // + the dependencies: units, maps
+        {16, 4, 5, 1, 1, 0, 0, 2}, {16, 4, 5, 1, 1, 0, 0, 0}}; // cmode 2, cmode 0
+    for (const V& v : vs) {
+        a.prods = dprods[v.ug];
+        float t = v.cw == 16 ? run<16, 4>(a, S, v.st, v.dep, v.layout, v.mode, v.pmode, v.cmode, 20)
+                : v.ug == 1  ? run<8, 1>(a, S, v.st, v.dep, v.layout, v.mode, v.pmode, v.cmode, 20)
+                : v.ug == 2  ? run<8, 2>(a, S, v.st, v.dep, v.layout, v.mode, v.pmode, v.cmode, 20)
+                             : run<8, 4>(a, S, v.st, v.dep, v.layout, v.mode, v.pmode, v.cmode, 20);
+        printf("CW %2d UG %d ST %2d dep %d layout %d mode %d pmode %d cmode %d: %.3f ms per step, %.1f%% of copy bandwidth (%.0f GB/s)\n",
+               v.cw, v.ug, v.st, v.dep, v.layout, v.mode, v.pmode, v.cmode, t, 100.0 * bytes / copy_bw / (t * 1e-3),
+               bytes / (t * 1e-3) / 1e9);
+    }
+    return 0;
+}
+#endif
