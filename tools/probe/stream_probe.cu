@@ -14,7 +14,10 @@
 // memory as f16, and do the arithmetic on each stage: cmode 0 a column per thread, cmode 1
 // gemv_q4l's mapping and dot8_lean (a warp per batch of 8 rows x 128 columns, 4 columns per
 // lane), cmode 2 the tensor cores (mma.sync m16n8k16, x as row 0 of A, the weights as B
-// without the zero point subtracted, corrected per group in f32). `mode` switches parts off
+// without the zero point subtracted, corrected per group in f32), cmode 3 cmode 1's arithmetic
+// with no producer: each warp streams its own batches (8 rows, 4 KB, and their group's scales
+// and zeros: three bulk copies) into a private ring of ST slots, across products, as gemv_q4l
+// does within one. `mode` switches parts off
 // (bit 0 the arithmetic, bit 1 the copies, bit 2 the staging) to time the others alone;
 // `pmode` splits a stage's copy (1: four, 2: sixteen bulk copies; 3: cp.async by 32 lanes).
 // The weights are random and the results are not checked: only the time is.
@@ -28,8 +31,12 @@
 //     bulk copy per stage, 1.536 (four), 1.669 (sixteen), 1.668 (cp.async); 2-D maps 1.635 (95%);
 //     stages of one group (8.6 KB, ST 22) 1.604
 //   arithmetic alone (no copies, no staging): cmode 1 1.550-1.582 ms, cmode 2 2.344
-//   streaming + arithmetic + staging: cmode 1 2.244-2.254 ms; with the dependencies 2.546-2.548
-//     (2-D maps 2.621), cmode 2 2.902; cmode 0 2.497
+//   streaming + arithmetic + staging: cmode 1 2.244-2.271 ms; with the dependencies 2.546-2.554
+//     (2-D maps 2.621), cmode 2 2.902-2.997; cmode 0 2.497-2.499
+//   cmode 3 (16 warps, 2 slots each): streaming alone 1.592 ms (97%), + arithmetic 2.087,
+//     + staging 2.318, + the dependencies 2.579; 8 warps with 4 or 5 slots: 3.05
+//   (cmode 1 with mode 5 — no arithmetic, no staging — failed with a launch failure at 40
+//   layers and ran at 1; not investigated: not in the list)
 // So the copies are not the limit and the arithmetic alone takes as long as the streaming: one
 // kernel of this shape is slower than wv's per-step decode (its 13B GEMVs, queued, 2.07 ms).
 #ifndef __CUDACC_RTC__
@@ -38,6 +45,7 @@
 #include <vector>
 #include <cstring>
 #include <cuda.h>
+#include <algorithm>
 #include "../../kernels/common.cuh"
 #endif
 
@@ -67,8 +75,10 @@ struct Prod {
 struct Args {
     const Prod* prods;  // [L][4]
     int L, ST, dep, layout;
+    int ring_bytes;  // the ring's bytes (max of ST stages and cmode 3's per-warp rings)
     int cmode;  // consumers: 0 a column per thread; 1 a batch (8 rows x 128 columns) per warp, warp sets on alternate stages;
-                // 2 tensor cores: warp w = (32-column block w & 3, group w >> 2 of the stage), CW = 4 UG
+                // 2 tensor cores: warp w = (32-column block w & 3, group w >> 2 of the stage), CW = 4 UG;
+                // 3 as 1, but each warp streams its own batches into a private ring of ST slots (no producer)
     int pmode;  // producer, layout 1: 0 one bulk copy per stage, 1 four, 2 sixteen, 3 cp.async by 32 lanes
     int mode;  // bit 0: consumers skip the arithmetic; bit 1: producer copies nothing (arrives); bit 2: no x staging
     int* cnt;           // [L][5] SMs done per phase
@@ -123,6 +133,38 @@ __device__ __forceinline__ void unit_range(int K, int N, int UG, int s, int S, i
     u1 = (int)((long long)U * (s + 1) / S);
 }
 
+// cmode 3: a warp's own sequence of batches (batch `bw` of every NS-th unit of the SM's
+// sequence over layers and products, starting at unit `set`).
+struct WarpSeq {
+    int l, p, u, u1, it;  // layer, product, unit, the product's unit end, the SM's unit count
+};
+template <int UG>
+__device__ __forceinline__ bool seq_next(const Args& a, WarpSeq& q, int set, int NS, int s, int S) {
+    if (q.l >= a.L) return false;
+    for (;;) {
+        if (q.u + 1 < q.u1) {
+            ++q.u;
+        } else {
+            // Next product with units.
+            for (;;) {
+                if (++q.p == 4) {
+                    q.p = 0;
+                    if (++q.l == a.L) return false;
+                }
+                const Prod* P = a.prods + q.l * 4 + q.p;
+                int u0, u1;
+                unit_range(P->K, P->N, UG, s, S, u0, u1);
+                if (u0 < u1) {
+                    q.u = u0;
+                    q.u1 = u1;
+                    break;
+                }
+            }
+        }
+        if (q.it++ % NS == set) return true;
+    }
+}
+
 template <int CW, int UG>
 __global__ void __launch_bounds__((CW + 1) * 32, 1) stream_probe(Args a) {
     constexpr int NT = CW * 32;           // consumer threads
@@ -131,14 +173,18 @@ __global__ void __launch_bounds__((CW + 1) * 32, 1) stream_probe(Args a) {
     constexpr int UB = UG * GROUP_BYTES;  // one stage
     extern __shared__ __align__(128) unsigned char smem[];
     unsigned char* ring = smem;                                         // [ST][UB]
-    f16* xs = reinterpret_cast<f16*>(smem + a.ST * UB);                 // [MAXK]
+    f16* xs = reinterpret_cast<f16*>(smem + a.ring_bytes);              // [MAXK]
     float* red = reinterpret_cast<float*>(xs + MAXK);                   // [CW][128] + [64]
     float2* cs = reinterpret_cast<float2*>(red + CW * 128 + 64);        // [MAXK / 128] (cmode 2)
     unsigned long long* bars = reinterpret_cast<unsigned long long*>(cs + MAXK / 128);
     const u32 ring_s = smem_addr(ring);
     const u32 full_s = smem_addr(bars), empty_s = full_s + 8 * a.ST;
     const int tid = threadIdx.x, S = gridDim.x, s = blockIdx.x;
-    if (tid == 0) {
+    if (tid == 0 && a.cmode == 3) {
+        for (int i = 0; i < CW * a.ST; ++i) mbar_init(full_s + 8 * i, 1);
+        asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
+    }
+    if (tid == 0 && a.cmode != 3) {
         for (int i = 0; i < a.ST; ++i) {
             mbar_init(full_s + 8 * i, a.pmode == 3 ? 32 : 1);
             mbar_init(empty_s + 8 * i, a.cmode == 1 ? 2 * UG : CW);  // cmode 2: CW
@@ -150,7 +196,7 @@ __global__ void __launch_bounds__((CW + 1) * 32, 1) stream_probe(Args a) {
     if (tid >= NT) {
         // Producer warp (lane 0 alone, or all 32 lanes for cp.async).
         const int lane = tid & 31;
-        if (a.pmode != 3 && lane != 0) return;
+        if (a.cmode == 3 || (a.pmode != 3 && lane != 0)) return;
         int slot = 0, par = 1;
         for (int l = 0; l < a.L; ++l)
             for (int p = 0; p < 4; ++p) {
@@ -191,6 +237,8 @@ __global__ void __launch_bounds__((CW + 1) * 32, 1) stream_probe(Args a) {
     const int c = tid & 127, h = tid >> 7;
     int slot = 0, par = 0;
     int it1 = 0;  // cmode 1: the stage sequence number
+    WarpSeq wq{0, 0, 0, 0, -1};  // cmode 3: the warp's last requested unit
+    int issued = 0, used = 0;   // cmode 3: batches requested and consumed
     for (int l = 0; l < a.L; ++l)
         for (int ph = 0; ph < 5; ++ph) {
             // Phase ph of layer l waits for phase ph-1 (or the previous layer's last).
@@ -239,6 +287,111 @@ __global__ void __launch_bounds__((CW + 1) * 32, 1) stream_probe(Args a) {
 
             int u0, u1;
             unit_range(K, N, UG, s, S, u0, u1);
+            if (a.cmode == 3) {
+                constexpr int WS = 2 * UG, NS = CW / WS;
+                constexpr u32 BB = 4096 + 256 + 128;  // one batch: 8 rows, its group's scales, zeros
+                const int warp = tid >> 5, lane = tid & 31, bw = warp % WS, set = warp / WS;
+                const int gi = bw >> 1, hh = bw & 1;
+                const u32 wring = ring_s + warp * a.ST * BB;
+                const u32 wbar = full_s + 8 * warp * a.ST;
+                float acc[4] = {0.f, 0.f, 0.f, 0.f};
+                int t = u0 / NB, b = u0 % NB;
+                for (int u = u0; u < u1; ++u) {
+                    if ((it1 % NS) == set) {
+                        // The first time through, fill the ring from the warp's sequence start.
+                        if (wq.it < 0) {
+                            wq.l = l;
+                            wq.p = p;
+                            wq.u = u - 1;
+                            wq.u1 = u1;
+                            wq.it = it1;
+                            issued = 0;
+                            for (int j = 0; j < a.ST; ++j) {
+                                if (!seq_next<UG>(a, wq, set, NS, s, S)) break;
+                                if (lane == 0) {
+                                    const Prod* Q = a.prods + wq.l * 4 + wq.p;
+                                    const char* src = reinterpret_cast<const char*>(Q->qw) + (size_t)wq.u * UB;
+                                    const u32 dst = wring + (issued % a.ST) * BB, bar = wbar + 8 * (issued % a.ST);
+                                    mbar_expect_tx(bar, BB);
+                                    bulk_g2s(dst, src + gi * 8192 + hh * 4096, 4096, bar);
+                                    bulk_g2s(dst + 4096, src + UG * 8192 + gi * 256, 256, bar);
+                                    bulk_g2s(dst + 4096 + 256, src + UG * (8192 + 256) + gi * 128, 128, bar);
+                                }
+                                ++issued;
+                            }
+                        }
+                        const int sl = used % a.ST;
+                        mbar_wait(wbar + 8 * sl, (used / a.ST) & 1);
+                        const unsigned char* st = ring + (size_t)warp * a.ST * BB + sl * BB;
+                        if (!(a.mode & 1)) {
+                            const uint2 sv = *reinterpret_cast<const uint2*>(st + 4096 + lane * 8);
+                            const u32 zv = *reinterpret_cast<const u32*>(st + 4096 + 256 + lane * 4);
+                            u32 zl[4], zh[4];
+                            lean_zeros(zv, zl, zh);
+                            const uint4* wb = reinterpret_cast<const uint4*>(st) + lane;
+                            const uint4* xb = reinterpret_cast<const uint4*>(xs + b * UG * 128 + bw * 64);
+                            float f[4] = {0.f, 0.f, 0.f, 0.f};
+                            u32 hq[4] = {0u, 0u, 0u, 0u};
+#pragma unroll
+                            for (int i = 0; i < 8; ++i) {
+                                const uint4 xv = xb[i];
+                                const uint4 wi = wb[i * 32];
+                                hq[0] = dot8_lean(wi.x, xv, zl[0], zh[0], hq[0]);
+                                hq[1] = dot8_lean(wi.y, xv, zl[1], zh[1], hq[1]);
+                                hq[2] = dot8_lean(wi.z, xv, zl[2], zh[2], hq[2]);
+                                hq[3] = dot8_lean(wi.w, xv, zl[3], zh[3], hq[3]);
+                                if ((i & 3) == 3) {
+#pragma unroll
+                                    for (int c4 = 0; c4 < 4; ++c4) {
+                                        f[c4] += lo2f(hq[c4]) + hi2f(hq[c4]);
+                                        hq[c4] = 0u;
+                                    }
+                                }
+                            }
+                            acc[0] += f[0] * lo2f(sv.x);
+                            acc[1] += f[1] * hi2f(sv.x);
+                            acc[2] += f[2] * lo2f(sv.y);
+                            acc[3] += f[3] * hi2f(sv.y);
+                        }
+                        __syncwarp();
+                        ++used;
+                        // Refill the slot with the warp's next batch (possibly of a later product).
+                        if (seq_next<UG>(a, wq, set, NS, s, S)) {
+                            if (lane == 0) {
+                                const Prod* Q = a.prods + wq.l * 4 + wq.p;
+                                const char* src = reinterpret_cast<const char*>(Q->qw) + (size_t)wq.u * UB;
+                                const u32 dst = wring + (issued % a.ST) * BB, bar = wbar + 8 * (issued % a.ST);
+                                mbar_expect_tx(bar, BB);
+                                bulk_g2s(dst, src + gi * 8192 + hh * 4096, 4096, bar);
+                                bulk_g2s(dst + 4096, src + UG * 8192 + gi * 256, 256, bar);
+                                bulk_g2s(dst + 4096 + 256, src + UG * (8192 + 256) + gi * 128, 128, bar);
+                            }
+                            ++issued;
+                        }
+                    }
+                    ++it1;
+                    if (++b == NB || u + 1 == u1) {
+                        *reinterpret_cast<float4*>(red + warp * 128 + lane * 4) = make_float4(acc[0], acc[1], acc[2], acc[3]);
+                        cons_sync(NT);
+                        if (tid < 128) {
+                            float v = 0.f;
+#pragma unroll
+                            for (int i = 0; i < CW; ++i) v += red[i * 128 + tid];
+                            a.out[(s & 7) * 32768 + (t * 128 + tid) % 32768] = v * rs;
+                        }
+                        cons_sync(NT);
+                        acc[0] = acc[1] = acc[2] = acc[3] = 0.f;
+                        b = 0;
+                        ++t;
+                    }
+                }
+                cons_sync(NT);
+                if (tid == 0) {
+                    __threadfence();
+                    flag_raise(a.cnt + l * 5 + ph);
+                }
+                continue;
+            }
             if (a.cmode == 2 && CW == 4 * UG) {
                 // Odd pairs of x (k & 2) divided by 16 in place; per group (C1, C2).
                 {
@@ -488,7 +641,9 @@ float run(const Args& a0, int S, int ST, int dep, int layout, int mode, int pmod
     a.mode = mode;
     a.pmode = pmode;
     a.cmode = cmode;
-    size_t smem = (size_t)ST * UG * GROUP_BYTES + MAXK * 2 + (CW * 128 + 64) * 4 + 8 * (MAXK / 128) + 16 * ST;
+    const size_t ringb = std::max((size_t)ST * UG * GROUP_BYTES, cmode == 3 ? (size_t)CW * ST * 4480 : 0);
+    a.ring_bytes = (int)ringb;
+    size_t smem = ringb + MAXK * 2 + (CW * 128 + 64) * 4 + 8 * (MAXK / 128) + 8 * std::max(2 * ST, CW * ST);
     CK(cudaFuncSetAttribute(stream_probe<CW, UG>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
     cudaEvent_t e0, e1;
     CK(cudaEventCreate(&e0));
@@ -529,6 +684,7 @@ static void encode(TmaMap* m, CUtensorMapDataType ty, int esize, const void* bas
 
 int main(int argc, char** argv) {
     const int L = argc > 1 ? atoi(argv[1]) : 40;
+    setvbuf(stdout, nullptr, _IONBF, 0);
     cudaDeviceProp prop;
     CK(cudaGetDeviceProperties(&prop, 0));
     const int S = prop.multiProcessorCount;
@@ -604,11 +760,14 @@ int main(int argc, char** argv) {
     struct V { int cw, ug, st, dep, layout, mode, pmode, cmode; };
     const V vs[] = {
         // cw ug st dep layout mode pmode cmode
-        {16, 4, 5, 0, 1, 5, 0, 1}, {16, 4, 5, 0, 2, 5, 0, 1},  // streaming alone: units, 2-D maps
-        {16, 4, 5, 0, 1, 6, 0, 1}, {16, 4, 5, 0, 1, 6, 0, 2},  // arithmetic alone: cmode 1, 2
-        {16, 4, 5, 0, 1, 0, 0, 1},                             // streaming + arithmetic + staging
-        {16, 4, 5, 1, 1, 0, 0, 1}, {16, 4, 5, 1, 2, 0, 0, 1},  // + the dependencies: units, maps
-        {16, 4, 5, 1, 1, 0, 0, 2}, {16, 4, 5, 1, 1, 0, 0, 0}}; // cmode 2, cmode 0
+        // cmode 3: per-warp streams (st = slots per warp): streaming alone, + arithmetic, + staging, + dependencies
+        {16, 4, 2, 0, 1, 5, 0, 3}, {16, 4, 2, 0, 1, 4, 0, 3}, {16, 4, 2, 0, 1, 0, 0, 3}, {16, 4, 2, 1, 1, 0, 0, 3},
+        {8, 4, 4, 0, 1, 0, 0, 3}, {8, 4, 4, 1, 1, 0, 0, 3}, {8, 4, 5, 1, 1, 0, 0, 3},
+        // the producer warp and shared stages (cmode 1): everything without / with the dependencies
+        {16, 4, 5, 0, 1, 0, 0, 1}, {16, 4, 5, 1, 1, 0, 0, 1},
+        // streaming alone, 2-D maps; arithmetic alone; the tensor cores; a column per thread
+        {16, 4, 5, 0, 2, 5, 0, 2}, {16, 4, 5, 0, 1, 6, 0, 1}, {16, 4, 5, 1, 1, 0, 0, 2}, {16, 4, 5, 1, 1, 0, 0, 0},
+        {16, 4, 5, 0, 1, 5, 0, 1}};
     for (const V& v : vs) {
         a.prods = dprods[v.ug];
         float t = v.cw == 16 ? run<16, 4>(a, S, v.st, v.dep, v.layout, v.mode, v.pmode, v.cmode, 20)
