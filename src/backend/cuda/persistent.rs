@@ -126,25 +126,30 @@ fn lean(g: &LinearGroup) -> Option<&Q4Dev> {
     }
 }
 
+/// The most 128-column output tiles of a layer's four products together (the tile counters,
+/// `Scratch::counters`).
+const MAX_TILES: usize = 1024;
+
+/// The model-shape part of [`eligible`]: head size 128, query heads a multiple of the KV heads,
+/// at most [`SS_TILES`] hidden tiles (the sums-of-squares buffers) and [`MAX_TILES`] output
+/// tiles for the four products together.
+fn shapes_fit(c: &ModelConfig) -> bool {
+    let (h, nh, nkv) = (c.hidden_size, c.num_attention_heads, c.num_key_value_heads);
+    if nh == 0 || c.head_dim() != HD || nkv == 0 || nh % nkv != 0 || h.div_ceil(128) > SS_TILES {
+        return false;
+    }
+    let tiles = (nh + 2 * nkv) + 2 * h.div_ceil(128) + (2 * c.intermediate_size).div_ceil(128);
+    tiles <= MAX_TILES
+}
+
 /// Whether the persistent kernel can run this model: head size 128, every layer's four products
 /// lean 4-bit matrices of the same group size with the usual shapes (gate|up = [gate, up]), no
-/// act-order on o, at most [`SS_TILES`] hidden tiles (the sums-of-squares buffers) and 1024 output tiles
-/// per product (the tile counters).
+/// act-order on o, and [`shapes_fit`].
 pub fn eligible(c: &ModelConfig, w: &DevWeights) -> Option<Dims> {
-    let (h, hd, nh, nkv) = (
-        c.hidden_size,
-        c.head_dim(),
-        c.num_attention_heads,
-        c.num_key_value_heads,
-    );
-    if hd != HD || nkv == 0 || nh % nkv != 0 || h.div_ceil(128) > SS_TILES || w.layers.is_empty() {
+    if !shapes_fit(c) || w.layers.is_empty() {
         return None;
     }
-    // The tile counters (Scratch::counters) cover 1024 tiles: the four products' together.
-    let tiles = (nh + 2 * nkv) + 2 * h.div_ceil(128) + (2 * c.intermediate_size).div_ceil(128);
-    if tiles > 1024 {
-        return None;
-    }
+    let (h, nh, nkv) = (c.hidden_size, c.num_attention_heads, c.num_key_value_heads);
     let d = Dims {
         layers: w.layers.len(),
         hidden: h,
@@ -550,6 +555,43 @@ mod tests {
             assert!(hi - lo <= 1, "{k}x{n} over {blocks}: {lo}..{hi}");
             assert!(busy.len() == blocks.min(tiles * nbt));
         }
+    }
+
+    fn config(hidden: usize, heads: usize, kv_heads: usize, ffn: usize) -> ModelConfig {
+        ModelConfig {
+            hidden_size: hidden,
+            intermediate_size: ffn,
+            num_hidden_layers: 2,
+            num_attention_heads: heads,
+            num_key_value_heads: kv_heads,
+            vocab_size: 32000,
+            rms_norm_eps: 1e-6,
+            rope_theta: 10000.0,
+            max_position_embeddings: 2048,
+            tie_word_embeddings: false,
+            bos_token_id: 1,
+            eos_token_id: 2,
+            quant: None,
+        }
+    }
+
+    /// The shape limits `eligible` applies before looking at the weights: LLaMA-13B and
+    /// LLaMA-70B-like GQA fit; a head size other than 128, heads not a multiple of the KV heads,
+    /// more than SS_TILES hidden tiles or more than 1024 output tiles together do not.
+    #[test]
+    fn shapes_fit_the_kernel_limits() {
+        assert!(shapes_fit(&config(5120, 40, 40, 13824))); // 13B: 120 + 80 + 216 tiles
+        assert!(shapes_fit(&config(8192, 64, 8, 28672))); // 80 + 128 + 448
+        assert!(!shapes_fit(&config(4096, 64, 64, 11008))); // head size 64
+        assert!(!shapes_fit(&config(5120, 40, 16, 13824))); // 40 heads over 16 KV heads
+        assert!(!shapes_fit(&config(5120, 40, 0, 13824)));
+        assert!(!shapes_fit(&config(0, 0, 0, 0)));
+        // 257 hidden tiles (SS_TILES is 256): 257 heads of 128.
+        assert!(!shapes_fit(&config(257 * 128, 257, 257, 128)));
+        // Output tiles: 120 + 80 + 2F/128, at most 1024: F = 52,736 is 824 tiles (1,024
+        // in all); one more tile of 128 columns of gate|up (64 of F) is over.
+        assert!(shapes_fit(&config(5120, 40, 40, 52736)));
+        assert!(!shapes_fit(&config(5120, 40, 40, 52736 + 64)));
     }
 
     #[test]
