@@ -321,30 +321,6 @@ static_assert(GEMVL_RING_BYTES == WV_HOST_RING_BYTES, "kernels.rs sizes the weig
 #endif
 
 
-// WV_GEMV_SUB = 1: gemv_q4l's products without dequantising. A word's nibble pairs go into
-// f16x2 as subnormals by one AND each — rows 2j, 2j+1 (mask 0x000f000f: q·2^-24) and 2j+2,
-// 2j+3 (mask 0x00f000f0: 16q·2^-24), of w and of w >> 8 — and multiply x' = x·2^e (e chosen
-// per block so that max |x'| is in [2^14, 2^15); the rows of the second mask divided by 16 more,
-// exactly), so one shift, four ANDs and four fma.f16x2 make a word's 8 products (dot8_lean: 13
-// instructions). The f16 sums hold Σ q x·2^(e-24); the zero point comes off per batch and
-// column in f32, s (2^(24-e) Σ q x − z Σ x), with Σ x per batch of 64 inputs (xsum) made with
-// the scaling. f16 handles subnormal operands at full precision (no flush to zero).
-#ifndef WV_GEMV_SUB
-#define WV_GEMV_SUB 0
-#endif
-// The most batches of 64 inputs in a block's x slice (weights.rs: MAX_X_SLICE = 24 Ki inputs).
-#define GEMVL_MAX_BATCHES 384
-
-// a += the 8 products of one packed word with x' (WV_GEMV_SUB; see above).
-__device__ __forceinline__ u32 dot8_sub(u32 w, uint4 xv, u32 a) {
-    const u32 w8 = w >> 8;
-    a = hfma2(w & 0x000f000fu, xv.x, a);
-    a = hfma2(w & 0x00f000f0u, xv.y, a);
-    a = hfma2(w8 & 0x000f000fu, xv.z, a);
-    a = hfma2(w8 & 0x00f000f0u, xv.w, a);
-    return a;
-}
-
 // What the fused decode variants of gemv_q4l compute before and after the product.
 enum { PRO_X = 0, PRO_NORM = 1, PRO_SILU = 2, PRO_ATTN = 3 };
 enum { EPI_NONE = 0, EPI_RESID = 1 };
@@ -423,11 +399,7 @@ __device__ __forceinline__ void gemv_q4l_body(GEMVL_PARAMS)
     // The x slice, zero-padded to whole batches: x itself, or made from the previous kernels'
     // outputs (the fused variants below).
     const int span = nb << 6;
-#if WV_GEMV_SUB
-    const float xmax = 65504.f;  // rescaled below instead
-#else
     const float xmax = XMAX_FOR_ROWS(WV_GEMV_ACC);
-#endif
     float unscale;
     if (PRO == PRO_X) {
         unscale = stage_x(xs, x, perm, k0, k1, span, xmax);
@@ -535,34 +507,6 @@ __device__ __forceinline__ void gemv_q4l_body(GEMVL_PARAMS)
         }
         unscale = stage_x_finish(xs, span, mx, xmax);
     }
-#if WV_GEMV_SUB
-    // x' = x·2^e with max |x'| in [2^14, 2^15), the odd pairs (k & 2) divided by 16 more, and
-    // xsum[b] = Σ x over batch b (warp w: batches w, w + 8, …; lane l: the pair 2l, 2l + 1).
-    __shared__ float xsum[GEMVL_MAX_BATCHES];
-    __shared__ float red_mx[32];
-    float kfac;  // 2^(24 - e): Σ q x = kfac · (the f16 sums)
-    {
-        float m = 0.f;
-        for (int i = threadIdx.x; i < (span >> 1); i += blockDim.x) {
-            const u32 v = reinterpret_cast<const u32*>(xs)[i];
-            m = fmaxf(m, fmaxf(fabsf(lo2f(v)), fabsf(hi2f(v))));
-        }
-        m = block_max(m, red_mx);
-        const int e = (m > 0.f && m <= 65504.f) ? 14 - ilogbf(m) : 0;
-        // Powers of two applied in f32 (2^e itself may be past the f16 range): exact.
-        const float mul = exp2f((float)((lane & 1) ? e - 4 : e));
-        kfac = exp2f((float)(24 - e));
-        for (int b = warp; b < nb; b += 8) {
-            u32* pr = reinterpret_cast<u32*>(xs) + b * 32 + lane;
-            const u32 v = *pr;
-            const float lo = lo2f(v), hi = hi2f(v);
-            const float sum = warp_sum(lo + hi);
-            *pr = pack2(lo * mul, hi * mul);
-            if (lane == 0) xsum[b] = sum * unscale;
-        }
-        __syncthreads();
-    }
-#endif
     pdl_launch();
     float acc[4] = {0.f, 0.f, 0.f, 0.f};
     if (active) {
@@ -595,10 +539,8 @@ __device__ __forceinline__ void gemv_q4l_body(GEMVL_PARAMS)
                 svn = __ldg(reinterpret_cast<const uint2*>(scales + (size_t)g * N + n));
                 zvn = __ldg(reinterpret_cast<const u32*>(zeros + (size_t)g * N + n));
             }
-#if !WV_GEMV_SUB
             u32 zl[4], zh[4];
             lean_zeros(zv, zl, zh);
-#endif
 
             float f[4] = {0.f, 0.f, 0.f, 0.f};
             u32 h[4] = {0u, 0u, 0u, 0u};
@@ -616,11 +558,6 @@ __device__ __forceinline__ void gemv_q4l_body(GEMVL_PARAMS)
                 h[1] ^= wi.y;
                 h[2] ^= wi.z;
                 h[3] ^= wi.w;
-#elif WV_GEMV_SUB
-                h[0] = dot8_sub(wi.x, xv, h[0]);
-                h[1] = dot8_sub(wi.y, xv, h[1]);
-                h[2] = dot8_sub(wi.z, xv, h[2]);
-                h[3] = dot8_sub(wi.w, xv, h[3]);
 #else
                 h[0] = dot8_lean(wi.x, xv, zl[0], zh[0], h[0]);
                 h[1] = dot8_lean(wi.y, xv, zl[1], zh[1], h[1]);
@@ -639,20 +576,10 @@ __device__ __forceinline__ void gemv_q4l_body(GEMVL_PARAMS)
                     }
                 }
             }
-#if WV_GEMV_SUB
-            {
-                const float xb_sum = xsum[b];
-                acc[0] += lo2f(sv.x) * (f[0] * kfac - (float)(zv & 0xffu) * xb_sum);
-                acc[1] += hi2f(sv.x) * (f[1] * kfac - (float)((zv >> 8) & 0xffu) * xb_sum);
-                acc[2] += lo2f(sv.y) * (f[2] * kfac - (float)((zv >> 16) & 0xffu) * xb_sum);
-                acc[3] += hi2f(sv.y) * (f[3] * kfac - (float)(zv >> 24) * xb_sum);
-            }
-#else
             acc[0] += f[0] * lo2f(sv.x);
             acc[1] += f[1] * hi2f(sv.x);
             acc[2] += f[2] * lo2f(sv.y);
             acc[3] += f[3] * hi2f(sv.y);
-#endif
             sv = svn;
             zv = zvn;
             off += 8 * rowb;
