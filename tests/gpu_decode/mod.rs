@@ -322,3 +322,70 @@ fn model_persistent_decode_matches_cpu() {
         );
     }
 }
+
+/// Decode ahead (`forward_sample` enqueues the session's next step, fed the token it returns)
+/// changes no token: two sessions decoding in turns, with and without a repetition penalty,
+/// a session fed a token other than the one it was given (the step ahead discarded and
+/// recomputed) and a prefill in between, give the same tokens with it on and off.
+#[test]
+#[ignore = "needs a CUDA GPU: run on the device with --ignored"]
+fn model_decode_ahead_changes_no_token() {
+    use wv::backend::Backend;
+    let (_host, mut cuda) = fused_cuda();
+    let prompt_a = fused_tokens(21, 40);
+    let prompt_b = fused_tokens(22, 7);
+    let run = |cuda: &wv::backend::cuda::CudaBackend| -> Vec<u32> {
+        let mut a = cuda.new_state(256).unwrap();
+        let mut b = cuda.new_state(256).unwrap();
+        let mut lg = Vec::new();
+        cuda.forward(a.as_mut(), &prompt_a, 0, 1, &mut lg).unwrap();
+        let (mut ta, mut pa) = (argmax(&lg), prompt_a.len());
+        cuda.forward(b.as_mut(), &prompt_b, 0, 1, &mut lg).unwrap();
+        let (mut tb, mut pb) = (argmax(&lg), prompt_b.len());
+        let mut hist: Vec<u32> = prompt_a.clone();
+        let mut out = Vec::new();
+        for i in 0..24 {
+            let penalty = if i % 3 == 0 { 1.1 } else { 1.0 };
+            let s = DeviceSampling {
+                temperature: 0.0,
+                top_k: 0,
+                top_p: 1.0,
+                repetition_penalty: penalty,
+                uniform: 0.0,
+            };
+            // Session a: every step; from step 10 on, every fifth step is fed another token.
+            let fed = if i >= 10 && i % 5 == 0 { 3 + (ta + 1) % 190 } else { ta };
+            hist.push(fed);
+            let na = cuda
+                .forward_sample(a.as_mut(), fed, pa, &hist, &s)
+                .expect("device sampling")
+                .unwrap();
+            out.push(na);
+            ta = na;
+            pa += 1;
+            // Session b: every other step, in between a's.
+            if i % 2 == 0 {
+                let nb = cuda
+                    .forward_sample(b.as_mut(), tb, pb, &[], &s)
+                    .expect("device sampling")
+                    .unwrap();
+                out.push(nb);
+                tb = nb;
+                pb += 1;
+            }
+            // A prefill of two tokens into b at step 15 (its step ahead superseded).
+            if i == 15 {
+                cuda.forward(b.as_mut(), &[tb, 5], pb, 1, &mut lg).unwrap();
+                tb = argmax(&lg);
+                pb += 2;
+            }
+        }
+        out
+    };
+    cuda.set_decode_ahead(false);
+    let off = run(&cuda);
+    cuda.set_decode_ahead(true);
+    let on = run(&cuda);
+    eprintln!("decode ahead: {} tokens, first {:?}", on.len(), &on[..8]);
+    assert_eq!(on, off, "decode ahead changed tokens");
+}

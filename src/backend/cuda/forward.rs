@@ -693,7 +693,10 @@ fn decode_step_with(
     pos: usize,
     use_graph: bool,
 ) -> Result<()> {
-    sc.step.write(&[token, pos as u32])?;
+    // The step's [token, position] set on the stream (no host wait: a step enqueued ahead of
+    // its call, `CudaBackend::forward_sample`, is fed the token the previous one chose).
+    ops.gpu.memset_u32(sc.step.ptr, token, 1)?;
+    ops.gpu.memset_u32(sc.step.ptr + 4, pos as u32, 1)?;
     // The persistent kernel combines at most MAX_CHUNKS chunks of keys.
     let slots = if ops.pd.is_some() {
         super::persistent::MAX_CHUNKS.min(sc.att_slots)

@@ -58,6 +58,9 @@ pub struct CudaBackend {
     config: ModelConfig,
     /// Capture decode steps as CUDA graphs (WV_CUDA_GRAPH=0 turns it off).
     graphs: bool,
+    /// Enqueue each session's next decode step before returning the token that feeds it
+    /// (`forward_sample`; `WV_CUDA_AHEAD=0` or `set_decode_ahead` turns it off).
+    ahead: bool,
     gpu: Arc<Gpu>,
 }
 
@@ -115,6 +118,12 @@ impl CudaBackend {
             .lock()
             .as_ref()
             .map_or_else(Vec::new, |sc| sc.graphs.iter().map(|(k, _)| k.3).collect())
+    }
+
+    /// Whether `forward_sample` enqueues the session's next decode step, fed the token it
+    /// chose, before returning that token (on by default; tests compare both).
+    pub fn set_decode_ahead(&mut self, on: bool) {
+        self.ahead = on;
     }
 
     /// Decode with the persistent kernel (when this model has a plan for it) or with one kernel
@@ -192,6 +201,7 @@ impl CudaBackend {
             kernels,
             config: c.clone(),
             graphs,
+            ahead: std::env::var("WV_CUDA_AHEAD").map_or(true, |v| v != "0"),
             gpu,
         })
     }
@@ -282,6 +292,9 @@ impl CudaBackend {
         let chunk = prefill_chunk();
         let rows = if t <= SMALL_T { 1 } else { chunk };
         let sc = self.scratch_for(&mut guard, rows)?;
+        // A step enqueued ahead is superseded (its logits are overwritten here).
+        sc.ahead = None;
+        sc.last_decode = 0;
         let ops = self.ops();
         logits.clear();
         logits.reserve(n_logits * v);
@@ -359,7 +372,12 @@ impl Backend for CudaBackend {
     }
 
     fn new_state(&self, context_length: usize) -> Result<Box<dyn BackendState>> {
-        let _guard = self.scratch.lock();
+        let mut guard = self.scratch.lock();
+        if let Some(sc) = guard.as_mut() {
+            // The new cache may take a freed one's address.
+            sc.ahead = None;
+            sc.last_decode = 0;
+        }
         Ok(Box::new(CudaState::new(
             &self.gpu,
             &self.config,
@@ -433,28 +451,33 @@ impl Backend for CudaBackend {
             }
             let sc = guard.as_mut().expect("made above");
             let ops = self.ops();
-            forward::decode_step(
-                &ops,
-                &self.config,
-                &self.weights,
-                sc,
-                st,
-                token,
-                pos,
-                self.graphs,
-            )?;
+            // The step may be in flight already: enqueued by the previous call, fed the token
+            // it returned (the session took it).
+            if sc.ahead.take() != Some((st.k.ptr, pos, token)) {
+                forward::decode_step(
+                    &ops,
+                    &self.config,
+                    &self.weights,
+                    sc,
+                    st,
+                    token,
+                    pos,
+                    self.graphs,
+                )?;
+            }
             let v = self.config.vocab_size;
-            let mut src = sc.logits.ptr;
+            let logits = sc.logits.ptr;
+            let mut src = logits;
             if sampling.repetition_penalty != 1.0 && !history.is_empty() {
                 let ids = sc
                     .ids
                     .as_ref()
                     .ok_or_else(|| Error::internal("no id buffer"))?;
                 ids.write(history)?;
-                self.gpu.copy_dtod(sc.logits2.ptr, sc.logits.ptr, v * 4)?;
+                self.gpu.copy_dtod(sc.logits2.ptr, logits, v * 4)?;
                 self.kernels.penalty(
                     &self.gpu,
-                    sc.logits.ptr,
+                    logits,
                     sc.logits2.ptr,
                     ids.ptr,
                     history.len(),
@@ -493,6 +516,29 @@ impl Backend for CudaBackend {
                 );
             }
             st.filled = pos + 1;
+            // Decode ahead: the next step, fed this token, runs while the caller handles it
+            // (callbacks, stop checks) instead of after; a different next call recomputes it
+            // (its cache row at pos + 1 is simply written again).
+            let consecutive = sc.last_decode == st.k.ptr;
+            sc.last_decode = st.k.ptr;
+            if self.ahead
+                && self.graphs
+                && consecutive
+                && self.check_call(st, &id, pos + 1, 1).is_ok()
+                && id[0] < v as u32
+            {
+                forward::decode_step(
+                    &ops,
+                    &self.config,
+                    &self.weights,
+                    sc,
+                    st,
+                    id[0],
+                    pos + 1,
+                    self.graphs,
+                )?;
+                sc.ahead = Some((st.k.ptr, pos + 1, id[0]));
+            }
             Ok(id[0])
         })())
     }

@@ -71,6 +71,14 @@ pub struct Scratch {
     /// Captured decode steps, per session cache (K and V addresses, capacity) and the keys their
     /// attention plan covers ([`attention_keys`](super::forward::attention_keys)).
     pub graphs: Vec<((u64, u64, usize, usize), Graph)>,
+    /// A decode step enqueued ahead of its call (`CudaBackend::forward_sample`): the session
+    /// cache's K address, the position and the token it was fed; `logits` holds (or will hold)
+    /// its logits. Cleared by every other use of the scratch.
+    pub ahead: Option<(u64, usize, u32)>,
+    /// The session cache (K address) of the last `forward_sample`, 0 after any other use: a
+    /// step is enqueued ahead only for a session decoding consecutive tokens (sessions taking
+    /// turns would each find its step spoilt by the other's).
+    pub last_decode: u64,
     /// The persistent decode kernel's output slots (f32), and its f32 `[SS_TILES]` sums of squares
     /// after o then i32 readiness flags (`Persistent::flag_words`; zeroed by each launch).
     pub pd_a: Option<DevBuf>,
@@ -143,6 +151,8 @@ impl Scratch {
             out_id: gpu.alloc(4, what)?,
             step: gpu.alloc(8, what)?,
             graphs: Vec::new(),
+            ahead: None,
+            last_decode: 0,
             pd_a: match pd {
                 Some(p) => Some(gpu.alloc(p.part_a.max(1) * 4, what)?),
                 None => None,

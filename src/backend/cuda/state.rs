@@ -55,6 +55,14 @@ impl CudaState {
     }
 }
 
+impl Drop for CudaState {
+    fn drop(&mut self) {
+        // A decode step enqueued ahead (forward_sample) may still write this cache.
+        let _ = self.gpu.bind();
+        let _ = self.gpu.sync();
+    }
+}
+
 impl BackendState for CudaState {
     fn capacity(&self) -> usize {
         self.capacity
