@@ -354,7 +354,11 @@ fn model_decode_ahead_changes_no_token() {
                 uniform: 0.0,
             };
             // Session a: every step; from step 10 on, every fifth step is fed another token.
-            let fed = if i >= 10 && i % 5 == 0 { 3 + (ta + 1) % 190 } else { ta };
+            let fed = if i >= 10 && i % 5 == 0 {
+                3 + (ta + 1) % 190
+            } else {
+                ta
+            };
             hist.push(fed);
             let na = cuda
                 .forward_sample(a.as_mut(), fed, pa, &hist, &s)
