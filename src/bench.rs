@@ -4,7 +4,10 @@
 //! for exactly `n_gen` tokens (EOS does not stop it), one forward pass per token, so the
 //! numbers measure the engine, not the text. The prompt is fed in chunks of the backend's
 //! `prefill_chunk`, as a session feeds it. Bytes read per decoded token (weights plus the
-//! KV cache at the mean decode position) are reported for roofline fractions.
+//! KV cache at the mean decode position) are reported for roofline fractions. `host_ms` spins
+//! the CPU for that long after each decoded token, as an application's per-token work (a
+//! callback, detokenising) would: decode's tokens/s then include it, and show how much of it a
+//! backend hides behind the next step (the CUDA backend's decode ahead).
 
 use crate::backend::DeviceSampling;
 use crate::error::Result;
@@ -31,8 +34,15 @@ pub fn run(
     context: usize,
     load_seconds: f64,
     sampling: Sampling,
+    host_ms: f64,
 ) -> Result<Value> {
     let c = &model.config;
+    if !(0.0..=1000.0).contains(&host_ms) {
+        return Err(crate::Error::invalid(format!(
+            "host work per token must be 0 to 1000 ms, not {host_ms}"
+        )));
+    }
+    let host_work = std::time::Duration::from_secs_f64(host_ms / 1e3);
     let need = n_prompt + n_gen;
     if need > c.max_position_embeddings {
         return Err(crate::Error::invalid(format!(
@@ -100,6 +110,7 @@ pub fn run(
             match be.forward_sample(state.as_mut(), next, pos, &[], &greedy) {
                 Some(r) => {
                     next = r?;
+                    spin(host_work);
                     continue;
                 }
                 None => on_device = false,
@@ -107,6 +118,7 @@ pub fn run(
         }
         be.forward(state.as_mut(), &[next], pos, 1, &mut logits)?;
         next = argmax(&logits);
+        spin(host_work);
     }
     let decode = t1.elapsed().as_secs_f64();
     let profile_decode = be.profile_report();
@@ -127,6 +139,7 @@ pub fn run(
         "prefill_tokens_per_s": n_prompt as f64 / prefill,
         "time_to_first_token_ms": ttft * 1e3,
         "decode_seconds": decode,
+        "host_ms_per_token": host_ms,
         "decode_sampling": if on_device { "device" } else { "host" },
         "decode_tokens_per_s": if n_gen > 0 { n_gen as f64 / decode } else { 0.0 },
         "decode_ms_per_token": if n_gen > 0 { decode * 1e3 / n_gen as f64 } else { 0.0 },
@@ -147,6 +160,18 @@ pub fn run(
         report["profile_decode"] = table(d);
     }
     Ok(report)
+}
+
+/// Keep this thread busy for `d` (an application's per-token work; a sleep would give the
+/// core away and wake late).
+fn spin(d: std::time::Duration) {
+    if d.is_zero() {
+        return;
+    }
+    let t = Instant::now();
+    while t.elapsed() < d {
+        std::hint::spin_loop();
+    }
 }
 
 /// The process's peak resident memory (getrusage), in bytes.

@@ -190,6 +190,22 @@ fn bench_sample_option_is_checked() {
     assert!(err.contains("--sample takes session or host"), "{err}");
 }
 
+/// `--host-ms` adds that much host work per decoded token (reported, and in the decode
+/// time), and refuses what is not 0 to 1000 ms.
+#[test]
+fn bench_host_work_per_token() {
+    let (code, out, err) = bench_on_cpu(&["--host-ms", "20"]);
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["host_ms_per_token"], 20.0, "{v}");
+    assert!(v["decode_ms_per_token"].as_f64().unwrap() >= 20.0, "{v}");
+    for bad in ["-1", "1001", "NaN", "x"] {
+        let (code, _, err) = bench_on_cpu(&["--host-ms", bad]);
+        assert_eq!(code, 2, "--host-ms {bad}: {err}");
+        assert!(err.contains("host-ms"), "--host-ms {bad}: {err}");
+    }
+}
+
 #[test]
 fn bench_context_sizes_the_session() {
     let run = |context: &str| bench_on_cpu(&["--context", context]);

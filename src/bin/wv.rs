@@ -7,7 +7,7 @@
 //! wv generate --model DIR --prompt TEXT [sampling flags] [--chat] [--device D]
 //! wv chat     --model DIR [sampling flags] [--device D]
 //! wv bench    --model DIR [--prompt-tokens N] [--gen-tokens N] [--context N] [--device D]
-//!             [--sample session|host]
+//!             [--sample session|host] [--host-ms F]
 //! ```
 //! Without `--model`, the bundled demo model (`models/kjv-tiny`) is used. Errors print one line
 //! on stderr and exit non-zero (2 for a bad command line, 1 otherwise).
@@ -32,7 +32,7 @@ const USAGE: &str = "usage: wv <info|tokenize|logits|generate|chat|bench> [--mod
             [--repeat-penalty R] [--seed S] [--stop STR]... [--chat] [--device D] [--context N]
   chat      --model DIR [sampling flags] [--system TEXT] [--device D] [--context N]
   bench     --model DIR [--prompt-tokens N] [--gen-tokens N] [--context N] [--device D]
-            [--sample session|host]
+            [--sample session|host] [--host-ms F]
 Without --model the bundled demo model is used.";
 
 fn main() -> ExitCode {
@@ -108,6 +108,7 @@ fn run(argv: Vec<String>) -> Result<(), CliError> {
             "context",
             "device",
             "sample",
+            "host-ms",
         ],
         other => return Err(CliError::Usage(format!("unknown command {other:?}"))),
     };
@@ -379,10 +380,20 @@ fn cmd_bench(dir: &std::path::Path, args: &Args) -> Result<(), CliError> {
             )))
         }
     };
+    // Host work per decoded token (ms), as an application's callback would add.
+    let host_ms = args
+        .value::<f64>("host-ms")
+        .map_err(CliError::Usage)?
+        .unwrap_or(0.0);
+    if !(0.0..=1000.0).contains(&host_ms) {
+        return Err(CliError::Usage(format!(
+            "--host-ms takes 0 to 1000 (milliseconds), not {host_ms}"
+        )));
+    }
     let t_load = Instant::now();
     let model = load(dir, args)?;
     let load_s = t_load.elapsed().as_secs_f64();
-    let report = wv::bench::run(&model, n_prompt, n_gen, context, load_s, sampling)?;
+    let report = wv::bench::run(&model, n_prompt, n_gen, context, load_s, sampling, host_ms)?;
     println!(
         "{}",
         serde_json::to_string_pretty(&report).unwrap_or_default()
