@@ -12,6 +12,11 @@
 //!   its buffers: [`scratch`]); [`state`]: a session's f16 KV cache; [`persistent`]: the opt-in
 //!   one-launch decode step; [`testing`]: op-level access for the GPU test suites.
 //!
+//! Decode with device sampling (`forward_sample`) runs one step ahead for a session decoding
+//! consecutive tokens: before returning a token it enqueues the step that token feeds, so the
+//! GPU works while the caller handles the token (`Scratch::ahead`; `WV_CUDA_AHEAD=0` or
+//! [`CudaBackend::set_decode_ahead`] turns it off).
+//!
 //! See docs/cuda.md for the design and the measurements.
 
 pub mod args;
