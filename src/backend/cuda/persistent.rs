@@ -144,7 +144,7 @@ fn shapes_fit(c: &ModelConfig) -> bool {
 
 /// Whether the persistent kernel can run this model: head size 128, every layer's four products
 /// lean 4-bit matrices of the same group size with the usual shapes (gate|up = [gate, up]), no
-/// act-order on o, and [`shapes_fit`].
+/// act-order on o, and the shape limits of `shapes_fit`.
 pub fn eligible(c: &ModelConfig, w: &DevWeights) -> Option<Dims> {
     if !shapes_fit(c) || w.layers.is_empty() {
         return None;
