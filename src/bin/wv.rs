@@ -385,9 +385,11 @@ fn cmd_bench(dir: &std::path::Path, args: &Args) -> Result<(), CliError> {
         .value::<f64>("host-ms")
         .map_err(CliError::Usage)?
         .unwrap_or(0.0);
-    if !(0.0..=1000.0).contains(&host_ms) {
+    // Checked before the model loads (bench::run checks it too, for library callers).
+    if !(0.0..=wv::bench::MAX_HOST_MS).contains(&host_ms) {
         return Err(CliError::Usage(format!(
-            "--host-ms takes 0 to 1000 (milliseconds), not {host_ms}"
+            "--host-ms takes 0 to {} (milliseconds), not {host_ms}",
+            wv::bench::MAX_HOST_MS
         )));
     }
     let t_load = Instant::now();

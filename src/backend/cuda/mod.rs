@@ -220,6 +220,28 @@ impl CudaBackend {
         self.weights.decode_bytes()
     }
 
+    /// One decode step of `token` at `pos` for the session cache `st` (its logits left in
+    /// `sc.logits`), with this backend's model and graph setting.
+    fn decode_step(
+        &self,
+        ops: &Ops<'_>,
+        sc: &mut Scratch,
+        st: &CudaState,
+        token: u32,
+        pos: usize,
+    ) -> Result<()> {
+        forward::decode_step(
+            ops,
+            &self.config,
+            &self.weights,
+            sc,
+            st,
+            token,
+            pos,
+            self.graphs,
+        )
+    }
+
     fn ops(&self) -> Ops<'_> {
         Ops {
             gpu: &self.gpu,
@@ -298,8 +320,7 @@ impl CudaBackend {
         let rows = if t <= SMALL_T { 1 } else { chunk };
         let sc = self.scratch_for(&mut guard, rows)?;
         // A step enqueued ahead is superseded (its logits are overwritten here).
-        sc.ahead = None;
-        sc.last_decode = 0;
+        sc.forget_ahead();
         let ops = self.ops();
         logits.clear();
         logits.reserve(n_logits * v);
@@ -310,16 +331,7 @@ impl CudaBackend {
             let c1 = (c0 + step).min(t);
             let rows_here = c1.saturating_sub(first_logit.max(c0));
             if c1 - c0 == 1 {
-                forward::decode_step(
-                    &ops,
-                    &self.config,
-                    &self.weights,
-                    sc,
-                    st,
-                    tokens[c0],
-                    pos + c0,
-                    self.graphs,
-                )?;
+                self.decode_step(&ops, sc, st, tokens[c0], pos + c0)?;
             } else {
                 forward::run_pass(
                     &ops,
@@ -380,8 +392,7 @@ impl Backend for CudaBackend {
         let mut guard = self.scratch.lock();
         if let Some(sc) = guard.as_mut() {
             // The new cache may take a freed one's address.
-            sc.ahead = None;
-            sc.last_decode = 0;
+            sc.forget_ahead();
         }
         Ok(Box::new(CudaState::new(
             &self.gpu,
@@ -459,16 +470,7 @@ impl Backend for CudaBackend {
             // The step may be in flight already: enqueued by the previous call, fed the token
             // it returned (the session took it).
             if sc.ahead.take() != Some((st.k.ptr, pos, token)) {
-                forward::decode_step(
-                    &ops,
-                    &self.config,
-                    &self.weights,
-                    sc,
-                    st,
-                    token,
-                    pos,
-                    self.graphs,
-                )?;
+                self.decode_step(&ops, sc, st, token, pos)?;
             }
             let v = self.config.vocab_size;
             let logits = sc.logits.ptr;
@@ -532,16 +534,7 @@ impl Backend for CudaBackend {
                 && self.check_call(st, &id, pos + 1, 1).is_ok()
                 && id[0] < v as u32
             {
-                forward::decode_step(
-                    &ops,
-                    &self.config,
-                    &self.weights,
-                    sc,
-                    st,
-                    id[0],
-                    pos + 1,
-                    self.graphs,
-                )?;
+                self.decode_step(&ops, sc, st, id[0], pos + 1)?;
                 sc.ahead = Some((st.k.ptr, pos + 1, id[0]));
             }
             Ok(id[0])

@@ -89,6 +89,13 @@ pub struct Scratch {
 }
 
 impl Scratch {
+    /// Discard the decode step enqueued ahead and the record of the last session decoding
+    /// (any use of the scratch other than that session's next `forward_sample`).
+    pub fn forget_ahead(&mut self) {
+        self.ahead = None;
+        self.last_decode = 0;
+    }
+
     /// The prefill buffers [`Ops::linear`](super::forward::Ops::linear) takes, as far as allocated.
     pub fn prefill_bufs(&self) -> PrefillBufs<'_> {
         PrefillBufs {
