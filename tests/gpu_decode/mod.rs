@@ -326,7 +326,8 @@ fn model_persistent_decode_matches_cpu() {
 /// Decode ahead (`forward_sample` enqueues the session's next step, fed the token it returns)
 /// changes no token: two sessions decoding in turns, with and without a repetition penalty,
 /// a session fed a token other than the one it was given (the step ahead discarded and
-/// recomputed) and a prefill in between, give the same tokens with it on and off.
+/// recomputed) and a prefill in between, give the same tokens with it on and off — and with it
+/// on, steps enqueued ahead are used (session a runs three steps alone between b's).
 #[test]
 #[ignore = "needs a CUDA GPU: run on the device with --ignored"]
 fn model_decode_ahead_changes_no_token() {
@@ -367,8 +368,9 @@ fn model_decode_ahead_changes_no_token() {
             out.push(na);
             ta = na;
             pa += 1;
-            // Session b: every other step, in between a's.
-            if i % 2 == 0 {
+            // Session b: every fourth step, after a's (which discards a's step ahead; a's
+            // next two calls find theirs in flight).
+            if i % 4 == 0 {
                 let nb = cuda
                     .forward_sample(b.as_mut(), tb, pb, &[], &s)
                     .expect("device sampling")
@@ -387,9 +389,23 @@ fn model_decode_ahead_changes_no_token() {
         out
     };
     cuda.set_decode_ahead(false);
+    let h0 = cuda.decode_ahead_hits();
     let off = run(&cuda);
+    let h1 = cuda.decode_ahead_hits();
     cuda.set_decode_ahead(true);
     let on = run(&cuda);
-    eprintln!("decode ahead: {} tokens, first {:?}", on.len(), &on[..8]);
+    let h2 = cuda.decode_ahead_hits();
+    eprintln!(
+        "decode ahead: {} tokens, first {:?}; steps found ahead: {} off, {} on",
+        on.len(),
+        &on[..8],
+        h1 - h0,
+        h2 - h1
+    );
+    assert_eq!(h1, h0, "steps found ahead with decode ahead off");
+    // A step is enqueued ahead by a call of a that follows a's own previous call (not b's,
+    // not b's prefill at 15) and used when a's next call comes right after, fed that token
+    // (not at 15 and 20, fed another): a's steps 3, 4, 7, 8, 11, 12, 19 and 23.
+    assert_eq!(h2 - h1, 8, "steps found enqueued ahead");
     assert_eq!(on, off, "decode ahead changed tokens");
 }

@@ -131,6 +131,12 @@ impl CudaBackend {
         self.ahead = on;
     }
 
+    /// How many `forward_sample` calls so far found their decode step already enqueued by the
+    /// previous call (decode ahead's hits; 0 before the scratch exists).
+    pub fn decode_ahead_hits(&self) -> u64 {
+        self.scratch.lock().as_ref().map_or(0, |sc| sc.ahead_hits)
+    }
+
     /// Decode with the persistent kernel (when this model has a plan for it) or with one kernel
     /// per step (tests compare both in one process). Drops the captured decode steps.
     pub fn set_persistent(&mut self, on: bool) {
@@ -469,7 +475,9 @@ impl Backend for CudaBackend {
             let ops = self.ops();
             // The step may be in flight already: enqueued by the previous call, fed the token
             // it returned (the session took it).
-            if sc.ahead.take() != Some((st.k.ptr, pos, token)) {
+            if sc.ahead.take() == Some((st.k.ptr, pos, token)) {
+                sc.ahead_hits += 1;
+            } else {
                 self.decode_step(&ops, sc, st, token, pos)?;
             }
             let v = self.config.vocab_size;

@@ -79,6 +79,9 @@ pub struct Scratch {
     /// step is enqueued ahead only for a session decoding consecutive tokens (sessions taking
     /// turns would each find its step spoilt by the other's).
     pub last_decode: u64,
+    /// How many `forward_sample` calls found their step already enqueued ahead (diagnostics:
+    /// [`CudaBackend::decode_ahead_hits`](super::CudaBackend::decode_ahead_hits)).
+    pub ahead_hits: u64,
     /// The persistent decode kernel's output slots (f32), and its f32 `[SS_TILES]` sums of squares
     /// after o then i32 readiness flags (`Persistent::flag_words`; zeroed by each launch).
     pub pd_a: Option<DevBuf>,
@@ -160,6 +163,7 @@ impl Scratch {
             graphs: Vec::new(),
             ahead: None,
             last_decode: 0,
+            ahead_hits: 0,
             pd_a: match pd {
                 Some(p) => Some(gpu.alloc(p.part_a.max(1) * 4, what)?),
                 None => None,
