@@ -39,6 +39,10 @@
 //   layers and ran at 1; not investigated: not in the list)
 // So the copies are not the limit and the arithmetic alone takes as long as the streaming: one
 // kernel of this shape is slower than wv's per-step decode (its 13B GEMVs, queued, 2.07 ms).
+// Twelfth session (same card kind, copy bandwidth 4.17 TB/s): cmode 4 (dp4a on int8 inputs, about
+// half the instructions per weight) — arithmetic alone 0.956 ms against cmode 1's 1.650 in the
+// same run, yet streaming + arithmetic + staging 2.258 against 2.292 and with the dependencies
+// 2.571 against 2.576: the instruction count is not what keeps the consumers from the streaming.
 #ifndef __CUDACC_RTC__
 #include <cstdio>
 #include <cstdlib>
@@ -79,6 +83,7 @@ struct Args {
     int cmode;  // consumers: 0 a column per thread; 1 a batch (8 rows x 128 columns) per warp, warp sets on alternate stages;
                 // 2 tensor cores: warp w = (32-column block w & 3, group w >> 2 of the stage), CW = 4 UG;
                 // 3 as 1, but each warp streams its own batches into a private ring of ST slots (no producer)
+                // 4 as 1, with the input quantised to int8 per 64 and the products in dp4a (WV_GEMV_DP4A)
     int pmode;  // producer, layout 1: 0 one bulk copy per stage, 1 four, 2 sixteen, 3 cp.async by 32 lanes
     int mode;  // bit 0: consumers skip the arithmetic; bit 1: producer copies nothing (arrives); bit 2: no x staging
     int* cnt;           // [L][5] SMs done per phase
@@ -187,7 +192,7 @@ __global__ void __launch_bounds__((CW + 1) * 32, 1) stream_probe(Args a) {
     if (tid == 0 && a.cmode != 3) {
         for (int i = 0; i < a.ST; ++i) {
             mbar_init(full_s + 8 * i, a.pmode == 3 ? 32 : 1);
-            mbar_init(empty_s + 8 * i, a.cmode == 1 ? 2 * UG : CW);  // cmode 2: CW
+            mbar_init(empty_s + 8 * i, (a.cmode == 1 || a.cmode == 4) ? 2 * UG : CW);  // cmode 2: CW
         }
         asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
     }
@@ -284,6 +289,8 @@ __global__ void __launch_bounds__((CW + 1) * 32, 1) stream_probe(Args a) {
             float tot = 0.f;
             for (int i = 0; i < CW; ++i) tot += red[CW * 128 + i];
             const float rs = rsqrtf(tot / K + 1e-6f);
+            // cmode 4: the input as int8 per batch of 64 (gemv.cu's WV_GEMV_DP4A staging).
+            if (a.cmode == 4 && !(a.mode & 4)) quant_x_dp4a<8>(xs, K, tid, NT, [](int n) { cons_sync(n); });
 
             int u0, u1;
             unit_range(K, N, UG, s, S, u0, u1);
@@ -476,7 +483,7 @@ __global__ void __launch_bounds__((CW + 1) * 32, 1) stream_probe(Args a) {
                 }
                 continue;
             }
-            if (a.cmode == 1) {
+            if (a.cmode == 1 || a.cmode == 4) {
                 // Warp w: batch w % WS of the stages of its set (w / WS), 4 columns per lane.
                 constexpr int WS = 2 * UG, NS = CW / WS;
                 const int warp = tid >> 5, lane = tid & 31, bw = warp % WS, set = warp / WS;
@@ -487,7 +494,33 @@ __global__ void __launch_bounds__((CW + 1) * 32, 1) stream_probe(Args a) {
                         const int slot = it1 % a.ST, par = (it1 / a.ST) & 1;
                         mbar_wait(full_s + 8 * slot, par);
                         const unsigned char* st = ring + slot * UB;
-                        if (!(a.mode & 1)) {
+                        if (!(a.mode & 1) && a.cmode == 4) {
+                            const uint2 sv = *reinterpret_cast<const uint2*>(st + UG * GROUP_Q + (bw >> 1) * 256 + lane * 8);
+                            const u32 zv = *reinterpret_cast<const u32*>(st + UG * (GROUP_Q + 256) + (bw >> 1) * 128 + lane * 4);
+                            const uint4* wb = reinterpret_cast<const uint4*>(st + bw * 8 * 512) + lane;
+                            const int bt = b * UG * 2 + bw;  // the batch of 64 inputs
+                            const uint2* xq = reinterpret_cast<const uint2*>(xs) + bt * 8;
+                            int lo[4] = {0, 0, 0, 0}, hi[4] = {0, 0, 0, 0};
+#pragma unroll
+                            for (int i = 0; i < 8; ++i) {
+                                const uint2 xv = xq[i];
+                                const uint4 wi = wb[i * 32];
+                                dot8_dp4a(wi.x, xv, lo[0], hi[0]);
+                                dot8_dp4a(wi.y, xv, lo[1], hi[1]);
+                                dot8_dp4a(wi.z, xv, lo[2], hi[2]);
+                                dot8_dp4a(wi.w, xv, lo[3], hi[3]);
+                            }
+                            const float2 mt = reinterpret_cast<const float2*>(reinterpret_cast<const unsigned char*>(xs) + K)[bt];
+                            const int sq = __float_as_int(mt.y);
+                            float f[4];
+#pragma unroll
+                            for (int c4 = 0; c4 < 4; ++c4)
+                                f[c4] = (float)(lo[c4] + (hi[c4] >> 4) - (int)((zv >> (8 * c4)) & 0xffu) * sq) * mt.x;
+                            acc[0] += f[0] * lo2f(sv.x);
+                            acc[1] += f[1] * hi2f(sv.x);
+                            acc[2] += f[2] * lo2f(sv.y);
+                            acc[3] += f[3] * hi2f(sv.y);
+                        } else if (!(a.mode & 1)) {
                             const uint2 sv = *reinterpret_cast<const uint2*>(st + UG * GROUP_Q + (bw >> 1) * 256 + lane * 8);
                             const u32 zv = *reinterpret_cast<const u32*>(st + UG * (GROUP_Q + 256) + (bw >> 1) * 128 + lane * 4);
                             u32 zl[4], zh[4];
@@ -767,7 +800,8 @@ int main(int argc, char** argv) {
         {16, 4, 5, 0, 1, 0, 0, 1}, {16, 4, 5, 1, 1, 0, 0, 1},
         // streaming alone, 2-D maps; arithmetic alone; the tensor cores; a column per thread
         {16, 4, 5, 0, 2, 5, 0, 2}, {16, 4, 5, 0, 1, 6, 0, 1}, {16, 4, 5, 1, 1, 0, 0, 2}, {16, 4, 5, 1, 1, 0, 0, 0},
-        {16, 4, 5, 0, 1, 5, 0, 1}};
+        // cmode 4 (cmode 1 with dp4a on int8 inputs): arithmetic alone; everything without / with the dependencies
+        {16, 4, 5, 0, 1, 6, 0, 4}, {16, 4, 5, 0, 1, 0, 0, 4}, {16, 4, 5, 1, 1, 0, 0, 4}};
     for (const V& v : vs) {
         a.prods = dprods[v.ug];
         float t = v.cw == 16 ? run<16, 4>(a, S, v.st, v.dep, v.layout, v.mode, v.pmode, v.cmode, 20)
