@@ -217,65 +217,6 @@ __device__ __forceinline__ float absmax8(uint4 v) {
     return fmaxf(a, b);
 }
 
-// Experiment (WV_GEMV_DP4A): integer products. The x slice quantised to int8 per batch of 64
-// inputs (8 packed rows), each packed row as two words in the nibbles' byte order — lo = rows
-// (0, 4, 1, 5), hi = rows (2, 6, 3, 7) — so that w & 0x0f0f0f0f and w & 0xf0f0f0f0 (16 q) meet
-// them byte for byte in dp4a.
-__device__ __forceinline__ int dp4a_us(u32 a, u32 b, int c) {
-    int d;
-    asm("dp4a.u32.s32 %0, %1, %2, %3;" : "=r"(d) : "r"(a), "r"(b), "r"(c));
-    return d;
-}
-__device__ __forceinline__ u32 q8pack(int a, int b, int c, int d) {
-    return (u32)(a & 0xff) | ((u32)(b & 0xff) << 8) | ((u32)(c & 0xff) << 16) | ((u32)d << 24);
-}
-// In place: xs f16 [span] (span % 64 == 0, span / 64 <= MAXJ * 4 * warps) becomes uint2 [span / 8]
-// (int8 x per packed row, as above) from byte 0, then float2 [span / 64] (scale, Σ q as int bits)
-// per batch from byte span. Threads [0, nthreads) of the block take part (whole warps); the
-// caller synchronises them before (xs complete); sync(nthreads) is their barrier, between
-// reading every value and writing the first, and at the end.
-template <int MAXJ, typename Sync>
-__device__ __forceinline__ void quant_x_dp4a(f16* xs, int span, int tid, int nthreads, Sync sync) {
-    const int nbt = span >> 6, lane = tid & 31, warp = tid >> 5, nw = nthreads >> 5;
-    uint4 v[MAXJ];
-#pragma unroll
-    for (int j = 0; j < MAXJ; ++j) {
-        const int bt = (j * nw + warp) * 4 + (lane >> 3);
-        v[j] = bt < nbt ? reinterpret_cast<const uint4*>(xs)[bt * 8 + (lane & 7)] : make_uint4(0u, 0u, 0u, 0u);
-    }
-    sync(nthreads);
-#pragma unroll
-    for (int j = 0; j < MAXJ; ++j) {
-        if ((j * nw + warp) * 4 >= nbt) break;
-        const int bt = (j * nw + warp) * 4 + (lane >> 3);
-        float m = absmax8(v[j]);
-        m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, 1));
-        m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, 2));
-        m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, 4));
-        const float inv = m > 0.f ? 127.f / m : 0.f;
-        const int q0 = __float2int_rn(lo2f(v[j].x) * inv), q1 = __float2int_rn(hi2f(v[j].x) * inv);
-        const int q2 = __float2int_rn(lo2f(v[j].y) * inv), q3 = __float2int_rn(hi2f(v[j].y) * inv);
-        const int q4 = __float2int_rn(lo2f(v[j].z) * inv), q5 = __float2int_rn(hi2f(v[j].z) * inv);
-        const int q6 = __float2int_rn(lo2f(v[j].w) * inv), q7 = __float2int_rn(hi2f(v[j].w) * inv);
-        int sq = q0 + q1 + q2 + q3 + q4 + q5 + q6 + q7;
-        sq += __shfl_xor_sync(0xffffffffu, sq, 1);
-        sq += __shfl_xor_sync(0xffffffffu, sq, 2);
-        sq += __shfl_xor_sync(0xffffffffu, sq, 4);
-        if (bt < nbt) {
-            reinterpret_cast<uint2*>(xs)[bt * 8 + (lane & 7)] = make_uint2(q8pack(q0, q4, q1, q5), q8pack(q2, q6, q3, q7));
-            if ((lane & 7) == 0)
-                reinterpret_cast<float2*>(reinterpret_cast<unsigned char*>(xs) + span)[bt] =
-                    make_float2(m * (1.f / 127.f), __int_as_float(sq));
-        }
-    }
-    sync(nthreads);
-}
-// lo += Σ of the even-byte products, hi += 16 × the odd-byte ones, for one packed word.
-__device__ __forceinline__ void dot8_dp4a(u32 w, uint2 xq, int& lo, int& hi) {
-    lo = dp4a_us(w & 0x0f0f0f0fu, xq.x, lo);
-    hi = dp4a_us(w & 0xf0f0f0f0u, xq.y, hi);
-}
-
 // cp.async: 16-byte global → shared copies in commit groups.
 __device__ __forceinline__ u32 smem_addr(const void* p) {
     u32 a;

@@ -296,12 +296,6 @@ extern "C" __global__ void __launch_bounds__(256, WV_GEMV_MINB) gemv_q4w(
 #ifndef WV_GEMV_PROBE
 #define WV_GEMV_PROBE 0
 #endif
-// WV_GEMV_DP4A=1 (experiment, via WV_CUDA_DEFINES): gemv_q4l's products in integers — the x
-// slice quantised to int8 per batch of 64 inputs after staging (quant_x_dp4a), per packed word
-// two lop3 and two dp4a instead of 13 f16 instructions; spans up to 16,384 inputs per block.
-#ifndef WV_GEMV_DP4A
-#define WV_GEMV_DP4A 0
-#endif
 #ifndef WV_GEMVL_MINB
 #define WV_GEMVL_MINB 3
 #endif
@@ -508,20 +502,10 @@ __device__ __forceinline__ void gemv_q4l_body(GEMVL_PARAMS)
         }
         unscale = stage_x_finish(xs, span, mx, xmax);
     }
-#if WV_GEMV_DP4A
-    // The slice as int8 per batch (in place; the slice's f16 values are all read first).
-    if (span > 8 * 4 * 8 * 64) __trap();
-    quant_x_dp4a<8>(xs, span, threadIdx.x, blockDim.x, [](int) { __syncthreads(); });
-#endif
     pdl_launch();
     float acc[4] = {0.f, 0.f, 0.f, 0.f};
     if (active) {
         const uint4* __restrict__ xb = reinterpret_cast<const uint4*>(xs) + 8 * b0;
-#if WV_GEMV_DP4A
-        const uint2* __restrict__ xqb = reinterpret_cast<const uint2*>(xs) + 8 * b0;
-        const float2* __restrict__ xmeta =
-            reinterpret_cast<const float2*>(reinterpret_cast<const unsigned char*>(xs) + span) + b0;
-#endif
         for (int b = b0; b < b1; ++b, xb += 8) {
             const bool more = b + 1 < b1;
 #if WV_GEMV_RING > 0
@@ -550,39 +534,10 @@ __device__ __forceinline__ void gemv_q4l_body(GEMVL_PARAMS)
                 svn = __ldg(reinterpret_cast<const uint2*>(scales + (size_t)g * N + n));
                 zvn = __ldg(reinterpret_cast<const u32*>(zeros + (size_t)g * N + n));
             }
-            float f[4] = {0.f, 0.f, 0.f, 0.f};
-#if WV_GEMV_DP4A
-            int lo[4] = {0, 0, 0, 0}, hi[4] = {0, 0, 0, 0};
-#pragma unroll
-            for (int i = 0; i < 8; ++i) {
-                const uint2 xv = xqb[i];
-#if WV_GEMV_RING == 0
-                const uint4 wi = w[i];
-#else
-                const uint4 wi = slot[i * 32];
-#endif
-                dot8_dp4a(wi.x, xv, lo[0], hi[0]);
-                dot8_dp4a(wi.y, xv, lo[1], hi[1]);
-                dot8_dp4a(wi.z, xv, lo[2], hi[2]);
-                dot8_dp4a(wi.w, xv, lo[3], hi[3]);
-#if WV_GEMV_RING == 0
-                if (more) w[i] = __ldg(reinterpret_cast<const uint4*>(qb + off + i * rowb));
-#endif
-            }
-            {
-                // Σ x (q - z) = Σ x q - z Σ x per column, times the batch's x scale.
-                const float2 mt = *xmeta;
-                const int sq = __float_as_int(mt.y);
-#pragma unroll
-                for (int c = 0; c < 4; ++c)
-                    f[c] = (float)(lo[c] + (hi[c] >> 4) - (int)((zv >> (8 * c)) & 0xffu) * sq) * mt.x;
-                xqb += 8;
-                ++xmeta;
-            }
-#else
             u32 zl[4], zh[4];
             lean_zeros(zv, zl, zh);
 
+            float f[4] = {0.f, 0.f, 0.f, 0.f};
             u32 h[4] = {0u, 0u, 0u, 0u};
 #pragma unroll
             for (int i = 0; i < 8; ++i) {
@@ -616,7 +571,6 @@ __device__ __forceinline__ void gemv_q4l_body(GEMVL_PARAMS)
                     }
                 }
             }
-#endif
             acc[0] += f[0] * lo2f(sv.x);
             acc[1] += f[1] * hi2f(sv.x);
             acc[2] += f[2] * lo2f(sv.y);
