@@ -861,10 +861,16 @@ int main(int argc, char** argv) {
         // streaming alone, 2-D maps; arithmetic alone; the tensor cores; a column per thread
         {16, 4, 5, 0, 2, 5, 0, 2}, {16, 4, 5, 0, 1, 6, 0, 1}, {16, 4, 5, 1, 1, 0, 0, 2}, {16, 4, 5, 1, 1, 0, 0, 0},
         // cmode 4 (cmode 1 with dp4a on int8 inputs): arithmetic alone; everything without / with the dependencies
-        {16, 4, 5, 0, 1, 6, 0, 4}, {16, 4, 5, 0, 1, 0, 0, 4}, {16, 4, 5, 1, 1, 0, 0, 4}};
+        {16, 4, 5, 0, 1, 6, 0, 4}, {16, 4, 5, 0, 1, 0, 0, 4}, {16, 4, 5, 1, 1, 0, 0, 4},
+        // cmode 4 without the input staging; stages of 2 and 1 groups (4 and 8 sets of warps in turn)
+        {16, 4, 5, 0, 1, 4, 0, 4}, {16, 2, 10, 0, 1, 0, 0, 4}, {16, 2, 10, 1, 1, 0, 0, 4},
+        {16, 1, 20, 0, 1, 0, 0, 4}, {16, 1, 20, 1, 1, 0, 0, 4}, {16, 2, 10, 0, 1, 4, 0, 4},
+        {16, 1, 20, 0, 1, 4, 0, 4}, {16, 2, 10, 0, 1, 6, 0, 4}, {16, 1, 20, 0, 1, 6, 0, 4}};
     for (const V& v : vs) {
         a.prods = dprods[v.ug];
-        float t = v.cw == 16 ? run<16, 4>(a, S, v.st, v.dep, v.layout, v.mode, v.pmode, v.cmode, 20)
+        float t = v.cw == 16 && v.ug == 1 ? run<16, 1>(a, S, v.st, v.dep, v.layout, v.mode, v.pmode, v.cmode, 20)
+                : v.cw == 16 && v.ug == 2 ? run<16, 2>(a, S, v.st, v.dep, v.layout, v.mode, v.pmode, v.cmode, 20)
+                : v.cw == 16 ? run<16, 4>(a, S, v.st, v.dep, v.layout, v.mode, v.pmode, v.cmode, 20)
                 : v.ug == 1  ? run<8, 1>(a, S, v.st, v.dep, v.layout, v.mode, v.pmode, v.cmode, 20)
                 : v.ug == 2  ? run<8, 2>(a, S, v.st, v.dep, v.layout, v.mode, v.pmode, v.cmode, 20)
                              : run<8, 4>(a, S, v.st, v.dep, v.layout, v.mode, v.pmode, v.cmode, 20);
