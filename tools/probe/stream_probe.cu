@@ -865,7 +865,7 @@ int main(int argc, char** argv) {
         // cmode 4 without the input staging; stages of 2 and 1 groups (4 and 8 sets of warps in turn)
         {16, 4, 5, 0, 1, 4, 0, 4}, {16, 2, 10, 0, 1, 0, 0, 4}, {16, 2, 10, 1, 1, 0, 0, 4},
         {16, 1, 20, 0, 1, 0, 0, 4}, {16, 1, 20, 1, 1, 0, 0, 4}, {16, 2, 10, 0, 1, 4, 0, 4},
-        {16, 1, 20, 0, 1, 4, 0, 4}, {16, 2, 10, 0, 1, 6, 0, 4}, {16, 1, 20, 0, 1, 6, 0, 4}};
+        {16, 1, 20, 0, 1, 4, 0, 4}, {16, 4, 5, 1, 1, 4, 0, 4}, {16, 2, 10, 0, 1, 6, 0, 4}, {16, 1, 20, 0, 1, 6, 0, 4}};
     for (const V& v : vs) {
         a.prods = dprods[v.ug];
         float t = v.cw == 16 && v.ug == 1 ? run<16, 1>(a, S, v.st, v.dep, v.layout, v.mode, v.pmode, v.cmode, 20)
