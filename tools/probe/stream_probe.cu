@@ -145,7 +145,8 @@ struct Args {
                 // 3 as 1, but each warp streams its own batches into a private ring of ST slots (no producer)
                 // 4 as 1, with the input quantised to int8 per 64 and the products in dp4a (WV_GEMV_DP4A)
     int pmode;  // producer, layout 1: 0 one bulk copy per stage, 1 four, 2 sixteen, 3 cp.async by 32 lanes
-    int mode;  // bit 0: consumers skip the arithmetic; bit 1: producer copies nothing (arrives); bit 2: no x staging
+    int mode;  // bit 0: consumers skip the arithmetic; bit 1: producer copies nothing (arrives); bit 2: no x staging;
+               // bit 3: staging with 16 values per thread in flight (else 4)
     int* cnt;           // [L][5] SMs done per phase
     float* part;        // [8][MAXK]
     float* out;         // [8][32768]
@@ -228,6 +229,29 @@ __device__ __forceinline__ bool seq_next(const Args& a, WarpSeq& q, int set, int
         }
         if (q.it++ % NS == set) return true;
     }
+}
+
+// xs [K] = the sum of the three slabs part [3][MAXK] as f16; returns this thread's sum of squares.
+template <int D>
+__device__ __forceinline__ float stage3(f16* xs, const float* part, int K, int tid, int NT) {
+    float ss = 0.f;
+    for (int base = tid; base < K; base += D * NT) {
+        float v[D];
+#pragma unroll
+        for (int j = 0; j < D; ++j) {
+            const int i = base + j * NT;
+            v[j] = i < K ? __ldcg(part + i) + __ldcg(part + MAXK + i) + __ldcg(part + 2 * MAXK + i) : 0.f;
+        }
+#pragma unroll
+        for (int j = 0; j < D; ++j) {
+            const int i = base + j * NT;
+            if (i < K) {
+                xs[i] = f2h(v[j]);
+                ss += v[j] * v[j];
+            }
+        }
+    }
+    return ss;
 }
 
 template <int CW, int UG>
@@ -325,24 +349,10 @@ __global__ void __launch_bounds__((CW + 1) * 32, 1) stream_probe(Args a) {
             const int p = ph == 0 ? 0 : ph - 1;
             const Prod* P = a.prods + l * 4 + p;
             const int K = P->K, N = P->N, NB = K / (128 * UG);
-            // Stage x = sum of 3 slabs as f16, with its sum of squares.
-            float ss = 0.f;
-            for (int base = tid; base < ((a.mode & 4) ? 0 : K); base += 4 * NT) {
-                float v[4];
-#pragma unroll
-                for (int j = 0; j < 4; ++j) {
-                    const int i = base + j * NT;
-                    v[j] = i < K ? __ldcg(a.part + i) + __ldcg(a.part + MAXK + i) + __ldcg(a.part + 2 * MAXK + i) : 0.f;
-                }
-#pragma unroll
-                for (int j = 0; j < 4; ++j) {
-                    const int i = base + j * NT;
-                    if (i < K) {
-                        xs[i] = f2h(v[j]);
-                        ss += v[j] * v[j];
-                    }
-                }
-            }
+            // Stage x = sum of 3 slabs as f16, with its sum of squares (mode bit 3: 16 values per
+            // thread in flight instead of 4).
+            const int KS = (a.mode & 4) ? 0 : K;
+            float ss = (a.mode & 8) ? stage3<16>(xs, a.part, KS, tid, NT) : stage3<4>(xs, a.part, KS, tid, NT);
             ss = warp_sum(ss);
             if ((tid & 31) == 0) red[CW * 128 + (tid >> 5)] = ss;
             cons_sync(NT);
@@ -865,7 +875,9 @@ int main(int argc, char** argv) {
         // cmode 4 without the input staging; stages of 2 and 1 groups (4 and 8 sets of warps in turn)
         {16, 4, 5, 0, 1, 4, 0, 4}, {16, 2, 10, 0, 1, 0, 0, 4}, {16, 2, 10, 1, 1, 0, 0, 4},
         {16, 1, 20, 0, 1, 0, 0, 4}, {16, 1, 20, 1, 1, 0, 0, 4}, {16, 2, 10, 0, 1, 4, 0, 4},
-        {16, 1, 20, 0, 1, 4, 0, 4}, {16, 4, 5, 1, 1, 4, 0, 4}, {16, 2, 10, 0, 1, 6, 0, 4}, {16, 1, 20, 0, 1, 6, 0, 4}};
+        {16, 1, 20, 0, 1, 4, 0, 4}, {16, 4, 5, 1, 1, 4, 0, 4}, {16, 2, 10, 0, 1, 6, 0, 4}, {16, 1, 20, 0, 1, 6, 0, 4},
+        // staging 16 deep
+        {16, 4, 5, 0, 1, 8, 0, 4}, {16, 4, 5, 1, 1, 8, 0, 4}, {16, 2, 10, 1, 1, 8, 0, 4}, {16, 4, 5, 1, 1, 8, 0, 1}};
     for (const V& v : vs) {
         a.prods = dprods[v.ug];
         float t = v.cw == 16 && v.ug == 1 ? run<16, 1>(a, S, v.st, v.dep, v.layout, v.mode, v.pmode, v.cmode, 20)
