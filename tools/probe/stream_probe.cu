@@ -146,7 +146,8 @@ struct Args {
                 // 4 as 1, with the input quantised to int8 per 64 and the products in dp4a (WV_GEMV_DP4A)
     int pmode;  // producer, layout 1: 0 one bulk copy per stage, 1 four, 2 sixteen, 3 cp.async by 32 lanes
     int mode;  // bit 0: consumers skip the arithmetic; bit 1: producer copies nothing (arrives); bit 2: no x staging;
-               // bit 3: staging with 16 values per thread in flight (else 4)
+               // bit 3: staging with 16 values per thread in flight (else 4); bit 4 / 5: staging from a
+               // per-SM copy / one of 8 copies of the slabs
     int* cnt;           // [L][5] SMs done per phase
     float* part;        // [8][MAXK]
     float* out;         // [8][32768]
@@ -352,7 +353,11 @@ __global__ void __launch_bounds__((CW + 1) * 32, 1) stream_probe(Args a) {
             // Stage x = sum of 3 slabs as f16, with its sum of squares (mode bit 3: 16 values per
             // thread in flight instead of 4).
             const int KS = (a.mode & 4) ? 0 : K;
-            float ss = (a.mode & 8) ? stage3<16>(xs, a.part, KS, tid, NT) : stage3<4>(xs, a.part, KS, tid, NT);
+            // Mode bit 4: each SM stages from its own copy of the slabs (bit 5: one of 8 copies), to
+            // tell L2 contention on lines every SM reads at once from the staging's own cost.
+            const float* part = a.part + ((a.mode & 16) ? (size_t)(8 + 3 * s) * MAXK
+                                          : (a.mode & 32) ? (size_t)(8 + 3 * (s & 7)) * MAXK : 0);
+            float ss = (a.mode & 8) ? stage3<16>(xs, part, KS, tid, NT) : stage3<4>(xs, part, KS, tid, NT);
             ss = warp_sum(ss);
             if ((tid & 31) == 0) red[CW * 128 + (tid >> 5)] = ss;
             cons_sync(NT);
@@ -833,9 +838,9 @@ int main(int argc, char** argv) {
     }
     a.L = L;
     CK(cudaMalloc(&a.cnt, L * 5 * 4));
-    CK(cudaMalloc(&a.part, 8 * MAXK * 4));
+    CK(cudaMalloc(&a.part, (8 + 3 * 160) * MAXK * 4));  // [8][MAXK] + per-SM copies of 3 slabs (mode bit 4)
     CK(cudaMalloc(&a.out, 8 * 32768 * 4));
-    CK(cudaMemset(a.part, 0, 8 * MAXK * 4));
+    CK(cudaMemset(a.part, 0, (8 + 3 * 160) * MAXK * 4));
     // Copy bandwidth (read + write) and plain read bandwidth.
     const size_t cb = 1ull << 30;
     void *x, *y;
@@ -877,7 +882,10 @@ int main(int argc, char** argv) {
         {16, 1, 20, 0, 1, 0, 0, 4}, {16, 1, 20, 1, 1, 0, 0, 4}, {16, 2, 10, 0, 1, 4, 0, 4},
         {16, 1, 20, 0, 1, 4, 0, 4}, {16, 4, 5, 1, 1, 4, 0, 4}, {16, 2, 10, 0, 1, 6, 0, 4}, {16, 1, 20, 0, 1, 6, 0, 4},
         // staging 16 deep
-        {16, 4, 5, 0, 1, 8, 0, 4}, {16, 4, 5, 1, 1, 8, 0, 4}, {16, 2, 10, 1, 1, 8, 0, 4}, {16, 4, 5, 1, 1, 8, 0, 1}};
+        {16, 4, 5, 0, 1, 8, 0, 4}, {16, 4, 5, 1, 1, 8, 0, 4}, {16, 2, 10, 1, 1, 8, 0, 4}, {16, 4, 5, 1, 1, 8, 0, 1},
+        // staging from per-SM copies / 8 copies of the slabs
+        {16, 4, 5, 0, 1, 16, 0, 4}, {16, 4, 5, 1, 1, 16, 0, 4}, {16, 4, 5, 0, 1, 32, 0, 4}, {16, 4, 5, 1, 1, 32, 0, 4},
+        {16, 4, 5, 1, 1, 16, 0, 1}};
     for (const V& v : vs) {
         a.prods = dprods[v.ug];
         float t = v.cw == 16 && v.ug == 1 ? run<16, 1>(a, S, v.st, v.dep, v.layout, v.mode, v.pmode, v.cmode, 20)
