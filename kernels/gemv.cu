@@ -292,7 +292,8 @@ extern "C" __global__ void __launch_bounds__(256, WV_GEMV_MINB) gemv_q4w(
 #endif
 // WV_GEMV_PROBE=1 (benchmarks only, via WV_CUDA_DEFINES): gemv_q4l streams its weights but
 // skips the dequantisation and products, to tell the memory path's ceiling from the arithmetic's;
-// WV_GEMV_PROBE=2 reads no weights at all (the launch, the x slice and the store alone).
+// WV_GEMV_PROBE=2 reads no weights at all (the launch, the x slice and the store alone);
+// WV_GEMV_PROBE=3 also skips making the x slice (the prologue: staging, norm, combine or SiLU).
 #ifndef WV_GEMV_PROBE
 #define WV_GEMV_PROBE 0
 #endif
@@ -348,7 +349,7 @@ __device__ __forceinline__ void gemv_q4l_body(GEMVL_PARAMS)
     const int r0 = k0 >> 3, rend = k1 >> 3;
     const int nb = (rend - r0 + 7) >> 3;
     const int b0 = (nb * warp) >> 3, b1 = (nb * (warp + 1)) >> 3;
-    const bool active = n < N && b0 < b1 && WV_GEMV_PROBE != 2;
+    const bool active = n < N && b0 < b1 && WV_GEMV_PROBE != 2 && WV_GEMV_PROBE != 3;
     const int N4 = N >> 2;
     const uint4* __restrict__ qv = reinterpret_cast<const uint4*>(qw) + (n >> 2);
 #if WV_GEMV_RING == 0
@@ -395,8 +396,10 @@ __device__ __forceinline__ void gemv_q4l_body(GEMVL_PARAMS)
     // outputs (the fused variants below).
     const int span = nb << 6;
     const float xmax = XMAX_FOR_ROWS(WV_GEMV_ACC);
-    float unscale;
-    if (PRO == PRO_X) {
+    float unscale = 1.f;
+    if (WV_GEMV_PROBE == 3) {
+        // Diagnostics only: no x slice.
+    } else if (PRO == PRO_X) {
         unscale = stage_x(xs, x, perm, k0, k1, span, xmax);
     } else if (PRO == PRO_NORM) {
         // RMSNorm of the residual stream pin [K] with weight pin2, from the pn per-tile sums of
