@@ -359,41 +359,6 @@ static_assert(QT_SMEM_T(64, QT_STAGES_SMALL) <= WV_HOST_QT_SMEM_64 &&
               "gemm_q4.rs allocates less shared memory than the small-tile kernels use");
 #endif
 
-// A CUtensorMap (opaque, 128 bytes, 64-byte aligned), passed by value as a kernel parameter.
-struct __align__(64) TmaMap {
-    unsigned long long v[16];
-};
-
-__device__ __forceinline__ void mbar_init(u32 bar, u32 count) {
-    asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;" ::"r"(bar), "r"(count) : "memory");
-}
-__device__ __forceinline__ void mbar_expect_tx(u32 bar, u32 bytes) {
-    asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(bar), "r"(bytes) : "memory");
-}
-__device__ __forceinline__ void mbar_arrive(u32 bar) {
-    asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];" ::"r"(bar) : "memory");
-}
-// Wait until the phase of parity `parity` of the mbarrier at `bar` has completed.
-__device__ __forceinline__ void mbar_wait(u32 bar, u32 parity) {
-    asm volatile(
-        "{\n"
-        ".reg .pred p;\n"
-        "WAIT:\n"
-        "mbarrier.try_wait.parity.shared::cta.b64 p, [%0], %1;\n"
-        "@!p bra WAIT;\n"
-        "}\n" ::"r"(bar),
-        "r"(parity)
-        : "memory");
-}
-// A 2-D tensor copy of the box at (c0 innermost, c1) of `map` into shared memory at dst,
-// completing (bytes) on the mbarrier at bar.
-__device__ __forceinline__ void tma_2d(u32 dst, const TmaMap* map, int c0, int c1, u32 bar) {
-    asm volatile(
-        "cp.async.bulk.tensor.2d.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1, {%2, %3}], [%4];" ::"r"(dst),
-        "l"((unsigned long long)map), "r"(c0), "r"(c1), "r"(bar)
-        : "memory");
-}
-
 // The kernel for token tiles of TT (128, 64 or 32) and ST stages.
 template <int TT, int ST>
 __device__ __forceinline__ void gemm_q4_tma_body(const TmaMap* mx, const TmaMap* mw, const TmaMap* ms,

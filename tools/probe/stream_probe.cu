@@ -54,7 +54,7 @@
 #include <cstring>
 #include <cuda.h>
 #include <algorithm>
-#include "../../kernels/common.cuh"
+#include "../../kernels/common.cuh"  // also its mbarrier and tensor-copy helpers
 #endif
 
 #define CK(x)                                                                     \
@@ -130,10 +130,6 @@ __device__ __forceinline__ void dot8_dp4a(u32 w, uint2 xq, int& lo, int& hi) {
 #define GROUP_BYTES (8192 + 256 + 128)      // with its scales and zeros
 #define MAXK 13824
 
-// A CUtensorMap (opaque, 128 bytes, 64-byte aligned).
-struct __align__(64) TmaMap {
-    unsigned long long v[16];
-};
 struct Prod {
     const u32* qw;    // layout 1: units [tiles][K / (128 UG)][UG x GROUP_BYTES]
     int K, N;
@@ -157,32 +153,10 @@ struct Args {
     float* out;         // [8][32768]
 };
 
-__device__ __forceinline__ void mbar_init(u32 bar, u32 count) {
-    asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;" ::"r"(bar), "r"(count) : "memory");
-}
-__device__ __forceinline__ void mbar_expect_tx(u32 bar, u32 bytes) {
-    asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(bar), "r"(bytes) : "memory");
-}
-__device__ __forceinline__ void mbar_arrive(u32 bar) {
-    asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];" ::"r"(bar) : "memory");
-}
-__device__ __forceinline__ void mbar_wait(u32 bar, u32 parity) {
-    asm volatile(
-        "{\n.reg .pred p;\nWAIT_%=:\n"
-        "mbarrier.try_wait.parity.shared::cta.b64 p, [%0], %1;\n"
-        "@!p bra WAIT_%=;\n}\n" ::"r"(bar), "r"(parity)
-        : "memory");
-}
 __device__ __forceinline__ void bulk_g2s(u32 dst, const void* src, u32 bytes, u32 bar) {
     asm volatile(
         "cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];" ::"r"(dst),
         "l"(src), "r"(bytes), "r"(bar)
-        : "memory");
-}
-__device__ __forceinline__ void tma_2d(u32 dst, const TmaMap* map, int c0, int c1, u32 bar) {
-    asm volatile(
-        "cp.async.bulk.tensor.2d.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1, {%2, %3}], [%4];" ::"r"(dst),
-        "l"((unsigned long long)map), "r"(c0), "r"(c1), "r"(bar)
         : "memory");
 }
 __device__ __forceinline__ void cons_sync(int nthreads) {
