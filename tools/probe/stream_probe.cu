@@ -147,7 +147,8 @@ struct Args {
     int pmode;  // producer, layout 1: 0 one bulk copy per stage, 1 four, 2 sixteen, 3 cp.async by 32 lanes
     int mode;  // bit 0: consumers skip the arithmetic; bit 1: producer copies nothing (arrives); bit 2: no x staging;
                // bit 3: staging with 16 values per thread in flight (else 4); bit 4 / 5: staging from a
-               // per-SM copy / one of 8 copies of the slabs
+               // per-SM copy / one of 8 copies of the slabs; bit 6 (cmode 4): no staging, the int8
+               // input read per batch from global memory
     int* cnt;           // [L][5] SMs done per phase
     float* part;        // [8][MAXK]
     float* out;         // [8][32768]
@@ -330,7 +331,7 @@ __global__ void __launch_bounds__((CW + 1) * 32, 1) stream_probe(Args a) {
             const int K = P->K, N = P->N, NB = K / (128 * UG);
             // Stage x = sum of 3 slabs as f16, with its sum of squares (mode bit 3: 16 values per
             // thread in flight instead of 4).
-            const int KS = (a.mode & 4) ? 0 : K;
+            const int KS = (a.mode & (4 | 64)) ? 0 : K;
             // Mode bit 4: each SM stages from its own copy of the slabs (bit 5: one of 8 copies), to
             // tell L2 contention on lines every SM reads at once from the staging's own cost.
             const float* part = a.part + ((a.mode & 16) ? (size_t)(8 + 3 * s) * MAXK
@@ -343,7 +344,7 @@ __global__ void __launch_bounds__((CW + 1) * 32, 1) stream_probe(Args a) {
             for (int i = 0; i < CW; ++i) tot += red[CW * 128 + i];
             const float rs = rsqrtf(tot / K + 1e-6f);
             // cmode 4: the input as int8 per batch of 64 (gemv.cu's WV_GEMV_DP4A staging).
-            if (a.cmode == 4 && !(a.mode & 4)) quant_x_dp4a<8>(xs, K, tid, NT, [](int n) { cons_sync(n); });
+            if (a.cmode == 4 && !(a.mode & (4 | 64))) quant_x_dp4a<8>(xs, K, tid, NT, [](int n) { cons_sync(n); });
 
             int u0, u1;
             unit_range(K, N, UG, s, S, u0, u1);
@@ -552,18 +553,23 @@ __global__ void __launch_bounds__((CW + 1) * 32, 1) stream_probe(Args a) {
                             const u32 zv = *reinterpret_cast<const u32*>(st + UG * (GROUP_Q + 256) + (bw >> 1) * 128 + lane * 4);
                             const uint4* wb = reinterpret_cast<const uint4*>(st + bw * 8 * 512) + lane;
                             const int bt = b * UG * 2 + bw;  // the batch of 64 inputs
-                            const uint2* xq = reinterpret_cast<const uint2*>(xs) + bt * 8;
+                            // Mode bit 6: no staging; the input read per batch from global memory,
+                            // already int8 with its (scale, Σq) (as the previous phase would write it).
+                            const bool gx = a.mode & 64;
+                            const unsigned char* xg = reinterpret_cast<const unsigned char*>(a.part + 8 * MAXK);
+                            const uint2* xq = gx ? reinterpret_cast<const uint2*>(xg) + bt * 8 : reinterpret_cast<const uint2*>(xs) + bt * 8;
                             int lo[4] = {0, 0, 0, 0}, hi[4] = {0, 0, 0, 0};
 #pragma unroll
                             for (int i = 0; i < 8; ++i) {
-                                const uint2 xv = xq[i];
+                                const uint2 xv = gx ? __ldg(xq + i) : xq[i];
                                 const uint4 wi = wb[i * 32];
                                 dot8_dp4a(wi.x, xv, lo[0], hi[0]);
                                 dot8_dp4a(wi.y, xv, lo[1], hi[1]);
                                 dot8_dp4a(wi.z, xv, lo[2], hi[2]);
                                 dot8_dp4a(wi.w, xv, lo[3], hi[3]);
                             }
-                            const float2 mt = reinterpret_cast<const float2*>(reinterpret_cast<const unsigned char*>(xs) + K)[bt];
+                            const float2 mt = gx ? __ldg(reinterpret_cast<const float2*>(xg + K) + bt)
+                                                 : reinterpret_cast<const float2*>(reinterpret_cast<const unsigned char*>(xs) + K)[bt];
                             const int sq = __float_as_int(mt.y);
                             float f[4];
 #pragma unroll
@@ -864,7 +870,13 @@ int main(int argc, char** argv) {
         // staging from per-SM copies / 8 copies of the slabs
         {16, 4, 5, 0, 1, 16, 0, 4}, {16, 4, 5, 1, 1, 16, 0, 4}, {16, 4, 5, 0, 1, 32, 0, 4}, {16, 4, 5, 1, 1, 32, 0, 4},
         {16, 4, 5, 1, 1, 16, 0, 1}};
-    for (const V& v : vs) {
+    // `stream_probe L x`: only the twelfth session's last comparison (the input per batch from
+    // global memory against staging and against no input at all).
+    const V vx[] = {{16, 4, 5, 0, 1, 4, 0, 4}, {16, 4, 5, 0, 1, 64, 0, 4}, {16, 4, 5, 0, 1, 0, 0, 4},
+                    {16, 4, 5, 1, 1, 4, 0, 4}, {16, 4, 5, 1, 1, 64, 0, 4}, {16, 4, 5, 1, 1, 0, 0, 4},
+                    {16, 2, 10, 1, 1, 64, 0, 4}, {16, 1, 20, 1, 1, 64, 0, 4}};
+    const bool only_x = argc > 2 && argv[2][0] == 'x';
+    for (const V& v : only_x ? std::vector<V>(vx, vx + sizeof(vx) / sizeof(V)) : std::vector<V>(vs, vs + sizeof(vs) / sizeof(V))) {
         a.prods = dprods[v.ug];
         float t = v.cw == 16 && v.ug == 1 ? run<16, 1>(a, S, v.st, v.dep, v.layout, v.mode, v.pmode, v.cmode, 20)
                 : v.cw == 16 && v.ug == 2 ? run<16, 2>(a, S, v.st, v.dep, v.layout, v.mode, v.pmode, v.cmode, 20)
