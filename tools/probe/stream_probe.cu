@@ -46,7 +46,9 @@
 // cmode 4 without the staging 1.68-1.78 ms (87-94%), with the dependencies but no staging 2.07-2.10;
 // the staging adds 0.5-0.6 ms whether 16 values per thread are in flight (mode 8) or each SM
 // reads its own copy of the inputs (mode 16: 2.73; mode 32, 8 copies: 2.58); stages of 2 or 1
-// groups (UG 2 / 1) 2.52-2.56 with everything.
+// groups (UG 2 / 1) 2.52-2.56 with everything. Reading the int8 input per batch from global memory
+// instead of staging it (mode 64, `stream_probe 40 x`): 1.610 ms without the dependencies (96.5%),
+// 2.163 with them (staged: 2.616; no input at all: 2.141) — the dependencies are what is left.
 #ifndef __CUDACC_RTC__
 #include <cstdio>
 #include <cstdlib>
