@@ -103,6 +103,7 @@ pub fn run(
         top_p: 1.0,
         repetition_penalty: 1.0,
         uniform: 0.0,
+        last: false,
     };
     let mut on_device = sampling == Sampling::Session;
     let t1 = Instant::now();

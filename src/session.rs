@@ -237,6 +237,7 @@ impl Session {
         &mut self,
         opts: &GenerateOptions,
         sampler: &mut Sampler,
+        last: bool,
     ) -> Result<Option<u32>> {
         if self.n_cached + 1 != self.tokens.len() {
             return Ok(None);
@@ -254,6 +255,7 @@ impl Session {
             top_p: opts.top_p,
             repetition_penalty: opts.repetition_penalty,
             uniform,
+            last,
         };
         let pos = self.n_cached;
         self.logits_valid = false;
@@ -373,7 +375,9 @@ impl Session {
                     format!("the context of {} tokens is full", self.context_length),
                 ));
             }
-            let next = match self.device_sample(opts, &mut sampler)? {
+            // The token this step chooses is the generation's last when it reaches max_tokens.
+            let last = generated + 1 >= opts.max_tokens;
+            let next = match self.device_sample(opts, &mut sampler, last)? {
                 Some(next) => next,
                 None => {
                     if self.n_cached < self.tokens.len() {

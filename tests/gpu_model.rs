@@ -289,6 +289,7 @@ fn model_long_prompt_chunks_and_sessions() {
             top_p: 1.0,
             repetition_penalty: p,
             uniform: 0.5,
+            last: false,
         };
         let id = be
             .forward_sample(st.as_mut(), toks[5], 5, hist, &s)
@@ -311,6 +312,7 @@ fn model_long_prompt_chunks_and_sessions() {
         top_p: 0.9,
         repetition_penalty: 1.1,
         uniform: 0.5,
+        last: false,
     };
     let id = be
         .forward_sample(st.as_mut(), toks[6], 6, hist, &s)
@@ -485,6 +487,7 @@ fn device_sampling_falls_back_to_the_host_on_many_ties() {
             top_p: 0.95,
             repetition_penalty: 1.0,
             uniform: u,
+            last: false,
         };
         let got = cuda
             .forward_sample(st.as_mut(), 3 + i as u32, i, &[], &s)
@@ -500,6 +503,7 @@ fn device_sampling_falls_back_to_the_host_on_many_ties() {
         top_p: 1.0,
         repetition_penalty: 1.0,
         uniform: 0.5,
+        last: false,
     };
     let got = cuda
         .forward_sample(st.as_mut(), 5, 5, &[], &s)

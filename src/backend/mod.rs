@@ -51,6 +51,10 @@ pub struct DeviceSampling {
     pub repetition_penalty: f32,
     /// A uniform random number in [0, 1) drawn by the host's seeded generator.
     pub uniform: f64,
+    /// The caller will not decode the token this call returns (the last of a generation), so
+    /// no step is enqueued ahead for it (the CUDA backend's decode ahead; nor after the model's
+    /// end-of-sequence token, where a generation stops).
+    pub last: bool,
 }
 
 /// A device that can run the model.

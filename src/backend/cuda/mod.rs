@@ -539,6 +539,8 @@ impl Backend for CudaBackend {
             if self.ahead
                 && self.graphs
                 && consecutive
+                && !sampling.last
+                && id[0] != self.config.eos_token_id
                 && self.check_call(st, &id, pos + 1, 1).is_ok()
                 && id[0] < v as u32
             {
