@@ -111,7 +111,11 @@ pub fn run(
         let pos = n_prompt + i;
         if on_device {
             // The history matters only to a repetition penalty, which greedy decode has not.
-            match be.forward_sample(state.as_mut(), next, pos, &[], &greedy) {
+            let s = DeviceSampling {
+                last: i + 1 == n_gen,
+                ..greedy
+            };
+            match be.forward_sample(state.as_mut(), next, pos, &[], &s) {
                 Some(r) => {
                     next = r?;
                     spin(host_work);
