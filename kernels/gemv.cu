@@ -69,7 +69,6 @@
 // it replaced was not unrolled by ptxas; +8% decode on an H200, ninth session.)
 
 
-
 // The slice read from x (gathered through the act-order permutation perm, when not NULL).
 __device__ __forceinline__ float stage_x(f16* xs, const f16* __restrict__ x, const int* __restrict__ perm,
                                          int k0, int k1, int span, float xmax) {
@@ -349,7 +348,7 @@ __device__ __forceinline__ void gemv_q4l_body(GEMVL_PARAMS)
     const int r0 = k0 >> 3, rend = k1 >> 3;
     const int nb = (rend - r0 + 7) >> 3;
     const int b0 = (nb * warp) >> 3, b1 = (nb * (warp + 1)) >> 3;
-    const bool active = n < N && b0 < b1 && WV_GEMV_PROBE != 2 && WV_GEMV_PROBE != 3;
+    const bool active = n < N && b0 < b1 && WV_GEMV_PROBE < 2;
     const int N4 = N >> 2;
     const uint4* __restrict__ qv = reinterpret_cast<const uint4*>(qw) + (n >> 2);
 #if WV_GEMV_RING == 0

@@ -97,25 +97,21 @@ pub fn run(
     let mut next = argmax(&logits);
     let ttft = t0.elapsed().as_secs_f64();
     let profile_prefill = be.profile_report();
-    let greedy = DeviceSampling {
-        temperature: 0.0,
-        top_k: 0,
-        top_p: 1.0,
-        repetition_penalty: 1.0,
-        uniform: 0.0,
-        last: false,
-    };
     let mut on_device = sampling == Sampling::Session;
     let t1 = Instant::now();
     for i in 0..n_gen {
         let pos = n_prompt + i;
         if on_device {
             // The history matters only to a repetition penalty, which greedy decode has not.
-            let s = DeviceSampling {
+            let greedy = DeviceSampling {
+                temperature: 0.0,
+                top_k: 0,
+                top_p: 1.0,
+                repetition_penalty: 1.0,
+                uniform: 0.0,
                 last: i + 1 == n_gen,
-                ..greedy
             };
-            match be.forward_sample(state.as_mut(), next, pos, &[], &s) {
+            match be.forward_sample(state.as_mut(), next, pos, &[], &greedy) {
                 Some(r) => {
                     next = r?;
                     spin(host_work);

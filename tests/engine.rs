@@ -448,3 +448,20 @@ fn forward_argument_errors() {
     be.forward(st.as_mut(), &[1, 2], 0, 1, &mut out).unwrap();
     be.forward(st.as_mut(), &[3], 2, 1, &mut out).unwrap();
 }
+
+/// `bench::run` refuses host work per token outside 0..=MAX_HOST_MS (the CLI checks it before
+/// loading; library callers reach this check).
+#[test]
+fn bench_refuses_out_of_range_host_work() {
+    let model = load(&fixture("gptq2-gall"), wv::DeviceRequest::Cpu);
+    for bad in [-1.0, wv::bench::MAX_HOST_MS + 1.0, f64::NAN] {
+        let r = wv::bench::run(&model, 2, 1, 0, 0.0, wv::bench::Sampling::Session, bad);
+        assert_eq!(
+            r.err().map(|e| e.kind),
+            Some(ErrorKind::InvalidArgument),
+            "host_ms {bad}"
+        );
+    }
+    let r = wv::bench::run(&model, 2, 1, 0, 0.0, wv::bench::Sampling::Session, 0.0).unwrap();
+    assert_eq!(r["host_ms_per_token"], 0.0);
+}

@@ -236,6 +236,39 @@ __device__ __forceinline__ float stage3(f16* xs, const float* part, int K, int t
     return ss;
 }
 
+// acc += a batch's four column sums f times their group's scales sv.
+__device__ __forceinline__ void scale_into(const float (&f)[4], uint2 sv, float (&acc)[4]) {
+    acc[0] += f[0] * lo2f(sv.x);
+    acc[1] += f[1] * hi2f(sv.x);
+    acc[2] += f[2] * lo2f(sv.y);
+    acc[3] += f[3] * hi2f(sv.y);
+}
+// One batch (8 packed rows, 4 columns per lane) of gemv_q4l's arithmetic into acc: dot8_lean,
+// products summed in f16 over 4 rows, then in f32, the group's scale applied once.
+__device__ __forceinline__ void lean_batch(const uint4* wb, const uint4* xb, uint2 sv, u32 zv, float (&acc)[4]) {
+    u32 zl[4], zh[4];
+    lean_zeros(zv, zl, zh);
+    float f[4] = {0.f, 0.f, 0.f, 0.f};
+    u32 hh[4] = {0u, 0u, 0u, 0u};
+#pragma unroll
+    for (int i = 0; i < 8; ++i) {
+        const uint4 xv = xb[i];
+        const uint4 wi = wb[i * 32];
+        hh[0] = dot8_lean(wi.x, xv, zl[0], zh[0], hh[0]);
+        hh[1] = dot8_lean(wi.y, xv, zl[1], zh[1], hh[1]);
+        hh[2] = dot8_lean(wi.z, xv, zl[2], zh[2], hh[2]);
+        hh[3] = dot8_lean(wi.w, xv, zl[3], zh[3], hh[3]);
+        if ((i & 3) == 3) {
+#pragma unroll
+            for (int c4 = 0; c4 < 4; ++c4) {
+                f[c4] += lo2f(hh[c4]) + hi2f(hh[c4]);
+                hh[c4] = 0u;
+            }
+        }
+    }
+    scale_into(f, sv, acc);
+}
+
 template <int CW, int UG>
 __global__ void __launch_bounds__((CW + 1) * 32, 1) stream_probe(Args a) {
     constexpr int NT = CW * 32;           // consumer threads
@@ -389,32 +422,8 @@ __global__ void __launch_bounds__((CW + 1) * 32, 1) stream_probe(Args a) {
                         if (!(a.mode & 1)) {
                             const uint2 sv = *reinterpret_cast<const uint2*>(st + 4096 + lane * 8);
                             const u32 zv = *reinterpret_cast<const u32*>(st + 4096 + 256 + lane * 4);
-                            u32 zl[4], zh[4];
-                            lean_zeros(zv, zl, zh);
-                            const uint4* wb = reinterpret_cast<const uint4*>(st) + lane;
-                            const uint4* xb = reinterpret_cast<const uint4*>(xs + b * UG * 128 + bw * 64);
-                            float f[4] = {0.f, 0.f, 0.f, 0.f};
-                            u32 hq[4] = {0u, 0u, 0u, 0u};
-#pragma unroll
-                            for (int i = 0; i < 8; ++i) {
-                                const uint4 xv = xb[i];
-                                const uint4 wi = wb[i * 32];
-                                hq[0] = dot8_lean(wi.x, xv, zl[0], zh[0], hq[0]);
-                                hq[1] = dot8_lean(wi.y, xv, zl[1], zh[1], hq[1]);
-                                hq[2] = dot8_lean(wi.z, xv, zl[2], zh[2], hq[2]);
-                                hq[3] = dot8_lean(wi.w, xv, zl[3], zh[3], hq[3]);
-                                if ((i & 3) == 3) {
-#pragma unroll
-                                    for (int c4 = 0; c4 < 4; ++c4) {
-                                        f[c4] += lo2f(hq[c4]) + hi2f(hq[c4]);
-                                        hq[c4] = 0u;
-                                    }
-                                }
-                            }
-                            acc[0] += f[0] * lo2f(sv.x);
-                            acc[1] += f[1] * hi2f(sv.x);
-                            acc[2] += f[2] * lo2f(sv.y);
-                            acc[3] += f[3] * hi2f(sv.y);
+                            lean_batch(reinterpret_cast<const uint4*>(st) + lane,
+                                       reinterpret_cast<const uint4*>(xs + b * UG * 128 + bw * 64), sv, zv, acc);
                         }
                         __syncwarp();
                         ++used;
@@ -577,39 +586,12 @@ __global__ void __launch_bounds__((CW + 1) * 32, 1) stream_probe(Args a) {
 #pragma unroll
                             for (int c4 = 0; c4 < 4; ++c4)
                                 f[c4] = (float)(lo[c4] + (hi[c4] >> 4) - (int)((zv >> (8 * c4)) & 0xffu) * sq) * mt.x;
-                            acc[0] += f[0] * lo2f(sv.x);
-                            acc[1] += f[1] * hi2f(sv.x);
-                            acc[2] += f[2] * lo2f(sv.y);
-                            acc[3] += f[3] * hi2f(sv.y);
+                            scale_into(f, sv, acc);
                         } else if (!(a.mode & 1)) {
                             const uint2 sv = *reinterpret_cast<const uint2*>(st + UG * GROUP_Q + (bw >> 1) * 256 + lane * 8);
                             const u32 zv = *reinterpret_cast<const u32*>(st + UG * (GROUP_Q + 256) + (bw >> 1) * 128 + lane * 4);
-                            u32 zl[4], zh[4];
-                            lean_zeros(zv, zl, zh);
-                            const uint4* wb = reinterpret_cast<const uint4*>(st + bw * 8 * 512) + lane;
-                            const uint4* xb = reinterpret_cast<const uint4*>(xs + b * UG * 128 + bw * 64);
-                            float f[4] = {0.f, 0.f, 0.f, 0.f};
-                            u32 hh[4] = {0u, 0u, 0u, 0u};
-#pragma unroll
-                            for (int i = 0; i < 8; ++i) {
-                                const uint4 xv = xb[i];
-                                const uint4 wi = wb[i * 32];
-                                hh[0] = dot8_lean(wi.x, xv, zl[0], zh[0], hh[0]);
-                                hh[1] = dot8_lean(wi.y, xv, zl[1], zh[1], hh[1]);
-                                hh[2] = dot8_lean(wi.z, xv, zl[2], zh[2], hh[2]);
-                                hh[3] = dot8_lean(wi.w, xv, zl[3], zh[3], hh[3]);
-                                if ((i & 3) == 3) {
-#pragma unroll
-                                    for (int c4 = 0; c4 < 4; ++c4) {
-                                        f[c4] += lo2f(hh[c4]) + hi2f(hh[c4]);
-                                        hh[c4] = 0u;
-                                    }
-                                }
-                            }
-                            acc[0] += f[0] * lo2f(sv.x);
-                            acc[1] += f[1] * hi2f(sv.x);
-                            acc[2] += f[2] * lo2f(sv.y);
-                            acc[3] += f[3] * hi2f(sv.y);
+                            lean_batch(reinterpret_cast<const uint4*>(st + bw * 8 * 512) + lane,
+                                       reinterpret_cast<const uint4*>(xs + b * UG * 128 + bw * 64), sv, zv, acc);
                         }
                         __syncwarp();
                         if (lane == 0) mbar_arrive(empty_s + 8 * slot);

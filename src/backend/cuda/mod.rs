@@ -101,8 +101,15 @@ impl CudaBackend {
     /// default comes from `WV_CUDA_FUSE`). Drops the captured decode steps.
     pub fn set_fusion(&mut self, f: kernels::Fusion) {
         self.kernels.fusion = f;
+        self.drop_decode_steps();
+    }
+
+    /// After a change of decode settings: the captured decode steps, and a step enqueued ahead
+    /// under the old settings, are dropped.
+    fn drop_decode_steps(&mut self) {
         if let Some(sc) = self.scratch.get_mut().as_mut() {
             sc.graphs.clear();
+            sc.forget_ahead();
         }
     }
 
@@ -110,9 +117,7 @@ impl CudaBackend {
     /// cache (tests compare both in one process). Drops the captured decode steps.
     pub fn set_attention_buckets(&mut self, on: bool) {
         self.kernels.att_buckets = on;
-        if let Some(sc) = self.scratch.get_mut().as_mut() {
-            sc.graphs.clear();
-        }
+        self.drop_decode_steps();
     }
 
     /// The attention keys each captured decode step was planned for, oldest first (one graph
@@ -158,9 +163,7 @@ impl CudaBackend {
             *self.scratch.get_mut() = None;
         }
         self.persistent_on = on;
-        if let Some(sc) = self.scratch.get_mut().as_mut() {
-            sc.graphs.clear();
-        }
+        self.drop_decode_steps();
     }
 
     /// Whether decode steps run the persistent kernel.
@@ -542,7 +545,6 @@ impl Backend for CudaBackend {
                 && !sampling.last
                 && id[0] != self.config.eos_token_id
                 && self.check_call(st, &id, pos + 1, 1).is_ok()
-                && id[0] < v as u32
             {
                 self.decode_step(&ops, sc, st, id[0], pos + 1)?;
                 sc.ahead = Some((st.k.ptr, pos + 1, id[0]));
