@@ -133,6 +133,37 @@ fn model_fused_decode_matches_cpu() {
     assert!(failed.is_empty(), "fused decode off the CPU: {failed:?}");
 }
 
+/// Decode with every product on `gemv_q4m` (the integer tensor cores, input as two int8
+/// digits; `WV_CUDA_GEMV=mma`) equals the CPU reference, short and long context, with the
+/// biased and the act-order layers of [`fused_host`]; on a compute capability 9.0 GPU every
+/// group must take it.
+#[test]
+#[ignore = "needs a CUDA GPU: run on the device with --ignored"]
+fn model_mma_decode_matches_cpu() {
+    use wv::backend::cuda::weights::GemvKind;
+    let (host, mut cuda) = fused_cuda();
+    let groups = cuda.set_gemv(GemvKind::Mma);
+    eprintln!("gemv_q4m decode: {groups} of 12 product groups");
+    if cuda.gpu().cc == (9, 0) {
+        assert_eq!(
+            groups, 12,
+            "every group of this model should run on gemv_q4m"
+        );
+    }
+    let cpu: Box<dyn wv::backend::Backend> =
+        Box::new(wv::backend::cpu::CpuBackend::new(Arc::new(host.clone())));
+    let prompt = fused_tokens(3, 300);
+    for (n_prompt, ctx) in [(3usize, 64usize), (300, 1024)] {
+        let run = decode_against_cpu(&cuda, cpu.as_ref(), &prompt[..n_prompt], ctx, 12);
+        let worst = run.steps.iter().fold(run.prefill, |w, &e| w.max(e));
+        eprintln!(
+            "gemv_q4m decode after {n_prompt} tokens: worst rel L2 vs CPU {worst:.2e} (decode steps {:?})",
+            run.steps.iter().map(|e| format!("{e:.1e}")).collect::<Vec<_>>()
+        );
+        assert!(worst < 1e-2, "gemv_q4m decode after {n_prompt}: {worst}");
+    }
+}
+
 /// Decode attention planned by position bucket (256 keys, then 512, ...: one captured graph
 /// each) gives the logits of the plan over the whole cache bit for bit (empty chunks add exact
 /// zeros), across a bucket boundary (positions 250..262 cross 256), with the attention combine

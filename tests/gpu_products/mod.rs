@@ -35,6 +35,7 @@ fn check_linear(name: &str, lins: &[&Linear], t: usize, want_q4: bool) {
         paths.push(("gemv_q4", true, None, Some(GemvKind::Classic)));
         paths.push(("gemv_q4w", true, None, Some(GemvKind::Wide)));
         paths.push(("gemv_q4l", true, None, Some(GemvKind::Lean)));
+        paths.push(("gemv_q4m", true, None, Some(GemvKind::Mma)));
     }
     for (path, blas, deq, kind) in paths {
         let (got, q4) = h.linear_with(lins, &x, t, blas, deq, kind).unwrap();
@@ -49,6 +50,12 @@ fn check_linear(name: &str, lins: &[&Linear], t: usize, want_q4: bool) {
 #[ignore = "needs a CUDA GPU: run on the device with --ignored"]
 fn op_linear_4bit() {
     let _ = GPU;
+    // On a compute capability 9.0 GPU gemv_q4m must load (else its path below is the default).
+    let h = harness();
+    eprintln!("gemv_q4m loaded: {}", h.has_gemv_q4m());
+    if h.compute_capability() == (9, 0) {
+        assert!(h.has_gemv_q4m(), "gemv_q4m did not load on sm_90");
+    }
     // (name, in, out, group, act-order, zero offset, bias)
     type Case = (&'static str, usize, usize, Option<usize>, bool, i32, bool);
     let cases: Vec<Case> = vec![
@@ -197,7 +204,12 @@ fn op_gemv_large_activations() {
     let x = round16(&x);
     let mut want = Vec::new();
     matmul::linear(&x, 1, &m, &mut want);
-    for kind in [GemvKind::Lean, GemvKind::Wide, GemvKind::Classic] {
+    for kind in [
+        GemvKind::Lean,
+        GemvKind::Wide,
+        GemvKind::Classic,
+        GemvKind::Mma,
+    ] {
         let (got, _) = h.linear_with(&[&m], &x, 1, true, None, Some(kind)).unwrap();
         assert!(
             got.iter().all(|v| v.is_finite()),

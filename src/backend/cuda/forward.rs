@@ -16,6 +16,7 @@
 use super::blas::Blas;
 use super::device::{DevBuf, Gpu};
 use super::ffi::CUdeviceptr;
+use super::gemv_mma;
 use super::kernels::{Epilogue, Kernels, Partials, Prologue};
 use super::persistent::{PdBuffers, Persistent};
 use super::scratch::{Scratch, SS_TILES};
@@ -102,6 +103,8 @@ pub struct Ops<'a> {
 pub struct PrefillBufs<'a> {
     pub deq: Option<(&'a DevBuf, usize)>,
     pub xg: Option<(&'a DevBuf, usize)>,
+    /// Decode's input digits for `gemv_q4m` (room for the widest input; see Scratch::digits).
+    pub digits: Option<CUdeviceptr>,
 }
 
 impl Ops<'_> {
@@ -147,6 +150,28 @@ impl Ops<'_> {
         (part, cap): (CUdeviceptr, usize),
         bufs: PrefillBufs<'_>,
     ) -> Result<Partials> {
+        if t == 1 && g.gemv == GemvKind::Mma {
+            let (Some(qd), Some(mk), Some(digits)) =
+                (&self.k.quant_digits, &self.k.gemv_q4m, bufs.digits)
+            else {
+                return Err(Error::internal(
+                    "gemv_q4m planned without its kernels or digits",
+                ));
+            };
+            // The input's digits once per permutation (members of one group share the input).
+            let mut made: Option<CUdeviceptr> = None;
+            for m in &g.members {
+                let q = m.q4()?;
+                let perm = q.perm.as_ref().map_or(0, |p| p.ptr);
+                if made != Some(perm) {
+                    gemv_mma::quant_digits(self.gpu, qd, x, perm, digits, q.k)?;
+                    made = Some(perm);
+                }
+                let out = part + 4 * m.col0 as u64;
+                gemv_mma::gemv_q4m(self.gpu, mk, q, digits, out, g.n_total, g.s_decode)?;
+            }
+            return Ok(slabs(g, part, t));
+        }
         if t == 1 {
             for m in &g.members {
                 let out = part + 4 * m.col0 as u64;

@@ -28,6 +28,10 @@ pub struct Kernels {
     gemv_q4l_attn_resid: Kernel,
     gemv_q4l_silu_resid: Kernel,
     gemv_f16: Kernel,
+    /// Decode's products on the integer tensor cores and their input digits (sm_90a GPUs;
+    /// used where `WV_CUDA_GEMV=mma` asks and the weights allow, see `gemv_mma.rs`).
+    pub gemv_q4m: Option<Kernel>,
+    pub quant_digits: Option<Kernel>,
     dequant_q4: Kernel,
     /// Prefill products straight from the 4-bit weights on the warpgroup tensor cores (sm_90a
     /// GPUs; `WV_CUDA_QGEMM=0` turns it off: dequantise for cuBLAS instead).
@@ -178,6 +182,8 @@ impl Kernels {
             gemv_q4l_attn_resid: m.get("gemv.cu", "gemv_q4l_attn_resid")?,
             gemv_q4l_silu_resid: m.get("gemv.cu", "gemv_q4l_silu_resid")?,
             gemv_f16: m.get("gemv.cu", "gemv_f16")?,
+            gemv_q4m: m.get_opt("gemv_mma.cu", "gemv_q4m")?,
+            quant_digits: m.get_opt("gemv_mma.cu", "quant_digits")?,
             dequant_q4: m.get("dequant.cu", "dequant_q4")?,
             gemm_q4_max_t: std::env::var("WV_CUDA_QGEMM_MAX_T")
                 .ok()
@@ -248,6 +254,11 @@ impl Kernels {
             }
         };
         allow(&mut k.gemm_q4, GEMM_Q4_SMEM)?;
+        let (mw, mst) = super::gemv_mma::shape();
+        allow(&mut k.gemv_q4m, super::gemv_mma::smem_of(mw, mst))?;
+        if k.gemv_q4m.is_none() {
+            k.quant_digits = None;
+        }
         if k.gemm_q4.is_none() {
             k.gemm_q4_tma = None;
         }
@@ -306,6 +317,8 @@ impl Kernels {
                 (&self.gemv_q4w, 128, 256)
             }
             GemvKind::Classic => (&self.gemv_q4, 512, 128),
+            // Ops::linear runs these itself (quant_digits, then gemv_q4m).
+            GemvKind::Mma => return Err(Error::internal("gemv_q4 called for a gemv_q4m group")),
         };
         // SAFETY (all three kernels): qw/scales/zeros/perm are q's device buffers of the shapes the
         // kernel header gives; x holds q.k f16 values, out has s slabs of ldo >= q.n floats from

@@ -26,6 +26,7 @@ pub mod ffi;
 pub mod forward;
 pub mod fusion;
 pub mod gemm_q4;
+pub mod gemv_mma;
 pub mod kernels;
 pub mod module;
 pub mod persistent;
@@ -111,6 +112,25 @@ impl CudaBackend {
             sc.graphs.clear();
             sc.forget_ahead();
         }
+    }
+
+    /// Decode every 4-bit product group on `kind` where its weights allow it (and the kernel is
+    /// loaded), the others on the kernel chosen at upload: tests compare the decode kernels in
+    /// one process (the default comes from `WV_CUDA_GEMV`). Returns how many groups run `kind`.
+    /// The scratch is made again (the slabs may change) and the captured steps dropped.
+    pub fn set_gemv(&mut self, kind: weights::GemvKind) -> usize {
+        let (gpu, k) = (&self.gpu, &self.kernels);
+        let mut n = 0;
+        for l in &mut self.weights.layers {
+            for g in [&mut l.qkv, &mut l.o, &mut l.gate_up, &mut l.down] {
+                if g.allows(kind, gpu, k.gemv_q4m.is_some()) {
+                    g.set_gemv(gpu, kind);
+                    n += 1;
+                }
+            }
+        }
+        *self.scratch.get_mut() = None;
+        n
     }
 
     /// Plan decode attention by the position's bucket of keys (the default) or by the whole

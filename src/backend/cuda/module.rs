@@ -38,10 +38,13 @@ pub const SOURCES: &[(&str, &str)] = &[
     ("decode.cu", include_str!("../../../kernels/decode.cu")),
 ];
 
-/// Modules only compute capability 9.0 GPUs load, compiled for `sm_90a` (they use `wgmma`).
-/// Elsewhere, or when NVRTC cannot build them, the library runs without them.
-pub const SOURCES_SM90A: &[(&str, &str)] =
-    &[("gemm_q4.cu", include_str!("../../../kernels/gemm_q4.cu"))];
+/// Modules only compute capability 9.0 GPUs load, compiled for `sm_90a` (they use `wgmma` or
+/// the Tensor Memory Accelerator). Elsewhere, or when NVRTC cannot build them, the library runs
+/// without them.
+pub const SOURCES_SM90A: &[(&str, &str)] = &[
+    ("gemm_q4.cu", include_str!("../../../kernels/gemm_q4.cu")),
+    ("gemv_mma.cu", include_str!("../../../kernels/gemv_mma.cu")),
+];
 
 /// The full text NVRTC compiles for one module.
 pub fn full_source(src: &str) -> String {
@@ -150,6 +153,15 @@ impl Target {
                 o.push(format!("-DWV_HOST_QT_SMEM_32={}", g::tma_smem(32)));
             }
             "decode.cu" => o.push(format!("-DWV_PD_RD={}", super::persistent::ring_depth())),
+            "gemv_mma.cu" => {
+                let (mw, mst) = super::gemv_mma::shape();
+                o.push(format!("-DMW={mw}"));
+                o.push(format!("-DMST={mst}"));
+                o.push(format!(
+                    "-DWV_HOST_MMA_SMEM={}",
+                    super::gemv_mma::smem_of(mw, mst)
+                ));
+            }
             _ => {}
         }
         // Extra preprocessor definitions for experiments, e.g. WV_CUDA_DEFINES="WV_GEMV_ACC=8

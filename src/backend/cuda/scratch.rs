@@ -5,6 +5,7 @@
 
 use super::device::{DevBuf, Gpu, Graph};
 use super::forward::PrefillBufs;
+use super::gemv_mma::DIGITS_PER_BLOCK;
 use super::persistent::Persistent;
 use super::weights::DevWeights;
 use crate::config::ModelConfig;
@@ -39,6 +40,9 @@ pub struct Scratch {
     pub x: DevBuf,
     /// f16 [rows, widest input]: the current product's input.
     pub xh: DevBuf,
+    /// A decode product's input as `gemv_q4m` reads it (gemv_mma.cu's quant_digits): room for
+    /// the widest input's 128-input blocks.
+    pub digits: DevBuf,
     /// f32: partial slabs of the current product.
     pub part: DevBuf,
     /// f32: the down product's slabs in fused decode (it reads gate|up's from `part`).
@@ -104,6 +108,7 @@ impl Scratch {
         PrefillBufs {
             deq: self.deq.as_ref().map(|d| (d, self.deq_elems)),
             xg: self.xg.as_ref().map(|d| (d, d.bytes / 2)),
+            digits: Some(self.digits.ptr),
         }
     }
 
@@ -134,6 +139,7 @@ impl Scratch {
             tokens: gpu.alloc(rows * 4, what)?,
             x: gpu.alloc(rows * h * 4, what)?,
             xh: gpu.alloc(rows * wmax * 2, what)?,
+            digits: gpu.alloc(wmax.div_ceil(128) * DIGITS_PER_BLOCK, what)?,
             part: gpu.alloc(part * 4, what)?,
             part2: gpu.alloc(w.max_s_times_n() * 4, what)?,
             counters: {

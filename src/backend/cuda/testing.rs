@@ -49,6 +49,11 @@ impl OpHarness {
     }
 
     /// Whether its TMA variant (`gemm_q4_tma`) is loaded too.
+    /// Whether `gemv_q4m` (decode on the integer tensor cores) loaded.
+    pub fn has_gemv_q4m(&self) -> bool {
+        self.k.gemv_q4m.is_some() && self.k.quant_digits.is_some()
+    }
+
     pub fn has_gemm_q4_tma(&self) -> bool {
         self.k.gemm_q4_tma.is_some()
     }
@@ -156,15 +161,7 @@ impl OpHarness {
     ) -> Result<(Vec<f32>, bool)> {
         let mut g = self.upload(lins, "test weights")?;
         if let Some(kind) = kind {
-            let ok = g.members.iter().all(|m| match &m.mat {
-                DevMat::Q4(q) => {
-                    kind == GemvKind::Classic
-                        || (q.gs % 64 == 0
-                            && (kind == GemvKind::Wide || (q.small_zeros && q.k % 64 == 0)))
-                }
-                DevMat::F16(_) => true,
-            });
-            if ok {
+            if g.allows(kind, &self.gpu, self.k.gemv_q4m.is_some()) {
                 g.set_gemv(&self.gpu, kind);
             }
         }
@@ -201,6 +198,10 @@ impl OpHarness {
         } else {
             None
         };
+        let digits = self.gpu.alloc(
+            g.k.div_ceil(128) * crate::backend::cuda::gemv_mma::DIGITS_PER_BLOCK,
+            "test digits",
+        )?;
         let ops = Ops {
             gpu: &self.gpu,
             k: &self.k,
@@ -218,6 +219,7 @@ impl OpHarness {
             PrefillBufs {
                 deq: deq.as_ref().map(|d| (d, deq_n)),
                 xg: xg.as_ref().map(|b| (b, t * g.k)),
+                digits: Some(digits.ptr),
             },
         )?;
         let host = self.read_f32(&part, elems)?;

@@ -161,10 +161,8 @@ impl LinearGroup {
         } else {
             None
         };
-        let shapes = shapes_of(mats.iter());
-        let gemv = GemvKind::choose(&mats);
-        let wide = gemv.plan_wide();
-        let (s_decode, per_block) = plan_decode(gpu.sms, k, n_total, &shapes, wide);
+        let gemv = GemvKind::choose(&mats, gpu);
+        let (s_decode, per_block) = gemv.plan(gpu.sms, k, n_total, &mats);
         let mut col0 = 0;
         let members = mats
             .into_iter()
@@ -196,14 +194,31 @@ impl LinearGroup {
             .any(|m| matches!(&m.mat, DevMat::Q4(q) if q.perm.is_some()))
     }
 
+    /// Whether every member allows decode on `kind` (`mma_loaded`: whether `gemv_q4m` is).
+    pub fn allows(&self, kind: GemvKind, gpu: &Gpu, mma_loaded: bool) -> bool {
+        match kind {
+            GemvKind::Mma => {
+                let mats: Vec<&DevMat> = self.members.iter().map(|m| &m.mat).collect();
+                mma_loaded && GemvKind::mma_takes(&mats, gpu)
+            }
+            GemvKind::Classic => true,
+            GemvKind::Wide | GemvKind::Lean => self.members.iter().all(|m| match &m.mat {
+                DevMat::Q4(q) => {
+                    q.gs % 64 == 0 && (kind == GemvKind::Wide || (q.small_zeros && q.k % 64 == 0))
+                }
+                DevMat::F16(_) => true,
+            }),
+        }
+    }
+
     /// Run decode on `kind` instead of the kernel chosen at upload (tests; the caller checks
     /// that the weights allow it): the split follows.
     pub fn set_gemv(&mut self, gpu: &Gpu, kind: GemvKind) {
         if kind == self.gemv {
             return;
         }
-        let shapes = shapes_of(self.members.iter().map(|m| &m.mat));
-        let (s, per) = plan_decode(gpu.sms, self.k, self.n_total, &shapes, kind.plan_wide());
+        let mats: Vec<&DevMat> = self.members.iter().map(|m| &m.mat).collect();
+        let (s, per) = kind.plan(gpu.sms, self.k, self.n_total, &mats);
         for (m, p) in self.members.iter_mut().zip(per) {
             m.per_block = p;
         }
@@ -232,6 +247,9 @@ pub enum GemvKind {
     /// `gemv_q4l`: as `Wide` with about half the instructions per weight; gs % 64 == 0,
     /// K % 64 == 0 and every zero point below 64.
     Lean,
+    /// `gemv_q4m` (kernels/gemv_mma.cu): the integer tensor cores, one block per SM; K, N and
+    /// gs multiples of 128, on sm_90a GPUs (`WV_CUDA_GEMV=mma`; see `gemv_mma.rs`).
+    Mma,
 }
 
 impl GemvKind {
@@ -249,9 +267,43 @@ impl GemvKind {
             .clamp(1, 16)
     }
 
+    /// The decode split for this kernel: S slabs over K and each member's groups (4-bit) or
+    /// K elements (dense) per block ([`plan_decode`]; for `gemv_q4m` its own plan, the
+    /// members' most slabs, per block unused).
+    fn plan(
+        self,
+        sms: usize,
+        k: usize,
+        n_total: usize,
+        mats: &[impl std::borrow::Borrow<DevMat>],
+    ) -> (usize, Vec<usize>) {
+        if self == GemvKind::Mma {
+            let s = mats
+                .iter()
+                .filter_map(|m| match m.borrow() {
+                    DevMat::Q4(q) => super::gemv_mma::slabs(sms, q.k, q.n),
+                    DevMat::F16(_) => None,
+                })
+                .max()
+                .unwrap_or(1);
+            return (s, vec![0; mats.len()]);
+        }
+        let shapes = shapes_of(mats.iter().map(|m| m.borrow()));
+        plan_decode(sms, k, n_total, &shapes, self.plan_wide())
+    }
+
+    /// Whether `gemv_q4m` takes every member (all 4-bit, shapes and maps it takes).
+    pub fn mma_takes(mats: &[impl std::borrow::Borrow<DevMat>], gpu: &Gpu) -> bool {
+        !mats.is_empty()
+            && mats.iter().all(|m| match m.borrow() {
+                DevMat::Q4(q) => super::gemv_mma::takes(gpu, q),
+                DevMat::F16(_) => false,
+            })
+    }
+
     /// The fastest kernel every 4-bit member allows; `WV_CUDA_GEMV=1` (classic) or `=wide`
-    /// asks for an older one.
-    pub fn choose(mats: &[DevMat]) -> GemvKind {
+    /// asks for an older one, `=mma` for `gemv_q4m` where every member allows it.
+    pub fn choose(mats: &[DevMat], gpu: &Gpu) -> GemvKind {
         let q4 = || {
             mats.iter().filter_map(|m| match m {
                 DevMat::Q4(q) => Some(q),
@@ -259,7 +311,9 @@ impl GemvKind {
             })
         };
         let want = std::env::var("WV_CUDA_GEMV").unwrap_or_default();
-        if want == "1" || want == "classic" || !q4().all(|q| q.gs % 64 == 0) {
+        if want == "mma" && GemvKind::mma_takes(mats, gpu) {
+            GemvKind::Mma
+        } else if want == "1" || want == "classic" || !q4().all(|q| q.gs % 64 == 0) {
             GemvKind::Classic
         } else if want == "wide" || !q4().all(|q| q.small_zeros && q.k % 64 == 0) {
             GemvKind::Wide

@@ -1,0 +1,245 @@
+// gemv_mma.cu — decode matrix-vector products on the integer tensor cores, one block per SM,
+// each block streaming its share of the weights into a shared-memory ring before it waits for
+// the previous kernel (WV_CUDA_GEMV=mma; tools/probe/chain_probe.cu measured the shape).
+//
+// quant_digits: the input x (f16 [K], gathered through perm when not NULL) as two int8 digits
+//   per value, per 128-input block b: xs = max|x| / 127, hi = rint(x / xs), lo = rint((x / xs -
+//   hi) * 256) (so x = xs (hi + lo / 256) to ~1.5e-5 of the block's largest value, finer than
+//   f16), stored in the mma's B-fragment order — xq u32 [K/128][64]: word ((d*4 + t)*4 + s)*2 + e
+//   holds digit d (0 hi, 1 lo) of rows 8(4s + t) + {0,4,1,5} (e = 0) or {2,6,3,7} (e = 1) of the
+//   block, one byte each, in that order (the row order of the even and odd nibbles of wv's
+//   packed words, see gemv.cu) — and xsum float2 [K/128] = (xs, Σ (hi + lo / 256)).
+//   Launch: one warp per block of 128 inputs, 4 warps per block: grid ceil(K / 512). K % 128 == 0.
+//
+// gemv_q4m: out slabs = x · W for a 4-bit matrix in wv's layout (gemv.cu: qw u32 [K/8][N],
+//   scales f16 [G][N], zeros u8 [G][N]), gs % 128 == 0, K % 128 == 0, N % 128 == 0.
+//   Units: 16 packed rows (128 inputs) x 128 columns; unit u = t * KB + kb (t the column tile,
+//   kb the 128-input block, KB = K / 128), U = (N / 128) * KB. Block b of P (grid = P = min(SMs,
+//   U)) takes units [U b / P, U (b + 1) / P). Warp MW (the producer) copies each unit into a ring
+//   of MST stages with cp.async by its 32 lanes — row r's 16-byte chunk c (columns 4c..4c+3) to
+//   chunk c ^ 2 (r % 4) of the stage's row r (512 bytes), so that the consumers' reads below do
+//   not conflict, then the unit's 128 scales and zeros — each lane arriving on the stage's
+//   mbarrier when its copies land (cp.async.mbarrier.arrive.noinc). It never waits for the
+//   previous kernel (the weights are immutable), and the block triggers its dependents at
+//   entry: the next product's blocks start streaming as soon as they are resident.
+//   Consumer warps 0..MW-1 wait (griddepcontrol.wait) and take units w, w + MW, ... (MST % MW
+//   == 0, so no warp waits on a stage two phases ahead).
+//   Per unit and consumer warp: mma.sync m16n8k32 (A = weights as u8: rows = 16 output
+//   columns, B = the input's two digits in columns 0 and 1), over four k-steps of 32 inputs:
+//   lane (g = lane / 4, t = lane % 4) takes at k-step s packed row 4s + t, columns 32m + 4g ..
+//   + 3 of the tile (m = 0..3, one 16-byte load): words 0, 1 are rows g, g + 8 of one mma tile,
+//   words 2, 3 of another; a word's even nibbles are its a0 / a1 bytes, its odd ones a2 / a3
+//   (rows {0,4,1,5} and {2,6,3,7} of the packed row, which quant_digits' order matches). The
+//   t = 0 lanes end with the hi and lo sums of columns 32m + 4g + j; per unit, in f32:
+//   acc += scale * xs * (hi + lo / 256 - zero * Σ digits) — exact integer sums, so the product
+//   is as accurate as the digits (~1e-5 relative, against ~1e-3 for gemv_q4l's f16 sums).
+//   A warp's per-tile partials meet the other warps' in shared memory (red [MSEG][MW][128]);
+//   after the block's last unit the consumers sum them in warp order into slab (b - first block
+//   of the tile) of out f32 [S][ldo] — deterministic — and the tile's first block zeroes the
+//   slabs no block writes. Launch: MW + 1 warps; dynamic shared memory MST * (8 KiB + 384 B)
+//   + MSEG * MW * 512 B + 16 * MST (mbarriers) + 1 KiB (alignment); with the defaults (6 warps,
+//   24 stages) 211 KiB, one block per SM (two per SM let a product's blocks double up on one SM
+//   while the glue kernels between products hold others: slower, docs/cuda.md).
+#ifndef MW
+#define MW 6
+#endif
+#ifndef MST
+#define MST 24
+#endif
+#define MSEG 3
+#define MUNIT_W 8192
+#define MUNIT_SZ 384
+#define MMA_SMEM (MST * (MUNIT_W + MUNIT_SZ) + MSEG * MW * 512 + 16 * MST + 1024)
+#ifdef WV_HOST_MMA_SMEM
+static_assert(WV_HOST_MMA_SMEM == MMA_SMEM, "gemv_mma.rs smem_of differs from MMA_SMEM");
+#endif
+static_assert(MST % MW == 0, "a warp takes the stages w, w + MW, ...: MST must be a multiple of MW");
+// Two blocks per SM where two fit (the next product's beside the current one), else one.
+#define MMA_MINB (MMA_SMEM * 2 <= 227 * 1024 ? 2 : 1)
+
+__device__ __forceinline__ void mma_u8s8(int (&c)[4], u32 a0, u32 a1, u32 a2, u32 a3, u32 b0, u32 b1) {
+    asm volatile(
+        "mma.sync.aligned.m16n8k32.row.col.s32.u8.s8.s32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
+        : "+r"(c[0]), "+r"(c[1]), "+r"(c[2]), "+r"(c[3])
+        : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+}
+
+// The block b of P whose units contain unit u (of U).
+__device__ __forceinline__ int unit_block(long long u, int P, long long U) { return (int)(((u + 1) * P - 1) / U); }
+
+__device__ __forceinline__ u32 digit_bytes(const int (&v)[4]) {
+    return (u32)(v[0] & 255) | ((u32)(v[1] & 255) << 8) | ((u32)(v[2] & 255) << 16) | ((u32)(v[3] & 255) << 24);
+}
+
+extern "C" __global__ void __launch_bounds__(128) quant_digits(const f16* __restrict__ x, const int* __restrict__ perm,
+                                                              u32* __restrict__ xq, float2* __restrict__ xsum, int K) {
+    pdl_between_products();
+    const int blk = blockIdx.x * 4 + (threadIdx.x >> 5), lane = threadIdx.x & 31;
+    if (blk * 128 >= K) return;
+    // Lane: packed row r = lane / 2 of the block, half e = lane % 2 (rows {0,4,1,5} or {2,6,3,7}).
+    const int r = lane >> 1, e = lane & 1;
+    float v[4];
+    float mx = 0.f;
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+        // rows {0,4,1,5} (e = 0) / {2,6,3,7} (e = 1): 4 (j & 1) + (j >> 1), + 2 for e = 1
+        const int k = blk * 128 + 8 * r + 4 * (j & 1) + (j >> 1) + 2 * e;
+        v[j] = h2f(x[perm ? __ldg(perm + k) : k]);
+        mx = fmaxf(mx, fabsf(v[j]));
+    }
+    mx = warp_max(mx);
+    const float inv = mx > 0.f ? 127.f / mx : 0.f;
+    int hi[4], lo[4];
+    float part = 0.f;
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+        const float y = v[j] * inv;
+        const float h = rintf(y);
+        hi[j] = (int)h;
+        lo[j] = (int)fminf(fmaxf(rintf((y - h) * 256.f), -128.f), 127.f);
+        part += (float)hi[j] + (float)lo[j] * (1.f / 256.f);
+    }
+    part = warp_sum(part);
+    const int s = r >> 2, t = r & 3;
+    u32* q = xq + (size_t)blk * 64;
+    q[((0 * 4 + t) * 4 + s) * 2 + e] = digit_bytes(hi);
+    q[((1 * 4 + t) * 4 + s) * 2 + e] = digit_bytes(lo);
+    if (lane == 0) xsum[blk] = make_float2(mx / 127.f, part);
+}
+
+extern "C" __global__ void __launch_bounds__(32 * (MW + 1), MMA_MINB)
+    gemv_q4m(const u32* __restrict__ qw, const f16* __restrict__ scales, const u8* __restrict__ zeros,
+             const u32* __restrict__ xq, const float2* __restrict__ xsum, float* __restrict__ out, int K, int N, int gs,
+             int ldo, int S) {
+    extern __shared__ __align__(16) u8 msm_raw[];
+    // The ring 1 KiB aligned (the swizzle pattern is on address bits 4..9).
+    u8* msm = msm_raw + (((smem_addr(msm_raw) + 1023u) & ~1023u) - smem_addr(msm_raw));
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const int KB = K >> 7, P = gridDim.x, b = blockIdx.x;
+    const long long U = (long long)(N >> 7) * KB;
+    const int u0 = (int)(U * b / P), u1 = (int)(U * (b + 1) / P), n = u1 - u0;
+    const u32 wring = smem_addr(msm);                       // [MST][8 KiB] weights (swizzled)
+    const u32 zring = wring + MST * MUNIT_W;               // [MST][256 B scales, 128 B zeros]
+    float* red = reinterpret_cast<float*>(msm + MST * (MUNIT_W + MUNIT_SZ));  // [MSEG][MW][128]
+    const u32 full = smem_addr(red + MSEG * MW * 128), empty = full + 8 * MST;
+    if (threadIdx.x == 0) {
+        for (int s = 0; s < MST; ++s) {
+            mbar_init(full + 8 * s, 32);
+            mbar_init(empty + 8 * s, 1);
+        }
+        asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
+    }
+    __syncthreads();
+    // The next kernel may start now: its blocks only fill their rings until they wait.
+    pdl_launch();
+    if (warp == MW) {
+        // cp.async by the 32 lanes: each 512-byte row of a unit as 32 chunks of 16 bytes, chunk
+        // c of row r stored at chunk c ^ 2 (r % 4) (what the consumers' reads expect), then the
+        // unit's scales and zeros; each lane's arrival on the stage's barrier fires when its
+        // copies have landed.
+        for (int i = 0; i < n; ++i) {
+            const int s = i % MST, u = u0 + i, t = u / KB, kb = u - t * KB;
+            if (i >= MST) mbar_wait(empty + 8 * s, ((i / MST) - 1) & 1);
+            const u32* src = qw + (size_t)kb * 16 * N + (size_t)t * 128 + 4 * lane;
+#pragma unroll
+            for (int r = 0; r < 16; ++r)
+                cp_async16(wring + s * MUNIT_W + r * 512 + ((lane ^ ((r & 3) << 1)) << 4), src + (size_t)r * N);
+            const size_t g = (size_t)(kb * 128 / gs) * N + (size_t)t * 128;
+            if (lane < 16) cp_async16(zring + s * MUNIT_SZ + lane * 16, scales + g + lane * 8);
+            if (lane < 8) cp_async16(zring + s * MUNIT_SZ + 256 + lane * 16, zeros + g + lane * 16);
+            asm volatile("cp.async.mbarrier.arrive.noinc.shared::cta.b64 [%0];" ::"r"(full + 8 * s) : "memory");
+        }
+        return;
+    }
+    // Consumers: clear the warp partials, then wait for the input.
+    for (int i = threadIdx.x; i < MSEG * MW * 128; i += MW * 32) red[i] = 0.f;
+    asm volatile("bar.sync 1, %0;" ::"n"(MW * 32) : "memory");
+    pdl_wait();
+    const int g = lane >> 2, tq = lane & 3;
+    const int t0 = u0 / KB;
+    float acc[16];
+#pragma unroll
+    for (int j = 0; j < 16; ++j) acc[j] = 0.f;
+    int cur = -1;
+    // The input's digits of a warp's next unit are requested while it computes the current one
+    // (lanes 0..7: digit lane / 4, t = lane % 4; 8 words each) with (xs, Σ digits).
+    uint4 nxa = make_uint4(0u, 0u, 0u, 0u), nxb = nxa;
+    float2 nxs = make_float2(0.f, 0.f);
+    auto request = [&](int i) {
+        const int kb = (u0 + i) % KB;
+        if (lane < 8) {
+            const uint4* p = reinterpret_cast<const uint4*>(xq + (size_t)kb * 64 + lane * 8);
+            nxa = __ldcg(p);
+            nxb = __ldcg(p + 1);
+        }
+        nxs = __ldcg(xsum + kb);
+    };
+    if (warp < n) request(warp);
+    for (int i = warp; i < n; i += MW) {
+        const int s = i % MST, u = u0 + i, t = u / KB;
+        if (t != cur) {
+            if (cur >= 0 && tq == 0) {
+                float4* rp = reinterpret_cast<float4*>(red + ((cur - t0) * MW + warp) * 128);
+#pragma unroll
+                for (int m = 0; m < 4; ++m) rp[8 * m + g] = make_float4(acc[4 * m], acc[4 * m + 1], acc[4 * m + 2], acc[4 * m + 3]);
+            }
+#pragma unroll
+            for (int j = 0; j < 16; ++j) acc[j] = 0.f;
+            cur = t;
+        }
+        const uint4 xa = nxa, xb = nxb;
+        const float2 xsx = nxs;
+        if (i + MW < n) request(i + MW);
+        const u32 bx[8] = {xa.x, xa.y, xa.z, xa.w, xb.x, xb.y, xb.z, xb.w};
+        mbar_wait(full + 8 * s, (i / MST) & 1);
+        const u8* wst = msm + s * MUNIT_W;
+        const u8* zst = msm + MST * MUNIT_W + s * MUNIT_SZ;
+#pragma unroll
+        for (int m = 0; m < 4; ++m) {
+            int ca[4] = {0, 0, 0, 0}, cb[4] = {0, 0, 0, 0};
+#pragma unroll
+            for (int ks = 0; ks < 4; ++ks) {
+                const int row = 4 * ks + tq;
+                const uint4 w =
+                    *reinterpret_cast<const uint4*>(wst + row * 512 + (((8 * m + g) ^ ((row & 3) << 1)) << 4));
+                mma_u8s8(ca, w.x & 0x0f0f0f0fu, w.y & 0x0f0f0f0fu, (w.x >> 4) & 0x0f0f0f0fu, (w.y >> 4) & 0x0f0f0f0fu,
+                         bx[2 * ks], bx[2 * ks + 1]);
+                mma_u8s8(cb, w.z & 0x0f0f0f0fu, w.w & 0x0f0f0f0fu, (w.z >> 4) & 0x0f0f0f0fu, (w.w >> 4) & 0x0f0f0f0fu,
+                         bx[2 * ks], bx[2 * ks + 1]);
+            }
+            const uint2 sc = *reinterpret_cast<const uint2*>(zst + 2 * (32 * m + 4 * g));
+            const u32 zv = *reinterpret_cast<const u32*>(zst + 256 + 32 * m + 4 * g);
+            const float sj[4] = {lo2f(sc.x), hi2f(sc.x), lo2f(sc.y), hi2f(sc.y)};
+            const int hi[4] = {ca[0], ca[2], cb[0], cb[2]}, lo[4] = {ca[1], ca[3], cb[1], cb[3]};
+#pragma unroll
+            for (int j = 0; j < 4; ++j) {
+                const float z = (float)((zv >> (8 * j)) & 0xffu);
+                const float v = fmaf((float)lo[j], 1.f / 256.f, (float)hi[j]) - z * xsx.y;
+                acc[4 * m + j] = fmaf(sj[j] * xsx.x, v, acc[4 * m + j]);
+            }
+        }
+        __syncwarp();
+        if (lane == 0) mbar_arrive(empty + 8 * s);
+    }
+    if (cur >= 0 && tq == 0) {
+        float4* rp = reinterpret_cast<float4*>(red + ((cur - t0) * MW + warp) * 128);
+#pragma unroll
+        for (int m = 0; m < 4; ++m) rp[8 * m + g] = make_float4(acc[4 * m], acc[4 * m + 1], acc[4 * m + 2], acc[4 * m + 3]);
+    }
+    asm volatile("bar.sync 1, %0;" ::"n"(MW * 32) : "memory");
+    // The block's tiles: sum the warps' partials in order into this block's slab of each.
+    if (n <= 0) return;
+    const int t1 = (u1 - 1) / KB;
+    for (int i = threadIdx.x; i < (t1 - t0 + 1) * 128; i += MW * 32) {
+        const int seg = i >> 7, c = i & 127, t = t0 + seg;
+        float v = 0.f;
+#pragma unroll
+        for (int w = 0; w < MW; ++w) v += red[(seg * MW + w) * 128 + c];
+        const int first = unit_block((long long)t * KB, P, U);
+        out[(size_t)(b - first) * ldo + (size_t)t * 128 + c] = v;
+        if (b == first) {
+            const int last = unit_block((long long)(t + 1) * KB - 1, P, U);
+            for (int sl = last - first + 1; sl < S; ++sl) out[(size_t)sl * ldo + (size_t)t * 128 + c] = 0.f;
+        }
+    }
+}

@@ -1,0 +1,216 @@
+//! Launchers of decode's products on the integer tensor cores (kernels/gemv_mma.cu,
+//! `WV_CUDA_GEMV=mma`): `quant_digits` turns a product's f16 input into two int8 digits per
+//! value, `gemv_q4m` streams the weights with one block per SM and a shared-memory ring that
+//! it fills before it waits for the previous kernel.
+//!
+//! The plan: a product's U = (N / 128) x (K / 128) units (128 columns x 128 inputs) are split
+//! into one equal contiguous range per SM (at most one block per unit), in tile-major order; the blocks that share a column
+//! tile each write one slab of it (slab = block - the tile's first block), so the consumers sum
+//! S slabs (S the most blocks any tile has) in a fixed order: deterministic, as the other decode
+//! kernels are. A block may hold at most [`MMA_SEGMENTS`] tiles; a matrix whose plan needs more,
+//! or whose shapes the kernel does not take, decodes on `gemv_q4l`.
+
+use super::device::{Args, Gpu, Kernel};
+use super::ffi::CUdeviceptr;
+use super::weights::Q4Dev;
+use crate::error::Result;
+
+/// Consumer warps of a `gemv_q4m` block and its ring stages (MW and MST in gemv_mma.cu; the
+/// stages a multiple of the warps): `WV_CUDA_MMA_SHAPE=WxS`, default 6x24 (one block per SM;
+/// H200, 13B: 304 tokens/s against 259 for 6x12, where two blocks fit on an SM, and 292–293
+/// for 8x24 and 12x24).
+pub fn shape() -> (usize, usize) {
+    std::env::var("WV_CUDA_MMA_SHAPE")
+        .ok()
+        .and_then(|v| {
+            let (w, s) = v.split_once('x')?;
+            Some((w.parse::<usize>().ok()?, s.parse::<usize>().ok()?))
+        })
+        .filter(|&(w, s)| (1..=16).contains(&w) && s % w == 0 && smem_of(w, s) <= 227 * 1024)
+        .unwrap_or((6, 24))
+}
+/// Column tiles one block may hold (MSEG).
+pub const MMA_SEGMENTS: usize = 3;
+/// Dynamic shared memory of a `gemv_q4m` block of `warps` consumers and `stages` stages: the
+/// weight ring, the scales and zeros ring, the warps' tile partials, the mbarriers and 1 KiB
+/// of alignment.
+pub fn smem_of(warps: usize, stages: usize) -> usize {
+    stages * (8192 + 384) + MMA_SEGMENTS * warps * 512 + 16 * stages + 1024
+}
+/// Bytes of the input digits of one 128-input block: 64 words and (xs, Σ digits).
+pub const DIGITS_PER_BLOCK: usize = 256 + 8;
+
+/// Whether `gemv_q4m` takes `q` at all: K, N and the group size multiples of 128, buffers
+/// 16-byte aligned, and a compute capability 9.0 GPU (where gemv_mma.cu is loaded; not with
+/// `WV_CUDA_SM90A=0`).
+fn shapes_fit(gpu_cc: (i32, i32), q: &Q4Dev) -> bool {
+    gpu_cc == (9, 0)
+        && std::env::var("WV_CUDA_SM90A").map_or(true, |v| v != "0")
+        && q.k % 128 == 0
+        && q.n % 128 == 0
+        && q.gs % 128 == 0
+        && q.k % q.gs == 0
+        && q.qw.ptr % 16 == 0
+        && q.scales.ptr % 16 == 0
+        && q.zeros.ptr % 16 == 0
+}
+
+/// The block of `p` whose units hold unit `u` of `units` (as `unit_block` in gemv_mma.cu).
+fn unit_block(u: usize, p: usize, units: usize) -> usize {
+    ((u + 1) * p - 1) / units
+}
+
+/// Blocks of a `k` x `n` product on `sms` SMs: one per SM, at most one per unit (so that every
+/// block holds at least one unit and the blocks of a tile write consecutive slabs).
+pub fn blocks(sms: usize, k: usize, n: usize) -> usize {
+    sms.min((k / 128) * (n / 128))
+}
+
+/// The slabs a `k` x `n` product leaves on `sms` SMs: the most blocks any column tile has, or
+/// `None` where a block would hold more than [`MMA_SEGMENTS`] tiles.
+pub fn slabs(sms: usize, k: usize, n: usize) -> Option<usize> {
+    let (kb, tiles) = (k / 128, n / 128);
+    let units = kb * tiles;
+    let sms = blocks(sms, k, n);
+    if units == 0 || sms == 0 {
+        return None;
+    }
+    for b in 0..sms {
+        let (u0, u1) = (units * b / sms, units * (b + 1) / sms);
+        if u1 > u0 && (u1 - 1) / kb - u0 / kb + 1 > MMA_SEGMENTS {
+            return None;
+        }
+    }
+    (0..tiles)
+        .map(|t| unit_block((t + 1) * kb - 1, sms, units) - unit_block(t * kb, sms, units) + 1)
+        .max()
+}
+
+/// Whether `gemv_q4m` takes `q` on `gpu`'s SMs.
+pub fn takes(gpu: &Gpu, q: &Q4Dev) -> bool {
+    shapes_fit(gpu.cc, q) && slabs(gpu.sms, q.k, q.n).is_some()
+}
+
+/// `quant_digits`: `x` (f16 `[k]`, through `perm` when given) as digits at `digits` (room for
+/// `k / 128` blocks: the words, then the (xs, Σ) pairs).
+pub fn quant_digits(
+    gpu: &Gpu,
+    f: &Kernel,
+    x: CUdeviceptr,
+    perm: CUdeviceptr,
+    digits: CUdeviceptr,
+    k: usize,
+) -> Result<()> {
+    let kbs = k / 128;
+    let mut a = Args::new();
+    a.ptr(x)
+        .ptr(perm)
+        .ptr(digits)
+        .ptr(digits + (kbs * 256) as u64)
+        .int(k);
+    // SAFETY: x holds k f16 values (perm, when not 0, k indices below k); digits has room for
+    // k / 128 blocks of 256 bytes and then k / 128 float2 (the caller's scratch, 8-byte aligned).
+    gpu.launch(f, (kbs.div_ceil(4) as u32, 1, 1), 128, 0, &mut a)
+}
+
+/// `gemv_q4m`: `out` slabs (row stride `ldo`, `s` of them) = the digits' input · `q`.
+#[allow(clippy::too_many_arguments)]
+pub fn gemv_q4m(
+    gpu: &Gpu,
+    f: &Kernel,
+    q: &Q4Dev,
+    digits: CUdeviceptr,
+    out: CUdeviceptr,
+    ldo: usize,
+    s: usize,
+) -> Result<()> {
+    let kbs = q.k / 128;
+    let mut a = Args::new();
+    a.ptr(q.qw.ptr)
+        .ptr(q.scales.ptr)
+        .ptr(q.zeros.ptr)
+        .ptr(digits)
+        .ptr(digits + (kbs * 256) as u64)
+        .ptr(out)
+        .int(q.k)
+        .int(q.n)
+        .int(q.gs)
+        .int(ldo)
+        .int(s);
+    // SAFETY: qw, scales and zeros are q's [k / 8][n], [groups][n] and [groups][n] buffers
+    // (16-byte aligned, k, n and gs multiples of 128: checked by `takes`); the digits are
+    // quant_digits' output for q.k inputs; out has s slabs of ldo >= q.n floats from the given
+    // column, s at least `slabs(gpu.sms, q.k, q.n)` (the plan); the dynamic shared memory is
+    // smem_of(shape()), allowed at load.
+    gpu.launch(
+        f,
+        (blocks(gpu.sms, q.k, q.n) as u32, 1, 1),
+        (32 * (shape().0 + 1)) as u32,
+        smem_of(shape().0, shape().1) as u32,
+        &mut a,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The plan against a count by enumeration: for each unit its block (the kernel's ranges
+    /// `[U b / P, U (b + 1) / P)`), per tile the distinct blocks, per block the distinct tiles.
+    fn enumerate(sms: usize, k: usize, n: usize) -> (usize, usize) {
+        let (kb, tiles) = (k / 128, n / 128);
+        let units = kb * tiles;
+        let sms = blocks(sms, k, n);
+        let mut owner = vec![0usize; units];
+        for b in 0..sms {
+            for o in &mut owner[units * b / sms..units * (b + 1) / sms] {
+                *o = b;
+            }
+        }
+        let per_tile = (0..tiles)
+            .map(|t| {
+                let mut bs: Vec<usize> = owner[t * kb..(t + 1) * kb].to_vec();
+                bs.dedup();
+                bs.len()
+            })
+            .max()
+            .unwrap_or(0);
+        let per_block = (0..sms)
+            .map(|b| {
+                let mut ts: Vec<usize> = (0..units)
+                    .filter(|&u| owner[u] == b)
+                    .map(|u| u / kb)
+                    .collect();
+                ts.dedup();
+                ts.len()
+            })
+            .max()
+            .unwrap_or(0);
+        (per_tile, per_block)
+    }
+
+    #[test]
+    fn plans_match_an_enumeration() {
+        // The 13B products (q|k|v, o, gate|up, down) on 132 and 114 SMs, and small shapes.
+        for sms in [132, 114, 78, 7] {
+            for (k, n) in [
+                (5120, 15360),
+                (5120, 5120),
+                (5120, 27648),
+                (13824, 5120),
+                (128, 128),
+                (256, 1024),
+            ] {
+                let (per_tile, per_block) = enumerate(sms, k, n);
+                let want = (per_block <= MMA_SEGMENTS).then_some(per_tile);
+                assert_eq!(slabs(sms, k, n), want, "{sms} SMs, {k} x {n}");
+            }
+        }
+        // Every 13B product fits an H100's or H200's 132 SMs.
+        for (k, n) in [(5120, 15360), (5120, 5120), (5120, 27648), (13824, 5120)] {
+            assert!(slabs(132, k, n).is_some());
+        }
+        assert_eq!(slabs(0, 5120, 5120), None);
+        assert_eq!(slabs(4, 0, 128), None);
+    }
+}
