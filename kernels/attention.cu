@@ -16,6 +16,7 @@
 //   range writes (-inf, 0) and zeros. Dynamic shared memory: (4*hd + 8) floats. attn_partial takes
 //   hd <= 128, attn_partial_wide hd <= 256 (twice the registers per key).
 // attn_combine: grid (nh, T), block 128: out f16 [T, nh*hd] = Σ_c po_c e^(m_c - M) / Σ_c l_c e^(m_c - M)
+//   (xq, decode with hd = 128 only, else NULL: also as gemv_q4m's input digits, a head per block)
 //   (one pass, M the running max).
 // attn_prefill_64/32: prefill (T > 1, host pos), SIMT f32; see their comment further down.
 // attn_prefill_tc_{64,128}: prefill on the tensor cores (FlashAttention-2 forward), the default
@@ -174,9 +175,11 @@ extern "C" __global__ void __launch_bounds__(128) attn_partial_wide(ATT_PARTIAL_
 }
 
 extern "C" __global__ void __launch_bounds__(128) attn_combine(
-    const float* __restrict__ po, const float* __restrict__ pml, f16* __restrict__ out, int nch, int nh, int hd)
+    const float* __restrict__ po, const float* __restrict__ pml, f16* __restrict__ out, int nch, int nh, int hd,
+    u32* __restrict__ xq)
 {
     pdl_between_products();
+    __shared__ __align__(16) float head[128];
     const int h = blockIdx.x, t = blockIdx.y;
     // One pass per output element, rescaling as the running max grows (the chunks' loads are
     // independent, so they are in flight together; two dependent passes over the (max, sum)
@@ -197,6 +200,13 @@ extern "C" __global__ void __launch_bounds__(128) attn_combine(
             }
         }
         out[(size_t)t * nh * hd + (size_t)h * hd + d] = f2h(o / L);
+        if (xq) head[d] = o / L;
+    }
+    // The next product's input digits (one token, hd = 128: the head is one 128-input block).
+    if (xq) {
+        __syncthreads();
+        if (threadIdx.x < 32)
+            warp_digits(reinterpret_cast<const float4*>(head)[threadIdx.x], h, xq, digits_sums(xq, nh * hd));
     }
 }
 

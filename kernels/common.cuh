@@ -217,6 +217,42 @@ __device__ __forceinline__ float absmax8(uint4 v) {
     return fmaxf(a, b);
 }
 
+// Decode inputs as gemv_q4m reads them (gemv_mma.cu, quant_digits): per 128-input block b of a
+// K-vector, 64 words of two int8 digits at xq + 64 b in the mma's fragment order, then (past
+// all K / 128 blocks) float2 (xs, Σ (hi + lo / 256)) per block. warp_digits: a warp's block,
+// lane l holding values 4l .. 4l + 3 (every lane of the warp calls it; values in f32).
+__device__ __forceinline__ float2* digits_sums(u32* xq, int K) { return reinterpret_cast<float2*>(xq + (size_t)(K >> 7) * 64); }
+__device__ __forceinline__ u32 digit_bytes(const int (&v)[4]) {
+    return (u32)(v[0] & 255) | ((u32)(v[1] & 255) << 8) | ((u32)(v[2] & 255) << 16) | ((u32)(v[3] & 255) << 24);
+}
+// One value as its two digits for 127 / max|x| = inv; returns hi + lo / 256.
+__device__ __forceinline__ float digits_of(float x, float inv, int& hi, int& lo) {
+    const float y = x * inv, h = rintf(y);
+    hi = (int)h;
+    lo = (int)fminf(fmaxf(rintf((y - h) * 256.f), -128.f), 127.f);
+    return h + (float)lo * (1.f / 256.f);
+}
+__device__ __forceinline__ void warp_digits(float4 v, int blk, u32* __restrict__ xq, float2* __restrict__ xsum) {
+    const int lane = threadIdx.x & 31;
+    const float mx = warp_max(fmaxf(fmaxf(fabsf(v.x), fabsf(v.y)), fmaxf(fabsf(v.z), fabsf(v.w))));
+    const float inv = mx > 0.f ? 127.f / mx : 0.f;
+    int hi[4], lo[4];
+    float part = digits_of(v.x, inv, hi[0], lo[0]) + digits_of(v.y, inv, hi[1], lo[1]);
+    part += digits_of(v.z, inv, hi[2], lo[2]) + digits_of(v.w, inv, hi[3], lo[3]);
+    part = warp_sum(part);
+    // Lane 2r holds rows 8r..8r+3 of packed row r, lane 2r + 1 rows 8r+4..8r+7: word e = 0 is
+    // rows (0, 4, 1, 5) — bytes (A0, B0, A1, B1) of the even (A) and odd (B) lanes — e = 1 rows
+    // (2, 6, 3, 7); the even lane writes e = 0, the odd one e = 1.
+    const int e = lane & 1, r = lane >> 1, s = r >> 2, t = r & 3;
+    const u32 mh = digit_bytes(hi), ml = digit_bytes(lo);
+    const u32 oh = __shfl_xor_sync(0xffffffffu, mh, 1), ol = __shfl_xor_sync(0xffffffffu, ml, 1);
+    const u32 sel = e ? 0x7362u : 0x5140u;
+    u32* q = xq + (size_t)blk * 64;
+    q[(t * 4 + s) * 2 + e] = e ? __byte_perm(oh, mh, sel) : __byte_perm(mh, oh, sel);
+    q[((4 + t) * 4 + s) * 2 + e] = e ? __byte_perm(ol, ml, sel) : __byte_perm(ml, ol, sel);
+    if (lane == 0) xsum[blk] = make_float2(mx * (1.f / 127.f), part);
+}
+
 // Bulk tensor copies completing on mbarriers (sm_90; gemm_q4.cu's prefill products, and
 // tools/probe/stream_probe.cu). Unused here, they cost nothing on older architectures.
 // A CUtensorMap (opaque, 128 bytes, 64-byte aligned), passed by value as a kernel parameter.

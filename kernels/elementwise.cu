@@ -26,7 +26,8 @@
 //   gate|up product (S slabs of [T][2F], + bias). Launch: 1-D grid-stride, blocks as qkv_rope's.
 //   silu_mul: one element per step, any F. silu_mul4: 4 consecutive columns per step (16-byte
 //   loads of g and u, an 8-byte store of 4 f16); needs F % 4 == 0, part and bias 16-byte aligned,
-//   out 8-byte aligned, sstride % 4 == 0 and T*F/4 to fit an int.
+//   out 8-byte aligned, sstride % 4 == 0 and T*F/4 to fit an int. xq (decode, T = 1, F % 128 ==
+//   0, blocks a multiple of 32 threads; else NULL): out also as gemv_q4m's input digits.
 
 // N consecutive floats from p into v (p aligned to min(N, 4) floats).
 template <int N>
@@ -200,7 +201,7 @@ extern "C" __global__ void __launch_bounds__(256) silu_mul(
 
 extern "C" __global__ void __launch_bounds__(256) silu_mul4(
     const float* __restrict__ part, int S, long long sstride, const float* __restrict__ bias,
-    f16* __restrict__ out, int F, int T)
+    f16* __restrict__ out, int F, int T, u32* __restrict__ xq)
 {
     pdl_between_products();
     const int F4 = F >> 2, total = F4 * T;
@@ -224,6 +225,9 @@ extern "C" __global__ void __launch_bounds__(256) silu_mul4(
 #pragma unroll
         for (int k = 0; k < 4; ++k) o[k] = silu(g[k]) * u[k];
         st_f16<4>(out + (size_t)idx * 4, o);
+        // The next product's input digits (T = 1, F % 128 == 0: a warp's 32 chunks are one
+        // 128-input block and idx < total is warp-uniform).
+        if (xq) warp_digits(make_float4(o[0], o[1], o[2], o[3]), idx >> 5, xq, digits_sums(xq, F));
     }
 }
 

@@ -8,7 +8,9 @@
 //   f16), stored in the mma's B-fragment order — xq u32 [K/128][64]: word ((d*4 + t)*4 + s)*2 + e
 //   holds digit d (0 hi, 1 lo) of rows 8(4s + t) + {0,4,1,5} (e = 0) or {2,6,3,7} (e = 1) of the
 //   block, one byte each, in that order (the row order of the even and odd nibbles of wv's
-//   packed words, see gemv.cu) — and xsum float2 [K/128] = (xs, Σ (hi + lo / 256)).
+//   packed words, see gemv.cu) — and xsum float2 [K/128] = (xs, Σ (hi + lo / 256)) (common.cuh's
+//   warp_digits, which the decode norm, attention combine and SiLU also call where they make a
+//   gemv_q4m input, so that no quant_digits runs between them and the product).
 //   Launch: one warp per block of 128 inputs, 4 warps per block: grid ceil(K / 512). K % 128 == 0.
 //
 // gemv_q4m: out slabs = x · W for a 4-bit matrix in wv's layout (gemv.cu: qw u32 [K/8][N],
@@ -67,44 +69,18 @@ __device__ __forceinline__ void mma_u8s8(int (&c)[4], u32 a0, u32 a1, u32 a2, u3
 // The block b of P whose units contain unit u (of U).
 __device__ __forceinline__ int unit_block(long long u, int P, long long U) { return (int)(((u + 1) * P - 1) / U); }
 
-__device__ __forceinline__ u32 digit_bytes(const int (&v)[4]) {
-    return (u32)(v[0] & 255) | ((u32)(v[1] & 255) << 8) | ((u32)(v[2] & 255) << 16) | ((u32)(v[3] & 255) << 24);
-}
-
 extern "C" __global__ void __launch_bounds__(128) quant_digits(const f16* __restrict__ x, const int* __restrict__ perm,
                                                               u32* __restrict__ xq, float2* __restrict__ xsum, int K) {
     pdl_between_products();
     const int blk = blockIdx.x * 4 + (threadIdx.x >> 5), lane = threadIdx.x & 31;
     if (blk * 128 >= K) return;
-    // Lane: packed row r = lane / 2 of the block, half e = lane % 2 (rows {0,4,1,5} or {2,6,3,7}).
-    const int r = lane >> 1, e = lane & 1;
     float v[4];
-    float mx = 0.f;
 #pragma unroll
     for (int j = 0; j < 4; ++j) {
-        // rows {0,4,1,5} (e = 0) / {2,6,3,7} (e = 1): 4 (j & 1) + (j >> 1), + 2 for e = 1
-        const int k = blk * 128 + 8 * r + 4 * (j & 1) + (j >> 1) + 2 * e;
+        const int k = blk * 128 + 4 * lane + j;
         v[j] = h2f(x[perm ? __ldg(perm + k) : k]);
-        mx = fmaxf(mx, fabsf(v[j]));
     }
-    mx = warp_max(mx);
-    const float inv = mx > 0.f ? 127.f / mx : 0.f;
-    int hi[4], lo[4];
-    float part = 0.f;
-#pragma unroll
-    for (int j = 0; j < 4; ++j) {
-        const float y = v[j] * inv;
-        const float h = rintf(y);
-        hi[j] = (int)h;
-        lo[j] = (int)fminf(fmaxf(rintf((y - h) * 256.f), -128.f), 127.f);
-        part += (float)hi[j] + (float)lo[j] * (1.f / 256.f);
-    }
-    part = warp_sum(part);
-    const int s = r >> 2, t = r & 3;
-    u32* q = xq + (size_t)blk * 64;
-    q[((0 * 4 + t) * 4 + s) * 2 + e] = digit_bytes(hi);
-    q[((1 * 4 + t) * 4 + s) * 2 + e] = digit_bytes(lo);
-    if (lane == 0) xsum[blk] = make_float2(mx / 127.f, part);
+    warp_digits(make_float4(v[0], v[1], v[2], v[3]), blk, xq, xsum);
 }
 
 extern "C" __global__ void __launch_bounds__(32 * (MW + 1), MMA_MINB)

@@ -18,6 +18,8 @@
 //   up to 1024 (60 registers): the host takes 256 threads (or as many as H needs) for at least
 //   one row per SM (prefill: 512 rows of 5120 all resident at once, 4 blocks per SM, 5 float4
 //   per thread), else up to 1024 (decode, the final norm: one row's latency is all there is).
+//   xq (decode, one row, H % 128 == 0; else NULL): out also as gemv_q4m's input digits (see
+//   common.cuh's warp_digits), from the f32 values.
 // residual_add: x[t, i] += Σ_s delta[s*sstride + t*ldd + i] (+ bias[i]) for rows 0..T — the same
 //   residual add, spread over many blocks; decode uses it before residual_rmsnorm without a delta,
 //   since one block summing S slabs of a whole row would take several microseconds.
@@ -78,7 +80,8 @@ extern "C" __global__ void __launch_bounds__(1024) residual_rmsnorm(
 
 extern "C" __global__ void __launch_bounds__(1024) residual_rmsnorm4(
     float* __restrict__ x, const float* __restrict__ delta, int S, long long sstride, int ldd,
-    const float* __restrict__ bias, const float* __restrict__ w, float eps, f16* __restrict__ out, int H, int row0)
+    const float* __restrict__ bias, const float* __restrict__ w, float eps, f16* __restrict__ out, int H, int row0,
+    u32* __restrict__ xq)
 {
     pdl_between_products();
     __shared__ float red[32];
@@ -150,6 +153,10 @@ extern "C" __global__ void __launch_bounds__(1024) residual_rmsnorm4(
         if (i < H4) {
             const float4 a = v[k], g = w4[i];
             o[i] = make_uint2(pack2(a.x * r * g.x, a.y * r * g.y), pack2(a.z * r * g.z, a.w * r * g.w));
+            // The next product's input digits (one row, H % 128 == 0: i < H4 is warp-uniform).
+            if (xq)
+                warp_digits(make_float4(a.x * r * g.x, a.y * r * g.y, a.z * r * g.z, a.w * r * g.w), i >> 5, xq,
+                            digits_sums(xq, H));
         }
     }
 }

@@ -173,14 +173,15 @@ fn op_embed_norm_silu() {
         }
         let mut want = Vec::new();
         ops::rmsnorm(&xs, &w, 1e-5, &mut want);
-        let (gx, gn) = h
+        let (gx, gn, digits) = h
             .residual_rmsnorm(&x, &slabs, Some(&bias), &w, 1e-5, dim, 0)
             .unwrap();
         assert!(rel_l2(&gx, &xs) < 1e-6, "residual {rows}x{dim}");
         let e = rel_l2(&gn, &want);
         assert!(e < 1e-3, "rmsnorm {rows}x{dim}: {e}");
+        check_digits("rmsnorm", rows == 1 && dim % 128 == 0, digits, &gn);
         // Only the last row (the final norm before the lm_head), no delta.
-        let (_, last) = h
+        let (_, last, _) = h
             .residual_rmsnorm(&xs, &[], None, &w, 1e-5, dim, rows - 1)
             .unwrap();
         let e = rel_l2(&last, &want[(rows - 1) * dim..]);
@@ -199,7 +200,7 @@ fn op_embed_norm_silu() {
             .map(|_| rand_vec(&mut rng, t * 2 * f, 3.0))
             .collect();
         let bias = rand_vec(&mut rng, 2 * f, 0.1);
-        let got = h.silu_mul(&slabs, Some(&bias), f, t).unwrap();
+        let (got, digits) = h.silu_mul(&slabs, Some(&bias), f, t).unwrap();
         let mut g = Vec::new();
         let mut u = Vec::new();
         for ti in 0..t {
@@ -215,6 +216,25 @@ fn op_embed_norm_silu() {
         ops::silu_mul(&mut g, &u);
         let e = rel_l2(&got, &g);
         assert!(e < 1e-3, "silu_mul {t}x{f}: {e}");
+        check_digits("silu_mul", t == 1 && f % 128 == 0, digits, &got);
+    }
+}
+
+/// The digits a decode kernel wrote beside its output for `gemv_q4m` (128-input blocks of two
+/// int8 digits, made from its f32 values): present exactly where `expected`, and equal to its
+/// own f16 output `out` to within f16 rounding, as the CPU's encoding of `out` is.
+fn check_digits(what: &str, expected: bool, digits: Option<Vec<f32>>, want: &[f32]) {
+    assert_eq!(digits.is_some(), expected, "{what}: digits written");
+    if let Some(d) = digits {
+        let e = rel_l2(&d, &want[..d.len()]);
+        eprintln!("{what}: digits rel L2 {e:.2e} against the CPU");
+        assert!(e < 1e-3, "{what}: digits rel L2 {e}");
+        let (w, s) = wv::backend::cuda::gemv_mma::encode_digits(&want[..d.len()]);
+        let cpu = wv::backend::cuda::gemv_mma::decode_digits(&w, &s, d.len());
+        assert!(
+            rel_l2(&d, &cpu) < 1e-3,
+            "{what}: digits against the CPU's encoding"
+        );
     }
 }
 
@@ -395,9 +415,10 @@ fn op_attention() {
         let mut want = Vec::new();
         ops::attention(&q, &kc, &vc, t, pos, nh, nkv, hd, &mut want);
         for device_pos in [false, true] {
-            let got = h
+            let (got, digits) = h
                 .attention(&q, &kc, &vc, t, pos, (nh, nkv, hd), slots, device_pos)
                 .unwrap();
+            check_digits("attention", t == 1 && hd == 128, digits, &got);
             let e = rel_l2(&got, &want);
             eprintln!("attention t={t} pos={pos} nh={nh} nkv={nkv} hd={hd} device_pos={device_pos}: rel L2 {e:.2e}");
             // Prefill with a host position may take the tensor cores (q and P rounded to f16).

@@ -22,9 +22,26 @@
 // 5 no copies (the producer releases each stage unfilled: the consumers' arithmetic alone).
 // The weights are random and the results are not checked: only the time is.
 //
-// Build and run on the device:
+// Build and run on the device (argv[2] picks one variant of main's list; each in its own process,
+// so that a hang loses only itself):
 //   nvcc -O3 -std=c++17 -gencode=arch=compute_90a,code=sm_90a -Xptxas -v -o /tmp/chain_probe \
-//       tools/probe/chain_probe.cu && /tmp/chain_probe 40
+//       tools/probe/chain_probe.cu && for v in 0 3 14; do /tmp/chain_probe 40 $v; done
+//
+// H200 (2026-11-29, thirteenth session; the read of the same 6.64 GB: 1.47-1.50 ms, 4.43-4.54 TB/s):
+//   no arithmetic (the chain of 160 launches streaming only): 1.523 ms (96%) with the next
+//     product's block beside the current one (ring of 12, 2 per SM, trigger at entry), 1.482
+//     (99.4%) with a ring of 24 at one block per SM; triggered after the wait 1.695, no PDL 1.755
+//   gemv_q4l's arithmetic (dot8_lean, x in f16 from L1): 2.118 ms with 6 consumers and a ring of
+//     12 (2 stages per warp), 2.29 with 8 / 8, 2.50 with 12 / 12 (one stage per warp: each waits
+//     a refill), 2.84 with 16 / 16; arithmetic alone (no copies) 1.57-1.80
+//   integer tensor cores (unit_mma: mma.sync m16n8k32, the input as two int8 digits): 1.772 ms
+//     with 6 consumers and a ring of 12 (84.5% of the read; 89% of copy bandwidth), 1.835 with 4,
+//     1.92 with 12 / 12; ring of 24 at one per SM 1.83-1.95; triggered after the wait 2.045, no
+//     PDL 2.105; + 2 small kernels per layer 1.883; arithmetic alone 1.10-1.20
+// against gemv_q4l's queued GEMVs in the library (bench_kernels): 51.9 us per layer, 2.08 ms for
+// 40. So a chain of per-product launches can keep DRAM busy across its dependencies when the
+// next product's blocks stream into shared memory before they wait, and the tensor cores make
+// the arithmetic cheap enough. What the library made of it: kernels/gemv_mma.cu (docs/cuda.md).
 #ifndef __CUDACC_RTC__
 #include <cstdio>
 #include <cstdlib>

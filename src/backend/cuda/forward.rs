@@ -105,6 +105,9 @@ pub struct PrefillBufs<'a> {
     pub xg: Option<(&'a DevBuf, usize)>,
     /// Decode's input digits for `gemv_q4m` (room for the widest input; see Scratch::digits).
     pub digits: Option<CUdeviceptr>,
+    /// Whether the kernel that made this product's input also wrote its digits there (so
+    /// `Ops::linear` runs no `quant_digits` for a member without a permutation).
+    pub digits_made: bool,
 }
 
 impl Ops<'_> {
@@ -158,8 +161,9 @@ impl Ops<'_> {
                     "gemv_q4m planned without its kernels or digits",
                 ));
             };
-            // The input's digits once per permutation (members of one group share the input).
-            let mut made: Option<CUdeviceptr> = None;
+            // The input's digits once per permutation (members of one group share the input),
+            // unless the kernel before made them.
+            let mut made: Option<CUdeviceptr> = bufs.digits_made.then_some(0);
             for m in &g.members {
                 let q = m.q4()?;
                 let perm = q.perm.as_ref().map_or(0, |p| p.ptr);
@@ -388,6 +392,18 @@ pub fn enqueue(
     };
     // The products' partial slabs: the buffer and the floats it holds (Ops::linear's cap).
     let part = (sc.part.ptr, sc.part.bytes / 4);
+    // Where the kernel making a decode product's input also writes it as gemv_q4m's digits.
+    let digits_for = |g: &LinearGroup| {
+        if t == 1 && g.gemv == GemvKind::Mma && !g.has_act_order() {
+            sc.digits.ptr
+        } else {
+            0
+        }
+    };
+    let made = |digits_made: bool| PrefillBufs {
+        digits_made,
+        ..bufs
+    };
     for (li, l) in w.layers.iter().enumerate() {
         // Decode may fuse the layer's steps into its products (see kernels/gemv.cu and
         // `Fusion`): the attention combine into o, SiLU · up into down, the residual adds into
@@ -418,7 +434,7 @@ pub fn enqueue(
             slabs(&l.qkv, sc.part.ptr, t)
         } else {
             let (d, b) = prev.map_or((None, 0), |(p, b)| (Some(p), b));
-            k.residual_rmsnorm(
+            let dig = k.residual_rmsnorm(
                 gpu,
                 sc.x.ptr,
                 d,
@@ -429,8 +445,9 @@ pub fn enqueue(
                 h,
                 0,
                 t,
+                digits_for(&l.qkv),
             )?;
-            ops.linear(&l.qkv, sc.xh.ptr, t, part, bufs)?
+            ops.linear(&l.qkv, sc.xh.ptr, t, part, made(dig))?
         };
         let kc = st.k.at(li * st.layer_stride);
         let vc = st.v.at(li * st.layer_stride);
@@ -447,7 +464,7 @@ pub fn enqueue(
             t,
             dims,
         )?;
-        k.attention(
+        let att_dig = k.attention(
             gpu,
             sc.q.ptr,
             kc,
@@ -458,6 +475,7 @@ pub fn enqueue(
             t,
             dims,
             att,
+            digits_for(&l.o),
         )?;
         let counters = sc.counters.ptr;
         let residual = |g: &LinearGroup| Epilogue::Residual {
@@ -510,7 +528,7 @@ pub fn enqueue(
                     Epilogue::None,
                 )?;
             } else {
-                k.residual_rmsnorm(
+                let dig = k.residual_rmsnorm(
                     gpu,
                     sc.x.ptr,
                     None,
@@ -521,13 +539,14 @@ pub fn enqueue(
                     h,
                     0,
                     t,
+                    digits_for(gu),
                 )?;
-                gu_out = ops.linear(gu, sc.xh.ptr, t, part, bufs)?;
+                gu_out = ops.linear(gu, sc.xh.ptr, t, part, made(dig))?;
             }
         } else {
-            let p = ops.linear(o, sc.xh.ptr, t, part, bufs)?;
+            let p = ops.linear(o, sc.xh.ptr, t, part, made(att_dig))?;
             let bias = o.bias.as_ref().map_or(0, |b| b.ptr);
-            k.residual_rmsnorm(
+            let dig = k.residual_rmsnorm(
                 gpu,
                 sc.x.ptr,
                 Some(p),
@@ -538,8 +557,9 @@ pub fn enqueue(
                 h,
                 0,
                 t,
+                digits_for(gu),
             )?;
-            gu_out = ops.linear(gu, sc.xh.ptr, t, part, bufs)?;
+            gu_out = ops.linear(gu, sc.xh.ptr, t, part, made(dig))?;
         }
         let gu_bias = gu.bias.as_ref().map_or(0, |b| b.ptr);
         if fuse_silu {
@@ -564,8 +584,16 @@ pub fn enqueue(
             prev = None;
             ss_valid = true;
         } else {
-            k.silu_mul(gpu, gu_out, gu_bias, sc.xh.ptr, c.intermediate_size, t)?;
-            let p = ops.linear(dn, sc.xh.ptr, t, part, bufs)?;
+            let dig = k.silu_mul(
+                gpu,
+                gu_out,
+                gu_bias,
+                sc.xh.ptr,
+                c.intermediate_size,
+                t,
+                digits_for(dn),
+            )?;
+            let p = ops.linear(dn, sc.xh.ptr, t, part, made(dig))?;
             prev = Some((p, dn.bias.as_ref().map_or(0, |b| b.ptr)));
             ss_valid = false;
         }
@@ -601,6 +629,7 @@ fn final_logits(
         h,
         t - logit_rows,
         logit_rows,
+        0,
     )?;
     let v = c.vocab_size;
     if logit_rows == 1 {

@@ -151,9 +151,97 @@ pub fn gemv_q4m(
     )
 }
 
+/// Rows (within a packed row of 8) of the bytes of a digit word: e = 0 the even nibbles' rows,
+/// e = 1 the odd ones' (gemv.cu's POS).
+const WORD_ROWS: [[usize; 4]; 2] = [[0, 4, 1, 5], [2, 6, 3, 7]];
+
+/// The values a digits buffer holds (`words`: 64 per 128-input block, then `sums`: (xs, Σ)
+/// per block, as f32 pairs), for a `k`-vector: `xs (hi + lo / 256)` in input order (tests).
+pub fn decode_digits(words: &[u32], sums: &[f32], k: usize) -> Vec<f32> {
+    let mut x = vec![0.0f32; k];
+    for b in 0..k / 128 {
+        let xs = sums[2 * b];
+        for t in 0..4 {
+            for s in 0..4 {
+                for (e, rows) in WORD_ROWS.iter().enumerate() {
+                    let hi = words[b * 64 + (t * 4 + s) * 2 + e].to_le_bytes();
+                    let lo = words[b * 64 + ((4 + t) * 4 + s) * 2 + e].to_le_bytes();
+                    for j in 0..4 {
+                        let v = hi[j] as i8 as f32 + lo[j] as i8 as f32 / 256.0;
+                        x[b * 128 + 8 * (4 * s + t) + rows[j]] = xs * v;
+                    }
+                }
+            }
+        }
+    }
+    x
+}
+
+/// The digits of `x` (`k % 128 == 0`) as the kernels make them (quant_digits, warp_digits):
+/// the reference the device's are checked against, and the round trip's other half (tests).
+pub fn encode_digits(x: &[f32]) -> (Vec<u32>, Vec<f32>) {
+    let blocks = x.len() / 128;
+    let (mut words, mut sums) = (vec![0u32; blocks * 64], vec![0.0f32; blocks * 2]);
+    for b in 0..blocks {
+        let v = &x[b * 128..(b + 1) * 128];
+        let mx = v.iter().fold(0.0f32, |m, a| m.max(a.abs()));
+        let inv = if mx > 0.0 { 127.0 / mx } else { 0.0 };
+        let mut part = 0.0f32;
+        for t in 0..4 {
+            for s in 0..4 {
+                for (e, rows) in WORD_ROWS.iter().enumerate() {
+                    let (mut hi, mut lo) = ([0u8; 4], [0u8; 4]);
+                    for j in 0..4 {
+                        let y = v[8 * (4 * s + t) + rows[j]] * inv;
+                        let h = y.round_ties_even();
+                        let l = ((y - h) * 256.0).round_ties_even().clamp(-128.0, 127.0);
+                        hi[j] = h as i8 as u8;
+                        lo[j] = l as i8 as u8;
+                        part += h + l / 256.0;
+                    }
+                    words[b * 64 + (t * 4 + s) * 2 + e] = u32::from_le_bytes(hi);
+                    words[b * 64 + ((4 + t) * 4 + s) * 2 + e] = u32::from_le_bytes(lo);
+                }
+            }
+        }
+        sums[2 * b] = mx / 127.0;
+        sums[2 * b + 1] = part;
+    }
+    (words, sums)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn digits_round_trip_within_the_last_digit() {
+        // Values over several magnitudes, a zero block, and the ±max ends of the range.
+        let mut x: Vec<f32> = (0..512)
+            .map(|i| ((i * 7919 % 1000) as f32 / 500.0 - 1.0) * 10f32.powi(i % 5 - 2))
+            .collect();
+        x[128..256].iter_mut().for_each(|v| *v = 0.0);
+        x[300] = -40.0;
+        let (w, s) = encode_digits(&x);
+        let y = decode_digits(&w, &s, x.len());
+        for b in 0..4 {
+            let mx = x[b * 128..(b + 1) * 128]
+                .iter()
+                .fold(0.0f32, |m, a| m.max(a.abs()));
+            for i in b * 128..(b + 1) * 128 {
+                // Within half a step of the low digit: mx / 127 / 512.
+                assert!(
+                    (x[i] - y[i]).abs() <= mx / 127.0 / 512.0 * 1.01 + 1e-12,
+                    "{i}: {} {}",
+                    x[i],
+                    y[i]
+                );
+            }
+            let sum: f32 = y[b * 128..(b + 1) * 128].iter().sum::<f32>();
+            assert!((sum - s[2 * b] * s[2 * b + 1]).abs() <= 1e-4 * (1.0 + sum.abs()));
+        }
+        assert!(y[128..256].iter().all(|&v| v == 0.0));
+    }
 
     /// The plan against a count by enumeration: for each unit its block (the kernel's ranges
     /// `[U b / P, U (b + 1) / P)`), per tile the distinct blocks, per block the distinct tiles.

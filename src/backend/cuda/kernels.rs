@@ -508,7 +508,9 @@ impl Kernels {
     }
 
     /// Rows `row0 .. row0+rows` of x: add `delta` (+bias) in place when given, then RMSNorm
-    /// into `out` (f16, `rows` rows).
+    /// into `out` (f16, `rows` rows) and, when `digits` is not 0 and the kernel can (one row,
+    /// `h % 128 == 0`, `residual_rmsnorm4`), also as `gemv_q4m`'s input digits there. Returns
+    /// whether it wrote the digits.
     #[allow(clippy::too_many_arguments)]
     pub fn residual_rmsnorm(
         &self,
@@ -522,7 +524,8 @@ impl Kernels {
         h: usize,
         row0: usize,
         rows: usize,
-    ) -> Result<()> {
+        digits: CUdeviceptr,
+    ) -> Result<bool> {
         // Decode: the slabs of one row are summed by many blocks first, then one block norms.
         let delta = match delta {
             Some(p) if rows == 1 && p.s > 1 => {
@@ -565,15 +568,28 @@ impl Kernels {
             && aligned(&[(x, 16), (w, 16), (out, 8)])
             && (delta.is_none()
                 || (aligned(&[(d.ptr, 16), (bias, 16)]) && d.ld % 4 == 0 && d.sstride % 4 == 0));
+        let with_digits = digits != 0 && v4 && rows == 1 && h % 128 == 0;
         let (f, block) = if v4 {
             let need = h4.div_ceil(RMS4_NPT).div_ceil(32) * 32;
-            let want = if rows >= gpu.sms { 256 } else { 1024 };
+            // Before a gemv_q4m product (digits), 256 threads: a 1,024-thread block (60
+            // registers each) cannot sit beside that product's blocks, so it waited for an SM to
+            // empty and held up the next product's launch (H200, 13B: 319.8 against 305.8
+            // tokens/s; gemv_q4l's decode is 347.0 with 1,024 against 341.4 with 256).
+            let want = if rows >= gpu.sms || with_digits {
+                256
+            } else {
+                1024
+            };
             let block = want.min(h4.div_ceil(32) * 32).max(need).min(1024);
+            a.ptr(if with_digits { digits } else { 0 });
             (&self.residual_rmsnorm4, block)
         } else {
             (&self.residual_rmsnorm, if h >= 4096 { 1024 } else { 256 })
         };
-        gpu.launch(f, (rows as u32, 1, 1), block as u32, 0, &mut a)
+        // SAFETY: x holds the rows of the residual stream, delta its slabs, w and bias h floats,
+        // out `rows` rows of h f16; digits (when passed) room for h / 128 blocks (Scratch::digits).
+        gpu.launch(f, (rows as u32, 1, 1), block as u32, 0, &mut a)?;
+        Ok(with_digits)
     }
 
     /// Sum the q|k|v slabs (+bias), rotate q and k with the RoPE table at positions pos..pos+t
@@ -682,6 +698,7 @@ impl Kernels {
         )
     }
 
+    #[allow(clippy::too_many_arguments)]
     pub fn silu_mul(
         &self,
         gpu: &Gpu,
@@ -690,7 +707,8 @@ impl Kernels {
         out: CUdeviceptr,
         f: usize,
         t: usize,
-    ) -> Result<()> {
+        digits: CUdeviceptr,
+    ) -> Result<bool> {
         let mut a = Args::new();
         a.ptr(p.ptr)
             .int(p.s)
@@ -704,12 +722,16 @@ impl Kernels {
             && p.sstride % 4 == 0
             && t * f / 4 <= i32::MAX as usize
             && aligned(&[(p.ptr, 16), (bias, 16), (out, 8)]);
+        let with_digits = digits != 0 && v4 && t == 1 && f % 128 == 0;
         let (k, items) = if v4 {
+            a.ptr(if with_digits { digits } else { 0 });
             (&self.silu_mul4, t * f / 4)
         } else {
             (&self.silu_mul, t * f)
         };
+        // (grid_1d's blocks are 64 or 256 threads: a warp's chunks are one 128-input block.)
         let (blocks, threads) = grid_1d(gpu, items);
-        gpu.launch(k, (blocks, 1, 1), threads, 0, &mut a)
+        gpu.launch(k, (blocks, 1, 1), threads, 0, &mut a)?;
+        Ok(with_digits)
     }
 }

@@ -109,6 +109,7 @@ impl Scratch {
             deq: self.deq.as_ref().map(|d| (d, self.deq_elems)),
             xg: self.xg.as_ref().map(|d| (d, d.bytes / 2)),
             digits: Some(self.digits.ptr),
+            digits_made: false,
         }
     }
 

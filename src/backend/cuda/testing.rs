@@ -37,6 +37,10 @@ fn to_f16(v: &[f32]) -> Vec<f16> {
     v.iter().map(|&x| f16::from_f32(x)).collect()
 }
 
+/// `OpHarness::residual_rmsnorm`'s results: the residual stream after the add, the norm's f16
+/// output, and the digits written beside it (when the kernel made them).
+pub type NormOut = (Vec<f32>, Vec<f32>, Option<Vec<f32>>);
+
 impl OpHarness {
     /// Whether prefill's fused 4-bit product (`gemm_q4_wgmma`) is loaded on this GPU.
     pub fn has_gemm_q4(&self) -> bool {
@@ -49,6 +53,40 @@ impl OpHarness {
     }
 
     /// Whether its TMA variant (`gemm_q4_tma`) is loaded too.
+    /// A digits buffer for a `k`-vector (when `k % 128 == 0`): what the decode kernels that
+    /// make a `gemv_q4m` input write beside it.
+    fn digits_buf(&self, k: usize) -> Result<Option<DevBuf>> {
+        if k % 128 != 0 || k == 0 {
+            return Ok(None);
+        }
+        Ok(Some(self.gpu.alloc(
+            k / 128 * crate::backend::cuda::gemv_mma::DIGITS_PER_BLOCK,
+            "test digits",
+        )?))
+    }
+
+    /// The values a digits buffer holds, when `written` (see [`Self::digits_buf`]).
+    fn read_digits(
+        &self,
+        buf: &Option<DevBuf>,
+        k: usize,
+        written: bool,
+    ) -> Result<Option<Vec<f32>>> {
+        let Some(b) = buf.as_ref().filter(|_| written) else {
+            return Ok(None);
+        };
+        let raw = self.read_f32(
+            b,
+            k / 128 * crate::backend::cuda::gemv_mma::DIGITS_PER_BLOCK / 4,
+        )?;
+        let words: Vec<u32> = raw[..k / 2].iter().map(|v| v.to_bits()).collect();
+        Ok(Some(crate::backend::cuda::gemv_mma::decode_digits(
+            &words,
+            &raw[k / 2..],
+            k,
+        )))
+    }
+
     /// Whether `gemv_q4m` (decode on the integer tensor cores) loaded.
     pub fn has_gemv_q4m(&self) -> bool {
         self.k.gemv_q4m.is_some() && self.k.quant_digits.is_some()
@@ -220,6 +258,7 @@ impl OpHarness {
                 deq: deq.as_ref().map(|d| (d, deq_n)),
                 xg: xg.as_ref().map(|b| (b, t * g.k)),
                 digits: Some(digits.ptr),
+                digits_made: false,
             },
         )?;
         let host = self.read_f32(&part, elems)?;
@@ -317,8 +356,9 @@ impl OpHarness {
         eps: f32,
         h: usize,
         row0: usize,
-    ) -> Result<(Vec<f32>, Vec<f32>)> {
+    ) -> Result<NormOut> {
         let rows = x.len() / h;
+        let dig = self.digits_buf(h)?;
         let xd = self.up(x)?;
         let flat: Vec<f32> = slabs.concat();
         let dd = self.up(&flat)?;
@@ -338,7 +378,7 @@ impl OpHarness {
                 ld: h,
             })
         };
-        self.k.residual_rmsnorm(
+        let made = self.k.residual_rmsnorm(
             &self.gpu,
             xd.ptr,
             delta,
@@ -349,10 +389,12 @@ impl OpHarness {
             h,
             row0,
             rows - row0,
+            dig.as_ref().map_or(0, |b| b.ptr),
         )?;
         Ok((
             self.read_f32(&xd, rows * h)?,
             self.read_f16(&out, (rows - row0) * h)?,
+            self.read_digits(&dig, h, made)?,
         ))
     }
 
@@ -417,7 +459,8 @@ impl OpHarness {
     /// Attention of `t` queries at pos.. over caches `[pos + t, nkv hd]` (rounded to f16), with
     /// `slots` partial results (which sets the chunking). With `device_pos` the position is read
     /// from device memory and the chunking is planned for a cache 100 positions longer (as decode
-    /// does). Output `[t, nh hd]` (f16 → f32).
+    /// does). Output `[t, nh hd]` (f16 → f32), and the digits the combine wrote beside it
+    /// (decode with head size 128: `gemv_q4m`'s input).
     #[allow(clippy::too_many_arguments)]
     pub fn attention(
         &self,
@@ -429,15 +472,16 @@ impl OpHarness {
         (nh, nkv, hd): (usize, usize, usize),
         slots: usize,
         device_pos: bool,
-    ) -> Result<Vec<f32>> {
+    ) -> Result<(Vec<f32>, Option<Vec<f32>>)> {
         let (qd, kd, vd) = (self.up(q)?, self.up(&to_f16(kc))?, self.up(&to_f16(vc))?);
         let dpos = self.up(&[pos as i32])?;
+        let dig = self.digits_buf(nh * hd)?;
         let (chunk, nch) = plan_attention(pos + t + if device_pos { 100 } else { 0 }, t, slots);
         let po = self.poisoned(t * nch * nh * hd)?;
         let pml = self.poisoned(t * nch * nh * 2)?;
         let out = self.gpu.alloc(t * nh * hd * 2, "test out")?;
         let p = if device_pos { (0, dpos.ptr) } else { (pos, 0) };
-        self.k.attention(
+        let made = self.k.attention(
             &self.gpu,
             qd.ptr,
             kd.ptr,
@@ -448,8 +492,12 @@ impl OpHarness {
             t,
             (nh, nkv, hd),
             (chunk, nch),
+            dig.as_ref().map_or(0, |b| b.ptr),
         )?;
-        self.read_f16(&out, t * nh * hd)
+        Ok((
+            self.read_f16(&out, t * nh * hd)?,
+            self.read_digits(&dig, nh * hd, made)?,
+        ))
     }
 
     /// Prefill attention (`t > 1`, host position) through a chosen kernel family: the
@@ -485,14 +533,16 @@ impl OpHarness {
         self.read_f16(&out, t * nh * hd)
     }
 
-    /// silu(gate) · up from gate|up slabs `[t, 2f]` (+bias).
+    /// silu(gate) · up from gate|up slabs `[t, 2f]` (+bias), and the digits written beside it
+    /// (decode, `f % 128 == 0`: `gemv_q4m`'s input).
     pub fn silu_mul(
         &self,
         slabs: &[Vec<f32>],
         bias: Option<&[f32]>,
         f: usize,
         t: usize,
-    ) -> Result<Vec<f32>> {
+    ) -> Result<(Vec<f32>, Option<Vec<f32>>)> {
+        let dig = self.digits_buf(f)?;
         let pd = self.up(&slabs.concat())?;
         let bd = match bias {
             Some(b) => Some(self.up(b)?),
@@ -505,15 +555,19 @@ impl OpHarness {
             sstride: t * 2 * f,
             ld: 2 * f,
         };
-        self.k.silu_mul(
+        let made = self.k.silu_mul(
             &self.gpu,
             p,
             bd.as_ref().map_or(0, |b| b.ptr),
             out.ptr,
             f,
             t,
+            dig.as_ref().map_or(0, |b| b.ptr),
         )?;
-        self.read_f16(&out, t * f)
+        Ok((
+            self.read_f16(&out, t * f)?,
+            self.read_digits(&dig, f, made)?,
+        ))
     }
 
     /// The arg-max of `v` after the repetition penalty `p` over `ids` (1.0: none).

@@ -23,21 +23,14 @@ impl Kernels {
         t: usize,
         (nh, nkv, hd): (usize, usize, usize),
         (chunk, nch): (usize, usize),
-    ) -> Result<()> {
+        digits: CUdeviceptr,
+    ) -> Result<bool> {
         let scale = 1.0 / (hd as f32).sqrt();
         if t > 1 && dpos == 0 {
             // Prefill: query tiles share K/V tiles in shared memory; no partials.
-            return self.attention_prefill(
-                gpu,
-                q,
-                kc,
-                vc,
-                out,
-                pos,
-                t,
-                (nh, nkv, hd),
-                self.attn_tc,
-            );
+            return self
+                .attention_prefill(gpu, q, kc, vc, out, pos, t, (nh, nkv, hd), self.attn_tc)
+                .map(|_| false);
         }
         let smem = (4 * hd + 8) * 4;
         let mut a = Args::new();
@@ -67,11 +60,16 @@ impl Kernels {
         )?;
         if out == 0 {
             // The combine is fused into the next product (Prologue::Attention).
-            return Ok(());
+            return Ok(false);
         }
+        let with_digits = digits != 0 && t == 1 && hd == 128;
         let mut a = Args::new();
         a.ptr(po).ptr(pml).ptr(out).int(nch).int(nh).int(hd);
-        gpu.launch(&self.attn_combine, (nh as u32, t as u32, 1), 128, 0, &mut a)
+        a.ptr(if with_digits { digits } else { 0 });
+        // SAFETY: po / pml hold nch chunks of t x nh heads (attn_partial's output), out t rows of
+        // nh * hd f16, digits (when passed) room for nh * hd / 128 blocks (Scratch::digits).
+        gpu.launch(&self.attn_combine, (nh as u32, t as u32, 1), 128, 0, &mut a)?;
+        Ok(with_digits)
     }
 
     /// Whether the tensor-core prefill kernels take head size `hd`.

@@ -307,18 +307,21 @@ impl OpHarness {
         let pml = self.gpu.alloc(slots * nh * 2 * 4, "bench pml")?;
         let o = self.gpu.alloc(t * nh * hd * 2, "bench out")?;
         let ms = self.time_ms(2, 5, || {
-            self.k.attention(
-                &self.gpu,
-                qd.ptr,
-                kv.ptr,
-                kv.ptr,
-                (po.ptr, pml.ptr),
-                o.ptr,
-                (pos, 0),
-                t,
-                (nh, nh, hd),
-                (chunk, nch),
-            )
+            self.k
+                .attention(
+                    &self.gpu,
+                    qd.ptr,
+                    kv.ptr,
+                    kv.ptr,
+                    (po.ptr, pml.ptr),
+                    o.ptr,
+                    (pos, 0),
+                    t,
+                    (nh, nh, hd),
+                    (chunk, nch),
+                    0,
+                )
+                .map(|_| ())
         })?;
         out.push((format!("attention t={t} pos={pos} (40 heads x 128)"), ms));
         // The two prefill kernel families side by side, whatever WV_CUDA_ATTN_TC says.
@@ -433,7 +436,7 @@ impl OpHarness {
                 sstride: t * 2 * f,
                 ld: 2 * f,
             };
-            self.k.silu_mul(&self.gpu, p, 0, o.ptr, f, t)
+            self.k.silu_mul(&self.gpu, p, 0, o.ptr, f, t, 0).map(|_| ())
         })?;
         let bytes = t * 2 * f * 4 + t * f * 2;
         out.push((
@@ -455,18 +458,21 @@ impl OpHarness {
                 sstride: t * h,
                 ld: h,
             };
-            self.k.residual_rmsnorm(
-                &self.gpu,
-                xs[i].ptr,
-                Some(d),
-                0,
-                w[0].ptr,
-                1e-5,
-                o.ptr,
-                h,
-                0,
-                t,
-            )
+            self.k
+                .residual_rmsnorm(
+                    &self.gpu,
+                    xs[i].ptr,
+                    Some(d),
+                    0,
+                    w[0].ptr,
+                    1e-5,
+                    o.ptr,
+                    h,
+                    0,
+                    t,
+                    0,
+                )
+                .map(|_| ())
         })?;
         let bytes = 3 * t * h * 4 + t * h * 2 + h * 4;
         out.push((
