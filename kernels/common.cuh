@@ -217,6 +217,15 @@ __device__ __forceinline__ float absmax8(uint4 v) {
     return fmaxf(a, b);
 }
 
+// d += a (16 x 32 u8, row-major) . b (32 x 8 s8, column-major) in s32: one mma.sync m16n8k32
+// (sm_80+), fragments as the PTX ISA lays them out (gemv_mma.cu's consumers).
+__device__ __forceinline__ void mma_u8s8(int (&c)[4], u32 a0, u32 a1, u32 a2, u32 a3, u32 b0, u32 b1) {
+    asm volatile(
+        "mma.sync.aligned.m16n8k32.row.col.s32.u8.s8.s32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
+        : "+r"(c[0]), "+r"(c[1]), "+r"(c[2]), "+r"(c[3])
+        : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+}
+
 // Decode inputs as gemv_q4m reads them (gemv_mma.cu, quant_digits): per 128-input block b of a
 // K-vector, 64 words of two int8 digits at xq + 64 b in the mma's fragment order, then (past
 // all K / 128 blocks) float2 (xs, Σ (hi + lo / 256)) per block. warp_digits: a warp's block,

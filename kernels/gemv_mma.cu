@@ -59,12 +59,6 @@ static_assert(MST % MW == 0, "a warp takes the stages w, w + MW, ...: MST must b
 // Two blocks per SM where two fit (the next product's beside the current one), else one.
 #define MMA_MINB (MMA_SMEM * 2 <= 227 * 1024 ? 2 : 1)
 
-__device__ __forceinline__ void mma_u8s8(int (&c)[4], u32 a0, u32 a1, u32 a2, u32 a3, u32 b0, u32 b1) {
-    asm volatile(
-        "mma.sync.aligned.m16n8k32.row.col.s32.u8.s8.s32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
-        : "+r"(c[0]), "+r"(c[1]), "+r"(c[2]), "+r"(c[3])
-        : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
-}
 
 // The block b of P whose units contain unit u (of U).
 __device__ __forceinline__ int unit_block(long long u, int P, long long U) { return (int)(((u + 1) * P - 1) / U); }

@@ -48,19 +48,12 @@
 #include <cstdint>
 #include <vector>
 #include <cuda_runtime.h>
-#include "../../kernels/common.cuh"  // also its mbarrier helpers
+#include "../../kernels/common.cuh"  // also its mbarrier helpers and mma_u8s8
+#include "check.h"
 #else
 typedef unsigned char uint8_t;
 #endif
 
-#define CK(x)                                                                                  \
-    do {                                                                                       \
-        cudaError_t e_ = (x);                                                                  \
-        if (e_ != cudaSuccess) {                                                               \
-            printf("CUDA error %s at %s:%d\n", cudaGetErrorString(e_), __FILE__, __LINE__);    \
-            exit(1);                                                                           \
-        }                                                                                      \
-    } while (0)
 
 constexpr int UNIT_ROWS = 16;                        // packed rows per unit (128 inputs)
 constexpr int QW_BYTES = UNIT_ROWS * 128 * 4;        // 8,192
@@ -72,18 +65,11 @@ __device__ __forceinline__ void bulk_copy(u32 dst, const void* src, u32 bytes, u
                  : "memory");
 }
 
-// D += A (16 x 32, s8, row-major) . B (32 x 8, u8 ... here s8 x) in s32: mma.sync m16n8k32.
-// Operand roles in the mma consumer (flag bit 4): A = the weights (rows = 16 output columns,
-// unsigned nibbles as u8), B = the input as two int8 digits (column 0 the high digit, column 1
-// the low one: x ~ xs * (hi + lo / 256)), so each t = 0 lane (lanes 0, 4, ..., 28) gets the high
-// and low sums of two output columns in c0, c1 (row lane / 4) and c2, c3 (row lane / 4 + 8).
-__device__ __forceinline__ void mma_u8s8(int (&c)[4], u32 a0, u32 a1, u32 a2, u32 a3, u32 b0, u32 b1) {
-    asm volatile(
-        "mma.sync.aligned.m16n8k32.row.col.s32.u8.s8.s32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
-        : "+r"(c[0]), "+r"(c[1]), "+r"(c[2]), "+r"(c[3])
-        : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
-}
-
+// Operand roles in the mma consumer (flag bit 4; common.cuh's mma_u8s8): A = the weights (rows
+// = 16 output columns, unsigned nibbles as u8), B = the input as two int8 digits (column 0 the
+// high digit, column 1 the low one: x ~ xs * (hi + lo / 256)), so each t = 0 lane (lanes 0, 4,
+// ..., 28) gets the high and low sums of two output columns in c0, c1 (row lane / 4) and c2, c3
+// (row lane / 4 + 8).
 // One unit (a 128-input group of a 128-column tile) on the tensor cores. Weights in the stage:
 // [m tile (8)][half (2)][lane (32)][4 words]; for (m, k step s) lane l's words 2s + h of half
 // (s / 2)... simply: the lane's 8 words for tile m are (s = 0..3) x (column 16m + l/4, then + 8),

@@ -57,16 +57,9 @@
 #include <cuda.h>
 #include <algorithm>
 #include "../../kernels/common.cuh"  // also its mbarrier and tensor-copy helpers
+#include "check.h"
 #endif
 
-#define CK(x)                                                                     \
-    do {                                                                          \
-        cudaError_t e_ = (x);                                                     \
-        if (e_ != cudaSuccess) {                                                  \
-            printf("CUDA error %s at %s:%d\n", cudaGetErrorString(e_), __FILE__, __LINE__); \
-            exit(1);                                                              \
-        }                                                                         \
-    } while (0)
 
 // cmode 4: integer products (the twelfth session's WV_GEMV_DP4A experiment in gemv.cu, commit
 // "Experiment … gemv_q4l's products in dp4a"). The x slice quantised to int8 per batch of 64
