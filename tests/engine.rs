@@ -465,3 +465,100 @@ fn bench_refuses_out_of_range_host_work() {
     let r = wv::bench::run(&model, 2, 1, 0, 0.0, wv::bench::Sampling::Session, 0.0).unwrap();
     assert_eq!(r["host_ms_per_token"], 0.0);
 }
+
+/// The session tells a backend that samples on the device which call's token ends the
+/// generation (`DeviceSampling::last`: the CUDA backend enqueues no decode step ahead of it):
+/// the call whose token reaches `max_tokens`, and no call before it; a generation that stops at
+/// the end-of-sequence token or a stop string marks none. A CPU backend wrapped to sample on the
+/// "device" (greedy) records the flags.
+#[test]
+fn device_sampling_marks_only_the_last_token() {
+    use std::sync::{Arc, Mutex};
+    use wv::backend::{Backend, BackendState, DeviceKind, DeviceSampling};
+    struct Recorder {
+        inner: Box<dyn Backend>,
+        lasts: Arc<Mutex<Vec<bool>>>,
+    }
+    impl Backend for Recorder {
+        fn kind(&self) -> DeviceKind {
+            self.inner.kind()
+        }
+        fn describe(&self) -> String {
+            self.inner.describe()
+        }
+        fn weight_bytes(&self) -> usize {
+            self.inner.weight_bytes()
+        }
+        fn new_state(&self, context_length: usize) -> wv::Result<Box<dyn BackendState>> {
+            self.inner.new_state(context_length)
+        }
+        fn forward(
+            &self,
+            state: &mut dyn BackendState,
+            tokens: &[u32],
+            pos: usize,
+            n_logits: usize,
+            logits: &mut Vec<f32>,
+        ) -> wv::Result<()> {
+            self.inner.forward(state, tokens, pos, n_logits, logits)
+        }
+        fn forward_sample(
+            &self,
+            state: &mut dyn BackendState,
+            token: u32,
+            pos: usize,
+            _history: &[u32],
+            sampling: &DeviceSampling,
+        ) -> Option<wv::Result<u32>> {
+            self.lasts.lock().unwrap().push(sampling.last);
+            let mut logits = Vec::new();
+            Some(
+                self.inner
+                    .forward(state, &[token], pos, 1, &mut logits)
+                    .map(|_| wv::sampler::argmax(&logits)),
+            )
+        }
+    }
+    let m = Arc::try_unwrap(load(&demo_model(), wv::DeviceRequest::Cpu))
+        .ok()
+        .expect("the only reference");
+    let lasts = Arc::new(Mutex::new(Vec::new()));
+    let model = Arc::new(wv::Model {
+        backend: Box::new(Recorder {
+            inner: m.backend,
+            lasts: lasts.clone(),
+        }),
+        ..m
+    });
+    let mut reasons = Vec::new();
+    for (max_tokens, stop) in [(1, None), (2, None), (7, None), (40, Some("the"))] {
+        lasts.lock().unwrap().clear();
+        let mut s = Session::new(model.clone(), &SessionOptions::default()).unwrap();
+        let opts = GenerateOptions {
+            max_tokens,
+            stop: stop.into_iter().map(String::from).collect(),
+            ..GenerateOptions::greedy()
+        };
+        let stats = s.generate("And God said", &opts, &mut |_, _| true).unwrap();
+        let got = lasts.lock().unwrap().clone();
+        // Every token after the first is sampled on the "device" (the first comes from the
+        // prompt's logits).
+        assert_eq!(
+            got.len(),
+            stats.generated_tokens - 1,
+            "{max_tokens}: {got:?}"
+        );
+        let at_max = stats.stop_reason == StopReason::MaxTokens;
+        for (i, &last) in got.iter().enumerate() {
+            let want = at_max && i + 1 == got.len();
+            assert_eq!(last, want, "max_tokens {max_tokens}, call {i}: {got:?}");
+        }
+        reasons.push(stats.stop_reason);
+    }
+    // The cases above took both kinds of ending.
+    assert!(reasons.contains(&StopReason::MaxTokens), "{reasons:?}");
+    assert!(
+        reasons.iter().any(|r| *r != StopReason::MaxTokens),
+        "{reasons:?}"
+    );
+}
