@@ -28,6 +28,7 @@ pub mod fusion;
 pub mod gemm_q4;
 pub mod gemv_mma;
 pub mod kernels;
+pub mod linear;
 pub mod module;
 pub mod persistent;
 pub mod repack;
