@@ -1,14 +1,18 @@
 //! Launchers of decode's products on the integer tensor cores (kernels/gemv_mma.cu,
-//! `WV_CUDA_GEMV=mma`): `quant_digits` turns a product's f16 input into two int8 digits per
-//! value, `gemv_q4m` streams the weights with one block per SM and a shared-memory ring that
-//! it fills before it waits for the previous kernel.
+//! `WV_CUDA_GEMV=mma`): a product's f16 input also as two int8 digits per value — written by
+//! the decode norm, attention combine or SiLU beside their output (common.cuh's `warp_digits`),
+//! else by `quant_digits` — and `gemv_q4m`, which streams the weights with one block per SM
+//! into a shared-memory ring that it fills before it waits for the previous kernel.
 //!
 //! The plan: a product's U = (N / 128) x (K / 128) units (128 columns x 128 inputs) are split
-//! into one equal contiguous range per SM (at most one block per unit), in tile-major order; the blocks that share a column
-//! tile each write one slab of it (slab = block - the tile's first block), so the consumers sum
-//! S slabs (S the most blocks any tile has) in a fixed order: deterministic, as the other decode
-//! kernels are. A block may hold at most [`MMA_SEGMENTS`] tiles; a matrix whose plan needs more,
-//! or whose shapes the kernel does not take, decodes on `gemv_q4l`.
+//! into one equal contiguous range per SM (at most one block per unit), in tile-major order;
+//! the blocks that share a column tile each write one slab of it (slab = block - the tile's
+//! first block), so the consumers sum S slabs (S the most blocks any tile has) in a fixed
+//! order: deterministic, as the other decode kernels are. A block may hold at most
+//! [`MMA_SEGMENTS`] tiles; a matrix whose plan needs more, or whose shapes the kernel does not
+//! take, decodes on `gemv_q4l`. Measured (docs/cuda.md, thirteenth session): far more accurate
+//! than the f16 GEMVs, but slower in the step until the glue kernels between the products are
+//! folded into it.
 
 use super::device::{Args, Gpu, Kernel};
 use super::ffi::CUdeviceptr;
