@@ -13,8 +13,9 @@
 # Fixtures: tests/fixtures/models, else .dev/fixtures (made here with
 # `python3 tools/make_fixtures.py --no-torch --out .dev/fixtures` when neither exists).
 # The bench phase also runs A/Bs in the same run: the short bench with WV_CUDA_GEMV=wide (the
-# previous decode GEMV), graphs off, PDL off and the persistent decode kernel, 1,500 tokens
-# without decode fusion, and 1 ms of host work per token with and without decode ahead.
+# previous decode GEMV), graphs off, PDL off and the persistent decode kernel, gemv_q4m
+# (WV_CUDA_GEMV=mma, also at 1,500 tokens), 1,500 tokens without decode fusion, and 1 ms of host
+# work per token with and without decode ahead.
 # Env: OUT (logs; default ./gpu-out), SKIP_TESTS=1, SKIP_SANITIZER=1, SKIP_BENCH=1, SKIP_AB=1 (only
 #      the default benches and those without the fused prefill product),
 #      BENCH_LAYERS (default 40), BENCH_DIR (default /tmp/wv-bench-13b).
@@ -87,6 +88,9 @@ if [ -z "${SKIP_BENCH:-}" ]; then
     phase kernels 100 "$BIN/gpu" --ignored --nocapture bench_kernels
     phase bench-nopdl 90 env WV_CUDA_PDL=0 "$BIN/wv" bench --model "$BD" --prompt-tokens 32 --gen-tokens 64 --device cuda
     phase bench-persist 90 env WV_CUDA_PERSIST=1 "$BIN/wv" bench --model "$BD" --prompt-tokens 32 --gen-tokens 64 --device cuda
+    # Decode's products on the integer tensor cores (gemv_q4m, opt-in), short and long context.
+    phase bench-mma 90 env WV_CUDA_GEMV=mma "$BIN/wv" bench --model "$BD" --prompt-tokens 32 --gen-tokens 64 --device cuda
+    phase bench-mma-1500 90 env WV_CUDA_GEMV=mma "$BIN/wv" bench --model "$BD" --prompt-tokens 1500 --gen-tokens 64 --device cuda
     # 1 ms of host work per token (an application's callback), with and without decode ahead.
     phase bench-host1 90 "$BIN/wv" bench --model "$BD" --prompt-tokens 32 --gen-tokens 64 --device cuda --host-ms 1
     phase bench-host1-noahead 90 env WV_CUDA_AHEAD=0 "$BIN/wv" bench --model "$BD" --prompt-tokens 32 --gen-tokens 64 --device cuda --host-ms 1
@@ -109,7 +113,7 @@ done >"$OUT/tests.log" 2>/dev/null
 for f in sanitizer sanitizer-model; do
     [ -f "$LOGS/$f.log" ] && { echo "=== $f"; cat "$LOGS/$f.log"; }
 done >"$OUT/sanitizer.log" 2>/dev/null
-for f in make-ckpt bench-short bench-512 bench-1500 bench-noqgemm-32 bench-noqgemm-512 bench-nograph bench-wide bench-nofuse kernels bench-nopdl bench-persist bench-host1 bench-host1-noahead; do
+for f in make-ckpt bench-short bench-512 bench-1500 bench-noqgemm-32 bench-noqgemm-512 bench-nograph bench-wide bench-nofuse kernels bench-nopdl bench-persist bench-mma bench-mma-1500 bench-host1 bench-host1-noahead; do
     [ -f "$LOGS/$f.log" ] && { echo "=== $f"; cat "$LOGS/$f.log"; }
 done >"$OUT/bench.log" 2>/dev/null
 {
@@ -127,7 +131,7 @@ if [ -f "$LOGS/tests.log" ] || [ -f "$LOGS/tests-model.log" ]; then
         grep -oE 'BENCH.*|^fixture.*|^1100-token.*|^kjv-tiny.*|^attention t=.*|^linear .* t=1 default.*' | head -60
 fi
 [ -f "$LOGS/kernels.log" ] && { echo "--- kernels"; grep -oE 'BENCH .*' "$LOGS/kernels.log"; }
-for f in bench-short bench-512 bench-1500 bench-noqgemm-32 bench-noqgemm-512 bench-nograph bench-wide bench-nofuse bench-nopdl bench-persist bench-host1 bench-host1-noahead; do
+for f in bench-short bench-512 bench-1500 bench-noqgemm-32 bench-noqgemm-512 bench-nograph bench-wide bench-nofuse bench-nopdl bench-persist bench-mma bench-mma-1500 bench-host1 bench-host1-noahead; do
     [ -f "$LOGS/$f.log" ] || continue
     python3 - "$LOGS/$f.log" "$f" <<'EOF'
 import json, re, sys
