@@ -22,16 +22,20 @@ use crate::error::Result;
 /// Consumer warps of a `gemv_q4m` block and its ring stages (MW and MST in gemv_mma.cu; the
 /// stages a multiple of the warps): `WV_CUDA_MMA_SHAPE=WxS`, default 6x24 (one block per SM;
 /// H200, 13B: 304 tokens/s against 259 for 6x12, where two blocks fit on an SM, and 292–293
-/// for 8x24 and 12x24).
+/// for 8x24 and 12x24). Read once per process: the module is compiled with it and every launch
+/// sized by it.
 pub fn shape() -> (usize, usize) {
-    std::env::var("WV_CUDA_MMA_SHAPE")
-        .ok()
-        .and_then(|v| {
-            let (w, s) = v.split_once('x')?;
-            Some((w.parse::<usize>().ok()?, s.parse::<usize>().ok()?))
-        })
-        .filter(|&(w, s)| (1..=16).contains(&w) && s % w == 0 && smem_of(w, s) <= 227 * 1024)
-        .unwrap_or((6, 24))
+    static SHAPE: std::sync::OnceLock<(usize, usize)> = std::sync::OnceLock::new();
+    *SHAPE.get_or_init(|| {
+        std::env::var("WV_CUDA_MMA_SHAPE")
+            .ok()
+            .and_then(|v| {
+                let (w, s) = v.split_once('x')?;
+                Some((w.parse::<usize>().ok()?, s.parse::<usize>().ok()?))
+            })
+            .filter(|&(w, s)| (1..=16).contains(&w) && s % w == 0 && smem_of(w, s) <= 227 * 1024)
+            .unwrap_or((6, 24))
+    })
 }
 /// Column tiles one block may hold (MSEG).
 pub const MMA_SEGMENTS: usize = 3;
@@ -146,11 +150,12 @@ pub fn gemv_q4m(
     // quant_digits' output for q.k inputs; out has s slabs of ldo >= q.n floats from the given
     // column, s at least `slabs(gpu.sms, q.k, q.n)` (the plan); the dynamic shared memory is
     // smem_of(shape()), allowed at load.
+    let (warps, stages) = shape();
     gpu.launch(
         f,
         (blocks(gpu.sms, q.k, q.n) as u32, 1, 1),
-        (32 * (shape().0 + 1)) as u32,
-        smem_of(shape().0, shape().1) as u32,
+        (32 * (warps + 1)) as u32,
+        smem_of(warps, stages) as u32,
         &mut a,
     )
 }

@@ -199,7 +199,7 @@ impl CudaBackend {
         let kernels = Kernels::load(&gpu)?;
         let blas = Blas::new(&gpu);
         let t0 = std::time::Instant::now();
-        let weights = DevWeights::upload(&gpu, host)?;
+        let weights = DevWeights::upload(&gpu, host, kernels.gemv_q4m.is_some())?;
         crate::log::log(
             crate::log::Level::Debug,
             &format!(

@@ -75,14 +75,13 @@ impl OpHarness {
         let Some(b) = buf.as_ref().filter(|_| written) else {
             return Ok(None);
         };
-        let raw = self.read_f32(
-            b,
-            k / 128 * crate::backend::cuda::gemv_mma::DIGITS_PER_BLOCK / 4,
-        )?;
-        let words: Vec<u32> = raw[..k / 2].iter().map(|v| v.to_bits()).collect();
+        // k / 128 blocks of 64 words, then k / 128 (xs, Σ) pairs.
+        let mut words = vec![0u32; k / 2 + k / 64];
+        b.read(&mut words)?;
+        let sums: Vec<f32> = words[k / 2..].iter().map(|&w| f32::from_bits(w)).collect();
         Ok(Some(crate::backend::cuda::gemv_mma::decode_digits(
-            &words,
-            &raw[k / 2..],
+            &words[..k / 2],
+            &sums,
             k,
         )))
     }
@@ -110,7 +109,7 @@ impl OpHarness {
     /// Upload a group of linear layers as the model loader does, without the TMA maps when
     /// [`Self::set_gemm_q4_tma`] turned them off.
     fn upload(&self, lins: &[&Linear], what: &str) -> Result<LinearGroup> {
-        let mut g = LinearGroup::upload(&self.gpu, lins, what)?;
+        let mut g = LinearGroup::upload(&self.gpu, lins, what, self.k.gemv_q4m.is_some())?;
         if !self.tma.load(std::sync::atomic::Ordering::Relaxed) {
             for m in &mut g.members {
                 if let DevMat::Q4(q) = &mut m.mat {

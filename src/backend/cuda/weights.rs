@@ -109,7 +109,13 @@ impl LinearGroup {
     }
 
     /// Upload `lins` (all with `k` inputs) as one group.
-    pub fn upload(gpu: &Arc<Gpu>, lins: &[&Linear], what: &str) -> Result<LinearGroup> {
+    /// `mma_loaded`: whether `gemv_q4m` is loaded (`WV_CUDA_GEMV=mma` chooses it only then).
+    pub fn upload(
+        gpu: &Arc<Gpu>,
+        lins: &[&Linear],
+        what: &str,
+        mma_loaded: bool,
+    ) -> Result<LinearGroup> {
         let k = lins[0].in_features();
         let n_total: usize = lins.iter().map(|l| l.out_features()).sum();
         let mut q4: Vec<Option<Q4Host>> = lins
@@ -161,7 +167,7 @@ impl LinearGroup {
         } else {
             None
         };
-        let gemv = GemvKind::choose(&mats, gpu);
+        let gemv = GemvKind::choose(&mats, gpu, mma_loaded);
         let (s_decode, per_block) = gemv.plan(gpu.sms, k, n_total, &mats);
         let mut col0 = 0;
         let members = mats
@@ -196,19 +202,8 @@ impl LinearGroup {
 
     /// Whether every member allows decode on `kind` (`mma_loaded`: whether `gemv_q4m` is).
     pub fn allows(&self, kind: GemvKind, gpu: &Gpu, mma_loaded: bool) -> bool {
-        match kind {
-            GemvKind::Mma => {
-                let mats: Vec<&DevMat> = self.members.iter().map(|m| &m.mat).collect();
-                mma_loaded && GemvKind::mma_takes(&mats, gpu)
-            }
-            GemvKind::Classic => true,
-            GemvKind::Wide | GemvKind::Lean => self.members.iter().all(|m| match &m.mat {
-                DevMat::Q4(q) => {
-                    q.gs % 64 == 0 && (kind == GemvKind::Wide || (q.small_zeros && q.k % 64 == 0))
-                }
-                DevMat::F16(_) => true,
-            }),
-        }
+        let mats: Vec<&DevMat> = self.members.iter().map(|m| &m.mat).collect();
+        kind.takes(&mats, gpu, mma_loaded)
     }
 
     /// Run decode on `kind` instead of the kernel chosen at upload (tests; the caller checks
@@ -292,30 +287,44 @@ impl GemvKind {
         plan_decode(sms, k, n_total, &shapes, self.plan_wide())
     }
 
-    /// Whether `gemv_q4m` takes every member (all 4-bit, shapes and maps it takes).
-    pub fn mma_takes(mats: &[impl std::borrow::Borrow<DevMat>], gpu: &Gpu) -> bool {
-        !mats.is_empty()
-            && mats.iter().all(|m| match m.borrow() {
-                DevMat::Q4(q) => super::gemv_mma::takes(gpu, q),
-                DevMat::F16(_) => false,
-            })
+    /// Whether this kernel takes every member of a group: the one eligibility rule ([`Self::choose`]
+    /// and [`LinearGroup::allows`] ask it). `mma_loaded`: whether `gemv_q4m` is loaded.
+    pub fn takes(
+        self,
+        mats: &[impl std::borrow::Borrow<DevMat>],
+        gpu: &Gpu,
+        mma_loaded: bool,
+    ) -> bool {
+        let mut q4 = mats.iter().filter_map(|m| match m.borrow() {
+            DevMat::Q4(q) => Some(q),
+            DevMat::F16(_) => None,
+        });
+        match self {
+            GemvKind::Classic => true,
+            GemvKind::Wide => q4.all(|q| q.gs % 64 == 0),
+            GemvKind::Lean => q4.all(|q| q.gs % 64 == 0 && q.small_zeros && q.k % 64 == 0),
+            GemvKind::Mma => {
+                mma_loaded
+                    && !mats.is_empty()
+                    && mats.iter().all(|m| match m.borrow() {
+                        DevMat::Q4(q) => super::gemv_mma::takes(gpu, q),
+                        DevMat::F16(_) => false,
+                    })
+            }
+        }
     }
 
     /// The fastest kernel every 4-bit member allows; `WV_CUDA_GEMV=1` (classic) or `=wide`
-    /// asks for an older one, `=mma` for `gemv_q4m` where every member allows it.
-    pub fn choose(mats: &[DevMat], gpu: &Gpu) -> GemvKind {
-        let q4 = || {
-            mats.iter().filter_map(|m| match m {
-                DevMat::Q4(q) => Some(q),
-                DevMat::F16(_) => None,
-            })
-        };
+    /// asks for an older one, `=mma` for `gemv_q4m` where every member allows it and it is
+    /// loaded (`mma_loaded`).
+    pub fn choose(mats: &[DevMat], gpu: &Gpu, mma_loaded: bool) -> GemvKind {
         let want = std::env::var("WV_CUDA_GEMV").unwrap_or_default();
-        if want == "mma" && GemvKind::mma_takes(mats, gpu) {
+        let takes = |k: GemvKind| k.takes(mats, gpu, mma_loaded);
+        if want == "mma" && takes(GemvKind::Mma) {
             GemvKind::Mma
-        } else if want == "1" || want == "classic" || !q4().all(|q| q.gs % 64 == 0) {
+        } else if want == "1" || want == "classic" || !takes(GemvKind::Wide) {
             GemvKind::Classic
-        } else if want == "wide" || !q4().all(|q| q.small_zeros && q.k % 64 == 0) {
+        } else if want == "wide" || !takes(GemvKind::Lean) {
             GemvKind::Wide
         } else {
             GemvKind::Lean
@@ -472,7 +481,8 @@ pub fn rope_table(head_dim: usize, theta: f32, positions: usize) -> Vec<f32> {
 }
 
 impl DevWeights {
-    pub fn upload(gpu: &Arc<Gpu>, host: &HostWeights) -> Result<DevWeights> {
+    /// `mma_loaded`: whether `gemv_q4m` is loaded (see [`LinearGroup::upload`]).
+    pub fn upload(gpu: &Arc<Gpu>, host: &HostWeights, mma_loaded: bool) -> Result<DevWeights> {
         let c = &host.config;
         let rope_positions = c.max_position_embeddings;
         let tab = rope_table(c.head_dim(), c.rope_theta, rope_positions);
@@ -490,10 +500,10 @@ impl DevWeights {
             layers.push(DevLayer {
                 input_norm: gpu.upload(&l.input_norm, &what)?,
                 post_norm: gpu.upload(&l.post_attention_norm, &what)?,
-                qkv: LinearGroup::upload(gpu, &[&l.q, &l.k, &l.v], &what)?,
-                o: LinearGroup::upload(gpu, &[&l.o], &what)?,
-                gate_up: LinearGroup::upload(gpu, &[&l.gate, &l.up], &what)?,
-                down: LinearGroup::upload(gpu, &[&l.down], &what)?,
+                qkv: LinearGroup::upload(gpu, &[&l.q, &l.k, &l.v], &what, mma_loaded)?,
+                o: LinearGroup::upload(gpu, &[&l.o], &what, mma_loaded)?,
+                gate_up: LinearGroup::upload(gpu, &[&l.gate, &l.up], &what, mma_loaded)?,
+                down: LinearGroup::upload(gpu, &[&l.down], &what, mma_loaded)?,
             });
         }
         Ok(DevWeights {
