@@ -324,6 +324,9 @@ __device__ __forceinline__ float rms_scale_from_tiles(const float* ss, int n, in
     return (float)(1.0 / sqrt((double)s / (double)K + (double)eps));
 }
 
+// SiLU as the CPU backend computes it (elementwise.cu's silu_mul, gemv_mma.cu's epilogue).
+__device__ __forceinline__ float silu(float g) { return g / (1.f + expf(-g)); }
+
 // Readiness flags between blocks of one persistent launch (decode.cu): an
 // acquire load (what the raiser wrote before raising is visible after it), a wait for a value,
 // and the release that raises one (after the writers' __threadfence).

@@ -176,8 +176,6 @@ extern "C" __global__ void __launch_bounds__(256) qkv_rope4(
     qkv_rope_body<4>(part, S, sstride, bias, qout, kc, vc, rope, npos, pos, dpos, nh, nkv, hd, T);
 }
 
-__device__ __forceinline__ float silu(float g) { return g / (1.f + expf(-g)); }
-
 extern "C" __global__ void __launch_bounds__(256) silu_mul(
     const float* __restrict__ part, int S, long long sstride, const float* __restrict__ bias,
     f16* __restrict__ out, int F, int T)

@@ -42,6 +42,26 @@
 //   + MSEG * MW * 512 B + 16 * MST (mbarriers) + 1 KiB (alignment); with the defaults (6 warps,
 //   24 stages) 211 KiB, one block per SM (two per SM let a product's blocks double up on one SM
 //   while the glue kernels between products hold others: slower, docs/cuda.md).
+//
+// The fused variants (the glue between decode's products folded in, so that a layer is q|k|v,
+// attn_partial, attn_combine, o, gate|up, down): after writing its slabs a block counts itself
+// in counters[key] per tile it holds (key = the tile; for gate|up the pair of gate tile j and up
+// tile j + N/256); the last to arrive (it resets the counter) sums the key's slabs in slab order
+// (deterministic) — consumer warp i of a block takes the block's i-th tile (MSEG <= MW, so a
+// block's tiles finish at once, no block barrier between them), lane l its columns 4l .. 4l+3
+// — and:
+//   gemv_q4m_resid (o, down; N = hidden): resid f32 [N] += Σ slabs (+ ebias); ss[t] = the
+//     tile's sum of squares of the new values; when normw (the next RMSNorm's weight) is not
+//     NULL, the digits of resid ∘ normw for block t of xq_out (the next product's input, K =
+//     N). The norm's 1 / RMS is not known until every tile is, and RMSNorm(x) · W = r ((x ∘ w) ·
+//     W): the next product applies r = rms_scale_from_tiles(ss) when it finishes its tiles.
+//   gemv_q4m_rope (q|k|v; tile = one head, head dim 128): v = r Σ slabs (+ ebias), r from ss
+//     (1 when ss is NULL: the input was normed already); q heads (key < nh) rotated into qout f32
+//     [nh*128], k heads rotated into kc, v heads into vc (f16 [capacity][nkv*128]) at position
+//     *dpos (or pos when dpos is NULL); RoPE as qkv_rope (rope table, npos positions).
+//   gemv_q4m_silu (gate|up = [gate F | up F], F = N / 2): g, u = r Σ slabs (+ ebias) of columns
+//     c and F + c; the digits of silu(g) · u for block j of xq_out (down's input, K = F).
+// Every buffer written by an epilogue differs from the launch's inputs (xq_out is not xq).
 #ifndef MW
 #define MW 6
 #endif
@@ -56,6 +76,7 @@
 static_assert(WV_HOST_MMA_SMEM == MMA_SMEM, "gemv_mma.rs smem_of differs from MMA_SMEM");
 #endif
 static_assert(MST % MW == 0, "a warp takes the stages w, w + MW, ...: MST must be a multiple of MW");
+static_assert(MSEG <= MW, "the epilogue gives each of a block's tiles a consumer warp");
 // Two blocks per SM where two fit (the next product's beside the current one), else one.
 #define MMA_MINB (MMA_SMEM * 2 <= 227 * 1024 ? 2 : 1)
 
@@ -77,10 +98,31 @@ extern "C" __global__ void __launch_bounds__(128) quant_digits(const f16* __rest
     warp_digits(make_float4(v[0], v[1], v[2], v[3]), blk, xq, xsum);
 }
 
-extern "C" __global__ void __launch_bounds__(32 * (MW + 1), MMA_MINB)
-    gemv_q4m(const u32* __restrict__ qw, const f16* __restrict__ scales, const u8* __restrict__ zeros,
-             const u32* __restrict__ xq, const float2* __restrict__ xsum, float* __restrict__ out, int K, int N, int gs,
-             int ldo, int S) {
+// The blocks that hold units of column tile t (they write its slabs 0, 1, ...).
+__device__ __forceinline__ int tile_blocks(int t, int KB, int P, long long U) {
+    return unit_block((long long)(t + 1) * KB - 1, P, U) - unit_block((long long)t * KB, P, U) + 1;
+}
+
+// What a gemv_q4m launch does once a column tile's slabs are all written (see the top).
+#define EPI_NONE 0
+#define EPI_RESID 1
+#define EPI_ROPE 2
+#define EPI_SILU 3
+
+// One parameter list for every variant (unused ones NULL / 0).
+#define MMA_PARAMS                                                                                                   \
+    const u32 *__restrict__ qw, const f16 *__restrict__ scales, const u8 *__restrict__ zeros,                         \
+        const u32 *__restrict__ xq, const float2 *__restrict__ xsum, float *__restrict__ out, int K, int N, int gs,   \
+        int ldo, int S, int *__restrict__ counters, float *__restrict__ resid, const float *__restrict__ ebias,        \
+        float *__restrict__ ss, const float *__restrict__ normw, u32 *__restrict__ xq_out, float eps,                 \
+        float *__restrict__ qout, f16 *__restrict__ kc, f16 *__restrict__ vc, const float *__restrict__ rope, int npos, \
+        int pos, const int *__restrict__ dpos, int nh, int nkv
+#define MMA_ARGS                                                                                                     \
+    qw, scales, zeros, xq, xsum, out, K, N, gs, ldo, S, counters, resid, ebias, ss, normw, xq_out, eps, qout, kc, vc, \
+        rope, npos, pos, dpos, nh, nkv
+
+template <int EPI>
+__device__ __forceinline__ void gemv_q4m_body(MMA_PARAMS) {
     extern __shared__ __align__(16) u8 msm_raw[];
     // The ring 1 KiB aligned (the swizzle pattern is on address bits 4..9).
     u8* msm = msm_raw + (((smem_addr(msm_raw) + 1023u) & ~1023u) - smem_addr(msm_raw));
@@ -125,6 +167,10 @@ extern "C" __global__ void __launch_bounds__(32 * (MW + 1), MMA_MINB)
     for (int i = threadIdx.x; i < MSEG * MW * 128; i += MW * 32) red[i] = 0.f;
     asm volatile("bar.sync 1, %0;" ::"n"(MW * 32) : "memory");
     pdl_wait();
+    // RMSNorm's 1 / RMS of this product's input (ROPE, SILU: the digits are of x ∘ w, not yet
+    // scaled), from the per-tile sums of squares the residual epilogue before left; read now,
+    // while the first stages land.
+    const float r = (EPI == EPI_ROPE || EPI == EPI_SILU) && ss ? rms_scale_from_tiles(ss, K >> 7, K, eps) : 1.f;
     const int g = lane >> 2, tq = lane & 3;
     const int t0 = u0 / KB;
     float acc[16];
@@ -207,9 +253,129 @@ extern "C" __global__ void __launch_bounds__(32 * (MW + 1), MMA_MINB)
         for (int w = 0; w < MW; ++w) v += red[(seg * MW + w) * 128 + c];
         const int first = unit_block((long long)t * KB, P, U);
         out[(size_t)(b - first) * ldo + (size_t)t * 128 + c] = v;
-        if (b == first) {
+        if (EPI == EPI_NONE && b == first) {
             const int last = unit_block((long long)(t + 1) * KB - 1, P, U);
             for (int sl = last - first + 1; sl < S; ++sl) out[(size_t)sl * ldo + (size_t)t * 128 + c] = 0.f;
         }
     }
+    if (EPI == EPI_NONE) return;
+    // The epilogue: warp i takes the block's i-th tile (at most MSEG <= MW of them, so all at
+    // once); the last of the tile's blocks (SILU: of the gate / up tile pair's) to count itself
+    // in counters[key] — which it resets for the next launch — sums the key's slabs in slab
+    // order and finishes it, lane l holding columns 4l .. 4l + 3 (see the top).
+    asm volatile("bar.sync 1, %0;" ::"n"(MW * 32) : "memory");
+    const int t = t0 + warp, half = (N >> 7) >> 1;
+    if (t > t1) return;
+    int key = t, need = tile_blocks(t, KB, P, U);
+    if (EPI == EPI_SILU) {
+        key = t < half ? t : t - half;
+        need = tile_blocks(key, KB, P, U) + tile_blocks(key + half, KB, P, U);
+    }
+    // What the tile's finish reads besides the slabs, requested before the count (nothing
+    // else writes it in this launch): one round trip fewer after it.
+    const int c = key * 128 + 4 * lane;
+    const float4 zero = make_float4(0.f, 0.f, 0.f, 0.f);
+    float4 pre_x = zero, pre_w = zero, pre_b = zero, pre_b2 = zero;
+    if (EPI == EPI_RESID) {
+        pre_x = __ldcg(reinterpret_cast<const float4*>(resid + c));
+        if (normw) pre_w = *reinterpret_cast<const float4*>(normw + c);
+    }
+    if (ebias) {
+        pre_b = *reinterpret_cast<const float4*>(ebias + c);
+        if (EPI == EPI_SILU) pre_b2 = *reinterpret_cast<const float4*>(ebias + (N >> 1) + c);
+    }
+    // The block's slab stores (every consumer thread's, ordered by the barrier above) made
+    // visible by one fence per tile before the count (the pattern of CUTLASS's split-K
+    // semaphore), and the slabs read after it only by the last block.
+    int last = 0;
+    if (lane == 0) {
+        __threadfence();
+        last = atomicAdd(counters + key, 1) == need - 1;
+        if (last) __threadfence();
+    }
+    if (!__shfl_sync(0xffffffffu, last, 0)) return;
+    auto tile_sum = [&](float4 v, int col, int ns) {
+#pragma unroll 4
+        for (int sl = 0; sl < ns; ++sl) {
+            const float4 e = __ldcg(reinterpret_cast<const float4*>(out + (size_t)sl * ldo + col));
+            v = make_float4(v.x + e.x, v.y + e.y, v.z + e.z, v.w + e.w);
+        }
+        return v;
+    };
+    const int ns = tile_blocks(key, KB, P, U);
+    if (EPI == EPI_RESID) {
+        float4 v = tile_sum(pre_x, c, ns);
+        if (ebias) v = make_float4(v.x + pre_b.x, v.y + pre_b.y, v.z + pre_b.z, v.w + pre_b.w);
+        *reinterpret_cast<float4*>(resid + c) = v;
+        const float v2 = warp_sum((v.x * v.x + v.y * v.y) + (v.z * v.z + v.w * v.w));
+        if (lane == 0) ss[key] = v2;
+        if (normw) {
+            const float4 w = pre_w;
+            warp_digits(make_float4(v.x * w.x, v.y * w.y, v.z * w.z, v.w * w.w), key, xq_out, digits_sums(xq_out, N));
+        }
+    } else if (EPI == EPI_SILU) {
+        const int F = N >> 1;
+        float4 g = tile_sum(zero, c, ns), u = tile_sum(zero, F + c, tile_blocks(key + half, KB, P, U));
+        g = make_float4(g.x * r, g.y * r, g.z * r, g.w * r);
+        u = make_float4(u.x * r, u.y * r, u.z * r, u.w * r);
+        if (ebias) {
+            g = make_float4(g.x + pre_b.x, g.y + pre_b.y, g.z + pre_b.z, g.w + pre_b.w);
+            u = make_float4(u.x + pre_b2.x, u.y + pre_b2.y, u.z + pre_b2.z, u.w + pre_b2.w);
+        }
+        warp_digits(make_float4(silu(g.x) * u.x, silu(g.y) * u.y, silu(g.z) * u.z, silu(g.w) * u.w), key, xq_out,
+                    digits_sums(xq_out, F));
+    } else {
+        // q|k|v, tile = head `key`: v = r Σ (+ bias); RoPE (rotate-half, head dim 128) as
+        // qkv_rope — products rounded before the sum, so q and k match the CPU backend's given
+        // the same inputs. Lane l < 16 holds pairs' first halves (columns 4l ..), lane l + 16
+        // their second halves.
+        float4 v = tile_sum(zero, c, ns);
+        v = make_float4(v.x * r, v.y * r, v.z * r, v.w * r);
+        if (ebias) v = make_float4(v.x + pre_b.x, v.y + pre_b.y, v.z + pre_b.z, v.w + pre_b.w);
+        const int p = dpos ? *dpos : pos, kvd = nkv * 128, j = 4 * (lane & 15);
+        float o[4] = {v.x, v.y, v.z, v.w};
+        if (key < nh + nkv) {
+            float cs[8];
+#pragma unroll
+            for (int i = 0; i < 8; ++i) cs[i] = __int_as_float(0x7fc00000);
+            if (p < npos) {
+                const float4* rp = reinterpret_cast<const float4*>(rope + ((size_t)p * 64 + j) * 2);
+                const float4 c0 = rp[0], c1 = rp[1];
+                cs[0] = c0.x, cs[1] = c0.y, cs[2] = c0.z, cs[3] = c0.w;
+                cs[4] = c1.x, cs[5] = c1.y, cs[6] = c1.z, cs[7] = c1.w;
+            }
+            const bool first = lane < 16;
+#pragma unroll
+            for (int i = 0; i < 4; ++i) {
+                const float mine = o[i], other = __shfl_xor_sync(0xffffffffu, mine, 16);
+                const float co = cs[2 * i], si = cs[2 * i + 1];
+                // first half: a c - b s; second half: b c + a s (a = first, b = second).
+                o[i] = first ? __fsub_rn(__fmul_rn(mine, co), __fmul_rn(other, si))
+                             : __fadd_rn(__fmul_rn(mine, co), __fmul_rn(other, si));
+            }
+        }
+        if (key < nh) {
+            *reinterpret_cast<float4*>(qout + key * 128 + 4 * lane) = make_float4(o[0], o[1], o[2], o[3]);
+        } else {
+            f16* dst = key < nh + nkv ? kc + (size_t)p * kvd + (key - nh) * 128 : vc + (size_t)p * kvd + (key - nh - nkv) * 128;
+            *reinterpret_cast<uint2*>(dst + 4 * lane) = make_uint2(pack2(o[0], o[1]), pack2(o[2], o[3]));
+        }
+    }
+    if (lane == 0) counters[key] = 0;
+}
+
+extern "C" __global__ void __launch_bounds__(32 * (MW + 1), MMA_MINB) gemv_q4m(MMA_PARAMS) {
+    gemv_q4m_body<EPI_NONE>(MMA_ARGS);
+}
+// o and down: the residual add, its sums of squares and the next product's digits.
+extern "C" __global__ void __launch_bounds__(32 * (MW + 1), MMA_MINB) gemv_q4m_resid(MMA_PARAMS) {
+    gemv_q4m_body<EPI_RESID>(MMA_ARGS);
+}
+// q|k|v: the norm's scale, RoPE, q out and the step's K and V into the cache.
+extern "C" __global__ void __launch_bounds__(32 * (MW + 1), MMA_MINB) gemv_q4m_rope(MMA_PARAMS) {
+    gemv_q4m_body<EPI_ROPE>(MMA_ARGS);
+}
+// gate|up: the norm's scale, SiLU(gate) · up as down's digits.
+extern "C" __global__ void __launch_bounds__(32 * (MW + 1), MMA_MINB) gemv_q4m_silu(MMA_PARAMS) {
+    gemv_q4m_body<EPI_SILU>(MMA_ARGS);
 }

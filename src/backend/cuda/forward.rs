@@ -6,6 +6,8 @@
 //!   into the f16 cache) → attention (split over the keys, then combined) → o product →
 //!   residual_rmsnorm → gate|up product → silu_mul → down product; then the final norm of the
 //!   rows whose logits are wanted and the lm_head.
+//! Decode layers whose products all run on `gemv_q4m` (`WV_CUDA_GEMV=mma`) take six launches
+//! instead: the glue rides in the products' last blocks (decode_mma.rs).
 //! Products: decode (T = 1) runs the GEMV kernels, split over K into S partial slabs that the
 //! next kernel sums; prefill passes of up to 512 tokens multiply straight from the 4-bit weights
 //! on Hopper's tensor cores (the fused product: `gemm_q4_tma` or `gemm_q4_wgmma`,
@@ -13,7 +15,9 @@
 //! scratch (in column pieces, the scratch allocated by the first pass that needs it) and multiply
 //! with cuBLAS (or wv's SIMT kernel without cuBLAS), in chunks of at most [`PREFILL_CHUNK`] tokens.
 
+use super::decode_mma;
 use super::ffi::CUdeviceptr;
+use super::gemv_mma;
 use super::kernels::{Epilogue, Partials, Prologue};
 pub use super::linear::{slabs, Ops, PrefillBufs};
 use super::persistent::PdBuffers;
@@ -21,7 +25,7 @@ use super::scratch::{Scratch, SS_TILES};
 use super::state::CudaState;
 use super::weights::{DevLayer, DevMat, DevWeights, GemvKind, LinearGroup, Q4Dev};
 use crate::config::ModelConfig;
-use crate::error::Result;
+use crate::error::{Error, Result};
 
 /// The most tokens one prefill pass processes (longer prompts go in chunks; each pass
 /// dequantises every 4-bit matrix once). Sessions feed prompts in chunks of this size too
@@ -189,7 +193,65 @@ pub fn enqueue(
         digits_made,
         ..bufs
     };
+    // Decode layers on gemv_q4m's fused variants (decode_mma.rs), and where the previous one
+    // left this layer's input digits (x complete, its sums of squares in sc.ss).
+    let mma: Vec<bool> = w
+        .layers
+        .iter()
+        .map(|l| t == 1 && decode_mma::takes(k, c, l))
+        .collect();
+    let mut mma_in: Option<CUdeviceptr> = None;
     for (li, l) in w.layers.iter().enumerate() {
+        if mma[li] {
+            let (digits_in, ss_in) = match mma_in {
+                Some(d) => (d, sc.ss.ptr),
+                None => {
+                    // The norm before the first fused layer of a run makes normed digits.
+                    let (d, b) = prev.map_or((None, 0), |(p, b)| (Some(p), b));
+                    let digits = sc.digits.ptr;
+                    let made = k.residual_rmsnorm(
+                        gpu,
+                        sc.x.ptr,
+                        d,
+                        b,
+                        l.input_norm.ptr,
+                        eps,
+                        sc.xh.ptr,
+                        h,
+                        0,
+                        t,
+                        digits,
+                    )?;
+                    if !made {
+                        let kd = k.quant_digits.as_ref().ok_or_else(|| {
+                            Error::internal("fused gemv_q4m layer without quant_digits")
+                        })?;
+                        gemv_mma::quant_digits(gpu, kd, sc.xh.ptr, 0, digits, h)?;
+                    }
+                    (digits, 0)
+                }
+            };
+            let next = mma.get(li + 1).copied().unwrap_or(false);
+            let io = decode_mma::LayerIo {
+                digits_in,
+                ss_in,
+                next_norm: if next {
+                    w.layers[li + 1].input_norm.ptr
+                } else {
+                    0
+                },
+                kc: st.k.at(li * st.layer_stride),
+                vc: st.v.at(li * st.layer_stride),
+                pos: p_arg,
+                att,
+            };
+            let out = decode_mma::layer(gpu, k, c, l, sc, w.rope_table(), &io)?;
+            mma_in = next.then_some(out);
+            prev = None;
+            ss_valid = true;
+            continue;
+        }
+        mma_in = None;
         // Decode may fuse the layer's steps into its products (see kernels/gemv.cu and
         // `Fusion`): the attention combine into o, SiLU · up into down, the residual adds into
         // o's and down's last blocks, the RMSNorms into q|k|v's and gate|up's prologues.

@@ -33,7 +33,9 @@ pub fn shape() -> (usize, usize) {
                 let (w, s) = v.split_once('x')?;
                 Some((w.parse::<usize>().ok()?, s.parse::<usize>().ok()?))
             })
-            .filter(|&(w, s)| (1..=16).contains(&w) && s % w == 0 && smem_of(w, s) <= 227 * 1024)
+            .filter(|&(w, s)| {
+                (MMA_SEGMENTS..=16).contains(&w) && s % w == 0 && smem_of(w, s) <= 227 * 1024
+            })
             .unwrap_or((6, 24))
     })
 }
@@ -121,7 +123,55 @@ pub fn quant_digits(
     gpu.launch(f, (kbs.div_ceil(4) as u32, 1, 1), 128, 0, &mut a)
 }
 
-/// `gemv_q4m`: `out` slabs (row stride `ldo`, `s` of them) = the digits' input · `q`.
+/// What a `gemv_q4m` launch does once a column tile's slabs are written (gemv_mma.cu's
+/// variants; the epilogues' buffers are device pointers, 0 for NULL).
+#[derive(Clone, Copy, Debug)]
+pub enum MmaEpilogue {
+    /// `gemv_q4m`: the slabs only (the tile's first block zeroes the slabs no block writes).
+    None,
+    /// `gemv_q4m_resid` (o, down; n = hidden): `x` f32 `[n]` += Σ slabs (+ `bias`), `ss` f32
+    /// `[n / 128]` its per-tile sums of squares, and — when `norm_w` (the next RMSNorm's f32
+    /// weight) is not 0 — the digits of x ∘ norm_w at `digits_out` (room for n / 128 blocks).
+    Resid {
+        counters: CUdeviceptr,
+        x: CUdeviceptr,
+        bias: CUdeviceptr,
+        ss: CUdeviceptr,
+        norm_w: CUdeviceptr,
+        digits_out: CUdeviceptr,
+    },
+    /// `gemv_q4m_rope` (q|k|v, head dim 128): v = r Σ slabs (+ `bias`), r = 1 / RMS from `ss`
+    /// (the k / 128 tiles a `Resid` launch left; 0: r = 1), q heads rotated into `q` f32
+    /// `[nh * 128]`, k heads rotated and v heads into the layer's caches `kc`, `vc` (f16
+    /// `[capacity][nkv * 128]`) at `*dpos`, or `pos` when `dpos` is 0.
+    Rope {
+        counters: CUdeviceptr,
+        ss: CUdeviceptr,
+        eps: f32,
+        bias: CUdeviceptr,
+        q: CUdeviceptr,
+        kc: CUdeviceptr,
+        vc: CUdeviceptr,
+        rope: CUdeviceptr,
+        npos: usize,
+        pos: usize,
+        dpos: CUdeviceptr,
+        nh: usize,
+        nkv: usize,
+    },
+    /// `gemv_q4m_silu` (gate|up = [gate f | up f], n = 2f): g, u = r Σ slabs (+ `bias`), r as
+    /// for `Rope`; the digits of silu(g) · u at `digits_out` (room for f / 128 blocks).
+    Silu {
+        counters: CUdeviceptr,
+        ss: CUdeviceptr,
+        eps: f32,
+        bias: CUdeviceptr,
+        digits_out: CUdeviceptr,
+    },
+}
+
+/// `gemv_q4m` (`f`: the variant `epi` names): `out` slabs (row stride `ldo`, `s` of them) = the
+/// digits' input · `q`, then the epilogue.
 #[allow(clippy::too_many_arguments)]
 pub fn gemv_q4m(
     gpu: &Gpu,
@@ -131,6 +181,7 @@ pub fn gemv_q4m(
     out: CUdeviceptr,
     ldo: usize,
     s: usize,
+    epi: MmaEpilogue,
 ) -> Result<()> {
     let kbs = q.k / 128;
     let mut a = Args::new();
@@ -145,11 +196,74 @@ pub fn gemv_q4m(
         .int(q.gs)
         .int(ldo)
         .int(s);
+    // counters, resid, ebias, ss, normw, xq_out, eps, qout, kc, vc, rope, npos, pos, dpos, nh, nkv
+    let (mut counters, mut resid, mut bias, mut ss, mut norm_w, mut xq_out) = (0, 0, 0, 0, 0, 0);
+    let (mut eps, mut qv, mut kc, mut vc, mut rope) = (0.0f32, 0, 0, 0, 0);
+    let (mut npos, mut pos, mut dpos, mut nh, mut nkv) = (0, 0, 0, 0, 0);
+    match epi {
+        MmaEpilogue::None => {}
+        MmaEpilogue::Resid {
+            counters: c,
+            x,
+            bias: b,
+            ss: s2,
+            norm_w: w,
+            digits_out,
+        } => {
+            (counters, resid, bias, ss, norm_w, xq_out) = (c, x, b, s2, w, digits_out);
+        }
+        MmaEpilogue::Rope {
+            counters: c,
+            ss: s2,
+            eps: e,
+            bias: b,
+            q: qq,
+            kc: k,
+            vc: v,
+            rope: r,
+            npos: np,
+            pos: p,
+            dpos: dp,
+            nh: h,
+            nkv: kv,
+        } => {
+            (counters, ss, eps, bias, qv, kc, vc, rope) = (c, s2, e, b, qq, k, v, r);
+            (npos, pos, dpos, nh, nkv) = (np, p, dp, h, kv);
+        }
+        MmaEpilogue::Silu {
+            counters: c,
+            ss: s2,
+            eps: e,
+            bias: b,
+            digits_out,
+        } => {
+            (counters, ss, eps, bias, xq_out) = (c, s2, e, b, digits_out);
+        }
+    }
+    a.ptr(counters)
+        .ptr(resid)
+        .ptr(bias)
+        .ptr(ss)
+        .ptr(norm_w)
+        .ptr(xq_out)
+        .f32(eps)
+        .ptr(qv)
+        .ptr(kc)
+        .ptr(vc)
+        .ptr(rope)
+        .int(npos)
+        .int(pos)
+        .ptr(dpos)
+        .int(nh)
+        .int(nkv);
     // SAFETY: qw, scales and zeros are q's [k / 8][n], [groups][n] and [groups][n] buffers
     // (16-byte aligned, k, n and gs multiples of 128: checked by `takes`); the digits are
-    // quant_digits' output for q.k inputs; out has s slabs of ldo >= q.n floats from the given
-    // column, s at least `slabs(gpu.sms, q.k, q.n)` (the plan); the dynamic shared memory is
-    // smem_of(shape()), allowed at load.
+    // quant_digits' (or a kernel's warp_digits) output for q.k inputs; out has s slabs of
+    // ldo >= q.n floats from the given column, s at least `slabs(gpu.sms, q.k, q.n)` (the
+    // plan); the dynamic shared memory is smem_of(shape()), allowed at load. The epilogue's
+    // buffers are as `MmaEpilogue` documents them (forward.rs passes the scratch's counters —
+    // zeroed, at least n / 128 of them — residual stream, sums of squares, the other digits
+    // buffer, and the layer's caches with a position inside them), and `f` is its variant.
     let (warps, stages) = shape();
     gpu.launch(
         f,

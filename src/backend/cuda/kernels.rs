@@ -32,6 +32,17 @@ pub struct Kernels {
     /// used where `WV_CUDA_GEMV=mma` asks and the weights allow, see `gemv_mma.rs`).
     pub gemv_q4m: Option<Kernel>,
     pub quant_digits: Option<Kernel>,
+    /// `gemv_q4m` with decode's glue folded in (gemv_mma.cu's epilogues: the residual add and
+    /// the next input's digits; RoPE and the KV write; SiLU · up), loaded with it; decode runs
+    /// a layer on them where [`Self::mma_fuse`] and the layer allow (forward.rs).
+    pub gemv_q4m_resid: Option<Kernel>,
+    pub gemv_q4m_rope: Option<Kernel>,
+    pub gemv_q4m_silu: Option<Kernel>,
+    /// Whether decode layers on `gemv_q4m` use the fused variants (`WV_CUDA_MMA_FUSE=1`; by
+    /// default the separate norm, RoPE and SiLU kernels between the products, which measured
+    /// as fast or slightly faster: H200, 13B, 321.4 against 323.1 tokens/s after 32 tokens and
+    /// 259.9 against 265.9 after 1,500 — docs/cuda.md, fourteenth session).
+    pub mma_fuse: bool,
     dequant_q4: Kernel,
     /// Prefill products straight from the 4-bit weights on the warpgroup tensor cores (sm_90a
     /// GPUs; `WV_CUDA_QGEMM=0` turns it off: dequantise for cuBLAS instead).
@@ -184,6 +195,10 @@ impl Kernels {
             gemv_f16: m.get("gemv.cu", "gemv_f16")?,
             gemv_q4m: m.get_opt("gemv_mma.cu", "gemv_q4m")?,
             quant_digits: m.get_opt("gemv_mma.cu", "quant_digits")?,
+            gemv_q4m_resid: m.get_opt("gemv_mma.cu", "gemv_q4m_resid")?,
+            gemv_q4m_rope: m.get_opt("gemv_mma.cu", "gemv_q4m_rope")?,
+            gemv_q4m_silu: m.get_opt("gemv_mma.cu", "gemv_q4m_silu")?,
+            mma_fuse: std::env::var("WV_CUDA_MMA_FUSE").is_ok_and(|v| v == "1"),
             dequant_q4: m.get("dequant.cu", "dequant_q4")?,
             gemm_q4_max_t: std::env::var("WV_CUDA_QGEMM_MAX_T")
                 .ok()
@@ -255,9 +270,16 @@ impl Kernels {
         };
         allow(&mut k.gemm_q4, GEMM_Q4_SMEM)?;
         let (mw, mst) = super::gemv_mma::shape();
-        allow(&mut k.gemv_q4m, super::gemv_mma::smem_of(mw, mst))?;
+        let mma_smem = super::gemv_mma::smem_of(mw, mst);
+        allow(&mut k.gemv_q4m, mma_smem)?;
+        allow(&mut k.gemv_q4m_resid, mma_smem)?;
+        allow(&mut k.gemv_q4m_rope, mma_smem)?;
+        allow(&mut k.gemv_q4m_silu, mma_smem)?;
         if k.gemv_q4m.is_none() {
             k.quant_digits = None;
+            k.gemv_q4m_resid = None;
+            k.gemv_q4m_rope = None;
+            k.gemv_q4m_silu = None;
         }
         if k.gemm_q4.is_none() {
             k.gemm_q4_tma = None;

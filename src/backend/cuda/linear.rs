@@ -121,7 +121,16 @@ impl Ops<'_> {
                     made = Some(perm);
                 }
                 let out = part + 4 * m.col0 as u64;
-                gemv_mma::gemv_q4m(self.gpu, mk, q, digits, out, g.n_total, g.s_decode)?;
+                gemv_mma::gemv_q4m(
+                    self.gpu,
+                    mk,
+                    q,
+                    digits,
+                    out,
+                    g.n_total,
+                    g.s_decode,
+                    gemv_mma::MmaEpilogue::None,
+                )?;
             }
             return Ok(slabs(g, part, t));
         }

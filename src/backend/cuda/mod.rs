@@ -21,6 +21,7 @@
 
 pub mod args;
 pub mod blas;
+pub mod decode_mma;
 pub mod device;
 pub mod ffi;
 pub mod forward;
@@ -104,6 +105,23 @@ impl CudaBackend {
     pub fn set_fusion(&mut self, f: kernels::Fusion) {
         self.kernels.fusion = f;
         self.drop_decode_steps();
+    }
+
+    /// Whether decode layers on `gemv_q4m` run its fused variants (`WV_CUDA_MMA_FUSE=1`; tests
+    /// compare both in one process). Drops the captured decode steps.
+    pub fn set_mma_fuse(&mut self, on: bool) {
+        self.kernels.mma_fuse = on;
+        self.drop_decode_steps();
+    }
+
+    /// How many layers decode runs on `gemv_q4m`'s fused variants (decode_mma.rs) as set now.
+    pub fn fused_mma_layers(&self) -> usize {
+        let (k, c) = (&self.kernels, &self.config);
+        self.weights
+            .layers
+            .iter()
+            .filter(|l| decode_mma::takes(k, c, l))
+            .count()
     }
 
     /// After a change of decode settings: the captured decode steps, and a step enqueued ahead

@@ -26,7 +26,7 @@ fn deq_cap() -> usize {
 }
 
 /// Column tiles of 128 a fused decode GEMV may have (ints in `Scratch::counters`).
-const COUNTERS: usize = 1024;
+pub const COUNTERS: usize = 1024;
 
 /// 128-column tiles of the residual stream whose sums of squares the fused decode and the
 /// persistent kernel keep (the hidden size may be at most 128 × this).
@@ -43,6 +43,9 @@ pub struct Scratch {
     /// A decode product's input as `gemv_q4m` reads it (gemv_mma.cu's quant_digits): room for
     /// the widest input's 128-input blocks.
     pub digits: DevBuf,
+    /// The same again: the fused `gemv_q4m` decode writes the next product's digits here while
+    /// it reads its own input's from `digits` (and the other way round the next product).
+    pub digits2: DevBuf,
     /// f32: partial slabs of the current product.
     pub part: DevBuf,
     /// f32: the down product's slabs in fused decode (it reads gate|up's from `part`).
@@ -141,6 +144,7 @@ impl Scratch {
             x: gpu.alloc(rows * h * 4, what)?,
             xh: gpu.alloc(rows * wmax * 2, what)?,
             digits: gpu.alloc(wmax.div_ceil(128) * DIGITS_PER_BLOCK, what)?,
+            digits2: gpu.alloc(wmax.div_ceil(128) * DIGITS_PER_BLOCK, what)?,
             part: gpu.alloc(part * 4, what)?,
             part2: gpu.alloc(w.max_s_times_n() * 4, what)?,
             counters: {
