@@ -49,6 +49,7 @@
 #include <vector>
 #include <cuda_runtime.h>
 #include "../../kernels/common.cuh"  // also its mbarrier helpers and mma_u8s8
+#include "../../kernels/gemv_mma.cu"  // the library's gemv_q4m, for variant 28 (side by side)
 #include "check.h"
 #else
 typedef unsigned char uint8_t;
@@ -261,6 +262,12 @@ struct Shape {
     int K, N;
 };
 
+// gemv_mma.cu's tile_blocks on the host (the slabs a tile has).
+static int unit_block_host(long long u, int P, long long U) { return (int)(((u + 1) * P - 1) / U); }
+static int tile_blocks_host(int t, int KB, int P, long long U) {
+    return unit_block_host((long long)(t + 1) * KB - 1, P, U) - unit_block_host((long long)t * KB, P, U) + 1;
+}
+
 int main(int argc, char** argv) {
     setvbuf(stdout, nullptr, _IONBF, 0);
     const int layers = argc > 1 ? atoi(argv[1]) : 40;
@@ -383,6 +390,63 @@ int main(int argc, char** argv) {
         CK(cudaGraphExecDestroy(exec));
         CK(cudaGraphDestroy(graph));
     };
+    // The library's gemv_q4m (kernels/gemv_mma.cu, MW x MST) on the same bytes carved into wv's
+    // layout per product (qw [K/8][N], scales [G][N], zeros [G][N]: U * UNIT_BYTES in all), with
+    // its slabs (S of them, as gemv_mma.rs plans) and the same digits: the library's kernel in
+    // the probe's chain, nothing else between the products.
+    auto run_lib = [&](const char* label, bool pdl) {
+        const size_t smem = MMA_SMEM;
+        CK(cudaFuncSetAttribute(gemv_q4m, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+        float* slabs;
+        CK(cudaMalloc(&slabs, 8 * 27648 * 4));
+        CK(cudaMemset(slabs, 0, 8 * 27648 * 4));
+        cudaLaunchAttribute attr[1];
+        attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+        attr[0].val.programmaticStreamSerializationAllowed = pdl ? 1 : 0;
+        cudaGraph_t graph;
+        cudaGraphExec_t exec;
+        CK(cudaStreamBeginCapture(st, cudaStreamCaptureModeGlobal));
+        const uint8_t* p = w;
+        for (int l = 0; l < layers; ++l)
+            for (int j = 0; j < 4; ++j) {
+                const Shape s = shapes[j];
+                const int G = s.K / 128, U = G * (s.N / 128), P = U < sms ? U : sms;
+                int S = 1;
+                for (int t = 0; t < s.N / 128; ++t) {
+                    const int n = tile_blocks_host(t, G, P, U);
+                    S = n > S ? n : S;
+                }
+                const u32* qw = reinterpret_cast<const u32*>(p);
+                const f16* sc = reinterpret_cast<const f16*>(p + (size_t)s.K / 2 * s.N);
+                const u8* zr = reinterpret_cast<const u8*>(p + (size_t)s.K / 2 * s.N + (size_t)G * s.N * 2);
+                cudaLaunchConfig_t cfg = {};
+                cfg.gridDim = dim3(P);
+                cfg.blockDim = dim3(32 * (MW + 1));
+                cfg.dynamicSmemBytes = smem;
+                cfg.stream = st;
+                cfg.attrs = attr;
+                cfg.numAttrs = 1;
+                CK(cudaLaunchKernelEx(&cfg, gemv_q4m, qw, sc, zr, (const u32*)xq, (const float2*)xsum, slabs, s.K, s.N,
+                                      128, s.N, S, (int*)nullptr, (float*)nullptr, (const float*)nullptr,
+                                      (float*)nullptr, (const float*)nullptr, (u32*)nullptr, 0.f, (float*)nullptr,
+                                      (f16*)nullptr, (f16*)nullptr, (const float*)nullptr, 0, 0, (const int*)nullptr, 0,
+                                      0));
+                p += (size_t)U * UNIT_BYTES;
+            }
+        CK(cudaStreamEndCapture(st, &graph));
+        CK(cudaGraphInstantiate(&exec, graph, 0));
+        for (int i = 0; i < 3; ++i) CK(cudaGraphLaunch(exec, st));
+        CK(cudaStreamSynchronize(st));
+        const int reps = 20;
+        CK(cudaEventRecord(e0, st));
+        for (int i = 0; i < reps; ++i) CK(cudaGraphLaunch(exec, st));
+        CK(cudaEventRecord(e1, st));
+        CK(cudaEventSynchronize(e1));
+        CK(cudaEventElapsedTime(&ms, e0, e1));
+        ms /= reps;
+        printf("%-44s MW %d MST %d (%5.1f KB): %.3f ms per step, %.1f%% of the read\n", label, MW, MST, smem / 1024.0, ms,
+               100.0 * read_ms / ms);
+    };
     // argv[2]: the variant to run (each in its own process, so a hang loses only itself).
     const int v = argc > 2 ? atoi(argv[2]) : 0;
     switch (v) {
@@ -414,6 +478,8 @@ int main(int argc, char** argv) {
         case 25: run("lean consumers, no copies", 6, 12, 1 | 32); break;
         case 26: run("mma consumers, no copies", 12, 12, 1 | 16 | 32); break;
         case 27: run("lean consumers, no copies", 12, 12, 1 | 32); break;
+        case 28: run_lib("library gemv_q4m (kernels/gemv_mma.cu)", true); break;
+        case 29: run_lib("library gemv_q4m, no PDL", false); break;
         default: break;
     }
     CK(cudaDeviceSynchronize());
