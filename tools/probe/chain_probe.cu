@@ -38,6 +38,9 @@
 //     with 6 consumers and a ring of 12 (84.5% of the read; 89% of copy bandwidth), 1.835 with 4,
 //     1.92 with 12 / 12; ring of 24 at one per SM 1.83-1.95; triggered after the wait 2.045, no
 //     PDL 2.105; + 2 small kernels per layer 1.883; arithmetic alone 1.10-1.20
+//   the library's gemv_q4m (variant 28: kernels/gemv_mma.cu included, wv's layout, its slabs;
+//     fourteenth session): 2.388-2.395 ms at 6 x 24 (one per SM) against 1.948 for variant 18,
+//     the probe's mma chain at the same shape; no PDL (29) 2.490
 // against gemv_q4l's queued GEMVs in the library (bench_kernels): 51.9 us per layer, 2.08 ms for
 // 40. So a chain of per-product launches can keep DRAM busy across its dependencies when the
 // next product's blocks stream into shared memory before they wait, and the tensor cores make
