@@ -136,7 +136,11 @@ __device__ __forceinline__ void gemv_q4m_body(MMA_PARAMS) {
     const u32 full = smem_addr(red + MSEG * MW * 128), empty = full + 8 * MST;
     if (threadIdx.x == 0) {
         for (int s = 0; s < MST; ++s) {
+#ifdef WV_PROBE_UNIT_MAJOR
+            mbar_init(full + 8 * s, 1);
+#else
             mbar_init(full + 8 * s, 32);
+#endif
             mbar_init(empty + 8 * s, 1);
         }
         asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
@@ -152,6 +156,24 @@ __device__ __forceinline__ void gemv_q4m_body(MMA_PARAMS) {
         for (int i = 0; i < n; ++i) {
             const int s = i % MST, u = u0 + i, t = u / KB, kb = u - t * KB;
             if (i >= MST) mbar_wait(empty + 8 * s, ((i / MST) - 1) & 1);
+#ifdef WV_PROBE_UNIT_MAJOR
+            // Measurement only (tools/probe/chain_probe.cu, built with -DWV_PROBE_UNIT_MAJOR):
+            // the units stored whole and contiguous (qw read as U units of 8,576 bytes, as the
+            // probe's own kernel reads them), two bulk copies each; the products are wrong.
+            if (lane == 0) {
+                const u8* unit = reinterpret_cast<const u8*>(qw) + (size_t)u * (MUNIT_W + MUNIT_SZ);
+                mbar_expect_tx(full + 8 * s, MUNIT_W + MUNIT_SZ);
+                asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];" ::"r"(
+                                 wring + s * MUNIT_W),
+                             "l"(unit), "r"(MUNIT_W), "r"(full + 8 * s)
+                             : "memory");
+                asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];" ::"r"(
+                                 zring + s * MUNIT_SZ),
+                             "l"(unit + MUNIT_W), "r"(MUNIT_SZ), "r"(full + 8 * s)
+                             : "memory");
+            }
+            continue;
+#endif
             const u32* src = qw + (size_t)kb * 16 * N + (size_t)t * 128 + 4 * lane;
 #pragma unroll
             for (int r = 0; r < 16; ++r)
@@ -242,6 +264,9 @@ __device__ __forceinline__ void gemv_q4m_body(MMA_PARAMS) {
 #pragma unroll
         for (int m = 0; m < 4; ++m) rp[8 * m + g] = make_float4(acc[4 * m], acc[4 * m + 1], acc[4 * m + 2], acc[4 * m + 3]);
     }
+#ifdef WV_PROBE_NO_SLABS
+    return;  // measurement only (chain_probe.cu): no end-of-block reduction, no slabs
+#endif
     asm volatile("bar.sync 1, %0;" ::"n"(MW * 32) : "memory");
     // The block's tiles: sum the warps' partials in order into this block's slab of each.
     if (n <= 0) return;
