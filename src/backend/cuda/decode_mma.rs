@@ -121,11 +121,14 @@ pub fn layer(
         return Err(Error::internal("fused gemv_q4m layer without its kernels"));
     };
     let dbg = debug_bits();
-    let run = |f, g: &LinearGroup, din, epi| -> Result<()> {
-        let (f, epi) = if dbg & 2 != 0 {
-            (f_plain, MmaEpilogue::None)
-        } else {
-            (f, epi)
+    // One product on the variant its epilogue names.
+    let run = |g: &LinearGroup, din, epi| -> Result<()> {
+        let (f, epi) = match epi {
+            _ if dbg & 2 != 0 => (f_plain, MmaEpilogue::None),
+            MmaEpilogue::None => (f_plain, epi),
+            MmaEpilogue::Resid { .. } => (f_resid, epi),
+            MmaEpilogue::Rope { .. } => (f_rope, epi),
+            MmaEpilogue::Silu { .. } => (f_silu, epi),
         };
         gemv_mma::gemv_q4m(gpu, f, q4(g)?, din, sc.part.ptr, g.n_total, g.s_decode, epi)
     };
@@ -159,7 +162,7 @@ pub fn layer(
         nh,
         nkv,
     };
-    run(f_rope, g, din, epi)?;
+    run(g, din, epi)?;
     // The attention; its combine writes o's input digits into din (q|k|v has read them).
     let dims = (nh, nkv, c.head_dim());
     let made = dbg & 1 != 0
@@ -179,17 +182,17 @@ pub fn layer(
     if !made {
         return Err(Error::internal("the attention combine made no digits"));
     }
-    // o: the residual add, its sums of squares, gate|up's input (x ∘ post_norm) into dother.
-    let g = &l.o;
-    let epi = MmaEpilogue::Resid {
+    // o and down: the residual add, its sums of squares, the next input (x ∘ norm_w) into
+    // dother.
+    let resid = |g: &LinearGroup, norm_w| MmaEpilogue::Resid {
         counters,
         x: sc.x.ptr,
         bias: bias(g),
         ss: sc.ss.ptr,
-        norm_w: l.post_norm.ptr,
+        norm_w,
         digits_out: dother,
     };
-    run(f_resid, g, din, epi)?;
+    run(&l.o, din, resid(&l.o, l.post_norm.ptr))?;
     // gate|up: r, SiLU · up as down's input into din.
     let g = &l.gate_up;
     let epi = MmaEpilogue::Silu {
@@ -199,17 +202,8 @@ pub fn layer(
         bias: bias(g),
         digits_out: din,
     };
-    run(f_silu, g, dother, epi)?;
-    // down: the residual add, its sums of squares, the next layer's input into dother.
-    let g = &l.down;
-    let epi = MmaEpilogue::Resid {
-        counters,
-        x: sc.x.ptr,
-        bias: bias(g),
-        ss: sc.ss.ptr,
-        norm_w: io.next_norm,
-        digits_out: dother,
-    };
-    run(f_resid, g, din, epi)?;
+    run(g, dother, epi)?;
+    // down: the next layer's input into dother.
+    run(&l.down, din, resid(&l.down, io.next_norm))?;
     Ok(dother)
 }
