@@ -330,37 +330,6 @@ int main(int argc, char** argv) {
     const double read_ms = ms;
     printf("read of all weights: %.3f ms (%.3f TB/s)\n", ms, bytes / (ms * 1e-3) / 1e12);
 
-    // A launch of `grid` x `block` threads on st with `smem` bytes and the one attribute given.
-    auto launch_cfg = [&](int grid, int block, size_t smem, cudaLaunchAttribute* attr) {
-        cudaLaunchConfig_t c = {};
-        c.gridDim = dim3(grid);
-        c.blockDim = dim3(block);
-        c.dynamicSmemBytes = smem;
-        c.stream = st;
-        c.attrs = attr;
-        c.numAttrs = 1;
-        return c;
-    };
-    // A captured step: instantiated, run 3 times to warm up, then timed over 20 runs (ms per
-    // step); the graph is destroyed.
-    auto time_graph = [&](const char* label, cudaGraph_t graph) {
-        cudaGraphExec_t exec;
-        CK(cudaGraphInstantiate(&exec, graph, 0));
-        fprintf(stderr, "[%s: graph made]\n", label);
-        for (int i = 0; i < 3; ++i) CK(cudaGraphLaunch(exec, st));
-        CK(cudaStreamSynchronize(st));
-        const int reps = 20;
-        float t = 0.f;
-        CK(cudaEventRecord(e0, st));
-        for (int i = 0; i < reps; ++i) CK(cudaGraphLaunch(exec, st));
-        CK(cudaEventRecord(e1, st));
-        CK(cudaEventSynchronize(e1));
-        CK(cudaEventElapsedTime(&t, e0, e1));
-        CK(cudaGraphExecDestroy(exec));
-        CK(cudaGraphDestroy(graph));
-        return t / reps;
-    };
-
     // A warp takes units warp, warp + CW, ...: the ring must be a multiple of CW, so that no
     // warp waits on a stage's phase two ahead of the one it is in (parity waits alias).
     auto run = [&](const char* label, int cw, int ring, int flags) {
@@ -384,26 +353,50 @@ int main(int argc, char** argv) {
         attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
         attr[0].val.programmaticStreamSerializationAllowed = (flags & 4) ? 0 : 1;
         cudaGraph_t graph;
+        cudaGraphExec_t exec;
         CK(cudaStreamBeginCapture(st, cudaStreamCaptureModeGlobal));
         const uint8_t* p = w;
         for (int l = 0; l < layers; ++l)
             for (int j = 0; j < 4; ++j) {
                 const Shape s = shapes[j];
                 const int G = s.K / 128, U = G * (s.N / 128);
-                const cudaLaunchConfig_t cfg = launch_cfg(sms, 32 * (cw + 1), smem, attr);
+                cudaLaunchConfig_t cfg = {};
+                cfg.gridDim = dim3(sms);
+                cfg.blockDim = dim3(32 * (cw + 1));
+                cfg.dynamicSmemBytes = smem;
+                cfg.stream = st;
+                cfg.attrs = attr;
+                cfg.numAttrs = 1;
                 CK(cudaLaunchKernelEx(&cfg, k, p, G, U, (const f16*)x, (const u32*)xq, (const float2*)xsum, out, ring, flags));
                 p += (size_t)U * UNIT_BYTES;
                 if (j == 0 && (flags & 8))
                     for (int q = 0; q < 2; ++q) {
-                        const cudaLaunchConfig_t c2 = launch_cfg(sms, 32, 0, attr);
+                        cudaLaunchConfig_t c2 = {};
+                        c2.gridDim = dim3(sms);
+                        c2.blockDim = dim3(32);
+                        c2.stream = st;
+                        c2.attrs = attr;
+                        c2.numAttrs = 1;
                         CK(cudaLaunchKernelEx(&c2, small_kernel, (const float*)(small_buf + 5120 * q),
                                               small_buf + 5120 * (1 - q), flags));
                     }
             }
         CK(cudaStreamEndCapture(st, &graph));
-        ms = time_graph(label, graph);
+        CK(cudaGraphInstantiate(&exec, graph, 0));
+        fprintf(stderr, "[%s: graph made]\n", label);
+        for (int i = 0; i < 3; ++i) CK(cudaGraphLaunch(exec, st));
+        CK(cudaStreamSynchronize(st));
+        const int reps = 20;
+        CK(cudaEventRecord(e0, st));
+        for (int i = 0; i < reps; ++i) CK(cudaGraphLaunch(exec, st));
+        CK(cudaEventRecord(e1, st));
+        CK(cudaEventSynchronize(e1));
+        CK(cudaEventElapsedTime(&ms, e0, e1));
+        ms /= reps;
         printf("%-44s CW %2d ring %2d (%5.1f KB, %d/SM) flags %2d: %.3f ms per step, %.1f%% of the read\n", label, cw,
                ring, smem / 1024.0, occ, flags, ms, 100.0 * read_ms / ms);
+        CK(cudaGraphExecDestroy(exec));
+        CK(cudaGraphDestroy(graph));
     };
     // The library's gemv_q4m (kernels/gemv_mma.cu, MW x MST) on the same bytes carved into wv's
     // layout per product (qw [K/8][N], scales [G][N], zeros [G][N]: U * UNIT_BYTES in all), with
@@ -419,6 +412,7 @@ int main(int argc, char** argv) {
         attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
         attr[0].val.programmaticStreamSerializationAllowed = pdl ? 1 : 0;
         cudaGraph_t graph;
+        cudaGraphExec_t exec;
         CK(cudaStreamBeginCapture(st, cudaStreamCaptureModeGlobal));
         const uint8_t* p = w;
         for (int l = 0; l < layers; ++l)
@@ -433,7 +427,13 @@ int main(int argc, char** argv) {
                 const u32* qw = reinterpret_cast<const u32*>(p);
                 const f16* sc = reinterpret_cast<const f16*>(p + (size_t)s.K / 2 * s.N);
                 const u8* zr = reinterpret_cast<const u8*>(p + (size_t)s.K / 2 * s.N + (size_t)G * s.N * 2);
-                const cudaLaunchConfig_t cfg = launch_cfg(P, 32 * (MW + 1), smem, attr);
+                cudaLaunchConfig_t cfg = {};
+                cfg.gridDim = dim3(P);
+                cfg.blockDim = dim3(32 * (MW + 1));
+                cfg.dynamicSmemBytes = smem;
+                cfg.stream = st;
+                cfg.attrs = attr;
+                cfg.numAttrs = 1;
                 CK(cudaLaunchKernelEx(&cfg, gemv_q4m, qw, sc, zr, (const u32*)xq, (const float2*)xsum, slabs, s.K, s.N,
                                       128, s.N, S, (int*)nullptr, (float*)nullptr, (const float*)nullptr,
                                       (float*)nullptr, (const float*)nullptr, (u32*)nullptr, 0.f, (float*)nullptr,
@@ -442,7 +442,16 @@ int main(int argc, char** argv) {
                 p += (size_t)U * UNIT_BYTES;
             }
         CK(cudaStreamEndCapture(st, &graph));
-        ms = time_graph(label, graph);
+        CK(cudaGraphInstantiate(&exec, graph, 0));
+        for (int i = 0; i < 3; ++i) CK(cudaGraphLaunch(exec, st));
+        CK(cudaStreamSynchronize(st));
+        const int reps = 20;
+        CK(cudaEventRecord(e0, st));
+        for (int i = 0; i < reps; ++i) CK(cudaGraphLaunch(exec, st));
+        CK(cudaEventRecord(e1, st));
+        CK(cudaEventSynchronize(e1));
+        CK(cudaEventElapsedTime(&ms, e0, e1));
+        ms /= reps;
         printf("%-44s MW %d MST %d (%5.1f KB): %.3f ms per step, %.1f%% of the read\n", label, MW, MST, smem / 1024.0, ms,
                100.0 * read_ms / ms);
     };
