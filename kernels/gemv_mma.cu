@@ -68,6 +68,14 @@
 #ifndef MST
 #define MST 24
 #endif
+// MMA_UNIT_MAJOR=1 (WV_CUDA_MMA_LAYOUT=unit, gemv_mma.rs): qw points at the matrix's unit-major
+// copy — unit u (as above) stored whole: its 16 packed rows (16 x 512 bytes, row-major), then the
+// 128 scales and 128 zeros of its group, 8,576 bytes — which the producer copies with two bulk
+// copies into the plain row order (scales and zeros unused). The chain probe measured it: the
+// same kernel 1.99 against 2.39 ms for the 13B step's products (docs/cuda.md).
+#ifndef MMA_UNIT_MAJOR
+#define MMA_UNIT_MAJOR 0
+#endif
 #define MSEG 3
 #define MUNIT_W 8192
 #define MUNIT_SZ 384
@@ -136,11 +144,7 @@ __device__ __forceinline__ void gemv_q4m_body(MMA_PARAMS) {
     const u32 full = smem_addr(red + MSEG * MW * 128), empty = full + 8 * MST;
     if (threadIdx.x == 0) {
         for (int s = 0; s < MST; ++s) {
-#ifdef WV_PROBE_UNIT_MAJOR
-            mbar_init(full + 8 * s, 1);
-#else
-            mbar_init(full + 8 * s, 32);
-#endif
+            mbar_init(full + 8 * s, MMA_UNIT_MAJOR ? 1 : 32);
             mbar_init(empty + 8 * s, 1);
         }
         asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
@@ -156,10 +160,9 @@ __device__ __forceinline__ void gemv_q4m_body(MMA_PARAMS) {
         for (int i = 0; i < n; ++i) {
             const int s = i % MST, u = u0 + i, t = u / KB, kb = u - t * KB;
             if (i >= MST) mbar_wait(empty + 8 * s, ((i / MST) - 1) & 1);
-#ifdef WV_PROBE_UNIT_MAJOR
-            // Measurement only (tools/probe/chain_probe.cu, built with -DWV_PROBE_UNIT_MAJOR):
-            // the units stored whole and contiguous (qw read as U units of 8,576 bytes, as the
-            // probe's own kernel reads them), two bulk copies each; the products are wrong.
+#if MMA_UNIT_MAJOR
+            // qw is the unit-major copy: a unit's 16 rows, scales and zeros in 8,576 contiguous
+            // bytes, two bulk copies.
             if (lane == 0) {
                 const u8* unit = reinterpret_cast<const u8*>(qw) + (size_t)u * (MUNIT_W + MUNIT_SZ);
                 mbar_expect_tx(full + 8 * s, MUNIT_W + MUNIT_SZ);
@@ -239,7 +242,7 @@ __device__ __forceinline__ void gemv_q4m_body(MMA_PARAMS) {
             for (int ks = 0; ks < 4; ++ks) {
                 const int row = 4 * ks + tq;
                 const uint4 w =
-                    *reinterpret_cast<const uint4*>(wst + row * 512 + (((8 * m + g) ^ ((row & 3) << 1)) << 4));
+                    *reinterpret_cast<const uint4*>(wst + row * 512 + (((8 * m + g) ^ (MMA_UNIT_MAJOR ? 0 : (row & 3) << 1)) << 4));
                 mma_u8s8(ca, w.x & 0x0f0f0f0fu, w.y & 0x0f0f0f0fu, (w.x >> 4) & 0x0f0f0f0fu, (w.y >> 4) & 0x0f0f0f0fu,
                          bx[2 * ks], bx[2 * ks + 1]);
                 mma_u8s8(cb, w.z & 0x0f0f0f0fu, w.w & 0x0f0f0f0fu, (w.z >> 4) & 0x0f0f0f0fu, (w.w >> 4) & 0x0f0f0f0fu,
@@ -265,7 +268,7 @@ __device__ __forceinline__ void gemv_q4m_body(MMA_PARAMS) {
         for (int m = 0; m < 4; ++m) rp[8 * m + g] = make_float4(acc[4 * m], acc[4 * m + 1], acc[4 * m + 2], acc[4 * m + 3]);
     }
 #ifdef WV_PROBE_NO_SLABS
-    return;  // measurement only (chain_probe.cu): no end-of-block reduction, no slabs
+    return;  // measurement only (chain_probe.cu built with it): no end-of-block reduction, no slabs
 #endif
     asm volatile("bar.sync 1, %0;" ::"n"(MW * 32) : "memory");
     // The block's tiles: sum the warps' partials in order into this block's slab of each.

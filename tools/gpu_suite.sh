@@ -64,6 +64,10 @@ if [ -z "${SKIP_TESTS:-}" ]; then
     # The non-ignored tests too (the Device-error test sees a GPU here and must pass).
     phase tests-plain 60 "$BIN/gpu" --test-threads=1 --nocapture
     phase tests-plain-model 60 "$BIN/gpu_model" --test-threads=1 --nocapture
+    # gemv_q4m on the unit-major weight copies (WV_CUDA_MMA_LAYOUT=unit, experimental): its op
+    # and model tests in their own process (the layout is chosen once per process).
+    phase tests-unit "${TEST_LIMIT:-200}" env WV_CUDA_MMA_LAYOUT=unit "$BIN/gpu_model" --ignored --test-threads=1 --nocapture model_mma_decode
+    phase tests-unit-ops "${TEST_LIMIT:-200}" env WV_CUDA_MMA_LAYOUT=unit "$BIN/gpu" --ignored --test-threads=1 --nocapture op_linear_4bit
     # The command line on the device (how hidden checkpoints are checked).
     F=$(ls -d tests/fixtures/models/*/ .dev/fixtures/*/ 2>/dev/null | head -1)
     phase cli 60 sh -c "'$BIN/wv' logits --model '$F' --tokens 1,450,4996 --device cuda > '$LOGS/cli.json' && head -c 300 '$LOGS/cli.json'"
@@ -91,6 +95,9 @@ if [ -z "${SKIP_BENCH:-}" ]; then
     # Decode's products on the integer tensor cores (gemv_q4m, opt-in), short and long context.
     phase bench-mma 90 env WV_CUDA_GEMV=mma "$BIN/wv" bench --model "$BD" --prompt-tokens 32 --gen-tokens 64 --device cuda
     phase bench-mma-1500 90 env WV_CUDA_GEMV=mma "$BIN/wv" bench --model "$BD" --prompt-tokens 1500 --gen-tokens 64 --device cuda
+    # The same on the unit-major copies, unfused and fused.
+    phase bench-mma-unit 90 env WV_CUDA_GEMV=mma WV_CUDA_MMA_LAYOUT=unit "$BIN/wv" bench --model "$BD" --prompt-tokens 32 --gen-tokens 64 --device cuda
+    phase bench-mma-unit-fused 90 env WV_CUDA_GEMV=mma WV_CUDA_MMA_LAYOUT=unit WV_CUDA_MMA_FUSE=1 "$BIN/wv" bench --model "$BD" --prompt-tokens 32 --gen-tokens 64 --device cuda
     # 1 ms of host work per token (an application's callback), with and without decode ahead.
     phase bench-host1 90 "$BIN/wv" bench --model "$BD" --prompt-tokens 32 --gen-tokens 64 --device cuda --host-ms 1
     phase bench-host1-noahead 90 env WV_CUDA_AHEAD=0 "$BIN/wv" bench --model "$BD" --prompt-tokens 32 --gen-tokens 64 --device cuda --host-ms 1
@@ -107,7 +114,7 @@ if [ -z "${SKIP_SANITIZER:-}" ]; then
 fi
 
 # Gather the logs into at most four files (the device returns few files).
-for f in env tests tests-model tests-plain tests-plain-model cli; do
+for f in env tests tests-model tests-plain tests-plain-model tests-unit tests-unit-ops cli; do
     [ -f "$LOGS/$f.log" ] && { echo "=== $f"; cat "$LOGS/$f.log"; }
 done >"$OUT/tests.log" 2>/dev/null
 for f in sanitizer sanitizer-model; do

@@ -26,7 +26,7 @@
 // so that a hang loses only itself):
 //   nvcc -O3 -std=c++17 -gencode=arch=compute_90a,code=sm_90a -Xptxas -v -o /tmp/chain_probe \
 //       tools/probe/chain_probe.cu && for v in 0 3 14; do /tmp/chain_probe 40 $v; done
-// (variant 28 also with -DWV_PROBE_UNIT_MAJOR and / or -DWV_PROBE_NO_SLABS: see below)
+// (variant 28 also with -DMMA_UNIT_MAJOR=1 and / or -DWV_PROBE_NO_SLABS: see below)
 //
 // H200 (2026-11-29, thirteenth session; the read of the same 6.64 GB: 1.47-1.50 ms, 4.43-4.54 TB/s):
 //   no arithmetic (the chain of 160 launches streaming only): 1.523 ms (96%) with the next
@@ -42,8 +42,8 @@
 //   the library's gemv_q4m (variant 28: kernels/gemv_mma.cu included, wv's layout, its slabs;
 //     fourteenth session): 2.388-2.395 ms at 6 x 24 (one per SM) against 1.948 for variant 18,
 //     the probe's mma chain at the same shape; no PDL (29) 2.490. Built with
-//     -DWV_PROBE_UNIT_MAJOR (gemv_mma.cu's measurement hook: the same bytes read as whole
-//     contiguous units, two bulk copies each, as variant 18 reads them): 1.991 ms; with
+//     -DMMA_UNIT_MAJOR=1 (then a measurement hook, now gemv_mma.cu's unit-major mode: the same
+//     bytes read as whole contiguous units, two bulk copies each, as variant 18 reads them): 1.991 ms; with
 //     -DWV_PROBE_NO_SLABS (no end-of-block reduction or slab writes) 2.262; both 1.927 (variant
 //     18 in the same call 1.930). So the weight layout is most of the gap, the slabs the rest.
 // against gemv_q4l's queued GEMVs in the library (bench_kernels): 51.9 us per layer, 2.08 ms for

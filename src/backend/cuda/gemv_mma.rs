@@ -39,6 +39,53 @@ pub fn shape() -> (usize, usize) {
             .unwrap_or((6, 24))
     })
 }
+/// Whether `gemv_q4m` reads each matrix's unit-major copy (`WV_CUDA_MMA_LAYOUT=unit`; the
+/// module is compiled with MMA_UNIT_MAJOR=1 and the copies made at upload, held beside the
+/// usual layout — about the 4-bit weights' size again in GPU memory). Experimental: the chain
+/// probe measured the kernel 17% faster on it (docs/cuda.md, fourteenth session); a layout
+/// that prefill also reads would make it the only copy. Read once per process.
+pub fn unit_major() -> bool {
+    static UNIT: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *UNIT.get_or_init(|| std::env::var("WV_CUDA_MMA_LAYOUT").is_ok_and(|v| v == "unit"))
+}
+
+/// Bytes of one unit of the unit-major layout: 16 packed rows of 128 words, 128 f16 scales, 128
+/// zero points.
+pub const UNIT_BYTES: usize = 16 * 128 * 4 + 128 * 2 + 128;
+
+/// The unit-major copy of a 4-bit matrix in wv's layout (`qw` `[k / 8][n]`, `scales` and
+/// `zeros` `[k / gs][n]`; k, n and gs multiples of 128): unit u = t * (k / 128) + kb (column tile
+/// t, 128-input block kb) holds packed rows 16 kb .. 16 kb + 15 of columns 128 t .. 128 t + 127
+/// (row-major, little-endian words), then those columns' scales and zeros of group 128 kb / gs.
+pub fn unit_major_copy(
+    qw: &[u32],
+    scales: &[half::f16],
+    zeros: &[u8],
+    k: usize,
+    n: usize,
+    gs: usize,
+) -> Vec<u8> {
+    let (kbs, tiles) = (k / 128, n / 128);
+    let mut out = vec![0u8; kbs * tiles * UNIT_BYTES];
+    for (u, unit) in out.chunks_exact_mut(UNIT_BYTES).enumerate() {
+        let (t, kb) = (u / kbs, u % kbs);
+        let (words, rest) = unit.split_at_mut(16 * 128 * 4);
+        for r in 0..16 {
+            let row = &qw[(kb * 16 + r) * n + t * 128..][..128];
+            for (c, w) in row.iter().enumerate() {
+                words[(r * 128 + c) * 4..][..4].copy_from_slice(&w.to_le_bytes());
+            }
+        }
+        let g = kb * 128 / gs;
+        let (sc, zr) = rest.split_at_mut(256);
+        for c in 0..128 {
+            sc[2 * c..][..2].copy_from_slice(&scales[g * n + t * 128 + c].to_bits().to_le_bytes());
+        }
+        zr.copy_from_slice(&zeros[g * n + t * 128..][..128]);
+    }
+    out
+}
+
 /// Column tiles one block may hold (MSEG).
 pub const MMA_SEGMENTS: usize = 3;
 /// Dynamic shared memory of a `gemv_q4m` block of `warps` consumers and `stages` stages: the
@@ -53,7 +100,7 @@ pub const DIGITS_PER_BLOCK: usize = 256 + 8;
 /// Whether `gemv_q4m` takes `q` at all: K, N and the group size multiples of 128, buffers
 /// 16-byte aligned, and a compute capability 9.0 GPU (where gemv_mma.cu is loaded; not with
 /// `WV_CUDA_SM90A=0`).
-fn shapes_fit(gpu_cc: (i32, i32), q: &Q4Dev) -> bool {
+pub fn shapes_fit(gpu_cc: (i32, i32), q: &Q4Dev) -> bool {
     gpu_cc == (9, 0)
         && std::env::var("WV_CUDA_SM90A").map_or(true, |v| v != "0")
         && q.k % 128 == 0
@@ -98,7 +145,18 @@ pub fn slabs(sms: usize, k: usize, n: usize) -> Option<usize> {
 
 /// Whether `gemv_q4m` takes `q` on `gpu`'s SMs.
 pub fn takes(gpu: &Gpu, q: &Q4Dev) -> bool {
-    shapes_fit(gpu.cc, q) && slabs(gpu.sms, q.k, q.n).is_some()
+    shapes_fit(gpu.cc, q)
+        && slabs(gpu.sms, q.k, q.n).is_some()
+        && (!unit_major() || q.units.is_some())
+}
+
+/// What `gemv_q4m` reads as `qw`: the unit-major copy under [`unit_major`], else the matrix's
+/// words.
+fn weights_of(q: &Q4Dev) -> CUdeviceptr {
+    match (&q.units, unit_major()) {
+        (Some(u), true) => u.ptr,
+        _ => q.qw.ptr,
+    }
 }
 
 /// `quant_digits`: `x` (f16 `[k]`, through `perm` when given) as digits at `digits` (room for
@@ -185,7 +243,7 @@ pub fn gemv_q4m(
 ) -> Result<()> {
     let kbs = q.k / 128;
     let mut a = Args::new();
-    a.ptr(q.qw.ptr)
+    a.ptr(weights_of(q))
         .ptr(q.scales.ptr)
         .ptr(q.zeros.ptr)
         .ptr(digits)
@@ -257,7 +315,9 @@ pub fn gemv_q4m(
         .int(nh)
         .int(nkv);
     // SAFETY: qw, scales and zeros are q's [k / 8][n], [groups][n] and [groups][n] buffers
-    // (16-byte aligned, k, n and gs multiples of 128: checked by `takes`); the digits are
+    // (16-byte aligned, k, n and gs multiples of 128: checked by `takes`) — or, under
+    // `unit_major()` (and only then is the module compiled to read it), qw is q's unit-major
+    // copy of (k / 128) (n / 128) units, which `takes` requires; the digits are
     // quant_digits' (or a kernel's warp_digits) output for q.k inputs; out has s slabs of
     // ldo >= q.n floats from the given column, s at least `slabs(gpu.sms, q.k, q.n)` (the
     // plan); the dynamic shared memory is smem_of(shape()), allowed at load. The epilogue's
@@ -364,6 +424,52 @@ mod tests {
             assert!((sum - s[2 * b] * s[2 * b + 1]).abs() <= 1e-4 * (1.0 + sum.abs()));
         }
         assert!(y[128..256].iter().all(|&v| v == 0.0));
+    }
+
+    #[test]
+    fn unit_major_copy_holds_each_word_scale_and_zero_once_where_the_kernel_reads_it() {
+        // Two column tiles, four 128-input blocks; groups of 128 and of 256 (a group's scales
+        // repeated in each of its units).
+        let (k, n) = (512usize, 256usize);
+        let qw: Vec<u32> = (0..k / 8 * n)
+            .map(|i| (i as u32).wrapping_mul(2654435761))
+            .collect();
+        for gs in [128usize, 256] {
+            let groups = k / gs;
+            let scales: Vec<half::f16> = (0..groups * n)
+                .map(|i| half::f16::from_f32(i as f32 * 0.25 + 1.0))
+                .collect();
+            let zeros: Vec<u8> = (0..groups * n).map(|i| (i * 7 % 16) as u8).collect();
+            let out = unit_major_copy(&qw, &scales, &zeros, k, n, gs);
+            let kbs = k / 128;
+            assert_eq!(out.len(), kbs * (n / 128) * UNIT_BYTES);
+            for row in 0..k / 8 {
+                for col in 0..n {
+                    let u = (col / 128) * kbs + row / 16;
+                    let at = u * UNIT_BYTES + ((row % 16) * 128 + col % 128) * 4;
+                    let w = u32::from_le_bytes(out[at..at + 4].try_into().unwrap());
+                    assert_eq!(w, qw[row * n + col], "word {row} {col}");
+                }
+            }
+            for kb in 0..kbs {
+                for col in 0..n {
+                    let base = ((col / 128) * kbs + kb) * UNIT_BYTES + 16 * 128 * 4;
+                    let g = kb * 128 / gs;
+                    let s =
+                        u16::from_le_bytes(out[base + 2 * (col % 128)..][..2].try_into().unwrap());
+                    assert_eq!(
+                        s,
+                        scales[g * n + col].to_bits(),
+                        "scale {kb} {col} (gs {gs})"
+                    );
+                    assert_eq!(
+                        out[base + 256 + col % 128],
+                        zeros[g * n + col],
+                        "zero {kb} {col}"
+                    );
+                }
+            }
+        }
     }
 
     /// The plan against a count by enumeration: for each unit its block (the kernel's ranges

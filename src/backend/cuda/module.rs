@@ -161,6 +161,9 @@ impl Target {
                     "-DWV_HOST_MMA_SMEM={}",
                     super::gemv_mma::smem_of(mw, mst)
                 ));
+                if super::gemv_mma::unit_major() {
+                    o.push("-DMMA_UNIT_MAJOR=1".to_string());
+                }
             }
             _ => {}
         }

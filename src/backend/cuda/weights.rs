@@ -38,6 +38,9 @@ pub struct Q4Dev {
     /// `gemm_q4::weight_maps`); `None` where the driver cannot make them or the matrix does
     /// not suit the TMA: prefill then runs it on `gemm_q4_wgmma`.
     pub tma: Option<Box<[ffi::CUtensorMap; 3]>>,
+    /// The unit-major copy `gemv_q4m` reads under `WV_CUDA_MMA_LAYOUT=unit` (see
+    /// `gemv_mma::unit_major_copy`; held beside the other layout, which the other kernels read).
+    pub units: Option<DevBuf>,
 }
 
 /// A dense f16 `[n, k]` matrix on the device.
@@ -418,8 +421,13 @@ fn upload_q4(gpu: &Arc<Gpu>, q: &Q4Host, what: &str) -> Result<Q4Dev> {
         },
         small_zeros: q.zeros.iter().all(|&z| z < 64),
         tma: None,
+        units: None,
     };
     d.tma = super::gemm_q4::weight_maps(gpu, &d);
+    if super::gemv_mma::unit_major() && super::gemv_mma::shapes_fit(gpu.cc, &d) {
+        let units = super::gemv_mma::unit_major_copy(&q.qw, &q.scales, &q.zeros, q.k, q.n, q.gs);
+        d.units = Some(gpu.upload(&units, what)?);
+    }
     Ok(d)
 }
 
