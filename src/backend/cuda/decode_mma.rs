@@ -14,7 +14,7 @@
 //! (as `gemv_q4l`'s residual epilogues do), and, when the next layer is fused too, its input's
 //! digits.
 
-use super::device::Gpu;
+use super::device::{Gpu, Kernel};
 use super::ffi::CUdeviceptr;
 use super::gemv_mma::{self, MmaEpilogue};
 use super::kernels::Kernels;
@@ -48,37 +48,52 @@ pub fn lone_q4m(g: &LinearGroup) -> Option<&Q4Dev> {
     }
 }
 
-/// Whether decode runs layer `l` on the fused `gemv_q4m` variants: they are loaded and wanted
-/// (`Kernels::mma_fuse`), every product is one 4-bit matrix on `gemv_q4m` without act-order,
-/// heads of 128 (a q|k|v tile is a head), gate|up = [gate, up], and the tiles fit the scratch's
-/// counters and sums of squares.
-pub fn takes(k: &Kernels, c: &ModelConfig, l: &DevLayer) -> bool {
-    let loaded =
-        k.gemv_q4m_resid.is_some() && k.gemv_q4m_rope.is_some() && k.gemv_q4m_silu.is_some();
+/// What a fused layer runs: the kernels and the layer's four matrices, found once by [`plan`].
+pub struct LayerPlan<'a> {
+    rope: &'a Kernel,
+    resid: &'a Kernel,
+    silu: &'a Kernel,
+    plain: &'a Kernel,
+    /// Where the norm before the first fused layer of a run cannot write the digits itself.
+    pub quant_digits: &'a Kernel,
+    qkv: &'a Q4Dev,
+    o: &'a Q4Dev,
+    gate_up: &'a Q4Dev,
+    down: &'a Q4Dev,
+}
+
+/// Whether decode runs layer `l` on the fused `gemv_q4m` variants, and with what: they are
+/// loaded and wanted (`Kernels::mma_fuse`), every product is one 4-bit matrix on `gemv_q4m`
+/// without act-order, heads of 128 (a q|k|v tile is a head), gate|up = [gate, up], and the
+/// tiles fit the scratch's counters and sums of squares.
+pub fn plan<'a>(k: &'a Kernels, c: &ModelConfig, l: &'a DevLayer) -> Option<LayerPlan<'a>> {
     let (h, hd) = (c.hidden_size, c.head_dim());
     let (nh, nkv) = (c.num_attention_heads, c.num_key_value_heads);
-    let (Some(qkv), Some(o), Some(gu), Some(dn)) = (
-        lone_q4m(&l.qkv),
-        lone_q4m(&l.o),
-        lone_q4m(&l.gate_up),
-        lone_q4m(&l.down),
-    ) else {
-        return false;
+    let p = LayerPlan {
+        rope: k.gemv_q4m_rope.as_ref()?,
+        resid: k.gemv_q4m_resid.as_ref()?,
+        silu: k.gemv_q4m_silu.as_ref()?,
+        plain: k.gemv_q4m.as_ref()?,
+        quant_digits: k.quant_digits.as_ref()?,
+        qkv: lone_q4m(&l.qkv)?,
+        o: lone_q4m(&l.o)?,
+        gate_up: lone_q4m(&l.gate_up)?,
+        down: lone_q4m(&l.down)?,
     };
-    k.mma_fuse
-        && loaded
+    let fits = k.mma_fuse
         && hd == 128
         && h % 128 == 0
         && h / 128 <= SS_TILES
-        && qkv.k == h
-        && qkv.n == (nh + 2 * nkv) * hd
-        && qkv.n / 128 <= super::scratch::COUNTERS
-        && o.k == nh * hd
-        && o.n == h
-        && gu.k == h
-        && gu.n == 2 * dn.k
-        && gu.n / 256 <= super::scratch::COUNTERS
-        && dn.n == h
+        && p.qkv.k == h
+        && p.qkv.n == (nh + 2 * nkv) * hd
+        && p.qkv.n / 128 <= super::scratch::COUNTERS
+        && p.o.k == nh * hd
+        && p.o.n == h
+        && p.gate_up.k == h
+        && p.gate_up.n == 2 * p.down.k
+        && p.gate_up.n / 256 <= super::scratch::COUNTERS
+        && p.down.n == h;
+    fits.then_some(p)
 }
 
 /// Where one fused layer reads and leaves things.
@@ -100,41 +115,31 @@ pub struct LayerIo {
     pub att: (usize, usize),
 }
 
-/// Enqueue layer `l` (see the module doc); returns the digits buffer the next layer's q|k|v
-/// reads (valid when `io.next_norm` was given).
+/// Enqueue layer `l` as `p` planned it (see the module doc); returns the digits buffer the next
+/// layer's q|k|v reads (valid when `io.next_norm` was given).
 #[allow(clippy::too_many_arguments)]
 pub fn layer(
     gpu: &Gpu,
     k: &Kernels,
     c: &ModelConfig,
     l: &DevLayer,
+    p: &LayerPlan<'_>,
     sc: &Scratch,
     rope: RopeTable,
     io: &LayerIo,
 ) -> Result<CUdeviceptr> {
-    let (Some(f_rope), Some(f_resid), Some(f_silu), Some(f_plain)) = (
-        &k.gemv_q4m_rope,
-        &k.gemv_q4m_resid,
-        &k.gemv_q4m_silu,
-        &k.gemv_q4m,
-    ) else {
-        return Err(Error::internal("fused gemv_q4m layer without its kernels"));
-    };
     let dbg = debug_bits();
     // One product on the variant its epilogue names.
-    let run = |g: &LinearGroup, din, epi| -> Result<()> {
+    let run = |q: &Q4Dev, g: &LinearGroup, din, epi| -> Result<()> {
         let (f, epi) = match epi {
-            _ if dbg & 2 != 0 => (f_plain, MmaEpilogue::None),
-            MmaEpilogue::None => (f_plain, epi),
-            MmaEpilogue::Resid { .. } => (f_resid, epi),
-            MmaEpilogue::Rope { .. } => (f_rope, epi),
-            MmaEpilogue::Silu { .. } => (f_silu, epi),
+            _ if dbg & 2 != 0 => (p.plain, MmaEpilogue::None),
+            MmaEpilogue::None => (p.plain, epi),
+            MmaEpilogue::Resid { .. } => (p.resid, epi),
+            MmaEpilogue::Rope { .. } => (p.rope, epi),
+            MmaEpilogue::Silu { .. } => (p.silu, epi),
         };
-        gemv_mma::gemv_q4m(gpu, f, q4(g)?, din, sc.part.ptr, g.n_total, g.s_decode, epi)
+        gemv_mma::gemv_q4m(gpu, f, q, din, sc.part.ptr, g.n_total, g.s_decode, epi)
     };
-    fn q4(g: &LinearGroup) -> Result<&Q4Dev> {
-        lone_q4m(g).ok_or_else(|| Error::internal("fused gemv_q4m layer on another kernel"))
-    }
     let bias = |g: &LinearGroup| g.bias.as_ref().map_or(0, |b| b.ptr);
     let eps = c.rms_norm_eps;
     let (nh, nkv) = (c.num_attention_heads, c.num_key_value_heads);
@@ -162,7 +167,7 @@ pub fn layer(
         nh,
         nkv,
     };
-    run(g, din, epi)?;
+    run(p.qkv, g, din, epi)?;
     // The attention; its combine writes o's input digits into din (q|k|v has read them).
     let dims = (nh, nkv, c.head_dim());
     let made = dbg & 1 != 0
@@ -192,7 +197,7 @@ pub fn layer(
         norm_w,
         digits_out: dother,
     };
-    run(&l.o, din, resid(&l.o, l.post_norm.ptr))?;
+    run(p.o, &l.o, din, resid(&l.o, l.post_norm.ptr))?;
     // gate|up: r, SiLU · up as down's input into din.
     let g = &l.gate_up;
     let epi = MmaEpilogue::Silu {
@@ -202,8 +207,8 @@ pub fn layer(
         bias: bias(g),
         digits_out: din,
     };
-    run(g, dother, epi)?;
+    run(p.gate_up, g, dother, epi)?;
     // down: the next layer's input into dother.
-    run(&l.down, din, resid(&l.down, io.next_norm))?;
+    run(p.down, &l.down, din, resid(&l.down, io.next_norm))?;
     Ok(dother)
 }

@@ -25,7 +25,7 @@ use super::scratch::{Scratch, SS_TILES};
 use super::state::CudaState;
 use super::weights::{DevLayer, DevMat, DevWeights, GemvKind, LinearGroup, Q4Dev};
 use crate::config::ModelConfig;
-use crate::error::{Error, Result};
+use crate::error::Result;
 
 /// The most tokens one prefill pass processes (longer prompts go in chunks; each pass
 /// dequantises every 4-bit matrix once). Sessions feed prompts in chunks of this size too
@@ -195,14 +195,20 @@ pub fn enqueue(
     };
     // Decode layers on gemv_q4m's fused variants (decode_mma.rs), and where the previous one
     // left this layer's input digits (x complete, its sums of squares in sc.ss).
-    let mma: Vec<bool> = w
+    let mma: Vec<Option<decode_mma::LayerPlan>> = w
         .layers
         .iter()
-        .map(|l| t == 1 && decode_mma::takes(k, c, l))
+        .map(|l| {
+            if t == 1 {
+                decode_mma::plan(k, c, l)
+            } else {
+                None
+            }
+        })
         .collect();
     let mut mma_in: Option<CUdeviceptr> = None;
     for (li, l) in w.layers.iter().enumerate() {
-        if mma[li] {
+        if let Some(plan) = &mma[li] {
             let (digits_in, ss_in) = match mma_in {
                 Some(d) => (d, sc.ss.ptr),
                 None => {
@@ -223,15 +229,12 @@ pub fn enqueue(
                         digits,
                     )?;
                     if !made {
-                        let kd = k.quant_digits.as_ref().ok_or_else(|| {
-                            Error::internal("fused gemv_q4m layer without quant_digits")
-                        })?;
-                        gemv_mma::quant_digits(gpu, kd, sc.xh.ptr, 0, digits, h)?;
+                        gemv_mma::quant_digits(gpu, plan.quant_digits, sc.xh.ptr, 0, digits, h)?;
                     }
                     (digits, 0)
                 }
             };
-            let next = mma.get(li + 1).copied().unwrap_or(false);
+            let next = mma.get(li + 1).is_some_and(|n| n.is_some());
             let io = decode_mma::LayerIo {
                 digits_in,
                 ss_in,
@@ -245,7 +248,7 @@ pub fn enqueue(
                 pos: p_arg,
                 att,
             };
-            let out = decode_mma::layer(gpu, k, c, l, sc, w.rope_table(), &io)?;
+            let out = decode_mma::layer(gpu, k, c, l, plan, sc, w.rope_table(), &io)?;
             mma_in = next.then_some(out);
             prev = None;
             ss_valid = true;

@@ -228,6 +228,96 @@ pub enum MmaEpilogue {
     },
 }
 
+/// The epilogue parameters every `gemv_q4m` variant takes, in its order (MMA_PARAMS after
+/// `S`); 0 where the variant does not use one.
+#[derive(Default)]
+struct EpiArgs {
+    counters: CUdeviceptr,
+    resid: CUdeviceptr,
+    bias: CUdeviceptr,
+    ss: CUdeviceptr,
+    norm_w: CUdeviceptr,
+    xq_out: CUdeviceptr,
+    eps: f32,
+    q: CUdeviceptr,
+    kc: CUdeviceptr,
+    vc: CUdeviceptr,
+    rope: CUdeviceptr,
+    npos: usize,
+    pos: usize,
+    dpos: CUdeviceptr,
+    nh: usize,
+    nkv: usize,
+}
+
+impl MmaEpilogue {
+    fn args(self) -> EpiArgs {
+        match self {
+            MmaEpilogue::None => EpiArgs::default(),
+            MmaEpilogue::Resid {
+                counters,
+                x,
+                bias,
+                ss,
+                norm_w,
+                digits_out,
+            } => EpiArgs {
+                counters,
+                resid: x,
+                bias,
+                ss,
+                norm_w,
+                xq_out: digits_out,
+                ..EpiArgs::default()
+            },
+            MmaEpilogue::Rope {
+                counters,
+                ss,
+                eps,
+                bias,
+                q,
+                kc,
+                vc,
+                rope,
+                npos,
+                pos,
+                dpos,
+                nh,
+                nkv,
+            } => EpiArgs {
+                counters,
+                ss,
+                eps,
+                bias,
+                q,
+                kc,
+                vc,
+                rope,
+                npos,
+                pos,
+                dpos,
+                nh,
+                nkv,
+                ..EpiArgs::default()
+            },
+            MmaEpilogue::Silu {
+                counters,
+                ss,
+                eps,
+                bias,
+                digits_out,
+            } => EpiArgs {
+                counters,
+                ss,
+                eps,
+                bias,
+                xq_out: digits_out,
+                ..EpiArgs::default()
+            },
+        }
+    }
+}
+
 /// `gemv_q4m` (`f`: the variant `epi` names): `out` slabs (row stride `ldo`, `s` of them) = the
 /// digits' input · `q`, then the epilogue.
 #[allow(clippy::too_many_arguments)]
@@ -255,65 +345,23 @@ pub fn gemv_q4m(
         .int(ldo)
         .int(s);
     // counters, resid, ebias, ss, normw, xq_out, eps, qout, kc, vc, rope, npos, pos, dpos, nh, nkv
-    let (mut counters, mut resid, mut bias, mut ss, mut norm_w, mut xq_out) = (0, 0, 0, 0, 0, 0);
-    let (mut eps, mut qv, mut kc, mut vc, mut rope) = (0.0f32, 0, 0, 0, 0);
-    let (mut npos, mut pos, mut dpos, mut nh, mut nkv) = (0, 0, 0, 0, 0);
-    match epi {
-        MmaEpilogue::None => {}
-        MmaEpilogue::Resid {
-            counters: c,
-            x,
-            bias: b,
-            ss: s2,
-            norm_w: w,
-            digits_out,
-        } => {
-            (counters, resid, bias, ss, norm_w, xq_out) = (c, x, b, s2, w, digits_out);
-        }
-        MmaEpilogue::Rope {
-            counters: c,
-            ss: s2,
-            eps: e,
-            bias: b,
-            q: qq,
-            kc: k,
-            vc: v,
-            rope: r,
-            npos: np,
-            pos: p,
-            dpos: dp,
-            nh: h,
-            nkv: kv,
-        } => {
-            (counters, ss, eps, bias, qv, kc, vc, rope) = (c, s2, e, b, qq, k, v, r);
-            (npos, pos, dpos, nh, nkv) = (np, p, dp, h, kv);
-        }
-        MmaEpilogue::Silu {
-            counters: c,
-            ss: s2,
-            eps: e,
-            bias: b,
-            digits_out,
-        } => {
-            (counters, ss, eps, bias, xq_out) = (c, s2, e, b, digits_out);
-        }
-    }
-    a.ptr(counters)
-        .ptr(resid)
-        .ptr(bias)
-        .ptr(ss)
-        .ptr(norm_w)
-        .ptr(xq_out)
-        .f32(eps)
-        .ptr(qv)
-        .ptr(kc)
-        .ptr(vc)
-        .ptr(rope)
-        .int(npos)
-        .int(pos)
-        .ptr(dpos)
-        .int(nh)
-        .int(nkv);
+    let e = epi.args();
+    a.ptr(e.counters)
+        .ptr(e.resid)
+        .ptr(e.bias)
+        .ptr(e.ss)
+        .ptr(e.norm_w)
+        .ptr(e.xq_out)
+        .f32(e.eps)
+        .ptr(e.q)
+        .ptr(e.kc)
+        .ptr(e.vc)
+        .ptr(e.rope)
+        .int(e.npos)
+        .int(e.pos)
+        .ptr(e.dpos)
+        .int(e.nh)
+        .int(e.nkv);
     // SAFETY: qw, scales and zeros are q's [k / 8][n], [groups][n] and [groups][n] buffers
     // (16-byte aligned, k, n and gs multiples of 128: checked by `takes`) — or, under
     // `unit_major()` (and only then is the module compiled to read it), qw is q's unit-major
@@ -424,6 +472,57 @@ mod tests {
             assert!((sum - s[2 * b] * s[2 * b + 1]).abs() <= 1e-4 * (1.0 + sum.abs()));
         }
         assert!(y[128..256].iter().all(|&v| v == 0.0));
+    }
+
+    #[test]
+    fn epilogues_put_each_buffer_in_its_kernel_parameter() {
+        let e = MmaEpilogue::Resid {
+            counters: 1,
+            x: 2,
+            bias: 3,
+            ss: 4,
+            norm_w: 5,
+            digits_out: 6,
+        }
+        .args();
+        let got = (
+            e.counters, e.resid, e.bias, e.ss, e.norm_w, e.xq_out, e.q, e.rope,
+        );
+        assert_eq!(got, (1, 2, 3, 4, 5, 6, 0, 0));
+        let e = MmaEpilogue::Rope {
+            counters: 1,
+            ss: 2,
+            eps: 0.5,
+            bias: 3,
+            q: 4,
+            kc: 5,
+            vc: 6,
+            rope: 7,
+            npos: 8,
+            pos: 9,
+            dpos: 10,
+            nh: 11,
+            nkv: 12,
+        }
+        .args();
+        assert_eq!((e.counters, e.ss, e.eps, e.bias, e.q), (1, 2, 0.5, 3, 4));
+        assert_eq!((e.kc, e.vc, e.rope, e.npos, e.pos), (5, 6, 7, 8, 9));
+        assert_eq!((e.dpos, e.nh, e.nkv, e.resid, e.xq_out), (10, 11, 12, 0, 0));
+        let e = MmaEpilogue::Silu {
+            counters: 1,
+            ss: 2,
+            eps: 0.25,
+            bias: 3,
+            digits_out: 4,
+        }
+        .args();
+        assert_eq!(
+            (e.counters, e.ss, e.eps, e.bias, e.xq_out),
+            (1, 2, 0.25, 3, 4)
+        );
+        assert_eq!((e.resid, e.norm_w, e.q, e.kc), (0, 0, 0, 0));
+        let e = MmaEpilogue::None.args();
+        assert_eq!((e.counters, e.ss, e.npos, e.eps), (0, 0, 0, 0.0));
     }
 
     #[test]

@@ -120,7 +120,7 @@ impl CudaBackend {
         self.weights
             .layers
             .iter()
-            .filter(|l| decode_mma::takes(k, c, l))
+            .filter(|l| decode_mma::plan(k, c, l).is_some())
             .count()
     }
 
