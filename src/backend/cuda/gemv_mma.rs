@@ -20,10 +20,8 @@ use super::weights::Q4Dev;
 use crate::error::Result;
 
 /// Consumer warps of a `gemv_q4m` block and its ring stages (MW and MST in gemv_mma.cu; the
-/// stages a multiple of the warps): `WV_CUDA_MMA_SHAPE=WxS`, default 6x24 (one block per SM;
-/// H200, 13B: 304 tokens/s against 259 for 6x12, where two blocks fit on an SM, and 292–293
-/// for 8x24 and 12x24). Read once per process: the module is compiled with it and every launch
-/// sized by it.
+/// stages a multiple of the warps): `WV_CUDA_MMA_SHAPE=WxS`, default [`default_shape`]. Read
+/// once per process: the module is compiled with it and every launch sized by it.
 pub fn shape() -> (usize, usize) {
     static SHAPE: std::sync::OnceLock<(usize, usize)> = std::sync::OnceLock::new();
     *SHAPE.get_or_init(|| {
@@ -36,8 +34,22 @@ pub fn shape() -> (usize, usize) {
             .filter(|&(w, s)| {
                 (MMA_SEGMENTS..=16).contains(&w) && s % w == 0 && smem_of(w, s) <= 227 * 1024
             })
-            .unwrap_or((6, 24))
+            .unwrap_or_else(|| default_shape(unit_major()))
     })
+}
+
+/// The measured best shape for each layout (H200, 13B; one block per SM in both):
+/// - wv's layout: 6x24 (304 tokens/s against 259 for 6x12, where two blocks fit on an SM, and
+///   292–293 for 8x24 and 12x24; thirteenth session);
+/// - the unit-major copies, fused layers: 10x20 (359.6–363.7 tokens/s against 331–333 for 6x24,
+///   345–351 for 8x24, 361–362 for 8x16, 363.5 for 9x18, 338–343 for 12x12, 12x24 and 16x16,
+///   273–277 for 10x10 and 8x8, where two blocks fit; fifteenth session).
+pub fn default_shape(unit_major: bool) -> (usize, usize) {
+    if unit_major {
+        (10, 20)
+    } else {
+        (6, 24)
+    }
 }
 /// Whether `gemv_q4m` reads each matrix's unit-major copy (`WV_CUDA_MMA_LAYOUT=unit`; the
 /// module is compiled with MMA_UNIT_MAJOR=1 and the copies made at upload, held beside the
@@ -444,6 +456,22 @@ pub fn encode_digits(x: &[f32]) -> (Vec<u32>, Vec<f32>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn default_shapes_are_ones_the_kernel_takes_at_one_block_per_sm() {
+        for unit in [false, true] {
+            let (w, s) = default_shape(unit);
+            assert!((MMA_SEGMENTS..=16).contains(&w), "{unit}: {w} warps");
+            assert_eq!(s % w, 0, "{unit}: {s} stages for {w} warps");
+            let smem = smem_of(w, s);
+            assert!(smem <= 227 * 1024, "{unit}: {smem} bytes");
+            // Two blocks per SM were slower in both layouts: the default leaves room for one.
+            assert!(
+                2 * smem > 227 * 1024,
+                "{unit}: two blocks of {smem} bytes fit"
+            );
+        }
+    }
 
     #[test]
     fn digits_round_trip_within_the_last_digit() {
