@@ -299,6 +299,20 @@ __device__ __forceinline__ void tma_2d(u32 dst, const TmaMap* map, int c0, int c
         : "memory");
 }
 
+// The same for 3-D and 4-D maps (gemm_q4_tma over a unit-major copy: gemm_q4.rs unit_maps).
+__device__ __forceinline__ void tma_3d(u32 dst, const TmaMap* map, int c0, int c1, int c2, u32 bar) {
+    asm volatile(
+        "cp.async.bulk.tensor.3d.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1, {%2, %3, %4}], [%5];" ::"r"(dst),
+        "l"((unsigned long long)map), "r"(c0), "r"(c1), "r"(c2), "r"(bar)
+        : "memory");
+}
+__device__ __forceinline__ void tma_4d(u32 dst, const TmaMap* map, int c0, int c1, int c2, int c3, u32 bar) {
+    asm volatile(
+        "cp.async.bulk.tensor.4d.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1, {%2, %3, %4, %5}], [%6];" ::"r"(dst),
+        "l"((unsigned long long)map), "r"(c0), "r"(c1), "r"(c2), "r"(c3), "r"(bar)
+        : "memory");
+}
+
 // cp.async: 16-byte global → shared copies in commit groups.
 __device__ __forceinline__ u32 smem_addr(const void* p) {
     u32 a;

@@ -323,6 +323,11 @@ extern "C" __global__ void __launch_bounds__(QG_THREADS, 2) gemm_q4_wgmma(
 // Tensor maps (host: gemm_q4.rs): mx over X [T][K] f16, box 64 x 128, 128-byte swizzle;
 //   mw over qw [K/8][N] u32, box 128 x 8; ms over scales [G][N] f16, box 128 x 1; mz over
 //   zeros [G][N] u8, box 128 x 1. Rows and columns past the tensors are filled with zeros.
+//   With unit = 1 the weights' three maps are over a unit-major copy instead (gemv_mma.cu's
+//   MMA_UNIT_MAJOR layout, the matrix's only copy: gemm_q4.rs unit_maps): mw 4-D [tiles][K/128]
+//   [16 rows][128 words], box 128 x 8 x 1 x 1; ms and mz 3-D [tiles][K/128][128] at the unit's
+//   byte offsets 8,192 and 8,448, box 128 x 1 x 1 — the same bytes into the same slots (the
+//   block's 128 features are one column tile, N % 128 == 0).
 //   Needs (besides gemm_q4_wgmma's conditions) N % 16 == 0 and 16-byte aligned tensors.
 // Registers: two blocks of 288 threads per SM cap a thread at 112 registers, under which ptxas
 //   serialises the wgmmas (C7512, "insufficient register resources"). Measured anyway (H100,
@@ -363,7 +368,7 @@ static_assert(QT_SMEM_T(64, QT_STAGES_SMALL) <= WV_HOST_QT_SMEM_64 &&
 template <int TT, int ST>
 __device__ __forceinline__ void gemm_q4_tma_body(const TmaMap* mx, const TmaMap* mw, const TmaMap* ms,
                                                  const TmaMap* mz, float* __restrict__ Y, int T, int K,
-                                                 int N, int gs, int ldo, long long ystride)
+                                                 int N, int gs, int ldo, long long ystride, int unit)
 {
     constexpr int XB = TT * 128;                 // one stage's X tile
     constexpr int SB = QT_STAGE_BYTES_T(TT);  // one stage's bytes
@@ -397,7 +402,14 @@ __device__ __forceinline__ void gemm_q4_tma_body(const TmaMap* mx, const TmaMap*
             auto request = [&](int kb, int sl, bool w, bool x) {
                 const int k0 = kb << 6;
                 const u32 full = full_s + 8 * sl;
-                if (w) {
+                if (w && unit) {
+                    // The unit-major copy: half of unit (n0 / 128, k0 / 128)'s 16 rows, and its
+                    // scales and zeros (the same bytes as below, from one 8,576-byte unit).
+                    mbar_expect_tx(full, SB);
+                    tma_4d(ws_s + sl * QG_W_BYTES, mw, 0, (k0 >> 3) & 15, k0 >> 7, n0 >> 7, full);
+                    tma_3d(ss_s + sl * QG_S_BYTES, ms, 0, k0 >> 7, n0 >> 7, full);
+                    tma_3d(zs_s + sl * QG_Z_BYTES, mz, 0, k0 >> 7, n0 >> 7, full);
+                } else if (w) {
                     mbar_expect_tx(full, SB);
                     tma_2d(ws_s + sl * QG_W_BYTES, mw, n0, k0 >> 3, full);
                     tma_2d(ss_s + sl * QG_S_BYTES, ms, n0, k0 / gs, full);
@@ -456,8 +468,8 @@ __device__ __forceinline__ void gemm_q4_tma_body(const TmaMap* mx, const TmaMap*
 #define QT_PARAMS                                                                                  \
     const __grid_constant__ TmaMap mx, const __grid_constant__ TmaMap mw,                          \
         const __grid_constant__ TmaMap ms, const __grid_constant__ TmaMap mz, float *__restrict__ Y, \
-        int T, int K, int N, int gs, int ldo, long long ystride
-#define QT_ARGS &mx, &mw, &ms, &mz, Y, T, K, N, gs, ldo, ystride
+        int T, int K, int N, int gs, int ldo, long long ystride, int unit
+#define QT_ARGS &mx, &mw, &ms, &mz, Y, T, K, N, gs, ldo, ystride, unit
 extern "C" __global__ void __launch_bounds__(QT_THREADS, QT_MINB) gemm_q4_tma(QT_PARAMS) {
     gemm_q4_tma_body<128, QT_STAGES>(QT_ARGS);
 }

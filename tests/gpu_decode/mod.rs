@@ -151,6 +151,20 @@ fn model_mma_decode_matches_cpu() {
             "every group of this model should run on gemv_q4m"
         );
     }
+    // Under WV_CUDA_MMA_LAYOUT=unit (the GPU suite's tests-unit phase) every 4-bit matrix is
+    // held only as its unit-major copy, and the 300-token prompt below prefills on
+    // gemm_q4_tma's maps over it.
+    let (units, q4) = cuda.units_only_matrices();
+    eprintln!("4-bit matrices held only in the unit-major layout: {units} of {q4}");
+    if sm90 {
+        let unit = wv::backend::cuda::gemv_mma::unit_major();
+        assert!(q4 >= 12, "{q4} 4-bit matrices");
+        assert_eq!(
+            units,
+            if unit { q4 } else { 0 },
+            "matrices in the unit-major layout only"
+        );
+    }
     let cpu: Box<dyn wv::backend::Backend> =
         Box::new(wv::backend::cpu::CpuBackend::new(Arc::new(host.clone())));
     let prompt = fused_tokens(3, 300);

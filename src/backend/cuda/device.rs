@@ -547,39 +547,46 @@ impl Gpu {
         self.sync()
     }
 
-    /// Whether this driver can make tensor maps ([`Self::tensor_map_2d`]).
+    /// Whether this driver can make tensor maps ([`Self::tensor_map`]).
     pub fn has_tensor_maps(&self) -> bool {
         self.drv.cuTensorMapEncodeTiled.is_some()
     }
 
-    /// A tensor map over the 2-D tensor at `ptr` (`dims` = [inner, outer] elements of `dtype`,
-    /// `dtype_bytes` each, rows `row_bytes` apart) whose copies move `boxd` = [inner, outer]
-    /// elements; elements past the tensor read as zeros.
-    #[allow(clippy::too_many_arguments)]
-    pub fn tensor_map_2d(
+    /// A tensor map (`cuTensorMapEncodeTiled`) of rank `dims.len()` (1 to 5) over `ptr`: `dims`
+    /// elements per dimension, innermost first; `strides` the byte strides of the outer
+    /// dimensions (rank - 1 of them); `boxd` the box copied per request. An error where the
+    /// driver has no tensor maps or refuses these values (alignment, limits).
+    pub fn tensor_map(
         &self,
         dtype: i32,
         ptr: CUdeviceptr,
-        dims: [u64; 2],
-        row_bytes: u64,
-        boxd: [u32; 2],
+        dims: &[u64],
+        strides: &[u64],
+        boxd: &[u32],
         swizzle: i32,
     ) -> Result<ffi::CUtensorMap> {
+        let rank = dims.len();
+        if !(1..=5).contains(&rank) || strides.len() + 1 != rank || boxd.len() != rank {
+            return Err(Error::internal(format!(
+                "tensor map of rank {rank} with {} strides and a box of rank {}",
+                strides.len(),
+                boxd.len()
+            )));
+        }
         let f = self
             .drv
             .cuTensorMapEncodeTiled
             .ok_or_else(|| Error::device("this CUDA driver has no cuTensorMapEncodeTiled"))?;
         let mut m = ffi::CUtensorMap { opaque: [0; 16] };
-        let strides = [row_bytes];
-        let elem = [1u32, 1];
-        // SAFETY: m is a writable CUtensorMap; dims, strides, boxd and elem hold rank (2),
-        // rank - 1, rank and rank values; the driver checks the values (alignment, limits)
-        // and returns an error code for ones it cannot encode.
+        let elem = [1u32; 5];
+        // SAFETY: m is a writable CUtensorMap; dims, strides, boxd and elem hold rank, rank - 1,
+        // rank and at least rank values (checked above); the driver checks the values and
+        // returns an error code for ones it cannot encode.
         let r = unsafe {
             f(
                 &mut m,
                 dtype,
-                2,
+                rank as u32,
                 ptr as *mut c_void,
                 dims.as_ptr(),
                 strides.as_ptr(),

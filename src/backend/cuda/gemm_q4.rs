@@ -192,6 +192,7 @@ impl Kernels {
             }
             _ => None,
         };
+        let on_maps = tma.is_some();
         let (kernel, threads, smem, tt) = match tma {
             Some((ft, xm, w)) => {
                 a.map(xm);
@@ -201,10 +202,12 @@ impl Kernels {
                 (ft, GEMM_Q4_TMA_THREADS, tma_smem(tt), tt)
             }
             None => {
-                a.ptr(q.qw.ptr).ptr(q.scales.ptr).ptr(q.zeros.ptr).ptr(x);
+                let r = q.rows()?;
+                a.ptr(r.qw.ptr).ptr(r.scales.ptr).ptr(r.zeros.ptr).ptr(x);
                 (f, GEMM_Q4_THREADS, GEMM_Q4_SMEM, 128)
             }
         };
+
         let grid = (
             t.div_ceil(tt) as u32,
             q.n.div_ceil(GEMM_Q4_FEAT) as u32,
@@ -217,6 +220,10 @@ impl Kernels {
             .int(q.gs)
             .int(ldo)
             .i64((t * ldo) as i64);
+        if on_maps {
+            // Which geometry the maps describe: wv's rows (0) or the unit-major copy (1).
+            a.int(q.units_only() as usize);
+        }
         // SAFETY: the operands are q's device buffers of the shapes gemv.cu gives (the kernel
         // reads no permutation: x is in q's sorted row order) and x (t rows of q.k f16, 16-byte aligned rows: q.k % 64 == 0), as
         // pointers or as tensor maps with their true extents (the copies zero-fill past them);
@@ -231,46 +238,49 @@ impl Kernels {
 /// kernel's token tile) with the 128-byte swizzle (made per launch: x and t change).
 fn x_map(gpu: &Gpu, k: usize, x: CUdeviceptr, t: usize, tt: usize) -> Result<ffi::CUtensorMap> {
     let k = k as u64;
-    gpu.tensor_map_2d(
+    gpu.tensor_map(
         ffi::CU_TENSOR_MAP_DATA_TYPE_FLOAT16,
         x,
-        [k, t as u64],
-        k * 2,
-        [64, tt as u32],
+        &[k, t as u64],
+        &[k * 2],
+        &[64, tt as u32],
         ffi::CU_TENSOR_MAP_SWIZZLE_128B,
     )
 }
 
-/// `gemm_q4_tma`'s maps of `q`'s weights, made once at upload: qw `[q.k / 8][q.n]` u32 in
-/// 128 x 8 boxes, scales `[groups][q.n]` f16 and zeros `[groups][q.n]` u8 in 128 x 1 boxes.
-/// `None` where the driver has no tensor maps or refuses one, or the tensors do not suit the
-/// TMA (`tma_takes`): the matrix then runs on `gemm_q4_wgmma`.
+/// `gemm_q4_tma`'s maps of `q`'s weights in wv's row layout, made once at upload: qw
+/// `[q.k / 8][q.n]` u32 in 128 x 8 boxes, scales `[groups][q.n]` f16 and zeros `[groups][q.n]`
+/// u8 in 128 x 1 boxes. `None` where the matrix has no rows, the driver has no tensor maps or
+/// refuses one, or the tensors do not suit the TMA (`tma_takes`): the matrix then runs on
+/// `gemm_q4_wgmma`.
 pub fn weight_maps(gpu: &Gpu, q: &Q4Dev) -> Option<Box<[ffi::CUtensorMap; 3]>> {
-    if !gpu.has_tensor_maps() || !tma_takes(q.n, &[q.qw.ptr, q.scales.ptr, q.zeros.ptr]) {
+    let r = q.rows.as_ref()?;
+    if !gpu.has_tensor_maps() || !tma_takes(q.n, &[r.qw.ptr, r.scales.ptr, r.zeros.ptr]) {
         return None;
     }
     let (k, n, g) = (q.k as u64, q.n as u64, q.groups as u64);
     let none = ffi::CU_TENSOR_MAP_SWIZZLE_NONE;
-    let map =
-        |dtype, ptr, dims, row, boxd| gpu.tensor_map_2d(dtype, ptr, dims, row, boxd, none).ok();
+    let map = |dtype, ptr, dims: [u64; 2], row: u64, boxd: [u32; 2]| {
+        gpu.tensor_map(dtype, ptr, &dims, &[row], &boxd, none).ok()
+    };
     Some(Box::new([
         map(
             ffi::CU_TENSOR_MAP_DATA_TYPE_UINT32,
-            q.qw.ptr,
+            r.qw.ptr,
             [n, k / 8],
             n * 4,
             [128, 8],
         )?,
         map(
             ffi::CU_TENSOR_MAP_DATA_TYPE_FLOAT16,
-            q.scales.ptr,
+            r.scales.ptr,
             [n, g],
             n * 2,
             [128, 1],
         )?,
         map(
             ffi::CU_TENSOR_MAP_DATA_TYPE_UINT8,
-            q.zeros.ptr,
+            r.zeros.ptr,
             [n, g],
             n,
             [128, 1],
@@ -278,9 +288,144 @@ pub fn weight_maps(gpu: &Gpu, q: &Q4Dev) -> Option<Box<[ffi::CUtensorMap; 3]>> {
     ]))
 }
 
+/// The geometry of `gemm_q4_tma`'s maps over a unit-major copy (`gemv_mma::unit_major_copy`:
+/// unit (t, kb) of 8,576 bytes at (t · k/128 + kb) · 8,576 — 16 rows of 128 words, then 128
+/// f16 scales at 8,192 and 128 u8 zeros at 8,448): for the weights, the scales and the zeros,
+/// (byte offset, element dims innermost first, byte strides of the outer dims, box). The
+/// weights' box is the row layout's 128 x 8 (half a unit's rows: coordinates (0, 8 · (k0 / 64
+/// % 2), k0 / 128, n0 / 128)), the scales' and zeros' one unit's 128 (coordinates (0, k0 / 128,
+/// n0 / 128)).
+pub type MapShape = (u64, Vec<u64>, Vec<u64>, Vec<u32>);
+pub fn unit_map_shapes(k: usize, n: usize) -> [MapShape; 3] {
+    use super::gemv_mma::UNIT_BYTES;
+    let (kbs, tiles, unit) = ((k / 128) as u64, (n / 128) as u64, UNIT_BYTES as u64);
+    let tile = kbs * unit;
+    [
+        (
+            0,
+            vec![128, 16, kbs, tiles],
+            vec![512, unit, tile],
+            vec![128, 8, 1, 1],
+        ),
+        (
+            8192,
+            vec![128, kbs, tiles],
+            vec![unit, tile],
+            vec![128, 1, 1],
+        ),
+        (
+            8448,
+            vec![128, kbs, tiles],
+            vec![unit, tile],
+            vec![128, 1, 1],
+        ),
+    ]
+}
+
+/// `gemm_q4_tma`'s maps over the unit-major copy at `units` of a `k` x `n` matrix (see
+/// [`unit_map_shapes`]); the kernel is told which geometry it reads (`unit`). `None` where the
+/// driver has no tensor maps or refuses one.
+pub fn unit_maps(
+    gpu: &Gpu,
+    k: usize,
+    n: usize,
+    units: CUdeviceptr,
+) -> Option<Box<[ffi::CUtensorMap; 3]>> {
+    if !gpu.has_tensor_maps() || units % 16 != 0 {
+        return None;
+    }
+    let dtypes = [
+        ffi::CU_TENSOR_MAP_DATA_TYPE_UINT32,
+        ffi::CU_TENSOR_MAP_DATA_TYPE_FLOAT16,
+        ffi::CU_TENSOR_MAP_DATA_TYPE_UINT8,
+    ];
+    let none = ffi::CU_TENSOR_MAP_SWIZZLE_NONE;
+    let [w, s, z] = unit_map_shapes(k, n);
+    let map = |i: usize, (off, dims, strides, boxd): MapShape| {
+        gpu.tensor_map(dtypes[i], units + off, &dims, &strides, &boxd, none)
+            .ok()
+    };
+    Some(Box::new([map(0, w)?, map(1, s)?, map(2, z)?]))
+}
+
 #[cfg(test)]
 mod tests {
     use super::{gemm_q4_split_count, tma_takes};
+
+    /// The box a tensor map of `shape` over `bytes` copies at `coords` (element size `es`;
+    /// what the TMA would write to shared memory, in order, innermost dimension first).
+    fn fetch(bytes: &[u8], shape: &super::MapShape, coords: &[u64], es: usize) -> Vec<u8> {
+        let (off, dims, strides, boxd) = shape;
+        assert!(dims.len() == coords.len() && boxd.len() == coords.len());
+        let mut out = Vec::new();
+        // Boxes here are at most 2-D beyond the innermost dimension's extent of 1.
+        let outer: usize = boxd[1..].iter().map(|&b| b as usize).product();
+        for o in 0..outer {
+            // Coordinates of this row of the box (only dimension 1 ever spans more than 1).
+            let mut at = *off as usize + coords[0] as usize * es;
+            for d in 1..dims.len() {
+                let c = coords[d] as usize + if d == 1 { o } else { 0 };
+                assert!((c as u64) < dims[d], "box past dimension {d}");
+                at += c * strides[d - 1] as usize;
+            }
+            out.extend_from_slice(&bytes[at..at + boxd[0] as usize * es]);
+        }
+        out
+    }
+
+    #[test]
+    fn unit_maps_copy_the_boxes_the_row_maps_copy() {
+        use crate::backend::cuda::gemv_mma::unit_major_copy;
+        // Two column tiles, four 128-input blocks, group size 256 (a group spans two units).
+        let (k, n, gs) = (512usize, 256usize, 256usize);
+        let qw: Vec<u32> = (0..k / 8 * n)
+            .map(|i| (i as u32).wrapping_mul(2654435761))
+            .collect();
+        let scales: Vec<half::f16> = (0..k / gs * n)
+            .map(|i| half::f16::from_f32(i as f32 * 0.25))
+            .collect();
+        let zeros: Vec<u8> = (0..k / gs * n).map(|i| (i * 7 % 251) as u8).collect();
+        let units = unit_major_copy(&qw, &scales, &zeros, k, n, gs);
+        let [w, sc, z] = super::unit_map_shapes(k, n);
+        for n0 in (0..n).step_by(128) {
+            for k0 in (0..k).step_by(64) {
+                // The kernel's coordinates (gemm_q4.cu, unit = 1).
+                let (tile, kb, half_rows) = (
+                    (n0 / 128) as u64,
+                    (k0 / 128) as u64,
+                    ((k0 >> 3) & 15) as u64,
+                );
+                let got = fetch(&units, &w, &[0, half_rows, kb, tile], 4);
+                let mut want = Vec::new();
+                for r in k0 / 8..k0 / 8 + 8 {
+                    for c in n0..n0 + 128 {
+                        want.extend_from_slice(&qw[r * n + c].to_le_bytes());
+                    }
+                }
+                assert_eq!(got, want, "weights at k0 {k0}, n0 {n0}");
+                let g = k0 / gs;
+                let got = fetch(&units, &sc, &[0, kb, tile], 2);
+                let want: Vec<u8> = (n0..n0 + 128)
+                    .flat_map(|c| scales[g * n + c].to_bits().to_le_bytes())
+                    .collect();
+                assert_eq!(got, want, "scales at k0 {k0}, n0 {n0}");
+                let got = fetch(&units, &z, &[0, kb, tile], 1);
+                assert_eq!(
+                    got,
+                    zeros[g * n + n0..g * n + n0 + 128].to_vec(),
+                    "zeros at k0 {k0}, n0 {n0}"
+                );
+            }
+        }
+        // What the driver requires of the maps: 16-byte strides and offsets, boxes of at
+        // most 256 per dimension whose innermost row is a multiple of 16 bytes.
+        for ((off, _, strides, boxd), es) in [w, sc, z].iter().zip([4u64, 2, 1]) {
+            assert_eq!(off % 16, 0);
+            assert!(strides.iter().all(|s| s % 16 == 0));
+            assert!(boxd.iter().all(|&b| (1..=256).contains(&b)));
+            assert_eq!(boxd[0] as u64 * es % 16, 0);
+        }
+    }
 
     #[test]
     fn tma_takes_aligned_widths_of_16() {

@@ -79,22 +79,36 @@ pub fn unit_major_copy(
 ) -> Vec<u8> {
     let (kbs, tiles) = (k / 128, n / 128);
     let mut out = vec![0u8; kbs * tiles * UNIT_BYTES];
-    for (u, unit) in out.chunks_exact_mut(UNIT_BYTES).enumerate() {
-        let (t, kb) = (u / kbs, u % kbs);
-        let (words, rest) = unit.split_at_mut(16 * 128 * 4);
-        for r in 0..16 {
-            let row = &qw[(kb * 16 + r) * n + t * 128..][..128];
-            for (c, w) in row.iter().enumerate() {
-                words[(r * 128 + c) * 4..][..4].copy_from_slice(&w.to_le_bytes());
-            }
+    // Units written in parallel (whole ranges of them per thread: a 13B model's 6.5 GB of
+    // copies take seconds on one core).
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |t| t.get())
+        .min(64);
+    let per = (kbs * tiles).div_ceil(threads).max(1);
+    std::thread::scope(|scope| {
+        for (i, part) in out.chunks_mut(per * UNIT_BYTES).enumerate() {
+            scope.spawn(move || {
+                for (j, unit) in part.chunks_exact_mut(UNIT_BYTES).enumerate() {
+                    let u = i * per + j;
+                    let (t, kb) = (u / kbs, u % kbs);
+                    let (words, rest) = unit.split_at_mut(16 * 128 * 4);
+                    for r in 0..16 {
+                        let row = &qw[(kb * 16 + r) * n + t * 128..][..128];
+                        for (c, w) in row.iter().enumerate() {
+                            words[(r * 128 + c) * 4..][..4].copy_from_slice(&w.to_le_bytes());
+                        }
+                    }
+                    let g = kb * 128 / gs;
+                    let (sc, zr) = rest.split_at_mut(256);
+                    for c in 0..128 {
+                        sc[2 * c..][..2]
+                            .copy_from_slice(&scales[g * n + t * 128 + c].to_bits().to_le_bytes());
+                    }
+                    zr.copy_from_slice(&zeros[g * n + t * 128..][..128]);
+                }
+            });
         }
-        let g = kb * 128 / gs;
-        let (sc, zr) = rest.split_at_mut(256);
-        for c in 0..128 {
-            sc[2 * c..][..2].copy_from_slice(&scales[g * n + t * 128 + c].to_bits().to_le_bytes());
-        }
-        zr.copy_from_slice(&zeros[g * n + t * 128..][..128]);
-    }
+    });
     out
 }
 
@@ -109,19 +123,31 @@ pub fn smem_of(warps: usize, stages: usize) -> usize {
 /// Bytes of the input digits of one 128-input block: 64 words and (xs, Σ digits).
 pub const DIGITS_PER_BLOCK: usize = 256 + 8;
 
-/// Whether `gemv_q4m` takes `q` at all: K, N and the group size multiples of 128, buffers
-/// 16-byte aligned, and a compute capability 9.0 GPU (where gemv_mma.cu is loaded; not with
-/// `WV_CUDA_SM90A=0`).
-pub fn shapes_fit(gpu_cc: (i32, i32), q: &Q4Dev) -> bool {
+/// Whether `gemv_q4m` takes a `k` x `n` matrix of group size `gs` at all: K, N and the group
+/// size multiples of 128, on a compute capability 9.0 GPU (where gemv_mma.cu is loaded; not
+/// with `WV_CUDA_SM90A=0`).
+pub fn dims_fit(gpu_cc: (i32, i32), k: usize, n: usize, gs: usize) -> bool {
     gpu_cc == (9, 0)
         && std::env::var("WV_CUDA_SM90A").map_or(true, |v| v != "0")
-        && q.k % 128 == 0
-        && q.n % 128 == 0
-        && q.gs % 128 == 0
-        && q.k % q.gs == 0
-        && q.qw.ptr % 16 == 0
-        && q.scales.ptr % 16 == 0
-        && q.zeros.ptr % 16 == 0
+        && k % 128 == 0
+        && n % 128 == 0
+        && gs % 128 == 0
+        && k % gs == 0
+}
+
+/// Whether `gemv_q4m` takes `q`: [`dims_fit`], and what it reads 16-byte aligned.
+pub fn shapes_fit(gpu_cc: (i32, i32), q: &Q4Dev) -> bool {
+    dims_fit(gpu_cc, q.k, q.n, q.gs)
+        && weights_of(q) % 16 == 0
+        && q.rows
+            .as_ref()
+            .is_none_or(|r| r.scales.ptr % 16 == 0 && r.zeros.ptr % 16 == 0)
+}
+
+/// Whether a `k` x `n` matrix of group size `gs` may be held only in the unit-major layout on
+/// `gpu`: `gemv_q4m` takes its shape and plans it (see [`takes`]).
+pub fn unit_fits(gpu: &Gpu, k: usize, n: usize, gs: usize) -> bool {
+    dims_fit(gpu.cc, k, n, gs) && slabs(gpu.sms, k, n).is_some()
 }
 
 /// The block of `p` whose units hold unit `u` of `units` (as `unit_block` in gemv_mma.cu).
@@ -157,17 +183,19 @@ pub fn slabs(sms: usize, k: usize, n: usize) -> Option<usize> {
 
 /// Whether `gemv_q4m` takes `q` on `gpu`'s SMs.
 pub fn takes(gpu: &Gpu, q: &Q4Dev) -> bool {
-    shapes_fit(gpu.cc, q)
+    weights_of(q) != 0
+        && shapes_fit(gpu.cc, q)
         && slabs(gpu.sms, q.k, q.n).is_some()
         && (!unit_major() || q.units.is_some())
 }
 
 /// What `gemv_q4m` reads as `qw`: the unit-major copy under [`unit_major`], else the matrix's
-/// words.
+/// words (0 for neither: [`takes`] refuses it).
 fn weights_of(q: &Q4Dev) -> CUdeviceptr {
-    match (&q.units, unit_major()) {
-        (Some(u), true) => u.ptr,
-        _ => q.qw.ptr,
+    match (&q.units, unit_major(), &q.rows) {
+        (Some(u), true, _) => u.ptr,
+        (_, _, Some(r)) => r.qw.ptr,
+        _ => 0,
     }
 }
 
@@ -345,9 +373,14 @@ pub fn gemv_q4m(
 ) -> Result<()> {
     let kbs = q.k / 128;
     let mut a = Args::new();
+    // (The scales and zeros are read from the unit-major copy where the matrix has one.)
+    let (scales, zeros) = q
+        .rows
+        .as_ref()
+        .map_or((0, 0), |r| (r.scales.ptr, r.zeros.ptr));
     a.ptr(weights_of(q))
-        .ptr(q.scales.ptr)
-        .ptr(q.zeros.ptr)
+        .ptr(scales)
+        .ptr(zeros)
         .ptr(digits)
         .ptr(digits + (kbs * 256) as u64)
         .ptr(out)

@@ -99,11 +99,12 @@ pub struct Kernels {
 
 /// The arguments every 4-bit decode GEMV starts with (kernels/gemv.cu): the matrix, the input
 /// `x` (f16; 0 when a prologue makes it), the output slabs, the shapes and the split.
-fn q4_args(q: &Q4Dev, x: CUdeviceptr, out: CUdeviceptr, gpb: usize, ldo: usize) -> Args {
+fn q4_args(q: &Q4Dev, x: CUdeviceptr, out: CUdeviceptr, gpb: usize, ldo: usize) -> Result<Args> {
+    let r = q.rows()?;
     let mut a = Args::new();
-    a.ptr(q.qw.ptr)
-        .ptr(q.scales.ptr)
-        .ptr(q.zeros.ptr)
+    a.ptr(r.qw.ptr)
+        .ptr(r.scales.ptr)
+        .ptr(r.zeros.ptr)
         .ptr(x)
         .ptr(q.perm.as_ref().map_or(0, |p| p.ptr))
         .ptr(out);
@@ -113,7 +114,7 @@ fn q4_args(q: &Q4Dev, x: CUdeviceptr, out: CUdeviceptr, gpb: usize, ldo: usize) 
         .int(q.gs)
         .int(gpb)
         .int(ldo);
-    a
+    Ok(a)
 }
 
 /// The most candidates `sample_topk` sorts (top-k above it, or more ties, sample on the host).
@@ -322,7 +323,7 @@ impl Kernels {
     ) -> Result<()> {
         let mut smem = gpb.min(q.groups) * q.gs * 2;
         debug_assert!(smem <= MAX_X_SLICE * 2);
-        let mut a = q4_args(q, x, out, gpb, ldo);
+        let mut a = q4_args(q, x, out, gpb, ldo)?;
         // gemv_q4w / gemv_q4l (need gs % 64 == 0; q4l zeros < 64): 8 warps per 128 columns;
         // gemv_q4: 4 warps per 512.
         let (kernel, cols, threads) = match kind {
@@ -372,7 +373,7 @@ impl Kernels {
         debug_assert!(q.gs % 64 == 0 && q.k % 64 == 0 && q.small_zeros);
         let gpb = gpb.min(q.groups);
         let mut smem = gpb * q.gs * 2;
-        let mut a = q4_args(q, 0, out, gpb, ldo);
+        let mut a = q4_args(q, 0, out, gpb, ldo)?;
         let kernel = match (pro, epi) {
             (
                 Prologue::Norm {
@@ -478,10 +479,11 @@ impl Kernels {
     ) -> Result<()> {
         let total = (q.k / 8) * (c1 - c0);
         let blocks = total.div_ceil(256).min(gpu.sms * 32).max(1);
+        let r = q.rows()?;
         let mut a = Args::new();
-        a.ptr(q.qw.ptr)
-            .ptr(q.scales.ptr)
-            .ptr(q.zeros.ptr)
+        a.ptr(r.qw.ptr)
+            .ptr(r.scales.ptr)
+            .ptr(r.zeros.ptr)
             .ptr(q.perm.as_ref().map_or(0, |p| p.ptr))
             .ptr(out);
         a.int(q.k).int(q.n).int(q.gs).int(c0).int(c1);

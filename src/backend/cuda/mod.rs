@@ -205,6 +205,22 @@ impl CudaBackend {
         self.drop_decode_steps();
     }
 
+    /// The longest prefill pass: [`prefill_chunk`], capped at what the fused product takes
+    /// where a matrix is held only in the unit-major layout (`WV_CUDA_MMA_LAYOUT=unit`).
+    fn chunk(&self) -> usize {
+        weights::Loaded::prefill_chunk(
+            prefill_chunk(),
+            self.weights.units_only().0 > 0,
+            &self.kernels,
+        )
+    }
+
+    /// How many 4-bit matrices are held only in the unit-major layout (`WV_CUDA_MMA_LAYOUT=unit`),
+    /// of how many 4-bit matrices.
+    pub fn units_only_matrices(&self) -> (usize, usize) {
+        self.weights.units_only()
+    }
+
     /// Whether decode steps run the persistent kernel.
     pub fn persistent_active(&self) -> bool {
         self.persistent_on && self.persistent.as_ref().is_some_and(|p| p.usable())
@@ -217,7 +233,7 @@ impl CudaBackend {
         let kernels = Kernels::load(&gpu)?;
         let blas = Blas::new(&gpu);
         let t0 = std::time::Instant::now();
-        let weights = DevWeights::upload(&gpu, host, kernels.gemv_q4m.is_some())?;
+        let weights = DevWeights::upload(&gpu, host, weights::Loaded::of(&kernels))?;
         crate::log::log(
             crate::log::Level::Debug,
             &format!(
@@ -364,7 +380,7 @@ impl CudaBackend {
         self.gpu.bind()?;
         // Prefill scratch is made once for a full chunk (not per prompt length), so no later
         // prompt pays for allocations.
-        let chunk = prefill_chunk();
+        let chunk = self.chunk();
         let rows = if t <= SMALL_T { 1 } else { chunk };
         let sc = self.scratch_for(&mut guard, rows)?;
         // A step enqueued ahead is superseded (its logits are overwritten here).
@@ -473,7 +489,7 @@ impl Backend for CudaBackend {
     }
 
     fn prefill_chunk(&self) -> usize {
-        forward::prefill_chunk()
+        self.chunk()
     }
 
     fn profile_report(&self) -> Option<Vec<(String, usize, f64)>> {

@@ -315,10 +315,11 @@ impl Persistent {
             for g in [&l.qkv, &l.o, &l.gate_up, &l.down] {
                 let q = lean(g)
                     .ok_or_else(|| Error::internal("persistent plan of a non-4-bit layer"))?;
+                let r = q.rows()?;
                 table.extend_from_slice(&[
-                    q.qw.ptr,
-                    q.scales.ptr,
-                    q.zeros.ptr,
+                    r.qw.ptr,
+                    r.scales.ptr,
+                    r.zeros.ptr,
                     q.perm.as_ref().map_or(0, |p| p.ptr),
                 ]);
             }

@@ -7,7 +7,7 @@ use super::device::{Args, DevBuf, Gpu};
 use super::ffi::CUdeviceptr;
 use super::forward::{plan_attention, Ops, PrefillBufs};
 use super::kernels::{Kernels, Partials};
-use super::weights::{rope_table, DevMat, GemvKind, LinearGroup, RopeTable};
+use super::weights::{rope_table, DevMat, GemvKind, LinearGroup, Loaded, RopeTable};
 use crate::error::Result;
 use crate::weights::{GptqMatrix, Linear};
 use half::f16;
@@ -109,7 +109,10 @@ impl OpHarness {
     /// Upload a group of linear layers as the model loader does, without the TMA maps when
     /// [`Self::set_gemm_q4_tma`] turned them off.
     fn upload(&self, lins: &[&Linear], what: &str) -> Result<LinearGroup> {
-        let mut g = LinearGroup::upload(&self.gpu, lins, what, self.k.gemv_q4m.is_some())?;
+        // Only with the TMA maps may a matrix be held in the unit-major layout alone.
+        let mut loaded = Loaded::of(&self.k);
+        loaded.units &= self.tma.load(std::sync::atomic::Ordering::Relaxed);
+        let mut g = LinearGroup::upload(&self.gpu, lins, what, loaded)?;
         if !self.tma.load(std::sync::atomic::Ordering::Relaxed) {
             for m in &mut g.members {
                 if let DevMat::Q4(q) = &mut m.mat {

@@ -22,25 +22,53 @@ use std::sync::Arc;
 /// The largest x slice (in f16 elements) one GEMV block stages in shared memory.
 pub const MAX_X_SLICE: usize = 24 * 1024;
 
-/// A 4-bit matrix on the device.
+/// wv's row layout of a 4-bit matrix (gemv.cu): what `gemv_q4l` and the other GEMVs, the
+/// fused prefill product, the dequantisation for cuBLAS and the persistent kernel read.
+pub struct Q4Rows {
+    pub qw: DevBuf,     // u32 [k / 8][n], nibbles reordered (repack.rs)
+    pub scales: DevBuf, // f16 [groups][n]
+    pub zeros: DevBuf,  // u8 [groups][n], offset included
+}
+
+/// A 4-bit matrix on the device: in wv's row layout ([`Q4Rows`]), in the unit-major layout
+/// (`units`, what `gemv_q4m` reads under `WV_CUDA_MMA_LAYOUT=unit`), or — in that mode, where
+/// decode runs the matrix on `gemv_q4m` and prefill on `gemm_q4_tma` — in the unit-major
+/// layout only ([`Self::units_only`]).
 pub struct Q4Dev {
     pub k: usize,
     pub n: usize,
     pub groups: usize,
     pub gs: usize,
-    pub qw: DevBuf,
-    pub scales: DevBuf,
-    pub zeros: DevBuf,
+    /// `None` when the matrix is held only as `units`.
+    pub rows: Option<Q4Rows>,
     pub perm: Option<DevBuf>,
     /// Every zero point is below 64 (what `gemv_q4l` needs; 4-bit zeros are at most 16).
     pub small_zeros: bool,
-    /// `gemm_q4_tma`'s tensor maps of qw, scales and zeros, made once at upload (see
-    /// `gemm_q4::weight_maps`); `None` where the driver cannot make them or the matrix does
-    /// not suit the TMA: prefill then runs it on `gemm_q4_wgmma`.
+    /// `gemm_q4_tma`'s tensor maps of the weights, scales and zeros, made once at upload (see
+    /// `gemm_q4::weight_maps`) over `rows`, or over `units` when the matrix has no rows; `None`
+    /// where the driver cannot make them or the matrix does not suit the TMA: prefill then
+    /// runs it on `gemm_q4_wgmma` (a matrix without rows always has them).
     pub tma: Option<Box<[ffi::CUtensorMap; 3]>>,
-    /// The unit-major copy `gemv_q4m` reads under `WV_CUDA_MMA_LAYOUT=unit` (see
-    /// `gemv_mma::unit_major_copy`; held beside the other layout, which the other kernels read).
+    /// The unit-major copy `gemv_q4m` reads under `WV_CUDA_MMA_LAYOUT=unit`
+    /// (`gemv_mma::unit_major_copy`): u8 [n / 128][k / 128][8,576].
     pub units: Option<DevBuf>,
+}
+
+impl Q4Dev {
+    /// wv's row layout, or an internal error for a matrix held only in the unit-major layout
+    /// (the kernels that read rows are never planned for one).
+    pub fn rows(&self) -> Result<&Q4Rows> {
+        self.rows.as_ref().ok_or_else(|| {
+            crate::Error::internal(
+                "a kernel that reads wv's row layout was planned for a matrix held only in the unit-major layout",
+            )
+        })
+    }
+
+    /// Whether the matrix is held only in the unit-major layout.
+    pub fn units_only(&self) -> bool {
+        self.rows.is_none()
+    }
 }
 
 /// A dense f16 `[n, k]` matrix on the device.
@@ -65,7 +93,11 @@ impl DevMat {
     pub fn bytes(&self) -> usize {
         match self {
             DevMat::Q4(q) => {
-                q.qw.bytes + q.scales.bytes + q.zeros.bytes + q.perm.as_ref().map_or(0, |p| p.bytes)
+                q.rows
+                    .as_ref()
+                    .map_or(0, |r| r.qw.bytes + r.scales.bytes + r.zeros.bytes)
+                    + q.units.as_ref().map_or(0, |u| u.bytes)
+                    + q.perm.as_ref().map_or(0, |p| p.bytes)
             }
             DevMat::F16(d) => d.w.bytes,
         }
@@ -111,13 +143,12 @@ impl LinearGroup {
             + self.bias.as_ref().map_or(0, |b| b.bytes)
     }
 
-    /// Upload `lins` (all with `k` inputs) as one group.
-    /// `mma_loaded`: whether `gemv_q4m` is loaded (`WV_CUDA_GEMV=mma` chooses it only then).
+    /// Upload `lins` (all with `k` inputs) as one group, as `loaded` allows.
     pub fn upload(
         gpu: &Arc<Gpu>,
         lins: &[&Linear],
         what: &str,
-        mma_loaded: bool,
+        loaded: Loaded,
     ) -> Result<LinearGroup> {
         let k = lins[0].in_features();
         let n_total: usize = lins.iter().map(|l| l.out_features()).sum();
@@ -139,14 +170,14 @@ impl LinearGroup {
                 let owned: Vec<Q4Host> = q4.into_iter().flatten().collect();
                 let cat = Q4Host::concat(&owned).expect("checked compatible");
                 drop(owned);
-                mats.push(DevMat::Q4(upload_q4(gpu, &cat, what)?));
+                mats.push(DevMat::Q4(upload_q4(gpu, &cat, what, loaded)?));
                 q4 = Vec::new();
             }
         }
         if mats.is_empty() {
             for (l, q) in lins.iter().zip(q4) {
                 mats.push(match q {
-                    Some(q) => DevMat::Q4(upload_q4(gpu, &q, what)?),
+                    Some(q) => DevMat::Q4(upload_q4(gpu, &q, what, loaded)?),
                     None => {
                         let w = dense_f16(l);
                         DevMat::F16(F16Dev {
@@ -170,7 +201,12 @@ impl LinearGroup {
         } else {
             None
         };
-        let gemv = GemvKind::choose(&mats, gpu, mma_loaded);
+        let gemv = GemvKind::choose(&mats, gpu, loaded.mma);
+        if !gemv.takes(&mats, gpu, loaded.mma) {
+            return Err(crate::Error::internal(format!(
+                "{what}: a matrix held only in the unit-major layout needs gemv_q4m for every member of its group"
+            )));
+        }
         let (s_decode, per_block) = gemv.plan(gpu.sms, k, n_total, &mats);
         let mut col0 = 0;
         let members = mats
@@ -298,14 +334,20 @@ impl GemvKind {
         gpu: &Gpu,
         mma_loaded: bool,
     ) -> bool {
-        let mut q4 = mats.iter().filter_map(|m| match m.borrow() {
-            DevMat::Q4(q) => Some(q),
-            DevMat::F16(_) => None,
-        });
+        let q4 = || {
+            mats.iter().filter_map(|m| match m.borrow() {
+                DevMat::Q4(q) => Some(q),
+                DevMat::F16(_) => None,
+            })
+        };
+        // Every kernel but gemv_q4m reads wv's row layout.
+        let rows = q4().all(|q| q.rows.is_some());
         match self {
-            GemvKind::Classic => true,
-            GemvKind::Wide => q4.all(|q| q.gs % 64 == 0),
-            GemvKind::Lean => q4.all(|q| q.gs % 64 == 0 && q.small_zeros && q.k % 64 == 0),
+            GemvKind::Classic => rows,
+            GemvKind::Wide => rows && q4().all(|q| q.gs % 64 == 0),
+            GemvKind::Lean => {
+                rows && q4().all(|q| q.gs % 64 == 0 && q.small_zeros && q.k % 64 == 0)
+            }
             GemvKind::Mma => {
                 mma_loaded
                     && !mats.is_empty()
@@ -319,11 +361,15 @@ impl GemvKind {
 
     /// The fastest kernel every 4-bit member allows; `WV_CUDA_GEMV=1` (classic) or `=wide`
     /// asks for an older one, `=mma` for `gemv_q4m` where every member allows it and it is
-    /// loaded (`mma_loaded`).
+    /// loaded (`mma_loaded`); a group holding a matrix only in the unit-major layout always
+    /// decodes on `gemv_q4m`.
     pub fn choose(mats: &[DevMat], gpu: &Gpu, mma_loaded: bool) -> GemvKind {
         let want = std::env::var("WV_CUDA_GEMV").unwrap_or_default();
         let takes = |k: GemvKind| k.takes(mats, gpu, mma_loaded);
-        if want == "mma" && takes(GemvKind::Mma) {
+        let units_only = mats
+            .iter()
+            .any(|m| matches!(m, DevMat::Q4(q) if q.units_only()));
+        if (want == "mma" || units_only) && takes(GemvKind::Mma) {
             GemvKind::Mma
         } else if want == "1" || want == "classic" || !takes(GemvKind::Wide) {
             GemvKind::Classic
@@ -406,15 +452,16 @@ pub fn plan_decode(
     (s, per)
 }
 
-fn upload_q4(gpu: &Arc<Gpu>, q: &Q4Host, what: &str) -> Result<Q4Dev> {
+/// Upload a repacked 4-bit matrix: only its unit-major copy where `loaded` and
+/// `WV_CUDA_MMA_LAYOUT=unit` let decode run it on `gemv_q4m` and prefill on `gemm_q4_tma`
+/// (and the driver makes the copy's tensor maps), else wv's row layout with its tensor maps.
+fn upload_q4(gpu: &Arc<Gpu>, q: &Q4Host, what: &str, loaded: Loaded) -> Result<Q4Dev> {
     let mut d = Q4Dev {
         k: q.k,
         n: q.n,
         groups: q.groups,
         gs: q.gs,
-        qw: gpu.upload(&q.qw, what)?,
-        scales: gpu.upload(&q.scales, what)?,
-        zeros: gpu.upload(&q.zeros, what)?,
+        rows: None,
         perm: match &q.perm {
             Some(p) => Some(gpu.upload(p, what)?),
             None => None,
@@ -423,13 +470,63 @@ fn upload_q4(gpu: &Arc<Gpu>, q: &Q4Host, what: &str) -> Result<Q4Dev> {
         tma: None,
         units: None,
     };
-    d.tma = super::gemm_q4::weight_maps(gpu, &d);
-    if super::gemv_mma::unit_major() && super::gemv_mma::shapes_fit(gpu.cc, &d) {
+    if loaded.units && super::gemv_mma::unit_fits(gpu, q.k, q.n, q.gs) {
         let units = super::gemv_mma::unit_major_copy(&q.qw, &q.scales, &q.zeros, q.k, q.n, q.gs);
-        d.units = Some(gpu.upload(&units, what)?);
+        let units = gpu.upload(&units, what)?;
+        if let Some(maps) = super::gemm_q4::unit_maps(gpu, q.k, q.n, units.ptr) {
+            d.tma = Some(maps);
+            d.units = Some(units);
+            return Ok(d);
+        }
     }
+    d.rows = Some(Q4Rows {
+        qw: gpu.upload(&q.qw, what)?,
+        scales: gpu.upload(&q.scales, what)?,
+        zeros: gpu.upload(&q.zeros, what)?,
+    });
+    d.tma = super::gemm_q4::weight_maps(gpu, &d);
     Ok(d)
 }
+
+/// What the loaded kernels let an upload do.
+#[derive(Clone, Copy, Debug)]
+pub struct Loaded {
+    /// `gemv_q4m` is loaded (`WV_CUDA_GEMV=mma` chooses it only then).
+    pub mma: bool,
+    /// A matrix may be held only in the unit-major layout: `WV_CUDA_MMA_LAYOUT=unit`, with
+    /// `gemv_q4m`, `gemm_q4_wgmma` and `gemm_q4_tma` loaded (prefill passes then run on the
+    /// fused product only: [`Self::prefill_chunk`]).
+    pub units: bool,
+}
+
+impl Loaded {
+    /// From the kernels loaded for this GPU.
+    pub fn of(k: &super::kernels::Kernels) -> Loaded {
+        let mma = k.gemv_q4m.is_some();
+        Loaded {
+            mma,
+            units: super::gemv_mma::unit_major()
+                && mma
+                && k.gemm_q4.is_some()
+                && k.gemm_q4_tma.is_some()
+                && k.gemm_q4_max_t >= MIN_UNIT_PASS,
+        }
+    }
+
+    /// The longest prefill pass for weights that hold a matrix only in the unit-major layout
+    /// (which the dequantisation for cuBLAS does not read): `chunk` capped at what the fused
+    /// product takes.
+    pub fn prefill_chunk(chunk: usize, units_only: bool, k: &super::kernels::Kernels) -> usize {
+        if units_only {
+            chunk.min(k.gemm_q4_max_t).max(MIN_UNIT_PASS)
+        } else {
+            chunk
+        }
+    }
+}
+
+/// The shortest prefill pass [`Loaded::units`] accepts as the fused product's limit.
+pub const MIN_UNIT_PASS: usize = 64;
 
 /// One decoder layer on the device.
 pub struct DevLayer {
@@ -489,8 +586,8 @@ pub fn rope_table(head_dim: usize, theta: f32, positions: usize) -> Vec<f32> {
 }
 
 impl DevWeights {
-    /// `mma_loaded`: whether `gemv_q4m` is loaded (see [`LinearGroup::upload`]).
-    pub fn upload(gpu: &Arc<Gpu>, host: &HostWeights, mma_loaded: bool) -> Result<DevWeights> {
+    /// Upload every weight, as `loaded` allows (see [`LinearGroup::upload`]).
+    pub fn upload(gpu: &Arc<Gpu>, host: &HostWeights, loaded: Loaded) -> Result<DevWeights> {
         let c = &host.config;
         let rope_positions = c.max_position_embeddings;
         let tab = rope_table(c.head_dim(), c.rope_theta, rope_positions);
@@ -508,10 +605,10 @@ impl DevWeights {
             layers.push(DevLayer {
                 input_norm: gpu.upload(&l.input_norm, &what)?,
                 post_norm: gpu.upload(&l.post_attention_norm, &what)?,
-                qkv: LinearGroup::upload(gpu, &[&l.q, &l.k, &l.v], &what, mma_loaded)?,
-                o: LinearGroup::upload(gpu, &[&l.o], &what, mma_loaded)?,
-                gate_up: LinearGroup::upload(gpu, &[&l.gate, &l.up], &what, mma_loaded)?,
-                down: LinearGroup::upload(gpu, &[&l.down], &what, mma_loaded)?,
+                qkv: LinearGroup::upload(gpu, &[&l.q, &l.k, &l.v], &what, loaded)?,
+                o: LinearGroup::upload(gpu, &[&l.o], &what, loaded)?,
+                gate_up: LinearGroup::upload(gpu, &[&l.gate, &l.up], &what, loaded)?,
+                down: LinearGroup::upload(gpu, &[&l.down], &what, loaded)?,
             });
         }
         Ok(DevWeights {
@@ -544,6 +641,22 @@ impl DevWeights {
             b += l.qkv.bytes() + l.o.bytes() + l.gate_up.bytes() + l.down.bytes();
         }
         b
+    }
+
+    /// How many 4-bit matrices are held only in the unit-major layout (where any is, prefill
+    /// passes are capped: [`Loaded::prefill_chunk`]), and how many 4-bit matrices there are.
+    pub fn units_only(&self) -> (usize, usize) {
+        let q4: Vec<&Q4Dev> = self
+            .layers
+            .iter()
+            .flat_map(|l| [&l.qkv, &l.o, &l.gate_up, &l.down])
+            .flat_map(|g| g.members.iter())
+            .filter_map(|m| match &m.mat {
+                DevMat::Q4(q) => Some(q),
+                DevMat::F16(_) => None,
+            })
+            .collect();
+        (q4.iter().filter(|q| q.units_only()).count(), q4.len())
     }
 
     /// Bytes a decode step reads: every layer, the norms and the lm_head (not the embeddings).
