@@ -37,7 +37,20 @@ fn check_linear(name: &str, lins: &[&Linear], t: usize, want_q4: bool) {
         paths.push(("gemv_q4l", true, None, Some(GemvKind::Lean)));
         paths.push(("gemv_q4m", true, None, Some(GemvKind::Mma)));
     }
+    // A matrix held only in the unit-major layout (WV_CUDA_MMA_LAYOUT=unit) has no rows for
+    // the dequantisation to read: those paths must refuse it with an error, not read garbage
+    // (the model never plans them: its prefill passes stay on the fused product).
+    let units_only = h.units_only(lins).unwrap();
     for (path, blas, deq, kind) in paths {
+        if units_only && (path == "wv-gemm" || path == "pieces") {
+            let e = h.linear_with(lins, &x, t, blas, deq, kind).err();
+            eprintln!("linear {name} t={t} {path}: {e:?}");
+            assert!(
+                e.is_some_and(|e| e.to_string().contains("unit-major layout")),
+                "linear {name} t={t} {path}: a unit-only matrix dequantised"
+            );
+            continue;
+        }
         let (got, q4) = h.linear_with(lins, &x, t, blas, deq, kind).unwrap();
         let e = rel_l2(&got, &want);
         eprintln!("linear {name} t={t} {path}: rel L2 {e:.2e} (4-bit path: {q4})");

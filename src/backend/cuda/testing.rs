@@ -304,6 +304,16 @@ impl OpHarness {
         }))
     }
 
+    /// Whether any 4-bit matrix of `lins` (one group), uploaded as the loader does, is held
+    /// only in the unit-major layout (`WV_CUDA_MMA_LAYOUT=unit`): the dequantising prefill
+    /// paths then refuse it.
+    pub fn units_only(&self, lins: &[&Linear]) -> Result<bool> {
+        let g = self.upload(lins, "test weights")?;
+        Ok(g.members
+            .iter()
+            .any(|m| matches!(&m.mat, DevMat::Q4(q) if q.units_only())))
+    }
+
     /// Whether every 4-bit matrix of `lins` (one group), uploaded as the loader does, has its
     /// `gemm_q4_tma` maps (made at upload where the driver and the tensors allow).
     pub fn tma_maps_made(&self, lins: &[&Linear]) -> Result<bool> {
