@@ -491,6 +491,23 @@ mod tests {
     use super::*;
 
     #[test]
+    fn unit_layout_dims_are_whole_units_of_whole_groups_on_sm90() {
+        // 13B's products: K and N multiples of 128, g128 and one group.
+        for (k, n, gs) in [(5120, 15360, 128), (13824, 5120, 128), (5120, 27648, 5120)] {
+            assert!(dims_fit((9, 0), k, n, gs), "{k}x{n} g{gs}");
+            // Only on compute capability 9.0 (gemv_mma.cu is sm_90a).
+            assert!(!dims_fit((8, 9), k, n, gs));
+            assert!(!dims_fit((10, 0), k, n, gs));
+        }
+        // Partial units or groups that split a unit (g64) stay in the row layout.
+        assert!(!dims_fit((9, 0), 5120, 5120 + 64, 128));
+        assert!(!dims_fit((9, 0), 5120 + 64, 5120, 128));
+        assert!(!dims_fit((9, 0), 5120, 5120, 64));
+        // A group that does not divide K.
+        assert!(!dims_fit((9, 0), 640, 256, 256));
+    }
+
+    #[test]
     fn default_shapes_are_ones_the_kernel_takes_at_one_block_per_sm() {
         for unit in [false, true] {
             let (w, s) = default_shape(unit);

@@ -211,7 +211,7 @@ impl CudaBackend {
         weights::Loaded::prefill_chunk(
             prefill_chunk(),
             self.weights.units_only().0 > 0,
-            &self.kernels,
+            self.kernels.gemm_q4_max_t,
         )
     }
 

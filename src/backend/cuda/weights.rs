@@ -514,11 +514,12 @@ impl Loaded {
     }
 
     /// The longest prefill pass for weights that hold a matrix only in the unit-major layout
-    /// (which the dequantisation for cuBLAS does not read): `chunk` capped at what the fused
-    /// product takes.
-    pub fn prefill_chunk(chunk: usize, units_only: bool, k: &super::kernels::Kernels) -> usize {
+    /// (which the dequantisation for cuBLAS does not read): `chunk` capped at `fused_max_t`,
+    /// the longest pass the fused product takes ([`Self::of`] allows the layout only where
+    /// that is at least [`MIN_UNIT_PASS`]).
+    pub fn prefill_chunk(chunk: usize, units_only: bool, fused_max_t: usize) -> usize {
         if units_only {
-            chunk.min(k.gemm_q4_max_t).max(MIN_UNIT_PASS)
+            chunk.min(fused_max_t.max(MIN_UNIT_PASS))
         } else {
             chunk
         }
@@ -719,6 +720,17 @@ impl DevWeights {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn unit_only_weights_prefill_in_passes_the_fused_product_takes() {
+        // Row layout: the chunk as asked (1,024-token passes dequantise for cuBLAS).
+        assert_eq!(Loaded::prefill_chunk(1024, false, 512), 1024);
+        // Unit-only matrices: nothing dequantises them, so every pass fits the fused product.
+        assert_eq!(Loaded::prefill_chunk(1024, true, 512), 512);
+        assert_eq!(Loaded::prefill_chunk(300, true, 512), 300);
+        // Never below the floor Loaded::of requires of the fused product's limit.
+        assert_eq!(Loaded::prefill_chunk(1024, true, 0), MIN_UNIT_PASS);
+    }
 
     #[test]
     fn decode_plan_fits() {
