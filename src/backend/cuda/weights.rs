@@ -50,7 +50,7 @@ pub struct Q4Dev {
     /// runs it on `gemm_q4_wgmma` (a matrix without rows always has them).
     pub tma: Option<Box<[ffi::CUtensorMap; 3]>>,
     /// The unit-major copy `gemv_q4m` reads under `WV_CUDA_MMA_LAYOUT=unit`
-    /// (`gemv_mma::unit_major_copy`): u8 [n / 128][k / 128][8,576].
+    /// (`gemv_mma::unit_major_copy`): `u8 [n / 128][k / 128][8,576]`.
     pub units: Option<DevBuf>,
 }
 
