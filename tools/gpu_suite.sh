@@ -21,7 +21,9 @@
 #      BENCH_LAYERS (default 40), BENCH_DIR (default /tmp/wv-bench-13b).
 # Two test binaries: gpu (tests/gpu.rs: op tests, kernel timings) and gpu_model
 # (tests/gpu_model.rs: whole-model tests), each in its own phases (tests / tests-model,
-# tests-plain / tests-plain-model, sanitizer / sanitizer-model).
+# tests-plain / tests-plain-model, sanitizer / sanitizer-model), and again in the unit-major
+# layout (WV_CUDA_MMA_LAYOUT=unit: tests-unit / tests-unit-ops, sanitizer-unit /
+# sanitizer-unit-ops).
 # Each phase logs to $LOGS/NAME.log; at the end they are gathered into four files in $OUT
 # (tests.log, sanitizer.log, bench.log, summary.log) and a summary table is printed last.
 set -u
@@ -113,23 +115,28 @@ if [ -z "${SKIP_SANITIZER:-}" ]; then
         "$BIN/gpu" --ignored --test-threads=1 --skip bench_kernels
     phase sanitizer-model "${SAN_LIMIT:-240}" compute-sanitizer --tool memcheck --error-exitcode 9 --print-limit 20 \
         "$BIN/gpu_model" --ignored --test-threads=1 --skip model_out_of_memory
+    # The unit-major layout's paths (decode on gemv_q4m, prefill on gemm_q4_tma over the copy).
+    phase sanitizer-unit "${SAN_LIMIT:-240}" env WV_CUDA_MMA_LAYOUT=unit compute-sanitizer --tool memcheck --error-exitcode 9 --print-limit 20 \
+        "$BIN/gpu_model" --ignored --test-threads=1 model_mma_decode
+    phase sanitizer-unit-ops "${SAN_LIMIT:-240}" env WV_CUDA_MMA_LAYOUT=unit compute-sanitizer --tool memcheck --error-exitcode 9 --print-limit 20 \
+        "$BIN/gpu" --ignored --test-threads=1 op_linear_4bit op_gemm_q4_prefill_shapes
 fi
 
 # Gather the logs into at most four files (the device returns few files).
 for f in env tests tests-model tests-plain tests-plain-model tests-unit tests-unit-ops cli; do
     [ -f "$LOGS/$f.log" ] && { echo "=== $f"; cat "$LOGS/$f.log"; }
 done >"$OUT/tests.log" 2>/dev/null
-for f in sanitizer sanitizer-model; do
+for f in sanitizer sanitizer-model sanitizer-unit sanitizer-unit-ops; do
     [ -f "$LOGS/$f.log" ] && { echo "=== $f"; cat "$LOGS/$f.log"; }
 done >"$OUT/sanitizer.log" 2>/dev/null
-for f in make-ckpt bench-short bench-512 bench-1500 bench-noqgemm-32 bench-noqgemm-512 bench-nograph bench-wide bench-nofuse kernels bench-nopdl bench-persist bench-mma bench-mma-1500 bench-host1 bench-host1-noahead; do
+for f in make-ckpt bench-short bench-512 bench-1500 bench-noqgemm-32 bench-noqgemm-512 bench-nograph bench-wide bench-nofuse kernels bench-nopdl bench-persist bench-mma bench-mma-1500 bench-mma-unit bench-mma-unit-fused bench-host1 bench-host1-noahead; do
     [ -f "$LOGS/$f.log" ] && { echo "=== $f"; cat "$LOGS/$f.log"; }
 done >"$OUT/bench.log" 2>/dev/null
 {
 echo
 echo "================ summary ================"
 printf '%s\n' "${SUMMARY[@]}"
-for f in tests tests-model tests-plain tests-plain-model sanitizer sanitizer-model cli; do
+for f in tests tests-model tests-plain tests-plain-model tests-unit tests-unit-ops sanitizer sanitizer-model sanitizer-unit sanitizer-unit-ops cli; do
     [ -f "$LOGS/$f.log" ] || continue
     echo "--- $f"
     grep -E '^test .* (ok|FAILED|ignored)$|^test result|panicked at|ERROR SUMMARY|^=+ (Invalid|Error)|Program hit' "$LOGS/$f.log" | grep -v ' ignored$' | head -40
@@ -140,7 +147,7 @@ if [ -f "$LOGS/tests.log" ] || [ -f "$LOGS/tests-model.log" ]; then
         grep -oE 'BENCH.*|^fixture.*|^1100-token.*|^kjv-tiny.*|^attention t=.*|^linear .* t=1 default.*' | head -60
 fi
 [ -f "$LOGS/kernels.log" ] && { echo "--- kernels"; grep -oE 'BENCH .*' "$LOGS/kernels.log"; }
-for f in bench-short bench-512 bench-1500 bench-noqgemm-32 bench-noqgemm-512 bench-nograph bench-wide bench-nofuse bench-nopdl bench-persist bench-mma bench-mma-1500 bench-host1 bench-host1-noahead; do
+for f in bench-short bench-512 bench-1500 bench-noqgemm-32 bench-noqgemm-512 bench-nograph bench-wide bench-nofuse bench-nopdl bench-persist bench-mma bench-mma-1500 bench-mma-unit bench-mma-unit-fused bench-host1 bench-host1-noahead; do
     [ -f "$LOGS/$f.log" ] || continue
     python3 - "$LOGS/$f.log" "$f" <<'EOF'
 import json, re, sys
