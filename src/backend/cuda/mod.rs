@@ -233,7 +233,11 @@ impl CudaBackend {
         let kernels = Kernels::load(&gpu)?;
         let blas = Blas::new(&gpu);
         let t0 = std::time::Instant::now();
-        let weights = DevWeights::upload(&gpu, host, weights::Loaded::of(&kernels))?;
+        let persist = std::env::var("WV_CUDA_PERSIST").is_ok_and(|v| v == "1");
+        let mut loaded = weights::Loaded::of(&kernels);
+        // The persistent kernel reads wv's row layout only: asked for, it keeps the rows.
+        loaded.units &= !persist;
+        let weights = DevWeights::upload(&gpu, host, loaded)?;
         crate::log::log(
             crate::log::Level::Debug,
             &format!(
@@ -246,7 +250,7 @@ impl CudaBackend {
         // The persistent decode kernel is opt-in (slower than one kernel per step on an
         // H100 so far: persistent.rs), so it is planned only when asked for (here or by
         // set_persistent).
-        let persistent = if std::env::var("WV_CUDA_PERSIST").is_ok_and(|v| v == "1") {
+        let persistent = if persist {
             persistent::Persistent::new(&gpu, kernels.decode_layers, c, &weights)?
         } else {
             None
