@@ -79,11 +79,9 @@ pub fn unit_major_copy(
 ) -> Vec<u8> {
     let (kbs, tiles) = (k / 128, n / 128);
     let mut out = vec![0u8; kbs * tiles * UNIT_BYTES];
-    // Units written in parallel (whole ranges of them per thread: a 13B model's 6.5 GB of
-    // copies take seconds on one core).
-    let threads = std::thread::available_parallelism()
-        .map_or(1, |t| t.get())
-        .min(64);
+    // Units written in parallel, whole ranges per thread, on the CPU pool's thread count
+    // (`WV_THREADS`): a 13B model's 6.5 GB of copies take seconds on one core.
+    let threads = crate::backend::cpu::pool::threads().clamp(1, 64);
     let per = (kbs * tiles).div_ceil(threads).max(1);
     std::thread::scope(|scope| {
         for (i, part) in out.chunks_mut(per * UNIT_BYTES).enumerate() {

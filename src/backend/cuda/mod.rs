@@ -69,6 +69,9 @@ pub struct CudaBackend {
     /// Enqueue each session's next decode step before returning the token that feeds it
     /// (`forward_sample`; `WV_CUDA_AHEAD=0` or `set_decode_ahead` turns it off).
     ahead: bool,
+    /// The longest prefill pass (made at load: [`prefill_chunk`], capped at what the fused
+    /// product takes where a matrix is held only in the unit-major layout).
+    chunk: usize,
     gpu: Arc<Gpu>,
 }
 
@@ -205,16 +208,6 @@ impl CudaBackend {
         self.drop_decode_steps();
     }
 
-    /// The longest prefill pass: [`prefill_chunk`], capped at what the fused product takes
-    /// where a matrix is held only in the unit-major layout (`WV_CUDA_MMA_LAYOUT=unit`).
-    fn chunk(&self) -> usize {
-        weights::Loaded::prefill_chunk(
-            prefill_chunk(),
-            self.weights.units_only().0 > 0,
-            self.kernels.gemm_q4_max_t,
-        )
-    }
-
     /// How many 4-bit matrices are held only in the unit-major layout (`WV_CUDA_MMA_LAYOUT=unit`),
     /// of how many 4-bit matrices.
     pub fn units_only_matrices(&self) -> (usize, usize) {
@@ -265,7 +258,13 @@ impl CudaBackend {
                 ),
             );
         }
+        let chunk = weights::Loaded::prefill_chunk(
+            prefill_chunk(),
+            weights.units_only().0 > 0,
+            kernels.gemm_q4_max_t,
+        );
         Ok(CudaBackend {
+            chunk,
             scratch: Mutex::new(None),
             persistent_on,
             persistent,
@@ -384,7 +383,7 @@ impl CudaBackend {
         self.gpu.bind()?;
         // Prefill scratch is made once for a full chunk (not per prompt length), so no later
         // prompt pays for allocations.
-        let chunk = self.chunk();
+        let chunk = self.chunk;
         let rows = if t <= SMALL_T { 1 } else { chunk };
         let sc = self.scratch_for(&mut guard, rows)?;
         // A step enqueued ahead is superseded (its logits are overwritten here).
@@ -493,7 +492,7 @@ impl Backend for CudaBackend {
     }
 
     fn prefill_chunk(&self) -> usize {
-        self.chunk()
+        self.chunk
     }
 
     fn profile_report(&self) -> Option<Vec<(String, usize, f64)>> {

@@ -647,17 +647,15 @@ impl DevWeights {
     /// How many 4-bit matrices are held only in the unit-major layout (where any is, prefill
     /// passes are capped: [`Loaded::prefill_chunk`]), and how many 4-bit matrices there are.
     pub fn units_only(&self) -> (usize, usize) {
-        let q4: Vec<&Q4Dev> = self
-            .layers
+        self.layers
             .iter()
             .flat_map(|l| [&l.qkv, &l.o, &l.gate_up, &l.down])
             .flat_map(|g| g.members.iter())
             .filter_map(|m| match &m.mat {
-                DevMat::Q4(q) => Some(q),
+                DevMat::Q4(q) => Some(q.units_only() as usize),
                 DevMat::F16(_) => None,
             })
-            .collect();
-        (q4.iter().filter(|q| q.units_only()).count(), q4.len())
+            .fold((0, 0), |(units, all), u| (units + u, all + 1))
     }
 
     /// Bytes a decode step reads: every layer, the norms and the lm_head (not the embeddings).
