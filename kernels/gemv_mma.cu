@@ -62,6 +62,11 @@
 //   gemv_q4m_silu (gate|up = [gate F | up F], F = N / 2): g, u = r Σ slabs (+ ebias) of columns
 //     c and F + c; the digits of silu(g) · u for block j of xq_out (down's input, K = F).
 // Every buffer written by an epilogue differs from the launch's inputs (xq_out is not xq).
+//
+// Every variant, under MMA_UNIT_MAJOR: when pfw is not NULL, block b's producer, once its last
+// copy is issued and all but the last pflag (< MST) have landed, asks L2
+// (cp.async.bulk.prefetch) for the first pfn units of block b of the next product (pfw its
+// unit-major copy, pfU units over pfP blocks) — what that block's producer copies first.
 #ifndef MW
 #define MW 6
 #endif
@@ -124,10 +129,10 @@ __device__ __forceinline__ int tile_blocks(int t, int KB, int P, long long U) {
         int ldo, int S, int *__restrict__ counters, float *__restrict__ resid, const float *__restrict__ ebias,        \
         float *__restrict__ ss, const float *__restrict__ normw, u32 *__restrict__ xq_out, float eps,                 \
         float *__restrict__ qout, f16 *__restrict__ kc, f16 *__restrict__ vc, const float *__restrict__ rope, int npos, \
-        int pos, const int *__restrict__ dpos, int nh, int nkv
+        int pos, const int *__restrict__ dpos, int nh, int nkv, const u8 *__restrict__ pfw, int pfU, int pfP, int pfn, int pflag
 #define MMA_ARGS                                                                                                     \
     qw, scales, zeros, xq, xsum, out, K, N, gs, ldo, S, counters, resid, ebias, ss, normw, xq_out, eps, qout, kc, vc, \
-        rope, npos, pos, dpos, nh, nkv
+        rope, npos, pos, dpos, nh, nkv, pfw, pfU, pfP, pfn, pflag
 
 template <int EPI>
 __device__ __forceinline__ void gemv_q4m_body(MMA_PARAMS) {
@@ -186,6 +191,22 @@ __device__ __forceinline__ void gemv_q4m_body(MMA_PARAMS) {
             if (lane < 8) cp_async16(zring + s * MUNIT_SZ + 256 + lane * 16, zeros + g + lane * 16);
             asm volatile("cp.async.mbarrier.arrive.noinc.shared::cta.b64 [%0];" ::"r"(full + 8 * s) : "memory");
         }
+#if MMA_UNIT_MAJOR
+        // This block's copies are all issued; once all but the last pflag of them have landed
+        // (this SM's share of DRAM about to fall idle until the next product's block starts),
+        // ask L2 for the first pfn units of the next product's block b (pfw: its unit-major
+        // copy, pfU units over pfP blocks), so that the next product's first copies hit L2.
+        if (pfw && b < pfP && n > 0) {
+            const int w = n - 1 - min(max(pflag, 0), min(MST - 1, n - 1));
+            mbar_wait(full + 8 * (w % MST), (w / MST) & 1);
+            const long long v0 = (long long)pfU * b / pfP, v1 = (long long)pfU * (b + 1) / pfP;
+            const int m = (int)min(v1 - v0, (long long)pfn);
+            for (int i = lane; i < m; i += 32)
+                asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" ::"l"(pfw + (size_t)(v0 + i) * (MUNIT_W + MUNIT_SZ)),
+                             "r"(MUNIT_W + MUNIT_SZ)
+                             : "memory");
+        }
+#endif
         return;
     }
     // Consumers: clear the warp partials, then wait for the input.

@@ -12,18 +12,18 @@
 #
 # Fixtures: tests/fixtures/models, else .dev/fixtures (made here with
 # `python3 tools/make_fixtures.py --no-torch --out .dev/fixtures` when neither exists).
-# The bench phase also runs A/Bs in the same run: the short bench with WV_CUDA_GEMV=wide (the
-# previous decode GEMV), graphs off, PDL off and the persistent decode kernel, gemv_q4m
-# (WV_CUDA_GEMV=mma, also at 1,500 tokens), 1,500 tokens without decode fusion, and 1 ms of host
-# work per token with and without decode ahead.
+# The bench phase also runs A/Bs in the same run: the short bench with WV_CUDA_GEMV=wide,
+# graphs off, PDL off and the persistent decode kernel, wv's row layout (WV_CUDA_MMA_LAYOUT=rows,
+# also at 1,500 tokens), the unit-major layout unfused and without its L2 prefetches, 1,500
+# tokens without decode fusion, and 1 ms of host work per token with and without decode ahead.
 # Env: OUT (logs; default ./gpu-out), SKIP_TESTS=1, SKIP_SANITIZER=1, SKIP_BENCH=1, SKIP_AB=1 (only
 #      the default benches and those without the fused prefill product),
 #      BENCH_LAYERS (default 40), BENCH_DIR (default /tmp/wv-bench-13b).
 # Two test binaries: gpu (tests/gpu.rs: op tests, kernel timings) and gpu_model
 # (tests/gpu_model.rs: whole-model tests), each in its own phases (tests / tests-model,
-# tests-plain / tests-plain-model, sanitizer / sanitizer-model), and again in the unit-major
-# layout (WV_CUDA_MMA_LAYOUT=unit: tests-unit / tests-unit-ops, sanitizer-unit /
-# sanitizer-unit-ops).
+# tests-plain / tests-plain-model, sanitizer / sanitizer-model), and again in wv's row layout
+# (WV_CUDA_MMA_LAYOUT=rows; the default on sm_90 is the unit-major layout: tests-rows /
+# tests-rows-ops, sanitizer-rows / sanitizer-rows-ops).
 # Each phase logs to $LOGS/NAME.log; at the end they are gathered into four files in $OUT
 # (tests.log, sanitizer.log, bench.log, summary.log) and a summary table is printed last.
 set -u
@@ -66,12 +66,12 @@ if [ -z "${SKIP_TESTS:-}" ]; then
     # The non-ignored tests too (the Device-error test sees a GPU here and must pass).
     phase tests-plain 60 "$BIN/gpu" --test-threads=1 --nocapture
     phase tests-plain-model 60 "$BIN/gpu_model" --test-threads=1 --nocapture
-    # The unit-major layout (WV_CUDA_MMA_LAYOUT=unit, opt-in; chosen once per process): the
-    # matrices gemv_q4m takes held only as unit-major copies, decoded on gemv_q4m and prefilled
-    # on gemm_q4_tma over 4-D tensor maps. Every model test but the persistent kernel's (which
-    # reads wv's row layout only), and the op tests of the 4-bit products.
-    phase tests-unit "${TEST_LIMIT:-200}" env WV_CUDA_MMA_LAYOUT=unit "$BIN/gpu_model" --ignored --test-threads=1 --nocapture --skip model_persistent
-    phase tests-unit-ops "${TEST_LIMIT:-200}" env WV_CUDA_MMA_LAYOUT=unit "$BIN/gpu" --ignored --test-threads=1 --nocapture op_linear_4bit op_gemm_q4_prefill_shapes
+    # wv's row layout (WV_CUDA_MMA_LAYOUT=rows; chosen once per process — by default on sm_90
+    # the matrices gemv_q4m takes are held only as unit-major copies, decoded on gemv_q4m and
+    # prefilled on gemm_q4_tma over 4-D tensor maps): every model test, and the op tests of
+    # the 4-bit products, on the row layout's kernels (gemv_q4l, the dequantising prefill).
+    phase tests-rows "${TEST_LIMIT:-200}" env WV_CUDA_MMA_LAYOUT=rows "$BIN/gpu_model" --ignored --test-threads=1 --nocapture
+    phase tests-rows-ops "${TEST_LIMIT:-200}" env WV_CUDA_MMA_LAYOUT=rows "$BIN/gpu" --ignored --test-threads=1 --nocapture op_linear_4bit op_gemm_q4_prefill_shapes
     # The command line on the device (how hidden checkpoints are checked).
     F=$(ls -d tests/fixtures/models/*/ .dev/fixtures/*/ 2>/dev/null | head -1)
     phase cli 60 sh -c "'$BIN/wv' logits --model '$F' --tokens 1,450,4996 --device cuda > '$LOGS/cli.json' && head -c 300 '$LOGS/cli.json'"
@@ -96,12 +96,12 @@ if [ -z "${SKIP_BENCH:-}" ]; then
     phase kernels 100 "$BIN/gpu" --ignored --nocapture bench_kernels
     phase bench-nopdl 90 env WV_CUDA_PDL=0 "$BIN/wv" bench --model "$BD" --prompt-tokens 32 --gen-tokens 64 --device cuda
     phase bench-persist 90 env WV_CUDA_PERSIST=1 "$BIN/wv" bench --model "$BD" --prompt-tokens 32 --gen-tokens 64 --device cuda
-    # Decode's products on the integer tensor cores (gemv_q4m, opt-in), short and long context.
-    phase bench-mma 90 env WV_CUDA_GEMV=mma "$BIN/wv" bench --model "$BD" --prompt-tokens 32 --gen-tokens 64 --device cuda
-    phase bench-mma-1500 90 env WV_CUDA_GEMV=mma "$BIN/wv" bench --model "$BD" --prompt-tokens 1500 --gen-tokens 64 --device cuda
-    # The same on the unit-major copies, unfused and fused.
-    phase bench-mma-unit 90 env WV_CUDA_GEMV=mma WV_CUDA_MMA_LAYOUT=unit "$BIN/wv" bench --model "$BD" --prompt-tokens 32 --gen-tokens 64 --device cuda
-    phase bench-mma-unit-fused 90 env WV_CUDA_GEMV=mma WV_CUDA_MMA_LAYOUT=unit WV_CUDA_MMA_FUSE=1 "$BIN/wv" bench --model "$BD" --prompt-tokens 32 --gen-tokens 64 --device cuda
+    # wv's row layout (the default before the sixteenth session), short and long context; the
+    # unit-major layout unfused and without its L2 prefetches.
+    phase bench-rows 90 env WV_CUDA_MMA_LAYOUT=rows "$BIN/wv" bench --model "$BD" --prompt-tokens 32 --gen-tokens 64 --device cuda
+    phase bench-rows-1500 90 env WV_CUDA_MMA_LAYOUT=rows "$BIN/wv" bench --model "$BD" --prompt-tokens 1500 --gen-tokens 64 --device cuda
+    phase bench-unfused 90 env WV_CUDA_MMA_FUSE=0 "$BIN/wv" bench --model "$BD" --prompt-tokens 32 --gen-tokens 64 --device cuda
+    phase bench-noprefetch 90 env WV_CUDA_MMA_PREFETCH=0 "$BIN/wv" bench --model "$BD" --prompt-tokens 32 --gen-tokens 64 --device cuda
     # 1 ms of host work per token (an application's callback), with and without decode ahead.
     phase bench-host1 90 "$BIN/wv" bench --model "$BD" --prompt-tokens 32 --gen-tokens 64 --device cuda --host-ms 1
     phase bench-host1-noahead 90 env WV_CUDA_AHEAD=0 "$BIN/wv" bench --model "$BD" --prompt-tokens 32 --gen-tokens 64 --device cuda --host-ms 1
@@ -115,28 +115,28 @@ if [ -z "${SKIP_SANITIZER:-}" ]; then
         "$BIN/gpu" --ignored --test-threads=1 --skip bench_kernels
     phase sanitizer-model "${SAN_LIMIT:-240}" compute-sanitizer --tool memcheck --error-exitcode 9 --print-limit 20 \
         "$BIN/gpu_model" --ignored --test-threads=1 --skip model_out_of_memory
-    # The unit-major layout's paths (decode on gemv_q4m, prefill on gemm_q4_tma over the copy).
-    phase sanitizer-unit "${SAN_LIMIT:-240}" env WV_CUDA_MMA_LAYOUT=unit compute-sanitizer --tool memcheck --error-exitcode 9 --print-limit 20 \
-        "$BIN/gpu_model" --ignored --test-threads=1 model_mma_decode
-    phase sanitizer-unit-ops "${SAN_LIMIT:-240}" env WV_CUDA_MMA_LAYOUT=unit compute-sanitizer --tool memcheck --error-exitcode 9 --print-limit 20 \
+    # wv's row layout's paths (decode on gemv_q4l, the dequantising prefill).
+    phase sanitizer-rows "${SAN_LIMIT:-240}" env WV_CUDA_MMA_LAYOUT=rows compute-sanitizer --tool memcheck --error-exitcode 9 --print-limit 20 \
+        "$BIN/gpu_model" --ignored --test-threads=1 --skip model_out_of_memory
+    phase sanitizer-rows-ops "${SAN_LIMIT:-240}" env WV_CUDA_MMA_LAYOUT=rows compute-sanitizer --tool memcheck --error-exitcode 9 --print-limit 20 \
         "$BIN/gpu" --ignored --test-threads=1 op_linear_4bit op_gemm_q4_prefill_shapes
 fi
 
 # Gather the logs into at most four files (the device returns few files).
-for f in env tests tests-model tests-plain tests-plain-model tests-unit tests-unit-ops cli; do
+for f in env tests tests-model tests-plain tests-plain-model tests-rows tests-rows-ops cli; do
     [ -f "$LOGS/$f.log" ] && { echo "=== $f"; cat "$LOGS/$f.log"; }
 done >"$OUT/tests.log" 2>/dev/null
-for f in sanitizer sanitizer-model sanitizer-unit sanitizer-unit-ops; do
+for f in sanitizer sanitizer-model sanitizer-rows sanitizer-rows-ops; do
     [ -f "$LOGS/$f.log" ] && { echo "=== $f"; cat "$LOGS/$f.log"; }
 done >"$OUT/sanitizer.log" 2>/dev/null
-for f in make-ckpt bench-short bench-512 bench-1500 bench-noqgemm-32 bench-noqgemm-512 bench-nograph bench-wide bench-nofuse kernels bench-nopdl bench-persist bench-mma bench-mma-1500 bench-mma-unit bench-mma-unit-fused bench-host1 bench-host1-noahead; do
+for f in make-ckpt bench-short bench-512 bench-1500 bench-noqgemm-32 bench-noqgemm-512 bench-nograph bench-wide bench-nofuse kernels bench-nopdl bench-persist bench-rows bench-rows-1500 bench-unfused bench-noprefetch bench-host1 bench-host1-noahead; do
     [ -f "$LOGS/$f.log" ] && { echo "=== $f"; cat "$LOGS/$f.log"; }
 done >"$OUT/bench.log" 2>/dev/null
 {
 echo
 echo "================ summary ================"
 printf '%s\n' "${SUMMARY[@]}"
-for f in tests tests-model tests-plain tests-plain-model tests-unit tests-unit-ops sanitizer sanitizer-model sanitizer-unit sanitizer-unit-ops cli; do
+for f in tests tests-model tests-plain tests-plain-model tests-rows tests-rows-ops sanitizer sanitizer-model sanitizer-rows sanitizer-rows-ops cli; do
     [ -f "$LOGS/$f.log" ] || continue
     echo "--- $f"
     grep -E '^test .* (ok|FAILED|ignored)$|^test result|panicked at|ERROR SUMMARY|^=+ (Invalid|Error)|Program hit' "$LOGS/$f.log" | grep -v ' ignored$' | head -40
@@ -147,7 +147,7 @@ if [ -f "$LOGS/tests.log" ] || [ -f "$LOGS/tests-model.log" ]; then
         grep -oE 'BENCH.*|^fixture.*|^1100-token.*|^kjv-tiny.*|^attention t=.*|^linear .* t=1 default.*' | head -60
 fi
 [ -f "$LOGS/kernels.log" ] && { echo "--- kernels"; grep -oE 'BENCH .*' "$LOGS/kernels.log"; }
-for f in bench-short bench-512 bench-1500 bench-noqgemm-32 bench-noqgemm-512 bench-nograph bench-wide bench-nofuse bench-nopdl bench-persist bench-mma bench-mma-1500 bench-mma-unit bench-mma-unit-fused bench-host1 bench-host1-noahead; do
+for f in bench-short bench-512 bench-1500 bench-noqgemm-32 bench-noqgemm-512 bench-nograph bench-wide bench-nofuse bench-nopdl bench-persist bench-rows bench-rows-1500 bench-unfused bench-noprefetch bench-host1 bench-host1-noahead; do
     [ -f "$LOGS/$f.log" ] || continue
     python3 - "$LOGS/$f.log" "$f" <<'EOF'
 import json, re, sys

@@ -151,9 +151,9 @@ fn model_mma_decode_matches_cpu() {
             "every group of this model should run on gemv_q4m"
         );
     }
-    // Under WV_CUDA_MMA_LAYOUT=unit (the GPU suite's tests-unit phase) every 4-bit matrix is
-    // held only as its unit-major copy, and the 300-token prompt below prefills on
-    // gemm_q4_tma's maps over it.
+    // On sm_90 by default every 4-bit matrix is held only as its unit-major copy, and the
+    // 300-token prompt below prefills on gemm_q4_tma's maps over it (under
+    // WV_CUDA_MMA_LAYOUT=rows, the GPU suite's tests-rows phase, none is).
     let (units, q4) = cuda.units_only_matrices();
     eprintln!("4-bit matrices held only in the unit-major layout: {units} of {q4}");
     if sm90 {
@@ -340,8 +340,9 @@ fn persistent_host(nkv: usize) -> HostWeights {
 fn model_persistent_decode_matches_cpu() {
     for nkv in [4usize, 2] {
         let host = persistent_host(nkv);
-        let mut cuda = wv::backend::cuda::CudaBackend::new(&host, 0).unwrap();
-        cuda.set_persistent(true);
+        // Loaded for it: the kernel reads wv's row layout, which the default (unit-major)
+        // upload does not keep.
+        let mut cuda = wv::backend::cuda::CudaBackend::new_persistent(&host, 0).unwrap();
         assert!(
             cuda.persistent_active(),
             "nkv {nkv}: the persistent kernel should take this model"

@@ -16,7 +16,7 @@
 
 use super::device::{Gpu, Kernel};
 use super::ffi::CUdeviceptr;
-use super::gemv_mma::{self, MmaEpilogue};
+use super::gemv_mma::{self, MmaEpilogue, Prefetch};
 use super::kernels::Kernels;
 use super::scratch::{Scratch, SS_TILES};
 use super::weights::{DevLayer, DevMat, GemvKind, LinearGroup, Q4Dev, RopeTable};
@@ -96,6 +96,13 @@ pub fn plan<'a>(k: &'a Kernels, c: &ModelConfig, l: &'a DevLayer) -> Option<Laye
     fits.then_some(p)
 }
 
+impl LayerPlan<'_> {
+    /// What the previous layer's down asks L2 for: this layer's q|k|v (see [`Prefetch`]).
+    pub fn prefetch_qkv(&self, gpu: &Gpu, k: &Kernels) -> Prefetch {
+        Prefetch::of(gpu, self.qkv, k.mma_prefetch)
+    }
+}
+
 /// Where one fused layer reads and leaves things.
 pub struct LayerIo {
     /// The digits of this layer's q|k|v input (x ∘ input_norm, or already normed).
@@ -113,6 +120,8 @@ pub struct LayerIo {
     pub pos: (usize, CUdeviceptr),
     /// The attention's key chunking (chunk, chunks).
     pub att: (usize, usize),
+    /// What down's blocks ask L2 for: the next layer's q|k|v ([`LayerPlan::prefetch_qkv`]).
+    pub next_pf: Prefetch,
 }
 
 /// Enqueue layer `l` as `p` planned it (see the module doc); returns the digits buffer the next
@@ -130,7 +139,7 @@ pub fn layer(
 ) -> Result<CUdeviceptr> {
     let dbg = debug_bits();
     // One product on the variant its epilogue names.
-    let run = |q: &Q4Dev, g: &LinearGroup, din, epi| -> Result<()> {
+    let run = |q: &Q4Dev, g: &LinearGroup, din, epi, pf| -> Result<()> {
         let (f, epi) = match epi {
             _ if dbg & 2 != 0 => (p.plain, MmaEpilogue::None),
             MmaEpilogue::None => (p.plain, epi),
@@ -138,8 +147,10 @@ pub fn layer(
             MmaEpilogue::Rope { .. } => (p.rope, epi),
             MmaEpilogue::Silu { .. } => (p.silu, epi),
         };
-        gemv_mma::gemv_q4m(gpu, f, q, din, sc.part.ptr, g.n_total, g.s_decode, epi)
+        gemv_mma::gemv_q4m(gpu, f, q, din, sc.part.ptr, g.n_total, g.s_decode, epi, pf)
     };
+    // Each product's blocks ask L2 for the next product's first units (`Prefetch`).
+    let pf = |q: &Q4Dev| Prefetch::of(gpu, q, k.mma_prefetch);
     let bias = |g: &LinearGroup| g.bias.as_ref().map_or(0, |b| b.ptr);
     let eps = c.rms_norm_eps;
     let (nh, nkv) = (c.num_attention_heads, c.num_key_value_heads);
@@ -167,7 +178,7 @@ pub fn layer(
         nh,
         nkv,
     };
-    run(p.qkv, g, din, epi)?;
+    run(p.qkv, g, din, epi, pf(p.o))?;
     // The attention; its combine writes o's input digits into din (q|k|v has read them).
     let dims = (nh, nkv, c.head_dim());
     let made = dbg & 1 != 0
@@ -197,7 +208,7 @@ pub fn layer(
         norm_w,
         digits_out: dother,
     };
-    run(p.o, &l.o, din, resid(&l.o, l.post_norm.ptr))?;
+    run(p.o, &l.o, din, resid(&l.o, l.post_norm.ptr), pf(p.gate_up))?;
     // gate|up: r, SiLU · up as down's input into din.
     let g = &l.gate_up;
     let epi = MmaEpilogue::Silu {
@@ -207,8 +218,14 @@ pub fn layer(
         bias: bias(g),
         digits_out: din,
     };
-    run(p.gate_up, g, dother, epi)?;
+    run(p.gate_up, g, dother, epi, pf(p.down))?;
     // down: the next layer's input into dother.
-    run(p.down, &l.down, din, resid(&l.down, io.next_norm))?;
+    run(
+        p.down,
+        &l.down,
+        din,
+        resid(&l.down, io.next_norm),
+        io.next_pf,
+    )?;
     Ok(dother)
 }

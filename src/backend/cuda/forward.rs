@@ -247,6 +247,10 @@ pub fn enqueue(
                 vc: st.v.at(li * st.layer_stride),
                 pos: p_arg,
                 att,
+                next_pf: match mma.get(li + 1) {
+                    Some(Some(n)) => n.prefetch_qkv(gpu, k),
+                    _ => gemv_mma::Prefetch::NONE,
+                },
             };
             let out = decode_mma::layer(gpu, k, c, l, plan, sc, w.rope_table(), &io)?;
             mma_in = next.then_some(out);

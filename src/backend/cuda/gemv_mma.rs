@@ -51,14 +51,15 @@ pub fn default_shape(unit_major: bool) -> (usize, usize) {
         (6, 24)
     }
 }
-/// Whether `gemv_q4m` reads each matrix's unit-major copy (`WV_CUDA_MMA_LAYOUT=unit`; the
-/// module is compiled with MMA_UNIT_MAJOR=1 and the copies made at upload, held beside the
-/// usual layout — about the 4-bit weights' size again in GPU memory). Experimental: the chain
-/// probe measured the kernel 17% faster on it (docs/cuda.md, fourteenth session); a layout
-/// that prefill also reads would make it the only copy. Read once per process.
+/// Whether `gemv_q4m` reads each matrix's unit-major copy: by default, where the GPU loads
+/// the kernels that read it ([`super::weights::Loaded::of`]: sm_90), which then hold the
+/// matrices only in it; `WV_CUDA_MMA_LAYOUT=rows` keeps wv's row layout (the module is
+/// compiled with MMA_UNIT_MAJOR=1 only here). Decode ran 4.7% faster on it after a short
+/// context and prefill 2.6% at 512 tokens, with less memory (docs/cuda.md, fifteenth
+/// session). Read once per process.
 pub fn unit_major() -> bool {
     static UNIT: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *UNIT.get_or_init(|| std::env::var("WV_CUDA_MMA_LAYOUT").is_ok_and(|v| v == "unit"))
+    *UNIT.get_or_init(|| std::env::var("WV_CUDA_MMA_LAYOUT").map_or(true, |v| v != "rows"))
 }
 
 /// Bytes of one unit of the unit-major layout: 16 packed rows of 128 words, 128 f16 scales, 128
@@ -356,8 +357,48 @@ impl MmaEpilogue {
     }
 }
 
+/// What a `gemv_q4m` block asks L2 for once its own copies are issued: the first `units` units
+/// of the same block of the next product on `gemv_q4m` (its unit-major copy at `ptr`, `total`
+/// units over `blocks` blocks), so that the SM's share of DRAM keeps streaming while its ring
+/// drains and the next launch's first copies hit L2.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Prefetch {
+    ptr: CUdeviceptr,
+    total: usize,
+    blocks: usize,
+    units: usize,
+    lag: usize,
+}
+
+impl Prefetch {
+    /// Nothing asked for.
+    pub const NONE: Prefetch = Prefetch {
+        ptr: 0,
+        total: 0,
+        blocks: 0,
+        units: 0,
+        lag: 0,
+    };
+
+    /// The first `units` units per block of `next`, when it runs on `gemv_q4m` from its
+    /// unit-major copy on `gpu` (else nothing: the row layout's units are not contiguous),
+    /// asked for once all but the block's last `lag` copies have landed.
+    pub fn of(gpu: &Gpu, next: &Q4Dev, (units, lag): (usize, usize)) -> Prefetch {
+        match (&next.units, unit_major()) {
+            (Some(u), true) if units > 0 && takes(gpu, next) => Prefetch {
+                ptr: u.ptr,
+                total: (next.k / 128) * (next.n / 128),
+                blocks: blocks(gpu.sms, next.k, next.n),
+                units,
+                lag,
+            },
+            _ => Prefetch::NONE,
+        }
+    }
+}
+
 /// `gemv_q4m` (`f`: the variant `epi` names): `out` slabs (row stride `ldo`, `s` of them) = the
-/// digits' input · `q`, then the epilogue.
+/// digits' input · `q`, then the epilogue; `pf` what its blocks ask L2 for at their end.
 #[allow(clippy::too_many_arguments)]
 pub fn gemv_q4m(
     gpu: &Gpu,
@@ -368,6 +409,7 @@ pub fn gemv_q4m(
     ldo: usize,
     s: usize,
     epi: MmaEpilogue,
+    pf: Prefetch,
 ) -> Result<()> {
     let kbs = q.k / 128;
     let mut a = Args::new();
@@ -404,7 +446,12 @@ pub fn gemv_q4m(
         .int(e.pos)
         .ptr(e.dpos)
         .int(e.nh)
-        .int(e.nkv);
+        .int(e.nkv)
+        .ptr(pf.ptr)
+        .int(pf.total)
+        .int(pf.blocks)
+        .int(pf.units)
+        .int(pf.lag);
     // SAFETY: qw, scales and zeros are q's [k / 8][n], [groups][n] and [groups][n] buffers
     // (16-byte aligned, k, n and gs multiples of 128: checked by `takes`) — or, under
     // `unit_major()` (and only then is the module compiled to read it), qw is q's unit-major
@@ -415,6 +462,8 @@ pub fn gemv_q4m(
     // buffers are as `MmaEpilogue` documents them (forward.rs passes the scratch's counters —
     // zeroed, at least n / 128 of them — residual stream, sums of squares, the other digits
     // buffer, and the layer's caches with a position inside them), and `f` is its variant.
+    // The prefetch only names addresses (a unit-major copy of `total` units, `Prefetch::of`),
+    // which L2 may fetch early: nothing is written through it.
     let (warps, stages) = shape();
     gpu.launch(
         f,

@@ -43,6 +43,10 @@ pub struct Kernels {
     /// as fast or slightly faster: H200, 13B, 321.4 against 323.1 tokens/s after 32 tokens and
     /// 259.9 against 265.9 after 1,500 — docs/cuda.md, fourteenth session).
     pub mma_fuse: bool,
+    /// Units per block that each fused `gemv_q4m` product asks L2 for of the next one's, and
+    /// how many of its own copies may still be in flight when it asks
+    /// (`WV_CUDA_MMA_PREFETCH=UNITS[,LAG]`; `gemv_mma::Prefetch`).
+    pub mma_prefetch: (usize, usize),
     dequant_q4: Kernel,
     /// Prefill products straight from the 4-bit weights on the warpgroup tensor cores (sm_90a
     /// GPUs; `WV_CUDA_QGEMM=0` turns it off: dequantise for cuBLAS instead).
@@ -119,6 +123,10 @@ fn q4_args(q: &Q4Dev, x: CUdeviceptr, out: CUdeviceptr, gpb: usize, ldo: usize) 
 
 /// The most candidates `sample_topk` sorts (top-k above it, or more ties, sample on the host).
 pub const SAMPLE_CAP: usize = 2048;
+
+/// Units per block a fused `gemv_q4m` product asks L2 for of the next one's, and its copies
+/// that may still be in flight then (`Kernels::mma_prefetch`).
+const MMA_PREFETCH: (usize, usize) = (4, 0);
 
 /// Batches in `gemv_q4l`'s per-warp shared-memory weight ring (`WV_CUDA_GEMV_RING`; 0 = the
 /// weights go through registers). Default 2: on an H100 the ring streams a large matrix at 80%
@@ -199,7 +207,17 @@ impl Kernels {
             gemv_q4m_resid: m.get_opt("gemv_mma.cu", "gemv_q4m_resid")?,
             gemv_q4m_rope: m.get_opt("gemv_mma.cu", "gemv_q4m_rope")?,
             gemv_q4m_silu: m.get_opt("gemv_mma.cu", "gemv_q4m_silu")?,
-            mma_fuse: std::env::var("WV_CUDA_MMA_FUSE").is_ok_and(|v| v == "1"),
+            mma_fuse: std::env::var("WV_CUDA_MMA_FUSE").map_or(true, |v| v != "0"),
+            mma_prefetch: std::env::var("WV_CUDA_MMA_PREFETCH")
+                .ok()
+                .and_then(|v| {
+                    let (u, lag) = v.split_once(',').unwrap_or((&v, "0"));
+                    Some((
+                        u.parse::<usize>().ok()?.min(4096),
+                        lag.parse::<usize>().ok()?,
+                    ))
+                })
+                .unwrap_or(MMA_PREFETCH),
             dequant_q4: m.get("dequant.cu", "dequant_q4")?,
             gemm_q4_max_t: std::env::var("WV_CUDA_QGEMM_MAX_T")
                 .ok()

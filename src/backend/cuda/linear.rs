@@ -130,6 +130,7 @@ impl Ops<'_> {
                     g.n_total,
                     g.s_decode,
                     gemv_mma::MmaEpilogue::None,
+                    gemv_mma::Prefetch::NONE,
                 )?;
             }
             return Ok(slabs(g, part, t));

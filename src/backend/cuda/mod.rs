@@ -208,8 +208,8 @@ impl CudaBackend {
         self.drop_decode_steps();
     }
 
-    /// How many 4-bit matrices are held only in the unit-major layout (`WV_CUDA_MMA_LAYOUT=unit`),
-    /// of how many 4-bit matrices.
+    /// How many 4-bit matrices are held only in the unit-major layout (the default on sm_90;
+    /// `WV_CUDA_MMA_LAYOUT=rows` keeps wv's rows), of how many 4-bit matrices.
     pub fn units_only_matrices(&self) -> (usize, usize) {
         self.weights.units_only()
     }
@@ -219,14 +219,26 @@ impl CudaBackend {
         self.persistent_on && self.persistent.as_ref().is_some_and(|p| p.usable())
     }
 
+    /// The backend on GPU `ordinal`, decoding with the persistent kernel when
+    /// `WV_CUDA_PERSIST=1` asks for it.
     pub fn new(host: &HostWeights, ordinal: usize) -> Result<CudaBackend> {
+        let persist = std::env::var("WV_CUDA_PERSIST").is_ok_and(|v| v == "1");
+        Self::open(host, ordinal, persist)
+    }
+
+    /// The backend with the persistent decode kernel planned and on (its weights kept in wv's
+    /// row layout, the only one it reads), whatever the environment says (tests).
+    pub fn new_persistent(host: &HostWeights, ordinal: usize) -> Result<CudaBackend> {
+        Self::open(host, ordinal, true)
+    }
+
+    fn open(host: &HostWeights, ordinal: usize, persist: bool) -> Result<CudaBackend> {
         let c = &host.config;
         check_config(c)?;
         let gpu = Gpu::open(ordinal)?;
         let kernels = Kernels::load(&gpu)?;
         let blas = Blas::new(&gpu);
         let t0 = std::time::Instant::now();
-        let persist = std::env::var("WV_CUDA_PERSIST").is_ok_and(|v| v == "1");
         let mut loaded = weights::Loaded::of(&kernels);
         // The persistent kernel reads wv's row layout only: asked for, it keeps the rows.
         loaded.units &= !persist;

@@ -123,6 +123,16 @@ impl OpHarness {
         Ok(g)
     }
 
+    /// Upload a group keeping wv's row layout (what the dequantisation reads), whatever the
+    /// default layout (timings of the dequantising prefill).
+    fn upload_rows(&self, lins: &[&Linear], what: &str) -> Result<LinearGroup> {
+        let loaded = Loaded {
+            units: false,
+            ..Loaded::of(&self.k)
+        };
+        LinearGroup::upload(&self.gpu, lins, what, loaded)
+    }
+
     pub fn new(ordinal: usize) -> Result<OpHarness> {
         let gpu = Gpu::open(ordinal)?;
         let k = Kernels::load(&gpu)?;

@@ -135,6 +135,12 @@ impl OpHarness {
             .collect();
         let xd = self.up(&x)?;
         let part = self.gpu.alloc(g.s_decode * g.n_total * 4, "bench out")?;
+        // The input's digits, for a group on gemv_q4m (every 4-bit group in the unit-major
+        // layout, the sm_90 default).
+        let digits = self.gpu.alloc(
+            g.k.div_ceil(128) * crate::backend::cuda::gemv_mma::DIGITS_PER_BLOCK,
+            "bench digits",
+        )?;
         let ops = Ops {
             gpu: &self.gpu,
             k: &self.k,
@@ -151,7 +157,10 @@ impl OpHarness {
                 xd.ptr,
                 1,
                 (part.ptr, g.s_decode * g.n_total),
-                PrefillBufs::default(),
+                PrefillBufs {
+                    digits: Some(digits.ptr),
+                    ..PrefillBufs::default()
+                },
             )
             .map(|_| ())
         };
@@ -202,7 +211,7 @@ impl OpHarness {
             false,
             3,
         ));
-        let g = self.upload(&[&m], "bench weights")?;
+        let g = self.upload_rows(&[&m], "bench weights")?;
         let DevMat::Q4(q) = &g.members[0].mat else {
             return Ok(out);
         };
@@ -263,7 +272,7 @@ impl OpHarness {
                         false,
                         7,
                     ));
-                    let g = self.upload(&[&m], "bench weights")?;
+                    let g = self.upload_rows(&[&m], "bench weights")?;
                     let DevMat::Q4(q) = &g.members[0].mat else {
                         continue;
                     };
