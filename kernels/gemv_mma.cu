@@ -122,6 +122,107 @@ __device__ __forceinline__ int tile_blocks(int t, int KB, int P, long long U) {
 #define EPI_ROPE 2
 #define EPI_SILU 3
 
+// gemv_q4m_rope's fused attention (xq_out not NULL; host: decode whose keys fit one bucket of
+// at most 128, head dim 128, nh <= MMA_HEAD_CTR, nh / nkv <= 8): once a warp has finished its
+// q, k or v tile, it counts the tile in counters[MMA_HEAD_CTR + h] for each query head h the
+// tile serves (release: its lanes' stores; acquire: the other tiles'); the block that counts a
+// head's third tile runs the head's attention with all its consumer warps — warp w the keys
+// w, w + MW, ... of 0 .. p, MMA_ATT_KB at a time with their own online softmax, as attn_partial — meets
+// the warps' results in red ([MW][128] outputs, then [MW] (max, sum) pairs) and writes the
+// head's output as digits block h of xq (o's input, K = nh * 128), resetting the counter.
+#define MMA_HEAD_CTR 512
+#define MMA_ATT_LIST 32
+#ifndef MMA_ATTN
+#define MMA_ATTN 1
+#endif
+#ifndef MMA_ATT_KB
+#define MMA_ATT_KB 8  // keys per warp per batch (one memory round trip; 16 measured 2% slower)
+#endif
+__device__ __forceinline__ void rope_attention(int finished, int tile, int nh, int nkv, const float* __restrict__ qout,
+                                               const f16* __restrict__ kc, const f16* __restrict__ vc, int p,
+                                               int* __restrict__ counters, u32* __restrict__ xq, float* red) {
+    __shared__ int heads[1 + MMA_ATT_LIST];  // [0]: how many; then the heads this block completes
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    if (threadIdx.x == 0) heads[0] = 0;
+    asm volatile("bar.sync 1, %0;" ::"n"(MW * 32) : "memory");
+    if (finished && tile < nh + 2 * nkv) {
+        __syncwarp();
+        if (lane == 0) {
+            const int g = nh / nkv, j = tile < nh ? 0 : (tile - nh) % nkv;
+            const int h0 = tile < nh ? tile : j * g, h1 = tile < nh ? tile + 1 : h0 + g;
+            for (int h = h0; h < h1; ++h) {
+                int old;
+                asm volatile("atom.acq_rel.gpu.global.add.s32 %0, [%1], 1;" : "=r"(old) : "l"(counters + MMA_HEAD_CTR + h) : "memory");
+                if (old == 2) heads[1 + atomicAdd(&heads[0], 1)] = h;
+            }
+        }
+    }
+    asm volatile("bar.sync 1, %0;" ::"n"(MW * 32) : "memory");
+    const int nl = heads[0], kvd = nkv * 128;
+    float* st = red + MW * 128;
+    for (int i = 0; i < nl; ++i) {
+        const int h = heads[1 + i], kvh = h / (nh / nkv);
+        const float4 q = __ldcg(reinterpret_cast<const float4*>(qout + h * 128 + 4 * lane));
+        const f16* kb = kc + kvh * 128 + 4 * lane;
+        const f16* vb = vc + kvh * 128 + 4 * lane;
+        float m = NEG_INF, l = 0.f, acc[4] = {0.f, 0.f, 0.f, 0.f};
+        for (int p0 = warp; p0 <= p; p0 += MW * MMA_ATT_KB) {
+            uint2 kk[MMA_ATT_KB], vv[MMA_ATT_KB];
+#pragma unroll
+            for (int j = 0; j < MMA_ATT_KB; ++j) {
+                const int pp = p0 + MW * j;
+                kk[j] = pp <= p ? __ldcg(reinterpret_cast<const uint2*>(kb + (size_t)pp * kvd)) : make_uint2(0u, 0u);
+                vv[j] = pp <= p ? __ldcg(reinterpret_cast<const uint2*>(vb + (size_t)pp * kvd)) : make_uint2(0u, 0u);
+            }
+            float sc[MMA_ATT_KB], m_new = m;
+#pragma unroll
+            for (int j = 0; j < MMA_ATT_KB; ++j) {
+                const float d = q.x * lo2f(kk[j].x) + q.y * hi2f(kk[j].x) + q.z * lo2f(kk[j].y) + q.w * hi2f(kk[j].y);
+                sc[j] = p0 + MW * j <= p ? warp_sum(d) * 0.08838834764831845f : NEG_INF;
+                m_new = fmaxf(m_new, sc[j]);
+            }
+            const float corr = expf(m - m_new);
+            l *= corr;
+#pragma unroll
+            for (int e = 0; e < 4; ++e) acc[e] *= corr;
+#pragma unroll
+            for (int j = 0; j < MMA_ATT_KB; ++j) {
+                const float e = expf(sc[j] - m_new);
+                l += e;
+                acc[0] += e * lo2f(vv[j].x);
+                acc[1] += e * hi2f(vv[j].x);
+                acc[2] += e * lo2f(vv[j].y);
+                acc[3] += e * hi2f(vv[j].y);
+            }
+            m = m_new;
+        }
+        *reinterpret_cast<float4*>(red + warp * 128 + 4 * lane) = make_float4(acc[0], acc[1], acc[2], acc[3]);
+        if (lane == 0) {
+            st[2 * warp] = m;
+            st[2 * warp + 1] = l;
+        }
+        asm volatile("bar.sync 1, %0;" ::"n"(MW * 32) : "memory");
+        if (warp == i % MW) {
+            float M = NEG_INF, L = 0.f;
+#pragma unroll
+            for (int w = 0; w < MW; ++w)
+                if (st[2 * w + 1] > 0.f) M = fmaxf(M, st[2 * w]);
+            float4 o = make_float4(0.f, 0.f, 0.f, 0.f);
+#pragma unroll
+            for (int w = 0; w < MW; ++w) {
+                const float wt = st[2 * w + 1] > 0.f ? expf(st[2 * w] - M) : 0.f;
+                const float4 a = *reinterpret_cast<const float4*>(red + w * 128 + 4 * lane);
+                L += wt * st[2 * w + 1];
+                o = make_float4(o.x + wt * a.x, o.y + wt * a.y, o.z + wt * a.z, o.w + wt * a.w);
+            }
+            const float inv = 1.f / L;
+            warp_digits(make_float4(o.x * inv, o.y * inv, o.z * inv, o.w * inv), h, xq, digits_sums(xq, nh * 128));
+            if (lane == 0) counters[MMA_HEAD_CTR + h] = 0;
+        }
+        asm volatile("bar.sync 1, %0;" ::"n"(MW * 32) : "memory");
+    }
+}
+
 // One parameter list for every variant (unused ones NULL / 0).
 #define MMA_PARAMS                                                                                                   \
     const u32 *__restrict__ qw, const f16 *__restrict__ scales, const u8 *__restrict__ zeros,                         \
@@ -214,8 +315,9 @@ __device__ __forceinline__ void gemv_q4m_body(MMA_PARAMS) {
     asm volatile("bar.sync 1, %0;" ::"n"(MW * 32) : "memory");
     pdl_wait();
     // RMSNorm's 1 / RMS of this product's input (ROPE, SILU: the digits are of x ∘ w, not yet
-    // scaled), from the per-tile sums of squares the residual epilogue before left; read now,
-    // while the first stages land.
+    // scaled), from the per-tile sums of squares the residual epilogue before left. (Summed
+    // after the units instead, so that the sum's shuffles do not hold the first unit back:
+    // no faster, sixteenth session.)
     const float r = (EPI == EPI_ROPE || EPI == EPI_SILU) && ss ? rms_scale_from_tiles(ss, K >> 7, K, eps) : 1.f;
     const int g = lane >> 2, tq = lane & 3;
     const int t0 = u0 / KB;
@@ -313,107 +415,117 @@ __device__ __forceinline__ void gemv_q4m_body(MMA_PARAMS) {
     // in counters[key] — which it resets for the next launch — sums the key's slabs in slab
     // order and finishes it, lane l holding columns 4l .. 4l + 3 (see the top).
     asm volatile("bar.sync 1, %0;" ::"n"(MW * 32) : "memory");
-    const int t = t0 + warp, half = (N >> 7) >> 1;
-    if (t > t1) return;
-    int key = t, need = tile_blocks(t, KB, P, U);
-    if (EPI == EPI_SILU) {
-        key = t < half ? t : t - half;
-        need = tile_blocks(key, KB, P, U) + tile_blocks(key + half, KB, P, U);
-    }
-    // What the tile's finish reads besides the slabs, requested before the count (nothing
-    // else writes it in this launch): one round trip fewer after it.
-    const int c = key * 128 + 4 * lane;
-    const float4 zero = make_float4(0.f, 0.f, 0.f, 0.f);
-    float4 pre_x = zero, pre_w = zero, pre_b = zero, pre_b2 = zero;
-    if (EPI == EPI_RESID) {
-        pre_x = __ldcg(reinterpret_cast<const float4*>(resid + c));
-        if (normw) pre_w = *reinterpret_cast<const float4*>(normw + c);
-    }
-    if (ebias) {
-        pre_b = *reinterpret_cast<const float4*>(ebias + c);
-        if (EPI == EPI_SILU) pre_b2 = *reinterpret_cast<const float4*>(ebias + (N >> 1) + c);
-    }
-    // The block's slab stores (every consumer thread's, ordered by the barrier above) are
-    // released by the count (the pattern of CUTLASS's split-K semaphore), and the slabs read
-    // after it only by the last block.
-    int last = 0;
-    if (lane == 0) {
-        // One acquire-release atomic (release: this block's slabs, ordered before it by the
-        // barrier; acquire: the other blocks' slabs for the last one) — not two sequentially
-        // consistent fences, which cost the step 1.5% (fifteenth session).
-        int old;
-        asm volatile("atom.acq_rel.gpu.global.add.s32 %0, [%1], 1;" : "=r"(old) : "l"(counters + key) : "memory");
-        last = old == need - 1;
-    }
-    if (!__shfl_sync(0xffffffffu, last, 0)) return;
-    auto tile_sum = [&](float4 v, int col, int ns) {
-#pragma unroll 4
-        for (int sl = 0; sl < ns; ++sl) {
-            const float4 e = __ldcg(reinterpret_cast<const float4*>(out + (size_t)sl * ldo + col));
-            v = make_float4(v.x + e.x, v.y + e.y, v.z + e.z, v.w + e.w);
+    // Returns 1 where this warp finished its tile.
+    auto finish_tile = [&]() -> int {
+        const int t = t0 + warp, half = (N >> 7) >> 1;
+        if (t > t1) return 0;
+        int key = t, need = tile_blocks(t, KB, P, U);
+        if (EPI == EPI_SILU) {
+            key = t < half ? t : t - half;
+            need = tile_blocks(key, KB, P, U) + tile_blocks(key + half, KB, P, U);
         }
-        return v;
-    };
-    const int ns = tile_blocks(key, KB, P, U);
-    if (EPI == EPI_RESID) {
-        float4 v = tile_sum(pre_x, c, ns);
-        if (ebias) v = make_float4(v.x + pre_b.x, v.y + pre_b.y, v.z + pre_b.z, v.w + pre_b.w);
-        *reinterpret_cast<float4*>(resid + c) = v;
-        const float v2 = warp_sum((v.x * v.x + v.y * v.y) + (v.z * v.z + v.w * v.w));
-        if (lane == 0) ss[key] = v2;
-        if (normw) {
-            const float4 w = pre_w;
-            warp_digits(make_float4(v.x * w.x, v.y * w.y, v.z * w.z, v.w * w.w), key, xq_out, digits_sums(xq_out, N));
+        // What the tile's finish reads besides the slabs, requested before the count (nothing
+        // else writes it in this launch): one round trip fewer after it.
+        const int c = key * 128 + 4 * lane;
+        const float4 zero = make_float4(0.f, 0.f, 0.f, 0.f);
+        float4 pre_x = zero, pre_w = zero, pre_b = zero, pre_b2 = zero;
+        if (EPI == EPI_RESID) {
+            pre_x = __ldcg(reinterpret_cast<const float4*>(resid + c));
+            if (normw) pre_w = *reinterpret_cast<const float4*>(normw + c);
         }
-    } else if (EPI == EPI_SILU) {
-        const int F = N >> 1;
-        float4 g = tile_sum(zero, c, ns), u = tile_sum(zero, F + c, tile_blocks(key + half, KB, P, U));
-        g = make_float4(g.x * r, g.y * r, g.z * r, g.w * r);
-        u = make_float4(u.x * r, u.y * r, u.z * r, u.w * r);
         if (ebias) {
-            g = make_float4(g.x + pre_b.x, g.y + pre_b.y, g.z + pre_b.z, g.w + pre_b.w);
-            u = make_float4(u.x + pre_b2.x, u.y + pre_b2.y, u.z + pre_b2.z, u.w + pre_b2.w);
+            pre_b = *reinterpret_cast<const float4*>(ebias + c);
+            if (EPI == EPI_SILU) pre_b2 = *reinterpret_cast<const float4*>(ebias + (N >> 1) + c);
         }
-        warp_digits(make_float4(silu(g.x) * u.x, silu(g.y) * u.y, silu(g.z) * u.z, silu(g.w) * u.w), key, xq_out,
-                    digits_sums(xq_out, F));
-    } else {
-        // q|k|v, tile = head `key`: v = r Σ (+ bias); RoPE (rotate-half, head dim 128) as
-        // qkv_rope — products rounded before the sum, so q and k match the CPU backend's given
-        // the same inputs. Lane l < 16 holds pairs' first halves (columns 4l ..), lane l + 16
-        // their second halves.
-        float4 v = tile_sum(zero, c, ns);
-        v = make_float4(v.x * r, v.y * r, v.z * r, v.w * r);
-        if (ebias) v = make_float4(v.x + pre_b.x, v.y + pre_b.y, v.z + pre_b.z, v.w + pre_b.w);
-        const int p = dpos ? *dpos : pos, kvd = nkv * 128, j = 4 * (lane & 15);
-        float o[4] = {v.x, v.y, v.z, v.w};
-        if (key < nh + nkv) {
-            float cs[8];
-#pragma unroll
-            for (int i = 0; i < 8; ++i) cs[i] = __int_as_float(0x7fc00000);
-            if (p < npos) {
-                const float4* rp = reinterpret_cast<const float4*>(rope + ((size_t)p * 64 + j) * 2);
-                const float4 c0 = rp[0], c1 = rp[1];
-                cs[0] = c0.x, cs[1] = c0.y, cs[2] = c0.z, cs[3] = c0.w;
-                cs[4] = c1.x, cs[5] = c1.y, cs[6] = c1.z, cs[7] = c1.w;
-            }
-            const bool first = lane < 16;
-#pragma unroll
-            for (int i = 0; i < 4; ++i) {
-                const float mine = o[i], other = __shfl_xor_sync(0xffffffffu, mine, 16);
-                const float co = cs[2 * i], si = cs[2 * i + 1];
-                // first half: a c - b s; second half: b c + a s (a = first, b = second).
-                o[i] = first ? __fsub_rn(__fmul_rn(mine, co), __fmul_rn(other, si))
-                             : __fadd_rn(__fmul_rn(mine, co), __fmul_rn(other, si));
-            }
+        // The block's slab stores (every consumer thread's, ordered by the barrier above) are
+        // released by the count (the pattern of CUTLASS's split-K semaphore), and the slabs read
+        // after it only by the last block.
+        int last = 0;
+        if (lane == 0) {
+            // One acquire-release atomic (release: this block's slabs, ordered before it by the
+            // barrier; acquire: the other blocks' slabs for the last one) — not two sequentially
+            // consistent fences, which cost the step 1.5% (fifteenth session).
+            int old;
+            asm volatile("atom.acq_rel.gpu.global.add.s32 %0, [%1], 1;" : "=r"(old) : "l"(counters + key) : "memory");
+            last = old == need - 1;
         }
-        if (key < nh) {
-            *reinterpret_cast<float4*>(qout + key * 128 + 4 * lane) = make_float4(o[0], o[1], o[2], o[3]);
+        if (!__shfl_sync(0xffffffffu, last, 0)) return 0;
+        auto tile_sum = [&](float4 v, int col, int ns) {
+    #pragma unroll 4
+            for (int sl = 0; sl < ns; ++sl) {
+                const float4 e = __ldcg(reinterpret_cast<const float4*>(out + (size_t)sl * ldo + col));
+                v = make_float4(v.x + e.x, v.y + e.y, v.z + e.z, v.w + e.w);
+            }
+            return v;
+        };
+        const int ns = tile_blocks(key, KB, P, U);
+        if (EPI == EPI_RESID) {
+            float4 v = tile_sum(pre_x, c, ns);
+            if (ebias) v = make_float4(v.x + pre_b.x, v.y + pre_b.y, v.z + pre_b.z, v.w + pre_b.w);
+            *reinterpret_cast<float4*>(resid + c) = v;
+            const float v2 = warp_sum((v.x * v.x + v.y * v.y) + (v.z * v.z + v.w * v.w));
+            if (lane == 0) ss[key] = v2;
+            if (normw) {
+                const float4 w = pre_w;
+                warp_digits(make_float4(v.x * w.x, v.y * w.y, v.z * w.z, v.w * w.w), key, xq_out, digits_sums(xq_out, N));
+            }
+        } else if (EPI == EPI_SILU) {
+            const int F = N >> 1;
+            float4 g = tile_sum(zero, c, ns), u = tile_sum(zero, F + c, tile_blocks(key + half, KB, P, U));
+            g = make_float4(g.x * r, g.y * r, g.z * r, g.w * r);
+            u = make_float4(u.x * r, u.y * r, u.z * r, u.w * r);
+            if (ebias) {
+                g = make_float4(g.x + pre_b.x, g.y + pre_b.y, g.z + pre_b.z, g.w + pre_b.w);
+                u = make_float4(u.x + pre_b2.x, u.y + pre_b2.y, u.z + pre_b2.z, u.w + pre_b2.w);
+            }
+            warp_digits(make_float4(silu(g.x) * u.x, silu(g.y) * u.y, silu(g.z) * u.z, silu(g.w) * u.w), key, xq_out,
+                        digits_sums(xq_out, F));
         } else {
-            f16* dst = key < nh + nkv ? kc + (size_t)p * kvd + (key - nh) * 128 : vc + (size_t)p * kvd + (key - nh - nkv) * 128;
-            *reinterpret_cast<uint2*>(dst + 4 * lane) = make_uint2(pack2(o[0], o[1]), pack2(o[2], o[3]));
+            // q|k|v, tile = head `key`: v = r Σ (+ bias); RoPE (rotate-half, head dim 128) as
+            // qkv_rope — products rounded before the sum, so q and k match the CPU backend's given
+            // the same inputs. Lane l < 16 holds pairs' first halves (columns 4l ..), lane l + 16
+            // their second halves.
+            float4 v = tile_sum(zero, c, ns);
+            v = make_float4(v.x * r, v.y * r, v.z * r, v.w * r);
+            if (ebias) v = make_float4(v.x + pre_b.x, v.y + pre_b.y, v.z + pre_b.z, v.w + pre_b.w);
+            const int p = dpos ? *dpos : pos, kvd = nkv * 128, j = 4 * (lane & 15);
+            float o[4] = {v.x, v.y, v.z, v.w};
+            if (key < nh + nkv) {
+                float cs[8];
+    #pragma unroll
+                for (int i = 0; i < 8; ++i) cs[i] = __int_as_float(0x7fc00000);
+                if (p < npos) {
+                    const float4* rp = reinterpret_cast<const float4*>(rope + ((size_t)p * 64 + j) * 2);
+                    const float4 c0 = rp[0], c1 = rp[1];
+                    cs[0] = c0.x, cs[1] = c0.y, cs[2] = c0.z, cs[3] = c0.w;
+                    cs[4] = c1.x, cs[5] = c1.y, cs[6] = c1.z, cs[7] = c1.w;
+                }
+                const bool first = lane < 16;
+    #pragma unroll
+                for (int i = 0; i < 4; ++i) {
+                    const float mine = o[i], other = __shfl_xor_sync(0xffffffffu, mine, 16);
+                    const float co = cs[2 * i], si = cs[2 * i + 1];
+                    // first half: a c - b s; second half: b c + a s (a = first, b = second).
+                    o[i] = first ? __fsub_rn(__fmul_rn(mine, co), __fmul_rn(other, si))
+                                 : __fadd_rn(__fmul_rn(mine, co), __fmul_rn(other, si));
+                }
+            }
+            if (key < nh) {
+                *reinterpret_cast<float4*>(qout + key * 128 + 4 * lane) = make_float4(o[0], o[1], o[2], o[3]);
+            } else {
+                f16* dst = key < nh + nkv ? kc + (size_t)p * kvd + (key - nh) * 128 : vc + (size_t)p * kvd + (key - nh - nkv) * 128;
+                *reinterpret_cast<uint2*>(dst + 4 * lane) = make_uint2(pack2(o[0], o[1]), pack2(o[2], o[3]));
+            }
         }
-    }
-    if (lane == 0) counters[key] = 0;
+        if (lane == 0) counters[key] = 0;
+        return 1;
+    };
+    const int finished = finish_tile();
+#if MMA_ATTN
+    if (EPI == EPI_ROPE && xq_out) rope_attention(finished, t0 + warp, nh, nkv, qout, kc, vc, dpos ? *dpos : pos, counters, xq_out, red);
+#else
+    (void)finished;
+#endif
 }
 
 extern "C" __global__ void __launch_bounds__(32 * (MW + 1), MMA_MINB) gemv_q4m(MMA_PARAMS) {

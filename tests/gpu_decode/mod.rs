@@ -197,6 +197,54 @@ fn model_mma_decode_matches_cpu() {
     assert!(runs.iter().all(|&w| w < 2e-3), "{runs:?}");
 }
 
+/// The fused layers' attention in q|k|v's epilogue (a step whose keys fit one bucket of 128)
+/// equals the CPU reference and the attention kernels' decode, with 4 query heads on 4, 2 and 1
+/// KV heads: short context, one bucket's last keys, and a long context (where the attention
+/// kernels run again).
+#[test]
+#[ignore = "needs a CUDA GPU: run on the device with --ignored"]
+fn model_mma_attention_matches_cpu() {
+    use wv::backend::cuda::weights::GemvKind;
+    for nkv in [4usize, 2, 1] {
+        let host = heads128_host(nkv, 768, false);
+        let mut cuda = wv::backend::cuda::CudaBackend::new(&host, 0).unwrap();
+        cuda.set_gemv(GemvKind::Mma);
+        cuda.set_mma_fuse(true);
+        if cuda.gpu().cc != (9, 0) {
+            eprintln!("not an sm_90 GPU: no fused layers to test");
+            return;
+        }
+        assert_eq!(cuda.fused_mma_layers(), 3, "nkv {nkv}: fused layers");
+        let cpu: Box<dyn wv::backend::Backend> =
+            Box::new(wv::backend::cpu::CpuBackend::new(Arc::new(host.clone())));
+        let prompt = fused_tokens(11, 300);
+        for (n_prompt, ctx) in [(3usize, 64usize), (118, 512), (300, 1024)] {
+            let mut per_mode = Vec::new();
+            for on in [true, false] {
+                cuda.set_mma_attention(on);
+                let run = decode_against_cpu(&cuda, cpu.as_ref(), &prompt[..n_prompt], ctx, 12);
+                let worst = run.steps.iter().fold(0f64, |w, &e| w.max(e));
+                eprintln!(
+                    "nkv {nkv}, attention in q|k|v {on}, after {n_prompt} tokens: worst rel L2 vs CPU {worst:.2e}"
+                );
+                assert!(worst < 1e-2, "nkv {nkv}, {on}, {n_prompt}: {worst}");
+                per_mode.push(run.logits);
+            }
+            let diff = per_mode[0]
+                .iter()
+                .zip(&per_mode[1])
+                .map(|(a, b)| rel_l2(a, b))
+                .fold(0f64, f64::max);
+            eprintln!("  fused vs kernels' attention: worst rel L2 {diff:.2e}");
+            // The same sums in another order, then the same digits: ~1e-6 apart.
+            assert!(
+                diff < 1e-3,
+                "nkv {nkv}, {n_prompt}: fused vs kernels {diff}"
+            );
+        }
+    }
+}
+
 /// Decode attention planned by position bucket (256 keys, then 512, ...: one captured graph
 /// each) gives the logits of the plan over the whole cache bit for bit (empty chunks add exact
 /// zeros), across a bucket boundary (positions 250..262 cross 256), with the attention combine
@@ -207,6 +255,9 @@ fn model_attention_buckets_are_exact() {
     use wv::backend::cuda::kernels::Fusion;
     use wv::backend::Backend;
     let (_, mut cuda) = fused_cuda();
+    // The attention kernels' plans (the fused layers' attention in q|k|v's epilogue, which
+    // takes the first bucket only, sums in another order: model_mma_attention_matches_cpu).
+    cuda.set_mma_attention(false);
     let toks = fused_tokens(5, 262);
     for attn in [false, true] {
         cuda.set_fusion(Fusion {
@@ -296,9 +347,15 @@ fn decode_against_cpu(
 /// A model the persistent decode kernel takes (head size 128, 4-bit products, no biases): 4
 /// heads, `nkv` KV heads, the last layer's down projection in act-order.
 fn persistent_host(nkv: usize) -> HostWeights {
+    heads128_host(nkv, 704, true)
+}
+
+/// Head size 128, 4-bit products without biases, 4 heads of which `nkv` KV heads, FFN size
+/// `f`, three layers (the last one's down projection in act-order where `act` says).
+fn heads128_host(nkv: usize, f: usize, act: bool) -> HostWeights {
     let c = ModelConfig {
         hidden_size: 512,
-        intermediate_size: 704,
+        intermediate_size: f,
         num_hidden_layers: 3,
         num_attention_heads: 4,
         num_key_value_heads: nkv,
@@ -324,7 +381,7 @@ fn persistent_host(nkv: usize) -> HostWeights {
                 o: q4(h, h, false, s + 4),
                 gate: q4(h, f, false, s + 5),
                 up: q4(h, f, false, s + 6),
-                down: q4(f, h, l == 2, s + 7),
+                down: q4(f, h, act && l == 2, s + 7),
             }
         })
         .collect();

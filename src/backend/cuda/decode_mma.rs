@@ -60,7 +60,17 @@ pub struct LayerPlan<'a> {
     o: &'a Q4Dev,
     gate_up: &'a Q4Dev,
     down: &'a Q4Dev,
+    /// q|k|v's epilogue may run the attention (`Kernels::mma_attn`, the heads fit its
+    /// counters), where a step's keys fit [`FUSED_ATTENTION_KEYS`].
+    attention: bool,
 }
+
+/// The most keys (the attention bucket's, `forward::attention_keys`) for which q|k|v's
+/// epilogue runs the attention: one block per head, its warps over the keys, instead of the
+/// two attention kernels between q|k|v and o. Measured on an H200 (13B, sixteenth session):
+/// 2.9% faster after 32 tokens, 6% slower after 200 (buckets of 256 keys then), so at most
+/// two of its warps' batches of keys.
+pub const FUSED_ATTENTION_KEYS: usize = super::forward::MIN_ATTENTION_KEYS;
 
 /// Whether decode runs layer `l` on the fused `gemv_q4m` variants, and with what: they are
 /// loaded and wanted (`Kernels::mma_fuse`), every product is one 4-bit matrix on `gemv_q4m`
@@ -79,6 +89,12 @@ pub fn plan<'a>(k: &'a Kernels, c: &ModelConfig, l: &'a DevLayer) -> Option<Laye
         o: lone_q4m(&l.o)?,
         gate_up: lone_q4m(&l.gate_up)?,
         down: lone_q4m(&l.down)?,
+        attention: k.mma_attn
+            && nkv > 0
+            && nh % nkv == 0
+            && nh / nkv <= gemv_mma::ATT_GROUP_MAX
+            && nh + 2 * nkv <= gemv_mma::HEAD_COUNTERS
+            && gemv_mma::HEAD_COUNTERS + nh <= super::scratch::COUNTERS,
     };
     let fits = k.mma_fuse
         && hd == 128
@@ -138,6 +154,9 @@ pub fn layer(
     io: &LayerIo,
 ) -> Result<CUdeviceptr> {
     let dbg = debug_bits();
+    let (nh, nkv) = (c.num_attention_heads, c.num_key_value_heads);
+    // The attention in q|k|v's epilogue where the keys fit (see `FUSED_ATTENTION_KEYS`).
+    let fused_att = p.attention && io.att.0 * io.att.1 <= FUSED_ATTENTION_KEYS;
     // One product on the variant its epilogue names.
     let run = |q: &Q4Dev, g: &LinearGroup, din, epi, pf| -> Result<()> {
         let (f, epi) = match epi {
@@ -153,12 +172,19 @@ pub fn layer(
     let pf = |q: &Q4Dev| Prefetch::of(gpu, q, k.mma_prefetch);
     let bias = |g: &LinearGroup| g.bias.as_ref().map_or(0, |b| b.ptr);
     let eps = c.rms_norm_eps;
-    let (nh, nkv) = (c.num_attention_heads, c.num_key_value_heads);
-    let din = io.digits_in;
-    let dother = if din == sc.digits.ptr {
+    // The digits alternate between two buffers, each product's input in one and its output
+    // in the other: q|k|v reads `a`; o's input (the attention's output) goes to `b` when
+    // q|k|v's epilogue makes it (its own input still being read), else into `a`.
+    let a = io.digits_in;
+    let b = if a == sc.digits.ptr {
         sc.digits2.ptr
     } else {
         sc.digits.ptr
+    };
+    let (din, dother) = if fused_att && dbg & 1 == 0 {
+        (b, a)
+    } else {
+        (a, b)
     };
     let counters = sc.counters.ptr;
     // q|k|v: r, RoPE, q out, K and V into the caches.
@@ -177,11 +203,14 @@ pub fn layer(
         dpos: io.pos.1,
         nh,
         nkv,
+        att_digits: if fused_att && dbg & 1 == 0 { din } else { 0 },
     };
-    run(p.qkv, g, din, epi, pf(p.o))?;
-    // The attention; its combine writes o's input digits into din (q|k|v has read them).
+    run(p.qkv, g, a, epi, pf(p.o))?;
+    // The attention (unless q|k|v's epilogue ran it); its combine writes o's input digits
+    // into din (q|k|v has read them).
     let dims = (nh, nkv, c.head_dim());
     let made = dbg & 1 != 0
+        || fused_att
         || k.attention(
             gpu,
             sc.q.ptr,

@@ -240,7 +240,10 @@ pub enum MmaEpilogue {
     /// `gemv_q4m_rope` (q|k|v, head dim 128): v = r Σ slabs (+ `bias`), r = 1 / RMS from `ss`
     /// (the k / 128 tiles a `Resid` launch left; 0: r = 1), q heads rotated into `q` f32
     /// `[nh * 128]`, k heads rotated and v heads into the layer's caches `kc`, `vc` (f16
-    /// `[capacity][nkv * 128]`) at `*dpos`, or `pos` when `dpos` is 0.
+    /// `[capacity][nkv * 128]`) at `*dpos`, or `pos` when `dpos` is 0; when `att_digits` is not
+    /// 0, also the attention over keys 0 ..= that position, as o's input digits there (room for
+    /// nh blocks; `counters` then holds at least [`HEAD_COUNTERS`] + nh zeroed counters, and
+    /// nh / nkv <= [`ATT_GROUP_MAX`]).
     Rope {
         counters: CUdeviceptr,
         ss: CUdeviceptr,
@@ -255,6 +258,7 @@ pub enum MmaEpilogue {
         dpos: CUdeviceptr,
         nh: usize,
         nkv: usize,
+        att_digits: CUdeviceptr,
     },
     /// `gemv_q4m_silu` (gate|up = [gate f | up f], n = 2f): g, u = r Σ slabs (+ `bias`), r as
     /// for `Rope`; the digits of silu(g) · u at `digits_out` (room for f / 128 blocks).
@@ -266,6 +270,13 @@ pub enum MmaEpilogue {
         digits_out: CUdeviceptr,
     },
 }
+
+/// Where `gemv_q4m_rope`'s fused attention counts each head's tiles in its `counters`
+/// (MMA_HEAD_CTR in gemv_mma.cu): the tile counters come before.
+pub const HEAD_COUNTERS: usize = 512;
+/// The most query heads per KV head the fused attention takes (its list of heads a block
+/// completes holds MMA_ATT_LIST = 32 >= 3 tiles x 8 heads).
+pub const ATT_GROUP_MAX: usize = 8;
 
 /// The epilogue parameters every `gemv_q4m` variant takes, in its order (MMA_PARAMS after
 /// `S`); 0 where the variant does not use one.
@@ -323,8 +334,10 @@ impl MmaEpilogue {
                 dpos,
                 nh,
                 nkv,
+                att_digits,
             } => EpiArgs {
                 counters,
+                xq_out: att_digits,
                 ss,
                 eps,
                 bias,
@@ -628,11 +641,15 @@ mod tests {
             dpos: 10,
             nh: 11,
             nkv: 12,
+            att_digits: 13,
         }
         .args();
         assert_eq!((e.counters, e.ss, e.eps, e.bias, e.q), (1, 2, 0.5, 3, 4));
         assert_eq!((e.kc, e.vc, e.rope, e.npos, e.pos), (5, 6, 7, 8, 9));
-        assert_eq!((e.dpos, e.nh, e.nkv, e.resid, e.xq_out), (10, 11, 12, 0, 0));
+        assert_eq!(
+            (e.dpos, e.nh, e.nkv, e.resid, e.xq_out),
+            (10, 11, 12, 0, 13)
+        );
         let e = MmaEpilogue::Silu {
             counters: 1,
             ss: 2,

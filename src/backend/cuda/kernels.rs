@@ -47,6 +47,9 @@ pub struct Kernels {
     /// how many of its own copies may still be in flight when it asks
     /// (`WV_CUDA_MMA_PREFETCH=UNITS[,LAG]`; `gemv_mma::Prefetch`).
     pub mma_prefetch: (usize, usize),
+    /// Whether fused decode layers run a short context's attention in q|k|v's epilogue
+    /// (`WV_CUDA_MMA_ATTN=0` keeps the attention kernels; decode_mma.rs).
+    pub mma_attn: bool,
     dequant_q4: Kernel,
     /// Prefill products straight from the 4-bit weights on the warpgroup tensor cores (sm_90a
     /// GPUs; `WV_CUDA_QGEMM=0` turns it off: dequantise for cuBLAS instead).
@@ -208,6 +211,7 @@ impl Kernels {
             gemv_q4m_rope: m.get_opt("gemv_mma.cu", "gemv_q4m_rope")?,
             gemv_q4m_silu: m.get_opt("gemv_mma.cu", "gemv_q4m_silu")?,
             mma_fuse: std::env::var("WV_CUDA_MMA_FUSE").map_or(true, |v| v != "0"),
+            mma_attn: std::env::var("WV_CUDA_MMA_ATTN").map_or(true, |v| v != "0"),
             mma_prefetch: std::env::var("WV_CUDA_MMA_PREFETCH")
                 .ok()
                 .and_then(|v| {

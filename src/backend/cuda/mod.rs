@@ -117,6 +117,13 @@ impl CudaBackend {
         self.drop_decode_steps();
     }
 
+    /// Whether fused decode layers run a short context's attention in q|k|v's epilogue
+    /// (`WV_CUDA_MMA_ATTN`; tests compare both). Drops the captured decode steps.
+    pub fn set_mma_attention(&mut self, on: bool) {
+        self.kernels.mma_attn = on;
+        self.drop_decode_steps();
+    }
+
     /// How many layers decode runs on `gemv_q4m`'s fused variants (decode_mma.rs) as set now.
     pub fn fused_mma_layers(&self) -> usize {
         let (k, c) = (&self.kernels, &self.config);
