@@ -44,7 +44,8 @@
 //   while the glue kernels between products hold others: slower, docs/cuda.md).
 //
 // The fused variants (the glue between decode's products folded in, so that a layer is q|k|v,
-// attn_partial, attn_combine, o, gate|up, down): after writing its slabs a block counts itself
+// attn_partial, attn_combine, o, gate|up, down — or, for a short context, q|k|v, o, gate|up,
+// down): after writing its slabs a block counts itself
 // in counters[key] per tile it holds (key = the tile; for gate|up the pair of gate tile j and up
 // tile j + N/256); the last to arrive (it resets the counter) sums the key's slabs in slab order
 // (deterministic) — consumer warp i of a block takes the block's i-th tile (MSEG <= MW, so a
@@ -58,7 +59,9 @@
 //   gemv_q4m_rope (q|k|v; tile = one head, head dim 128): v = r Σ slabs (+ ebias), r from ss
 //     (1 when ss is NULL: the input was normed already); q heads (key < nh) rotated into qout f32
 //     [nh*128], k heads rotated into kc, v heads into vc (f16 [capacity][nkv*128]) at position
-//     *dpos (or pos when dpos is NULL); RoPE as qkv_rope (rope table, npos positions).
+//     *dpos (or pos when dpos is NULL); RoPE as qkv_rope (rope table, npos positions). When
+//     xq_out is not NULL (at most 128 keys), also the attention, as o's input digits in xq_out
+//     (rope_attention below): the layer is then q|k|v, o, gate|up, down.
 //   gemv_q4m_silu (gate|up = [gate F | up F], F = N / 2): g, u = r Σ slabs (+ ebias) of columns
 //     c and F + c; the digits of silu(g) · u for block j of xq_out (down's input, K = F).
 // Every buffer written by an epilogue differs from the launch's inputs (xq_out is not xq).
@@ -73,7 +76,7 @@
 #ifndef MST
 #define MST 24
 #endif
-// MMA_UNIT_MAJOR=1 (WV_CUDA_MMA_LAYOUT=unit, gemv_mma.rs): qw points at the matrix's unit-major
+// MMA_UNIT_MAJOR=1 (the sm_90 default; WV_CUDA_MMA_LAYOUT=rows turns it off, gemv_mma.rs): qw points at the matrix's unit-major
 // copy — unit u (as above) stored whole: its 16 packed rows (16 x 512 bytes, row-major), then the
 // 128 scales and 128 zeros of its group, 8,576 bytes — which the producer copies with two bulk
 // copies into the plain row order (scales and zeros unused). The chain probe measured it: the

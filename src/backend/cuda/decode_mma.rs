@@ -1,6 +1,10 @@
 //! A decode layer on `gemv_q4m`'s fused variants (kernels/gemv_mma.cu): six launches — q|k|v,
 //! the attention's two kernels, o, gate|up, down — instead of the unfused path's twelve (the
-//! residual adds, the norms, RoPE and SiLU ride in the products' last blocks per tile).
+//! residual adds, the norms, RoPE and SiLU ride in the products' last blocks per tile); four
+//! where the step's keys fit [`FUSED_ATTENTION_KEYS`], q|k|v's epilogue then running the
+//! attention too (the block that completes a head's q, k and v tiles). Each product's blocks
+//! also ask L2 for the next product's first units once their own copies have landed
+//! ([`Prefetch`]).
 //!
 //! The RMSNorm is split: a residual epilogue (o, down) leaves the per-tile sums of squares in
 //! `Scratch::ss` and the digits of x ∘ w (the norm's weight, not yet its 1 / RMS), and the next

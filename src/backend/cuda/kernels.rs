@@ -38,10 +38,10 @@ pub struct Kernels {
     pub gemv_q4m_resid: Option<Kernel>,
     pub gemv_q4m_rope: Option<Kernel>,
     pub gemv_q4m_silu: Option<Kernel>,
-    /// Whether decode layers on `gemv_q4m` use the fused variants (`WV_CUDA_MMA_FUSE=1`; by
-    /// default the separate norm, RoPE and SiLU kernels between the products, which measured
-    /// as fast or slightly faster: H200, 13B, 321.4 against 323.1 tokens/s after 32 tokens and
-    /// 259.9 against 265.9 after 1,500 — docs/cuda.md, fourteenth session).
+    /// Whether decode layers on `gemv_q4m` use the fused variants (on by default;
+    /// `WV_CUDA_MMA_FUSE=0` runs the separate norm, RoPE and SiLU kernels between the
+    /// products: on the unit-major layout the fused ones are faster, 363 against 288–312
+    /// tokens/s after 32 tokens on an H200; on wv's rows level — docs/cuda.md).
     pub mma_fuse: bool,
     /// Units per block that each fused `gemv_q4m` product asks L2 for of the next one's, and
     /// how many of its own copies may still be in flight when it asks

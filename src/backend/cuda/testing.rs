@@ -315,7 +315,7 @@ impl OpHarness {
     }
 
     /// Whether any 4-bit matrix of `lins` (one group), uploaded as the loader does, is held
-    /// only in the unit-major layout (`WV_CUDA_MMA_LAYOUT=unit`): the dequantising prefill
+    /// only in the unit-major layout (the sm_90 default): the dequantising prefill
     /// paths then refuse it.
     pub fn units_only(&self, lins: &[&Linear]) -> Result<bool> {
         let g = self.upload(lins, "test weights")?;

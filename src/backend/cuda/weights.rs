@@ -31,7 +31,7 @@ pub struct Q4Rows {
 }
 
 /// A 4-bit matrix on the device: in wv's row layout ([`Q4Rows`]), in the unit-major layout
-/// (`units`, what `gemv_q4m` reads under `WV_CUDA_MMA_LAYOUT=unit`), or — in that mode, where
+/// (`units`, what `gemv_q4m` reads in that layout, the sm_90 default), or — where
 /// decode runs the matrix on `gemv_q4m` and prefill on `gemm_q4_tma` — in the unit-major
 /// layout only ([`Self::units_only`]).
 pub struct Q4Dev {
@@ -49,7 +49,7 @@ pub struct Q4Dev {
     /// where the driver cannot make them or the matrix does not suit the TMA: prefill then
     /// runs it on `gemm_q4_wgmma` (a matrix without rows always has them).
     pub tma: Option<Box<[ffi::CUtensorMap; 3]>>,
-    /// The unit-major copy `gemv_q4m` reads under `WV_CUDA_MMA_LAYOUT=unit`
+    /// The unit-major copy `gemv_q4m` reads (`gemv_mma::unit_major`)
     /// (`gemv_mma::unit_major_copy`): `u8 [n / 128][k / 128][8,576]`.
     pub units: Option<DevBuf>,
 }
@@ -452,8 +452,8 @@ pub fn plan_decode(
     (s, per)
 }
 
-/// Upload a repacked 4-bit matrix: only its unit-major copy where `loaded` and
-/// `WV_CUDA_MMA_LAYOUT=unit` let decode run it on `gemv_q4m` and prefill on `gemm_q4_tma`
+/// Upload a repacked 4-bit matrix: only its unit-major copy where `loaded` (the sm_90
+/// default, `gemv_mma::unit_major`) lets decode run it on `gemv_q4m` and prefill on `gemm_q4_tma`
 /// (and the driver makes the copy's tensor maps), else wv's row layout with its tensor maps.
 fn upload_q4(gpu: &Arc<Gpu>, q: &Q4Host, what: &str, loaded: Loaded) -> Result<Q4Dev> {
     let mut d = Q4Dev {
@@ -493,7 +493,8 @@ fn upload_q4(gpu: &Arc<Gpu>, q: &Q4Host, what: &str, loaded: Loaded) -> Result<Q
 pub struct Loaded {
     /// `gemv_q4m` is loaded (`WV_CUDA_GEMV=mma` chooses it only then).
     pub mma: bool,
-    /// A matrix may be held only in the unit-major layout: `WV_CUDA_MMA_LAYOUT=unit`, with
+    /// A matrix may be held only in the unit-major layout: `gemv_mma::unit_major` (unless
+    /// `WV_CUDA_MMA_LAYOUT=rows`), with
     /// `gemv_q4m`, `gemm_q4_wgmma` and `gemm_q4_tma` loaded (prefill passes then run on the
     /// fused product only: [`Self::prefill_chunk`]).
     pub units: bool,
