@@ -324,6 +324,8 @@ __device__ __forceinline__ void gemv_q4m_body(MMA_PARAMS) {
     const float r = (EPI == EPI_ROPE || EPI == EPI_SILU) && ss ? rms_scale_from_tiles(ss, K >> 7, K, eps) : 1.f;
     const int g = lane >> 2, tq = lane & 3;
     const int t0 = u0 / KB;
+    // q|k|v: the step's position (set before the step; read now, not after the count).
+    const int pstep = EPI == EPI_ROPE ? (dpos ? *dpos : pos) : 0;
     float acc[16];
 #pragma unroll
     for (int j = 0; j < 16; ++j) acc[j] = 0.f;
@@ -440,6 +442,15 @@ __device__ __forceinline__ void gemv_q4m_body(MMA_PARAMS) {
             pre_b = *reinterpret_cast<const float4*>(ebias + c);
             if (EPI == EPI_SILU) pre_b2 = *reinterpret_cast<const float4*>(ebias + (N >> 1) + c);
         }
+        // q|k|v: the RoPE table's cos / sin for this lane's pairs at the step's position (NaN
+        // past the table, as qkv_rope).
+        const float nan = __int_as_float(0x7fc00000);
+        float4 pre_c0 = make_float4(nan, nan, nan, nan), pre_c1 = pre_c0;
+        if (EPI == EPI_ROPE && key < nh + nkv && pstep < npos) {
+            const float4* rp = reinterpret_cast<const float4*>(rope + ((size_t)pstep * 64 + 4 * (lane & 15)) * 2);
+            pre_c0 = rp[0];
+            pre_c1 = rp[1];
+        }
         // The block's slab stores (every consumer thread's, ordered by the barrier above) are
         // released by the count (the pattern of CUTLASS's split-K semaphore), and the slabs read
         // after it only by the last block.
@@ -491,18 +502,10 @@ __device__ __forceinline__ void gemv_q4m_body(MMA_PARAMS) {
             float4 v = tile_sum(zero, c, ns);
             v = make_float4(v.x * r, v.y * r, v.z * r, v.w * r);
             if (ebias) v = make_float4(v.x + pre_b.x, v.y + pre_b.y, v.z + pre_b.z, v.w + pre_b.w);
-            const int p = dpos ? *dpos : pos, kvd = nkv * 128, j = 4 * (lane & 15);
+            const int p = pstep, kvd = nkv * 128;
             float o[4] = {v.x, v.y, v.z, v.w};
             if (key < nh + nkv) {
-                float cs[8];
-    #pragma unroll
-                for (int i = 0; i < 8; ++i) cs[i] = __int_as_float(0x7fc00000);
-                if (p < npos) {
-                    const float4* rp = reinterpret_cast<const float4*>(rope + ((size_t)p * 64 + j) * 2);
-                    const float4 c0 = rp[0], c1 = rp[1];
-                    cs[0] = c0.x, cs[1] = c0.y, cs[2] = c0.z, cs[3] = c0.w;
-                    cs[4] = c1.x, cs[5] = c1.y, cs[6] = c1.z, cs[7] = c1.w;
-                }
+                const float cs[8] = {pre_c0.x, pre_c0.y, pre_c0.z, pre_c0.w, pre_c1.x, pre_c1.y, pre_c1.z, pre_c1.w};
                 const bool first = lane < 16;
     #pragma unroll
                 for (int i = 0; i < 4; ++i) {
@@ -525,7 +528,7 @@ __device__ __forceinline__ void gemv_q4m_body(MMA_PARAMS) {
     };
     const int finished = finish_tile();
 #if MMA_ATTN
-    if (EPI == EPI_ROPE && xq_out) rope_attention(finished, t0 + warp, nh, nkv, qout, kc, vc, dpos ? *dpos : pos, counters, xq_out, red);
+    if (EPI == EPI_ROPE && xq_out) rope_attention(finished, t0 + warp, nh, nkv, qout, kc, vc, pstep, counters, xq_out, red);
 #else
     (void)finished;
 #endif
