@@ -223,18 +223,14 @@ fn model_mma_attention_matches_cpu() {
             for on in [true, false] {
                 cuda.set_mma_attention(on);
                 let run = decode_against_cpu(&cuda, cpu.as_ref(), &prompt[..n_prompt], ctx, 12);
-                let worst = run.steps.iter().fold(0f64, |w, &e| w.max(e));
+                let worst = run.worst_step();
                 eprintln!(
                     "nkv {nkv}, attention in q|k|v {on}, after {n_prompt} tokens: worst rel L2 vs CPU {worst:.2e}"
                 );
                 assert!(worst < 1e-2, "nkv {nkv}, {on}, {n_prompt}: {worst}");
-                per_mode.push(run.logits);
+                per_mode.push(run);
             }
-            let diff = per_mode[0]
-                .iter()
-                .zip(&per_mode[1])
-                .map(|(a, b)| rel_l2(a, b))
-                .fold(0f64, f64::max);
+            let diff = per_mode[0].worst_against(&per_mode[1]);
             eprintln!("  fused vs kernels' attention: worst rel L2 {diff:.2e}");
             // The same sums in another order, then the same digits: ~1e-6 apart.
             assert!(
@@ -310,6 +306,22 @@ struct DecodeRun {
     steps: Vec<f64>,
     /// The GPU's logits at each decode step.
     logits: Vec<Vec<f32>>,
+}
+
+impl DecodeRun {
+    /// The worst decode step's relative L2 against the CPU.
+    fn worst_step(&self) -> f64 {
+        self.steps.iter().fold(0f64, |w, &e| w.max(e))
+    }
+
+    /// The worst relative L2 between this run's decode logits and `other`'s, step by step.
+    fn worst_against(&self, other: &DecodeRun) -> f64 {
+        self.logits
+            .iter()
+            .zip(&other.logits)
+            .map(|(a, b)| rel_l2(a, b))
+            .fold(0f64, f64::max)
+    }
 }
 
 /// Prefill `prompt` on both backends in sessions of context `ctx`, then decode `n` tokens,
@@ -411,11 +423,11 @@ fn model_persistent_decode_matches_cpu() {
             .map(|_| 3 + (rng.next_u64() % 190) as u32)
             .collect();
         for (n_prompt, ctx) in [(3usize, 64usize), (300, 1024), (1, 2048)] {
-            let mut per_mode: Vec<Vec<Vec<f32>>> = Vec::new();
+            let mut per_mode = Vec::new();
             for on in [true, false] {
                 cuda.set_persistent(on);
                 let run = decode_against_cpu(&cuda, cpu.as_ref(), &prompt[..n_prompt], ctx, 10);
-                let worst = run.steps.iter().fold(0f64, |w, &e| w.max(e));
+                let worst = run.worst_step();
                 eprintln!(
                     "decode (persistent {on}) nkv {nkv} after {n_prompt} tokens (context {ctx}): worst rel L2 vs CPU {worst:.2e}"
                 );
@@ -423,13 +435,9 @@ fn model_persistent_decode_matches_cpu() {
                     worst < 1e-2,
                     "persistent {on}, nkv {nkv}, {n_prompt}: {worst}"
                 );
-                per_mode.push(run.logits);
+                per_mode.push(run);
             }
-            let diff = per_mode[0]
-                .iter()
-                .zip(&per_mode[1])
-                .map(|(a, b)| rel_l2(a, b))
-                .fold(0f64, f64::max);
+            let diff = per_mode[0].worst_against(&per_mode[1]);
             eprintln!("  persistent vs per-step: worst rel L2 {diff:.2e}");
             // Two f16 roundings of the same sums, each ~1e-3–2.5e-3 from the CPU: the
             // persistent kernel scales every batch's inputs to just under the f16 sums' bound
