@@ -76,10 +76,11 @@
 #ifndef MST
 #define MST 24
 #endif
-// MMA_UNIT_MAJOR=1 (the sm_90 default; WV_CUDA_MMA_LAYOUT=rows turns it off, gemv_mma.rs): qw points at the matrix's unit-major
-// copy — unit u (as above) stored whole: its 16 packed rows (16 x 512 bytes, row-major), then the
-// 128 scales and 128 zeros of its group, 8,576 bytes — which the producer copies with two bulk
-// copies into the plain row order (scales and zeros unused). The chain probe measured it: the
+// MMA_UNIT_MAJOR=1 (the sm_90 default; WV_CUDA_MMA_LAYOUT=rows turns it off, gemv_mma.rs): qw
+// points at the matrix's unit-major copy — unit u (as above) stored whole: its 16 packed rows
+// (16 x 512 bytes, row-major), then the 128 scales and 128 zeros of its group, 8,576 bytes —
+// which the producer copies with two bulk copies into the plain row order (scales and zeros
+// unused). The chain probe measured it: the
 // same kernel 1.99 against 2.39 ms for the 13B step's products (docs/cuda.md).
 #ifndef MMA_UNIT_MAJOR
 #define MMA_UNIT_MAJOR 0
@@ -130,8 +131,8 @@ __device__ __forceinline__ int tile_blocks(int t, int KB, int P, long long U) {
 // q, k or v tile, it counts the tile in counters[MMA_HEAD_CTR + h] for each query head h the
 // tile serves (release: its lanes' stores; acquire: the other tiles'); the block that counts a
 // head's third tile runs the head's attention with all its consumer warps — warp w the keys
-// w, w + MW, ... of 0 .. p, MMA_ATT_KB at a time with their own online softmax, as attn_partial — meets
-// the warps' results in red ([MW][128] outputs, then [MW] (max, sum) pairs) and writes the
+// w, w + MW, ... of 0 .. p, MMA_ATT_KB at a time with their own online softmax, as
+// attn_partial — meets the warps' results in red ([MW][128] outputs, then [MW] (max, sum) pairs) and writes the
 // head's output as digits block h of xq (o's input, K = nh * 128), resetting the counter.
 #define MMA_HEAD_CTR 512
 #define MMA_ATT_LIST 32

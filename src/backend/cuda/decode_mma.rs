@@ -159,8 +159,10 @@ pub fn layer(
 ) -> Result<CUdeviceptr> {
     let dbg = debug_bits();
     let (nh, nkv) = (c.num_attention_heads, c.num_key_value_heads);
-    // The attention in q|k|v's epilogue where the keys fit (see `FUSED_ATTENTION_KEYS`).
+    // The attention in q|k|v's epilogue where the keys fit (see `FUSED_ATTENTION_KEYS`), and
+    // whether it runs there (not when debug bit 1 skips the attention).
     let fused_att = p.attention && io.att.0 * io.att.1 <= FUSED_ATTENTION_KEYS;
+    let att_in_qkv = fused_att && dbg & 1 == 0;
     // One product on the variant its epilogue names.
     let run = |q: &Q4Dev, g: &LinearGroup, din, epi, pf| -> Result<()> {
         let (f, epi) = match epi {
@@ -185,11 +187,7 @@ pub fn layer(
     } else {
         sc.digits.ptr
     };
-    let (din, dother) = if fused_att && dbg & 1 == 0 {
-        (b, a)
-    } else {
-        (a, b)
-    };
+    let (din, dother) = if att_in_qkv { (b, a) } else { (a, b) };
     let counters = sc.counters.ptr;
     // q|k|v: r, RoPE, q out, K and V into the caches.
     let g = &l.qkv;
@@ -207,7 +205,7 @@ pub fn layer(
         dpos: io.pos.1,
         nh,
         nkv,
-        att_digits: if fused_att && dbg & 1 == 0 { din } else { 0 },
+        att_digits: if att_in_qkv { din } else { 0 },
     };
     run(p.qkv, g, a, epi, pf(p.o))?;
     // The attention (unless q|k|v's epilogue ran it); its combine writes o's input digits
