@@ -45,12 +45,11 @@
 //
 // The fused variants (the glue between decode's products folded in, so that a layer is q|k|v,
 // attn_partial, attn_combine, o, gate|up, down — or, for a short context, q|k|v, o, gate|up,
-// down): after writing its slabs a block counts itself
-// in counters[key] per tile it holds (key = the tile; for gate|up the pair of gate tile j and up
-// tile j + N/256); the last to arrive (it resets the counter) sums the key's slabs in slab order
-// (deterministic) — consumer warp i of a block takes the block's i-th tile (MSEG <= MW, so a
-// block's tiles finish at once, no block barrier between them), lane l its columns 4l .. 4l+3
-// — and:
+// down): after writing its slabs a block counts itself in counters[key] per tile it holds
+// (key = the tile; for gate|up the pair of gate tile j and up tile j + N/256); the last to
+// arrive (it resets the counter) sums the key's slabs in slab order (deterministic) — consumer
+// warp i of a block takes the block's i-th tile (MSEG <= MW, so a block's tiles finish at
+// once, no block barrier between them), lane l its columns 4l .. 4l+3 — and:
 //   gemv_q4m_resid (o, down; N = hidden): resid f32 [N] += Σ slabs (+ ebias); ss[t] = the
 //     tile's sum of squares of the new values; when normw (the next RMSNorm's weight) is not
 //     NULL, the digits of resid ∘ normw for block t of xq_out (the next product's input, K =
@@ -80,8 +79,8 @@
 // points at the matrix's unit-major copy — unit u (as above) stored whole: its 16 packed rows
 // (16 x 512 bytes, row-major), then the 128 scales and 128 zeros of its group, 8,576 bytes —
 // which the producer copies with two bulk copies into the plain row order (scales and zeros
-// unused). The chain probe measured it: the
-// same kernel 1.99 against 2.39 ms for the 13B step's products (docs/cuda.md).
+// unused). The chain probe measured it: the same kernel 1.99 against 2.39 ms for the 13B
+// step's products (docs/cuda.md).
 #ifndef MMA_UNIT_MAJOR
 #define MMA_UNIT_MAJOR 0
 #endif
@@ -132,8 +131,9 @@ __device__ __forceinline__ int tile_blocks(int t, int KB, int P, long long U) {
 // tile serves (release: its lanes' stores; acquire: the other tiles'); the block that counts a
 // head's third tile runs the head's attention with all its consumer warps — warp w the keys
 // w, w + MW, ... of 0 .. p, MMA_ATT_KB at a time with their own online softmax, as
-// attn_partial — meets the warps' results in red ([MW][128] outputs, then [MW] (max, sum) pairs) and writes the
-// head's output as digits block h of xq (o's input, K = nh * 128), resetting the counter.
+// attn_partial — meets the warps' results in red ([MW][128] outputs, then [MW] (max, sum)
+// pairs) and writes the head's output as digits block h of xq (o's input, K = nh * 128),
+// resetting the counter.
 #define MMA_HEAD_CTR 512
 #define MMA_ATT_LIST 32
 #ifndef MMA_ATTN

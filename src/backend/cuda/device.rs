@@ -55,6 +55,21 @@ unsafe impl Send for Gpu {}
 // SAFETY: as above.
 unsafe impl Sync for Gpu {}
 
+/// The rank of a tensor map of `dims` (innermost first), `strides` (the outer dimensions'
+/// byte strides) and box `boxd`: 1 to 5, with rank - 1 strides and a box of the same rank, else
+/// an internal error (what [`Gpu::tensor_map`] hands the driver must hold that many values).
+fn map_rank(dims: &[u64], strides: &[u64], boxd: &[u32]) -> Result<usize> {
+    let rank = dims.len();
+    if !(1..=5).contains(&rank) || strides.len() + 1 != rank || boxd.len() != rank {
+        return Err(Error::internal(format!(
+            "tensor map of rank {rank} with {} strides and a box of rank {}",
+            strides.len(),
+            boxd.len()
+        )));
+    }
+    Ok(rank)
+}
+
 impl Gpu {
     /// Open device `ordinal`: load the driver, initialise, retain the primary context, make a stream.
     pub fn open(ordinal: usize) -> Result<Arc<Gpu>> {
@@ -565,14 +580,7 @@ impl Gpu {
         boxd: &[u32],
         swizzle: i32,
     ) -> Result<ffi::CUtensorMap> {
-        let rank = dims.len();
-        if !(1..=5).contains(&rank) || strides.len() + 1 != rank || boxd.len() != rank {
-            return Err(Error::internal(format!(
-                "tensor map of rank {rank} with {} strides and a box of rank {}",
-                strides.len(),
-                boxd.len()
-            )));
-        }
+        let rank = map_rank(dims, strides, boxd)?;
         let f = self
             .drv
             .cuTensorMapEncodeTiled
@@ -789,5 +797,36 @@ pub fn fmt_bytes(b: usize) -> String {
         format!("{:.1} KiB", b / 1024.0)
     } else {
         format!("{b} bytes")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::map_rank;
+
+    #[test]
+    fn tensor_maps_need_matching_ranks_of_one_to_five() {
+        // gemm_q4_tma's maps: X and the row layout's 2-D, the unit-major copy's 3-D and 4-D.
+        assert_eq!(map_rank(&[5120, 512], &[10240], &[64, 128]).unwrap(), 2);
+        assert_eq!(
+            map_rank(&[128, 40, 40], &[8576, 343040], &[128, 1, 1]).unwrap(),
+            3
+        );
+        assert_eq!(
+            map_rank(&[128, 16, 40, 40], &[512, 8576, 343040], &[128, 8, 1, 1]).unwrap(),
+            4
+        );
+        // Strides for every outer dimension, a box of the tensor's rank, at most 5 dimensions.
+        for (dims, strides, boxd) in [
+            (vec![128u64, 40], vec![], vec![128u32, 1]),
+            (vec![128, 40], vec![512, 8576], vec![128, 1]),
+            (vec![128, 40], vec![512], vec![128]),
+            (vec![], vec![], vec![]),
+            (vec![1; 6], vec![16; 5], vec![1; 6]),
+        ] {
+            let e = map_rank(&dims, &strides, &boxd).unwrap_err();
+            assert_eq!(e.kind, crate::error::ErrorKind::Internal, "{e}");
+            assert!(e.to_string().contains("tensor map of rank"), "{e}");
+        }
     }
 }

@@ -45,10 +45,10 @@ pub fn prefill_chunk() -> usize {
 /// Prompts of at most this many tokens run as decode steps (GEMV beats dequantise + GEMM).
 pub const SMALL_T: usize = 4;
 /// The keys a decode step's attention plan covers at position `pos` of a cache of `capacity`
-/// (with `buckets`, [`Kernels::att_buckets`](super::kernels::Kernels::att_buckets)): the next power of two above the position, at
-/// least [`MIN_ATTENTION_KEYS`], at most the capacity (one captured graph per such bucket: up
-/// to 5 for a 2,048-position session); else the capacity. A plan sized by the capacity alone made a short
-/// context in a long session pay for every chunk (empty chunks' blocks, and o's prologue
+/// (with `buckets`, [`Kernels::att_buckets`](super::kernels::Kernels::att_buckets)): the next
+/// power of two above the position, at least [`MIN_ATTENTION_KEYS`], at most the capacity (one
+/// captured graph per such bucket: up to 5 for a 2,048-position session); else the capacity. A
+/// plan sized by the capacity alone made a short context in a long session pay for every chunk (empty chunks' blocks, and o's prologue
 /// combining all of them). Empty chunks contribute exact zeros, so both plans give the same
 /// logits bit for bit.
 pub fn attention_keys(capacity: usize, pos: usize, buckets: bool) -> usize {

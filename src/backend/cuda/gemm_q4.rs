@@ -207,7 +207,6 @@ impl Kernels {
                 (f, GEMM_Q4_THREADS, GEMM_Q4_SMEM, 128)
             }
         };
-
         let grid = (
             t.div_ceil(tt) as u32,
             q.n.div_ceil(GEMM_Q4_FEAT) as u32,
@@ -288,14 +287,16 @@ pub fn weight_maps(gpu: &Gpu, q: &Q4Dev) -> Option<Box<[ffi::CUtensorMap; 3]>> {
     ]))
 }
 
+/// One tensor map's geometry: (byte offset, element dims innermost first, byte strides of the
+/// outer dims, box).
+pub type MapShape = (u64, Vec<u64>, Vec<u64>, Vec<u32>);
+
 /// The geometry of `gemm_q4_tma`'s maps over a unit-major copy (`gemv_mma::unit_major_copy`:
 /// unit (t, kb) of 8,576 bytes at (t · k/128 + kb) · 8,576 — 16 rows of 128 words, then 128
-/// f16 scales at 8,192 and 128 u8 zeros at 8,448): for the weights, the scales and the zeros,
-/// (byte offset, element dims innermost first, byte strides of the outer dims, box). The
-/// weights' box is the row layout's 128 x 8 (half a unit's rows: coordinates (0, 8 · (k0 / 64
-/// % 2), k0 / 128, n0 / 128)), the scales' and zeros' one unit's 128 (coordinates (0, k0 / 128,
-/// n0 / 128)).
-pub type MapShape = (u64, Vec<u64>, Vec<u64>, Vec<u32>);
+/// f16 scales at 8,192 and 128 u8 zeros at 8,448), for the weights, the scales and the zeros.
+/// The weights' box is the row layout's 128 x 8 (half a unit's rows: coordinates (0, 8 · (k0 /
+/// 64 % 2), k0 / 128, n0 / 128)), the scales' and zeros' one unit's 128 (coordinates (0, k0 /
+/// 128, n0 / 128)).
 pub fn unit_map_shapes(k: usize, n: usize) -> [MapShape; 3] {
     use super::gemv_mma::UNIT_BYTES;
     let (kbs, tiles, unit) = ((k / 128) as u64, (n / 128) as u64, UNIT_BYTES as u64);

@@ -393,12 +393,13 @@ impl Prefetch {
         lag: 0,
     };
 
-    /// The first `units` units per block of `next`, when it runs on `gemv_q4m` from its
+    /// The first `units` units per block of `next` — a matrix a fused layer runs on `gemv_q4m`
+    /// (`decode_mma::plan` found it so: its group was planned on it at upload) — from its
     /// unit-major copy on `gpu` (else nothing: the row layout's units are not contiguous),
     /// asked for once all but the block's last `lag` copies have landed.
     pub fn of(gpu: &Gpu, next: &Q4Dev, (units, lag): (usize, usize)) -> Prefetch {
         match (&next.units, unit_major()) {
-            (Some(u), true) if units > 0 && takes(gpu, next) => Prefetch {
+            (Some(u), true) if units > 0 => Prefetch {
                 ptr: u.ptr,
                 total: (next.k / 128) * (next.n / 128),
                 blocks: blocks(gpu.sms, next.k, next.n),

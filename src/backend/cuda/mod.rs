@@ -111,8 +111,7 @@ impl CudaBackend {
     }
 
     /// Whether decode layers on `gemv_q4m` run its fused variants (`WV_CUDA_MMA_FUSE=0` turns
-    /// them off; tests
-    /// compare both in one process). Drops the captured decode steps.
+    /// them off; tests compare both in one process). Drops the captured decode steps.
     pub fn set_mma_fuse(&mut self, on: bool) {
         self.kernels.mma_fuse = on;
         self.drop_decode_steps();

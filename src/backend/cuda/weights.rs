@@ -341,7 +341,7 @@ impl GemvKind {
             })
         };
         // Every kernel but gemv_q4m reads wv's row layout.
-        let rows = q4().all(|q| q.rows.is_some());
+        let rows = q4().all(|q| !q.units_only());
         match self {
             GemvKind::Classic => rows,
             GemvKind::Wide => rows && q4().all(|q| q.gs % 64 == 0),
@@ -494,9 +494,8 @@ pub struct Loaded {
     /// `gemv_q4m` is loaded (`WV_CUDA_GEMV=mma` chooses it only then).
     pub mma: bool,
     /// A matrix may be held only in the unit-major layout: `gemv_mma::unit_major` (unless
-    /// `WV_CUDA_MMA_LAYOUT=rows`), with
-    /// `gemv_q4m`, `gemm_q4_wgmma` and `gemm_q4_tma` loaded (prefill passes then run on the
-    /// fused product only: [`Self::prefill_chunk`]).
+    /// `WV_CUDA_MMA_LAYOUT=rows`), with `gemv_q4m`, `gemm_q4_wgmma` and `gemm_q4_tma` loaded
+    /// (prefill passes then run on the fused product only: [`Self::prefill_chunk`]).
     pub units: bool,
 }
 

@@ -137,10 +137,7 @@ impl OpHarness {
         let part = self.gpu.alloc(g.s_decode * g.n_total * 4, "bench out")?;
         // The input's digits, for a group on gemv_q4m (every 4-bit group in the unit-major
         // layout, the sm_90 default).
-        let digits = self.gpu.alloc(
-            g.k.div_ceil(128) * crate::backend::cuda::gemv_mma::DIGITS_PER_BLOCK,
-            "bench digits",
-        )?;
+        let digits = self.digits_buf(g.k)?;
         let ops = Ops {
             gpu: &self.gpu,
             k: &self.k,
@@ -158,7 +155,7 @@ impl OpHarness {
                 1,
                 (part.ptr, g.s_decode * g.n_total),
                 PrefillBufs {
-                    digits: Some(digits.ptr),
+                    digits: digits.as_ref().map(|d| d.ptr),
                     ..PrefillBufs::default()
                 },
             )
