@@ -79,53 +79,8 @@ __device__ __forceinline__ void attn_partial_body(ATT_PARTIAL_PARAMS)
     // ATT_KB keys at a time whose K and V rows are all requested before any is used (one memory
     // round trip per batch, no block barrier); the warps' results meet at the end.
     float m = NEG_INF, l = 0.f;
-    const f16* __restrict__ kb = kc + (size_t)kvh * hd;
-    const f16* __restrict__ vb = vc + (size_t)kvh * hd;
-    const uint2 zero2 = make_uint2(0u, 0u);
-    for (int p0 = p_begin + warp; p0 < p_end; p0 += ATT_WARPS * ATT_KB) {
-        uint2 kk[ATT_KB][NI], vv[ATT_KB][NI];
-#pragma unroll
-        for (int j = 0; j < ATT_KB; ++j) {
-            const int p = p0 + ATT_WARPS * j;
-#pragma unroll
-            for (int i = 0; i < NI; ++i) {
-                const int v = lane + 32 * i;
-                const bool ok = p < p_end && v < nv;
-                kk[j][i] = ok ? *reinterpret_cast<const uint2*>(kb + (size_t)p * kvd + 4 * v) : zero2;
-                vv[j][i] = ok ? *reinterpret_cast<const uint2*>(vb + (size_t)p * kvd + 4 * v) : zero2;
-            }
-        }
-        float s[ATT_KB];
-        float m_new = m;
-#pragma unroll
-        for (int j = 0; j < ATT_KB; ++j) {
-            float d = 0.f;
-#pragma unroll
-            for (int i = 0; i < NI; ++i)
-                d += qr[4 * i] * lo2f(kk[j][i].x) + qr[4 * i + 1] * hi2f(kk[j][i].x) + qr[4 * i + 2] * lo2f(kk[j][i].y) +
-                     qr[4 * i + 3] * hi2f(kk[j][i].y);
-            s[j] = p0 + ATT_WARPS * j < p_end ? warp_sum(d) * scale : NEG_INF;
-            m_new = fmaxf(m_new, s[j]);
-        }
-        // m_new is finite: the batch's first key is in range.
-        const float corr = expf(m - m_new);
-        l *= corr;
-#pragma unroll
-        for (int e = 0; e < 4 * NI; ++e) acc[e] *= corr;
-#pragma unroll
-        for (int j = 0; j < ATT_KB; ++j) {
-            const float e = expf(s[j] - m_new);  // 0 for keys past the range
-            l += e;
-#pragma unroll
-            for (int i = 0; i < NI; ++i) {
-                acc[4 * i] += e * lo2f(vv[j][i].x);
-                acc[4 * i + 1] += e * hi2f(vv[j][i].x);
-                acc[4 * i + 2] += e * lo2f(vv[j][i].y);
-                acc[4 * i + 3] += e * hi2f(vv[j][i].y);
-            }
-        }
-        m = m_new;
-    }
+    warp_online_softmax<NI, ATT_KB, false>(qr, kc + (size_t)kvh * hd, vc + (size_t)kvh * hd, kvd, nv, p_begin + warp,
+                                           ATT_WARPS, p_end, scale, m, l, acc);
 #pragma unroll
     for (int i = 0; i < NI; ++i) {
         const int v = lane + 32 * i;

@@ -356,3 +356,65 @@ __device__ __forceinline__ void flag_raise(int* f) {
     asm volatile("red.release.gpu.global.add.s32 [%0], 1;" ::"l"(f) : "memory");
 }
 
+
+// One warp's share of decode attention for one head (attention.cu's attn_partial, gemv_mma.cu's
+// fused short-context attention): an online softmax — running max m, sum l, unnormalised
+// output acc — over the keys first, first + stride, ... < end, KB at a time, the batch's K and
+// V rows all requested before any is used (one memory round trip per batch, no barrier). Lane
+// holds dims 4v .. 4v+3 for v = lane + 32i, i < NI, v < nv (qr the query's, already in f32);
+// kb, vb: the KV head's row of key 0 in the caches (f16, rows kvd elements apart). CG: rows
+// read through L2 only (another block of the same launch may have written them). The first
+// key of every batch is in range, so the batch's maximum is finite.
+template <int NI, int KB, bool CG>
+__device__ __forceinline__ void warp_online_softmax(const float (&qr)[4 * NI], const f16* __restrict__ kb,
+                                                    const f16* __restrict__ vb, size_t kvd, int nv, int first,
+                                                    int stride, int end, float scale, float& m, float& l,
+                                                    float (&acc)[4 * NI]) {
+    const int lane = threadIdx.x & 31;
+    const uint2 zero2 = make_uint2(0u, 0u);
+    for (int p0 = first; p0 < end; p0 += stride * KB) {
+        uint2 kk[KB][NI], vv[KB][NI];
+#pragma unroll
+        for (int j = 0; j < KB; ++j) {
+            const int p = p0 + stride * j;
+#pragma unroll
+            for (int i = 0; i < NI; ++i) {
+                const int v = lane + 32 * i;
+                const bool ok = p < end && v < nv;
+                const uint2* kr = reinterpret_cast<const uint2*>(kb + (size_t)p * kvd + 4 * v);
+                const uint2* vr = reinterpret_cast<const uint2*>(vb + (size_t)p * kvd + 4 * v);
+                kk[j][i] = ok ? (CG ? __ldcg(kr) : *kr) : zero2;
+                vv[j][i] = ok ? (CG ? __ldcg(vr) : *vr) : zero2;
+            }
+        }
+        float s[KB];
+        float m_new = m;
+#pragma unroll
+        for (int j = 0; j < KB; ++j) {
+            float d = 0.f;
+#pragma unroll
+            for (int i = 0; i < NI; ++i)
+                d += qr[4 * i] * lo2f(kk[j][i].x) + qr[4 * i + 1] * hi2f(kk[j][i].x) + qr[4 * i + 2] * lo2f(kk[j][i].y) +
+                     qr[4 * i + 3] * hi2f(kk[j][i].y);
+            s[j] = p0 + stride * j < end ? warp_sum(d) * scale : NEG_INF;
+            m_new = fmaxf(m_new, s[j]);
+        }
+        const float corr = expf(m - m_new);
+        l *= corr;
+#pragma unroll
+        for (int e = 0; e < 4 * NI; ++e) acc[e] *= corr;
+#pragma unroll
+        for (int j = 0; j < KB; ++j) {
+            const float e = expf(s[j] - m_new);  // 0 for keys past the range
+            l += e;
+#pragma unroll
+            for (int i = 0; i < NI; ++i) {
+                acc[4 * i] += e * lo2f(vv[j][i].x);
+                acc[4 * i + 1] += e * hi2f(vv[j][i].x);
+                acc[4 * i + 2] += e * lo2f(vv[j][i].y);
+                acc[4 * i + 3] += e * hi2f(vv[j][i].y);
+            }
+        }
+        m = m_new;
+    }
+}

@@ -402,18 +402,19 @@ __device__ __forceinline__ void gemm_q4_tma_body(const TmaMap* mx, const TmaMap*
             auto request = [&](int kb, int sl, bool w, bool x) {
                 const int k0 = kb << 6;
                 const u32 full = full_s + 8 * sl;
-                if (w && unit) {
-                    // The unit-major copy: half of unit (n0 / 128, k0 / 128)'s 16 rows, and its
-                    // scales and zeros (the same bytes as below, from one 8,576-byte unit).
+                if (w) {
                     mbar_expect_tx(full, SB);
-                    tma_4d(ws_s + sl * QG_W_BYTES, mw, 0, (k0 >> 3) & 15, k0 >> 7, n0 >> 7, full);
-                    tma_3d(ss_s + sl * QG_S_BYTES, ms, 0, k0 >> 7, n0 >> 7, full);
-                    tma_3d(zs_s + sl * QG_Z_BYTES, mz, 0, k0 >> 7, n0 >> 7, full);
-                } else if (w) {
-                    mbar_expect_tx(full, SB);
-                    tma_2d(ws_s + sl * QG_W_BYTES, mw, n0, k0 >> 3, full);
-                    tma_2d(ss_s + sl * QG_S_BYTES, ms, n0, k0 / gs, full);
-                    tma_2d(zs_s + sl * QG_Z_BYTES, mz, n0, k0 / gs, full);
+                    if (unit) {
+                        // The unit-major copy: half of unit (n0 / 128, k0 / 128)'s 16 rows, and
+                        // its scales and zeros (the same bytes as below, from one 8,576-byte unit).
+                        tma_4d(ws_s + sl * QG_W_BYTES, mw, 0, (k0 >> 3) & 15, k0 >> 7, n0 >> 7, full);
+                        tma_3d(ss_s + sl * QG_S_BYTES, ms, 0, k0 >> 7, n0 >> 7, full);
+                        tma_3d(zs_s + sl * QG_Z_BYTES, mz, 0, k0 >> 7, n0 >> 7, full);
+                    } else {
+                        tma_2d(ws_s + sl * QG_W_BYTES, mw, n0, k0 >> 3, full);
+                        tma_2d(ss_s + sl * QG_S_BYTES, ms, n0, k0 / gs, full);
+                        tma_2d(zs_s + sl * QG_Z_BYTES, mz, n0, k0 / gs, full);
+                    }
                 }
                 if (x) tma_2d(xs_s + sl * XB, mx, k0, t0, full);
             };

@@ -130,10 +130,10 @@ __device__ __forceinline__ int tile_blocks(int t, int KB, int P, long long U) {
 // q, k or v tile, it counts the tile in counters[MMA_HEAD_CTR + h] for each query head h the
 // tile serves (release: its lanes' stores; acquire: the other tiles'); the block that counts a
 // head's third tile runs the head's attention with all its consumer warps — warp w the keys
-// w, w + MW, ... of 0 .. p, MMA_ATT_KB at a time with their own online softmax, as
-// attn_partial — meets the warps' results in red ([MW][128] outputs, then [MW] (max, sum)
-// pairs) and writes the head's output as digits block h of xq (o's input, K = nh * 128),
-// resetting the counter.
+// w, w + MW, ... of 0 .. p, MMA_ATT_KB at a time with their own online softmax (common.cuh's
+// warp_online_softmax, as attn_partial) — meets the warps' results in red ([MW][128] outputs,
+// then [MW] (max, sum) pairs) and writes the head's output as digits block h of xq (o's input,
+// K = nh * 128), resetting the counter.
 #define MMA_HEAD_CTR 512
 #define MMA_ATT_LIST 32
 #ifndef MMA_ATTN
@@ -166,40 +166,13 @@ __device__ __forceinline__ void rope_attention(int finished, int tile, int nh, i
     float* st = red + MW * 128;
     for (int i = 0; i < nl; ++i) {
         const int h = heads[1 + i], kvh = h / (nh / nkv);
-        const float4 q = __ldcg(reinterpret_cast<const float4*>(qout + h * 128 + 4 * lane));
-        const f16* kb = kc + kvh * 128 + 4 * lane;
-        const f16* vb = vc + kvh * 128 + 4 * lane;
+        const float4 q4 = __ldcg(reinterpret_cast<const float4*>(qout + h * 128 + 4 * lane));
+        const float q[4] = {q4.x, q4.y, q4.z, q4.w};
         float m = NEG_INF, l = 0.f, acc[4] = {0.f, 0.f, 0.f, 0.f};
-        for (int p0 = warp; p0 <= p; p0 += MW * MMA_ATT_KB) {
-            uint2 kk[MMA_ATT_KB], vv[MMA_ATT_KB];
-#pragma unroll
-            for (int j = 0; j < MMA_ATT_KB; ++j) {
-                const int pp = p0 + MW * j;
-                kk[j] = pp <= p ? __ldcg(reinterpret_cast<const uint2*>(kb + (size_t)pp * kvd)) : make_uint2(0u, 0u);
-                vv[j] = pp <= p ? __ldcg(reinterpret_cast<const uint2*>(vb + (size_t)pp * kvd)) : make_uint2(0u, 0u);
-            }
-            float sc[MMA_ATT_KB], m_new = m;
-#pragma unroll
-            for (int j = 0; j < MMA_ATT_KB; ++j) {
-                const float d = q.x * lo2f(kk[j].x) + q.y * hi2f(kk[j].x) + q.z * lo2f(kk[j].y) + q.w * hi2f(kk[j].y);
-                sc[j] = p0 + MW * j <= p ? warp_sum(d) * 0.08838834764831845f : NEG_INF;
-                m_new = fmaxf(m_new, sc[j]);
-            }
-            const float corr = expf(m - m_new);
-            l *= corr;
-#pragma unroll
-            for (int e = 0; e < 4; ++e) acc[e] *= corr;
-#pragma unroll
-            for (int j = 0; j < MMA_ATT_KB; ++j) {
-                const float e = expf(sc[j] - m_new);
-                l += e;
-                acc[0] += e * lo2f(vv[j].x);
-                acc[1] += e * hi2f(vv[j].x);
-                acc[2] += e * lo2f(vv[j].y);
-                acc[3] += e * hi2f(vv[j].y);
-            }
-            m = m_new;
-        }
+        // Warp w the keys w, w + MW, ... of 0 .. p (read through L2: this step's key and value
+        // were written by other blocks of this launch).
+        warp_online_softmax<1, MMA_ATT_KB, true>(q, kc + kvh * 128, vc + kvh * 128, kvd, 32, warp, MW, p + 1,
+                                                 0.08838834764831845f, m, l, acc);
         *reinterpret_cast<float4*>(red + warp * 128 + 4 * lane) = make_float4(acc[0], acc[1], acc[2], acc[3]);
         if (lane == 0) {
             st[2 * warp] = m;
