@@ -129,6 +129,9 @@ extern "C" __global__ void __launch_bounds__(128) attn_partial_wide(ATT_PARTIAL_
     attn_partial_body<2>(q, kc, vc, po, pml, pos, dpos, nh, nkv, hd, chunk, nch, scale);
 }
 
+#ifndef ATT_COMBINE_BATCH
+#define ATT_COMBINE_BATCH 32  // chunks whose partials attn_combine requests at once
+#endif
 extern "C" __global__ void __launch_bounds__(128) attn_combine(
     const float* __restrict__ po, const float* __restrict__ pml, f16* __restrict__ out, int nch, int nh, int hd,
     u32* __restrict__ xq)
@@ -136,23 +139,42 @@ extern "C" __global__ void __launch_bounds__(128) attn_combine(
     pdl_between_products();
     __shared__ __align__(16) float head[128];
     const int h = blockIdx.x, t = blockIdx.y;
-    // One pass per output element, rescaling as the running max grows (the chunks' loads are
-    // independent, so they are in flight together; two dependent passes over the (max, sum)
-    // pairs first cost two more round trips on the step's critical path). Empty chunks wrote
-    // (-inf, 0) and zeros.
+    // One pass per output element over batches of ATT_COMBINE_BATCH chunks whose loads are all
+    // requested before any is used (one round trip per batch: the 32 chunks of a 2,048-key plan
+    // in one; two dependent passes over the (max, sum) pairs first cost two more round trips on
+    // the step's critical path), rescaling as the running max grows from batch to batch. Empty
+    // chunks wrote (-inf, 0) and zeros. The batches start at chunk 0 whatever nch is, so plans
+    // that differ only in empty chunks at the end give the same output bit for bit.
     for (int d = threadIdx.x; d < hd; d += blockDim.x) {
         float M = NEG_INF, L = 0.f, o = 0.f;
-#pragma unroll 4
-        for (int c = 0; c < nch; ++c) {
-            const size_t ob = (size_t)(t * nch + c) * nh + h;
-            const float mc = pml[ob * 2], lc = pml[ob * 2 + 1], pc = po[ob * hd + d];
-            if (lc > 0.f) {
-                const float mn = fmaxf(M, mc);
-                const float a = expf(M - mn), e = expf(mc - mn);
-                L = L * a + lc * e;
-                o = o * a + pc * e;
-                M = mn;
+        for (int c0 = 0; c0 < nch; c0 += ATT_COMBINE_BATCH) {
+            float mc[ATT_COMBINE_BATCH], lc[ATT_COMBINE_BATCH], pc[ATT_COMBINE_BATCH];
+#pragma unroll
+            for (int j = 0; j < ATT_COMBINE_BATCH; ++j) {
+                const size_t ob = (size_t)(t * nch + c0 + j) * nh + h;
+                const bool ok = c0 + j < nch;
+                mc[j] = ok ? pml[ob * 2] : NEG_INF;
+                lc[j] = ok ? pml[ob * 2 + 1] : 0.f;
+                pc[j] = ok ? po[ob * hd + d] : 0.f;
             }
+            // The batch's maximum first, so that its exponentials do not wait for each other.
+            float bm = NEG_INF;
+#pragma unroll
+            for (int j = 0; j < ATT_COMBINE_BATCH; ++j)
+                if (lc[j] > 0.f) bm = fmaxf(bm, mc[j]);
+            if (bm == NEG_INF) continue;  // every chunk of the batch empty (the same for all d)
+            const float mn = fmaxf(M, bm);
+            float lb = 0.f, ob = 0.f;
+#pragma unroll
+            for (int j = 0; j < ATT_COMBINE_BATCH; ++j) {
+                const float e = lc[j] > 0.f ? expf(mc[j] - mn) : 0.f;
+                lb += lc[j] * e;
+                ob += pc[j] * e;
+            }
+            const float a = expf(M - mn);  // 0 while M is -inf (L and o are 0 then)
+            L = L * a + lb;
+            o = o * a + ob;
+            M = mn;
         }
         out[(size_t)t * nh * hd + (size_t)h * hd + d] = f2h(o / L);
         if (xq) head[d] = o / L;
