@@ -1,8 +1,9 @@
 //! `wv bench`: prefill and decode speed, time to first token and peak memory, as JSON.
 //!
 //! The prompt is `n_prompt` pseudo-random ordinary token ids (BOS first); decode is greedy
-//! for exactly `n_gen` tokens (EOS does not stop it), one forward pass per token, so the
-//! numbers measure the engine, not the text. The prompt is fed in chunks of the backend's
+//! (or, with [`Sampling::Card`], the model card's sampling) for exactly `n_gen` tokens (EOS
+//! does not stop it), one forward pass per token, so the numbers measure the engine, not the
+//! text. The prompt is fed in chunks of the backend's
 //! `prefill_chunk`, as a session feeds it. Bytes read per decoded token (weights plus the
 //! KV cache at the mean decode position) are reported for roofline fractions. `host_ms` spins
 //! the CPU for that long after each decoded token, as an application's per-token work (a
@@ -12,17 +13,21 @@
 use crate::backend::DeviceSampling;
 use crate::error::Result;
 use crate::model::Model;
-use crate::sampler::{argmax, Rng};
+use crate::sampler::{argmax, GenerateOptions, Rng, Sampler};
 use serde_json::{json, Value};
 use std::time::Instant;
 
-/// Where decode's greedy choice is made.
+/// How decode chooses its tokens, and where.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Sampling {
-    /// On the device when the backend can (as sessions do), else on the host.
+    /// Greedy, on the device when the backend can (as sessions do), else on the host.
     Session,
-    /// Always on the host, from the step's logits.
+    /// Greedy, always on the host, from the step's logits.
     Host,
+    /// The model card's sampling ([`GenerateOptions::default`]: temperature 0.7, top-k 40,
+    /// top-p 0.95, repetition penalty 1.1 over the prompt and the tokens so far, a seeded
+    /// draw) where sessions make it: on the device when the backend can, else on the host.
+    Card,
 }
 
 /// The most host work per decoded token `run` takes (ms).
@@ -97,10 +102,42 @@ pub fn run(
     let mut next = argmax(&logits);
     let ttft = t0.elapsed().as_secs_f64();
     let profile_prefill = be.profile_report();
-    let mut on_device = sampling == Sampling::Session;
+    let mut on_device = sampling != Sampling::Host;
+    // The model card's sampling: its settings, a seeded generator, the session's history.
+    let card = GenerateOptions {
+        seed: Some(7),
+        ..GenerateOptions::default()
+    };
+    let mut sampler = Sampler::new(&card);
+    let mut history = tokens.clone();
     let t1 = Instant::now();
     for i in 0..n_gen {
         let pos = n_prompt + i;
+        if sampling == Sampling::Card {
+            history.push(next);
+            if on_device {
+                let ds = DeviceSampling {
+                    temperature: card.temperature,
+                    top_k: card.top_k,
+                    top_p: card.top_p,
+                    repetition_penalty: card.repetition_penalty,
+                    uniform: sampler.rng().uniform(),
+                    last: i + 1 == n_gen,
+                };
+                match be.forward_sample(state.as_mut(), next, pos, &history, &ds) {
+                    Some(r) => {
+                        next = r?;
+                        spin(host_work);
+                        continue;
+                    }
+                    None => on_device = false,
+                }
+            }
+            be.forward(state.as_mut(), &[next], pos, 1, &mut logits)?;
+            next = sampler.sample(&mut logits, &history);
+            spin(host_work);
+            continue;
+        }
         if on_device {
             // The history matters only to a repetition penalty, which greedy decode has not.
             let greedy = DeviceSampling {
@@ -144,6 +181,10 @@ pub fn run(
         "time_to_first_token_ms": ttft * 1e3,
         "decode_seconds": decode,
         "host_ms_per_token": host_ms,
+        "sampling": match sampling {
+            Sampling::Card => "card",
+            Sampling::Session | Sampling::Host => "greedy",
+        },
         "decode_sampling": if on_device { "device" } else { "host" },
         "decode_tokens_per_s": if n_gen > 0 { n_gen as f64 / decode } else { 0.0 },
         "decode_ms_per_token": if n_gen > 0 { decode * 1e3 / n_gen as f64 } else { 0.0 },

@@ -466,6 +466,22 @@ fn bench_refuses_out_of_range_host_work() {
     assert_eq!(r["host_ms_per_token"], 0.0);
 }
 
+/// `bench::run` decodes greedily unless asked for the model card's sampling, and says which.
+#[test]
+fn bench_reports_its_sampling() {
+    use wv::bench::{run, Sampling};
+    let model = load(&fixture("gptq2-gall"), wv::DeviceRequest::Cpu);
+    for (s, want) in [
+        (Sampling::Session, "greedy"),
+        (Sampling::Host, "greedy"),
+        (Sampling::Card, "card"),
+    ] {
+        let r = run(&model, 3, 4, 0, 0.0, s, 0.0).unwrap();
+        assert_eq!(r["sampling"], want, "{s:?}");
+        assert!(r["decode_tokens_per_s"].as_f64().unwrap() > 0.0, "{s:?}");
+    }
+}
+
 /// The session tells a backend that samples on the device which call's token ends the
 /// generation (`DeviceSampling::last`: the CUDA backend enqueues no decode step ahead of it):
 /// the call whose token reaches `max_tokens`, and no call before it; a generation that stops at

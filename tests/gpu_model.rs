@@ -430,6 +430,66 @@ fn session_samples_on_the_device() {
     eprintln!("device sampling: {:?}", &a[..a.len().min(12)]);
 }
 
+/// The repetition penalty on the device follows the session's history as the host's does:
+/// two states on one model, fed the same tokens — one sampling on the device, the other
+/// taking its logits to the host and sampling there with the same uniforms — choose the same
+/// token at every step, while the history grows by one id a call (appended on the stream) and
+/// after a third state with another history has used the device's copy (written whole).
+#[test]
+#[ignore = "needs a CUDA GPU: run on the device with --ignored"]
+fn device_penalty_follows_the_history() {
+    let m = load(&root().join("models/kjv-tiny"), DeviceRequest::Cuda(0));
+    let be = &m.backend;
+    let v = m.config.vocab_size;
+    let (t, k, p, pen) = (0.7f32, 40usize, 0.95f32, 1.3f32);
+    let mut dev = be.new_state(64).unwrap();
+    let mut host = be.new_state(64).unwrap();
+    let mut other = be.new_state(64).unwrap();
+    let prompt = [1u32, 450, 1000, 33, 7, 450, 1000];
+    let mut logits = Vec::new();
+    be.forward(dev.as_mut(), &prompt[..6], 0, 1, &mut logits)
+        .unwrap();
+    be.forward(host.as_mut(), &prompt[..6], 0, 1, &mut logits)
+        .unwrap();
+    let mut history = prompt.to_vec();
+    let mut next = prompt[6];
+    let mut rng = Rng::new(5);
+    let mut cand = Vec::new();
+    for step in 0..16 {
+        let pos = history.len() - 1;
+        let u = rng.uniform();
+        let s = DeviceSampling {
+            temperature: t,
+            top_k: k,
+            top_p: p,
+            repetition_penalty: pen,
+            uniform: u,
+            last: false,
+        };
+        let got = be
+            .forward_sample(dev.as_mut(), next, pos, &history, &s)
+            .expect("the CUDA backend samples these settings")
+            .unwrap();
+        be.forward(host.as_mut(), &[next], pos, 1, &mut logits)
+            .unwrap();
+        Sampler::apply_penalty(&mut logits, &history, pen);
+        let want = wv::sampler::choose(&mut cand, &logits, t, k, p, u);
+        assert_eq!(got, want, "step {step}: device and host sampling differ");
+        assert!((got as usize) < v);
+        if step == 8 {
+            // Another history on the same device copy, then back.
+            let o = [1u32, 99, 98, 97];
+            be.forward(other.as_mut(), &o[..3], 0, 1, &mut logits)
+                .unwrap();
+            be.forward_sample(other.as_mut(), o[3], 3, &o, &s)
+                .unwrap()
+                .unwrap();
+        }
+        history.push(got);
+        next = got;
+    }
+}
+
 mod gpu_decode;
 
 /// `forward_sample`'s host fallback: when more values tie at the k-th largest logit than the

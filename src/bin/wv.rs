@@ -7,7 +7,7 @@
 //! wv generate --model DIR --prompt TEXT [sampling flags] [--chat] [--device D]
 //! wv chat     --model DIR [sampling flags] [--device D]
 //! wv bench    --model DIR [--prompt-tokens N] [--gen-tokens N] [--context N] [--device D]
-//!             [--sample session|host] [--host-ms F]
+//!             [--sample session|host|card] [--host-ms F]
 //! ```
 //! Without `--model`, the bundled demo model (`models/kjv-tiny`) is used. Errors print one line
 //! on stderr and exit non-zero (2 for a bad command line, 1 otherwise).
@@ -32,7 +32,7 @@ const USAGE: &str = "usage: wv <info|tokenize|logits|generate|chat|bench> [--mod
             [--repeat-penalty R] [--seed S] [--stop STR]... [--chat] [--device D] [--context N]
   chat      --model DIR [sampling flags] [--system TEXT] [--device D] [--context N]
   bench     --model DIR [--prompt-tokens N] [--gen-tokens N] [--context N] [--device D]
-            [--sample session|host] [--host-ms F]
+            [--sample session|host|card] [--host-ms F]
 Without --model the bundled demo model is used.";
 
 fn main() -> ExitCode {
@@ -374,9 +374,10 @@ fn cmd_bench(dir: &std::path::Path, args: &Args) -> Result<(), CliError> {
     {
         None | Some("session") => wv::bench::Sampling::Session,
         Some("host") => wv::bench::Sampling::Host,
+        Some("card") => wv::bench::Sampling::Card,
         Some(other) => {
             return Err(CliError::Usage(format!(
-                "--sample takes session or host, not {other:?}"
+                "--sample takes session, host or card, not {other:?}"
             )))
         }
     };

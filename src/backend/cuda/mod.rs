@@ -547,6 +547,7 @@ impl Backend for CudaBackend {
                     // Room for the history's ids.
                     let cap = history.len().next_power_of_two().max(256);
                     g.ids = None;
+                    g.ids_held.clear();
                     g.ids = Some(self.gpu.alloc(cap * 4, "token history")?);
                     g.ids_cap = cap;
                 }
@@ -568,7 +569,20 @@ impl Backend for CudaBackend {
                     .ids
                     .as_ref()
                     .ok_or_else(|| Error::internal("no id buffer"))?;
-                ids.write(history)?;
+                // A history that grew from the one the buffer holds (a session decoding) gets
+                // its new ids set on the stream, without waiting for the step in flight; any
+                // other is written whole (synchronously).
+                let held = sc.ids_held.len();
+                if held > 0 && history.len() >= held && history[..held] == sc.ids_held[..] {
+                    for (i, &id) in history.iter().enumerate().skip(held) {
+                        self.gpu.memset_u32(ids.at(4 * i), id, 1)?;
+                    }
+                } else {
+                    sc.ids_held.clear();
+                    ids.write(history)?;
+                }
+                sc.ids_held.clear();
+                sc.ids_held.extend_from_slice(history);
                 self.gpu.copy_dtod(sc.logits2.ptr, logits, v * 4)?;
                 self.kernels.penalty(
                     &self.gpu,

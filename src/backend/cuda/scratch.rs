@@ -72,6 +72,9 @@ pub struct Scratch {
     pub logits2: DevBuf,
     pub ids: Option<DevBuf>,
     pub ids_cap: usize,
+    /// What `ids` holds (or will, once the stream reaches it): the last history written, so
+    /// that a history that only grew is appended on the stream instead of written again.
+    pub ids_held: Vec<u32>,
     pub out_id: DevBuf,
     /// Decode: [token, position] on the device (what a captured step reads).
     pub step: DevBuf,
@@ -169,6 +172,7 @@ impl Scratch {
             logits2: gpu.alloc(c.vocab_size * 4, what)?,
             ids: None,
             ids_cap: 0,
+            ids_held: Vec::new(),
             out_id: gpu.alloc(4, what)?,
             step: gpu.alloc(8, what)?,
             graphs: Vec::new(),
