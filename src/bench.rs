@@ -13,7 +13,7 @@
 use crate::backend::DeviceSampling;
 use crate::error::Result;
 use crate::model::Model;
-use crate::sampler::{argmax, GenerateOptions, Rng, Sampler};
+use crate::sampler::{GenerateOptions, Rng, Sampler};
 use serde_json::{json, Value};
 use std::time::Instant;
 
@@ -99,58 +99,52 @@ pub fn run(
         be.forward(state.as_mut(), &tokens[c0..c1], c0, 1, &mut logits)?;
     }
     let prefill = t0.elapsed().as_secs_f64();
-    let mut next = argmax(&logits);
+    // The choice as a session makes it: greedy, or the model card's sampling with a seeded
+    // generator and, for its repetition penalty, the history (the prompt and every token fed).
+    let opts = GenerateOptions {
+        seed: Some(7),
+        ..match sampling {
+            Sampling::Card => GenerateOptions::default(),
+            Sampling::Session | Sampling::Host => GenerateOptions::greedy(),
+        }
+    };
+    let mut sampler = Sampler::new(&opts);
+    let penalised = opts.repetition_penalty != 1.0;
+    let mut history = if penalised {
+        tokens.clone()
+    } else {
+        Vec::new()
+    };
+    let mut next = sampler.sample(&mut logits, &history);
     let ttft = t0.elapsed().as_secs_f64();
     let profile_prefill = be.profile_report();
     let mut on_device = sampling != Sampling::Host;
-    // The model card's sampling: its settings, a seeded generator, the session's history.
-    let card = GenerateOptions {
-        seed: Some(7),
-        ..GenerateOptions::default()
-    };
-    let mut sampler = Sampler::new(&card);
-    let mut history = tokens.clone();
     let t1 = Instant::now();
     for i in 0..n_gen {
         let pos = n_prompt + i;
-        if sampling == Sampling::Card {
+        if penalised {
             history.push(next);
-            if on_device {
-                let ds = DeviceSampling {
-                    temperature: card.temperature,
-                    top_k: card.top_k,
-                    top_p: card.top_p,
-                    repetition_penalty: card.repetition_penalty,
-                    uniform: sampler.rng().uniform(),
-                    last: i + 1 == n_gen,
-                };
-                match be.forward_sample(state.as_mut(), next, pos, &history, &ds) {
-                    Some(r) => {
-                        next = r?;
-                        spin(host_work);
-                        continue;
-                    }
-                    None => on_device = false,
-                }
-            }
-            be.forward(state.as_mut(), &[next], pos, 1, &mut logits)?;
-            next = sampler.sample(&mut logits, &history);
-            spin(host_work);
-            continue;
         }
         if on_device {
-            // The history matters only to a repetition penalty, which greedy decode has not.
-            let greedy = DeviceSampling {
-                temperature: 0.0,
-                top_k: 0,
-                top_p: 1.0,
-                repetition_penalty: 1.0,
-                uniform: 0.0,
+            // The draw from a copy of the generator, kept only if the device samples.
+            let mut rng = sampler.rng().clone();
+            let uniform = if opts.temperature == 0.0 {
+                0.0
+            } else {
+                rng.uniform()
+            };
+            let ds = DeviceSampling {
+                temperature: opts.temperature,
+                top_k: opts.top_k,
+                top_p: opts.top_p,
+                repetition_penalty: opts.repetition_penalty,
+                uniform,
                 last: i + 1 == n_gen,
             };
-            match be.forward_sample(state.as_mut(), next, pos, &[], &greedy) {
+            match be.forward_sample(state.as_mut(), next, pos, &history, &ds) {
                 Some(r) => {
                     next = r?;
+                    *sampler.rng() = rng;
                     spin(host_work);
                     continue;
                 }
@@ -158,7 +152,7 @@ pub fn run(
             }
         }
         be.forward(state.as_mut(), &[next], pos, 1, &mut logits)?;
-        next = argmax(&logits);
+        next = sampler.sample(&mut logits, &history);
         spin(host_work);
     }
     let decode = t1.elapsed().as_secs_f64();
