@@ -128,19 +128,7 @@ pub fn run(
         if on_device {
             // The draw from a copy of the generator, kept only if the device samples.
             let mut rng = sampler.rng().clone();
-            let uniform = if opts.temperature == 0.0 {
-                0.0
-            } else {
-                rng.uniform()
-            };
-            let ds = DeviceSampling {
-                temperature: opts.temperature,
-                top_k: opts.top_k,
-                top_p: opts.top_p,
-                repetition_penalty: opts.repetition_penalty,
-                uniform,
-                last: i + 1 == n_gen,
-            };
+            let ds = DeviceSampling::draw(&opts, &mut rng, i + 1 == n_gen);
             match be.forward_sample(state.as_mut(), next, pos, &history, &ds) {
                 Some(r) => {
                     next = r?;

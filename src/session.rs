@@ -244,19 +244,7 @@ impl Session {
         }
         // The draw comes from a copy of the generator, kept only if the device samples.
         let mut rng = sampler.rng().clone();
-        let uniform = if opts.temperature == 0.0 {
-            0.0
-        } else {
-            rng.uniform()
-        };
-        let sampling = DeviceSampling {
-            temperature: opts.temperature,
-            top_k: opts.top_k,
-            top_p: opts.top_p,
-            repetition_penalty: opts.repetition_penalty,
-            uniform,
-            last,
-        };
+        let sampling = DeviceSampling::draw(opts, &mut rng, last);
         let pos = self.n_cached;
         self.logits_valid = false;
         let r = self.model.backend.forward_sample(

@@ -57,6 +57,29 @@ pub struct DeviceSampling {
     pub last: bool,
 }
 
+impl DeviceSampling {
+    /// A generation's settings, and its draw: from `rng` — a copy of the generation's
+    /// generator, which the caller keeps only if the device samples — unless greedy (no draw).
+    pub fn draw(
+        opts: &crate::sampler::GenerateOptions,
+        rng: &mut crate::sampler::Rng,
+        last: bool,
+    ) -> DeviceSampling {
+        DeviceSampling {
+            temperature: opts.temperature,
+            top_k: opts.top_k,
+            top_p: opts.top_p,
+            repetition_penalty: opts.repetition_penalty,
+            uniform: if opts.temperature == 0.0 {
+                0.0
+            } else {
+                rng.uniform()
+            },
+            last,
+        }
+    }
+}
+
 /// A device that can run the model.
 pub trait Backend: Send + Sync {
     fn kind(&self) -> DeviceKind;
