@@ -185,9 +185,17 @@ fn bench_sample_option_is_checked() {
     assert_eq!(code, 0, "{err}");
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(v["decode_sampling"], "host", "{v}");
+    assert_eq!(v["sampling"], "greedy", "{v}");
+    let (code, out, err) = bench_on_cpu(&["--sample", "card"]);
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["sampling"], "card", "{v}");
     let (code, _, err) = bench_on_cpu(&["--sample", "gpu"]);
     assert_eq!(code, 2, "{err}");
-    assert!(err.contains("--sample takes session or host"), "{err}");
+    assert!(
+        err.contains("--sample takes session, host or card"),
+        "{err}"
+    );
 }
 
 /// `--host-ms` adds that much host work per decoded token (reported, and in the decode
