@@ -361,4 +361,31 @@ mod tests {
         };
         assert!(o.validate().is_err());
     }
+
+    /// The device's settings carry a generation's options, and its draw is the generator's
+    /// next uniform — none when greedy (the generator left as it was).
+    #[test]
+    fn device_sampling_draws_as_the_host_would() {
+        let mut rng = Rng::new(3);
+        let d = crate::backend::DeviceSampling::draw(&GenerateOptions::default(), &mut rng, false);
+        assert_eq!(d.uniform, Rng::new(3).uniform());
+        assert_eq!(
+            (
+                d.temperature,
+                d.top_k,
+                d.top_p,
+                d.repetition_penalty,
+                d.last
+            ),
+            (0.7, 40, 0.95, 1.1, false)
+        );
+        // The copy advanced: its next draw is the generator's second.
+        let mut two = Rng::new(3);
+        two.uniform();
+        assert_eq!(rng.uniform(), two.uniform());
+        let mut rng = Rng::new(3);
+        let g = crate::backend::DeviceSampling::draw(&GenerateOptions::greedy(), &mut rng, true);
+        assert_eq!((g.uniform, g.temperature, g.last), (0.0, 0.0, true));
+        assert_eq!(rng.uniform(), Rng::new(3).uniform(), "greedy draws nothing");
+    }
 }
