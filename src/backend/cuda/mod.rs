@@ -573,16 +573,16 @@ impl Backend for CudaBackend {
                 // its new ids set on the stream, without waiting for the step in flight; any
                 // other is written whole (synchronously).
                 let held = sc.ids_held.len();
-                if held > 0 && history.len() >= held && history[..held] == sc.ids_held[..] {
+                if held > 0 && history.starts_with(&sc.ids_held) {
                     for (i, &id) in history.iter().enumerate().skip(held) {
                         self.gpu.memset_u32(ids.at(4 * i), id, 1)?;
                     }
+                    sc.ids_held.extend_from_slice(&history[held..]);
                 } else {
                     sc.ids_held.clear();
                     ids.write(history)?;
+                    sc.ids_held.extend_from_slice(history);
                 }
-                sc.ids_held.clear();
-                sc.ids_held.extend_from_slice(history);
                 self.gpu.copy_dtod(sc.logits2.ptr, logits, v * 4)?;
                 self.kernels.penalty(
                     &self.gpu,
