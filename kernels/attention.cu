@@ -79,7 +79,7 @@ __device__ __forceinline__ void attn_partial_body(ATT_PARTIAL_PARAMS)
     // ATT_KB keys at a time whose K and V rows are all requested before any is used (one memory
     // round trip per batch, no block barrier); the warps' results meet at the end.
     float m = NEG_INF, l = 0.f;
-    warp_online_softmax<NI, ATT_KB, 0>(qr, kc + (size_t)kvh * hd, vc + (size_t)kvh * hd, kvd, nv, p_begin + warp,
+    warp_online_softmax<NI, ATT_KB, false>(qr, kc + (size_t)kvh * hd, vc + (size_t)kvh * hd, kvd, nv, p_begin + warp,
                                            ATT_WARPS, p_end, scale, m, l, acc);
 #pragma unroll
     for (int i = 0; i < NI; ++i) {

@@ -362,11 +362,10 @@ __device__ __forceinline__ void flag_raise(int* f) {
 // output acc — over the keys first, first + stride, ... < end, KB at a time, the batch's K and
 // V rows all requested before any is used (one memory round trip per batch, no barrier). Lane
 // holds dims 4v .. 4v+3 for v = lane + 32i, i < NI, v < nv (qr the query's, already in f32);
-// kb, vb: the KV head's row of key 0 in the caches (f16, rows kvd elements apart). LD: how rows
-// are read — 0 plainly, 1 through L2 only (another block of the same launch may have written
-// them), 2 streamed (evict-first in L2: rows no block of the launch writes, read once). The
-// first key of every batch is in range, so the batch's maximum is finite.
-template <int NI, int KB, int LD>
+// kb, vb: the KV head's row of key 0 in the caches (f16, rows kvd elements apart). CG: rows
+// read through L2 only (another block of the same launch may have written them). The first
+// key of every batch is in range, so the batch's maximum is finite.
+template <int NI, int KB, bool CG>
 __device__ __forceinline__ void warp_online_softmax(const float (&qr)[4 * NI], const f16* __restrict__ kb,
                                                     const f16* __restrict__ vb, size_t kvd, int nv, int first,
                                                     int stride, int end, float scale, float& m, float& l,
@@ -384,8 +383,8 @@ __device__ __forceinline__ void warp_online_softmax(const float (&qr)[4 * NI], c
                 const bool ok = p < end && v < nv;
                 const uint2* kr = reinterpret_cast<const uint2*>(kb + (size_t)p * kvd + 4 * v);
                 const uint2* vr = reinterpret_cast<const uint2*>(vb + (size_t)p * kvd + 4 * v);
-                kk[j][i] = ok ? (LD == 2 ? __ldcs(kr) : LD == 1 ? __ldcg(kr) : *kr) : zero2;
-                vv[j][i] = ok ? (LD == 2 ? __ldcs(vr) : LD == 1 ? __ldcg(vr) : *vr) : zero2;
+                kk[j][i] = ok ? (CG ? __ldcg(kr) : *kr) : zero2;
+                vv[j][i] = ok ? (CG ? __ldcg(vr) : *vr) : zero2;
             }
         }
         float s[KB];

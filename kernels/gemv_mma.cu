@@ -59,10 +59,8 @@
 //     (1 when ss is NULL: the input was normed already); q heads (key < nh) rotated into qout f32
 //     [nh*128], k heads rotated into kc, v heads into vc (f16 [capacity][nkv*128]) at position
 //     *dpos (or pos when dpos is NULL); RoPE as qkv_rope (rope table, npos positions). When
-//     xq_out is not NULL, also the attention, as o's input digits in xq_out: the layer is then
-//     q|k|v, o, gate|up, down — by the block that completes a head where achunk is 0 (at most
-//     128 keys; rope_attention below), else by every block's consumer warps over chunks of
-//     achunk keys, their partials in apo / apml (rope_attention_long).
+//     xq_out is not NULL (at most 128 keys), also the attention, as o's input digits in xq_out
+//     (rope_attention below): the layer is then q|k|v, o, gate|up, down.
 //   gemv_q4m_silu (gate|up = [gate F | up F], F = N / 2): g, u = r Σ slabs (+ ebias) of columns
 //     c and F + c; the digits of silu(g) · u for block j of xq_out (down's input, K = F).
 // Every buffer written by an epilogue differs from the launch's inputs (xq_out is not xq).
@@ -173,7 +171,7 @@ __device__ __forceinline__ void rope_attention(int finished, int tile, int nh, i
         float m = NEG_INF, l = 0.f, acc[4] = {0.f, 0.f, 0.f, 0.f};
         // Warp w the keys w, w + MW, ... of 0 .. p (read through L2: this step's key and value
         // were written by other blocks of this launch).
-        warp_online_softmax<1, MMA_ATT_KB, 1>(q, kc + kvh * 128, vc + kvh * 128, kvd, 32, warp, MW, p + 1,
+        warp_online_softmax<1, MMA_ATT_KB, true>(q, kc + kvh * 128, vc + kvh * 128, kvd, 32, warp, MW, p + 1,
                                                  0.08838834764831845f, m, l, acc);
         *reinterpret_cast<float4*>(red + warp * 128 + 4 * lane) = make_float4(acc[0], acc[1], acc[2], acc[3]);
         if (lane == 0) {
@@ -202,140 +200,6 @@ __device__ __forceinline__ void rope_attention(int finished, int tile, int nh, i
     }
 }
 
-// gemv_q4m_rope's long-context attention (achunk > 0 and xq_out not NULL; host: decode whose
-// keys pass the short attention's bucket, head dim 128, MMA_HEAD_CTR + 3 nh + MMA_LCTL counters,
-// nh / nkv <= 8, (p + 1) / achunk rounded up <= the partials' chunks). The block that counts a
-// head's third tile (as above) appends the head to a ready list. Then every consumer warp of
-// every block takes items from one counter, in order: item i is chunk c = i % CPH of the
-// (i / CPH)-th head to become ready (CPH = ceil((p + 1) / achunk); keys [c achunk, min(p + 1,
-// (c + 1) achunk)), MMA_LATT_KB per batch with its own online softmax, written as attn_partial
-// writes a chunk: apo [CPH][nh][128], apml [CPH][nh][2]); the warp that counts a head's last
-// chunk combines the head's chunks (as attn_combine) into block h of xq (o's input digits). A
-// warp waits only for heads whose tiles other blocks finish, so it takes items only once every
-// block of the launch has passed its wait (counted after it): a block that finds one missing
-// leaves instead — it may hold the SM that block needs (under MPS or a green context a launch
-// of one block per SM can run in waves) — and the launch's last block to start takes the
-// items. The last warp of the launch to finish resets the control words and the list.
-// Control words (counters + MMA_HEAD_CTR + nh): [0] blocks past their wait, [1] items claimed,
-// [2] heads ready, [3] warps finished; then ready [nh] (head + 1, in order), chunks done [nh].
-#define MMA_LCTL 4
-#ifndef MMA_LATT_KB
-#define MMA_LATT_KB 16  // keys per warp per batch (each warp streams its own chunk)
-#endif
-#ifndef MMA_LATT_CS
-#define MMA_LATT_CS 0  // 1: the chunks before this step's key read evict-first (__ldcs)
-#endif
-#define MMA_LCOMBINE 16  // chunks whose partials the combining warp requests at once
-__device__ __forceinline__ void rope_attention_long(int finished, int tile, int nh, int nkv,
-                                                    const float* __restrict__ qout, const f16* __restrict__ kc,
-                                                    const f16* __restrict__ vc, int p, int* __restrict__ counters,
-                                                    u32* __restrict__ xq, float* __restrict__ po, float* __restrict__ pml,
-                                                    int achunk) {
-    const int lane = threadIdx.x & 31;
-    int* hctr = counters + MMA_HEAD_CTR;  // [nh] tiles counted per head
-    int* ctl = hctr + nh;                 // [MMA_LCTL] control words
-    int* ready = ctl + MMA_LCTL;          // [nh] heads in the order they became ready, + 1
-    int* hdone = ready + nh;              // [nh] chunks done per head
-    // This warp's finished tile counts for its heads; a head's third count makes it ready (the
-    // acquire-release count: the other tiles' stores; the release store: all of them).
-    if (finished && tile < nh + 2 * nkv && lane == 0) {
-        const int g = nh / nkv, j = tile < nh ? 0 : (tile - nh) % nkv;
-        const int h0 = tile < nh ? tile : j * g, h1 = tile < nh ? tile + 1 : h0 + g;
-        for (int h = h0; h < h1; ++h) {
-            int old;
-            asm volatile("atom.acq_rel.gpu.global.add.s32 %0, [%1], 1;" : "=r"(old) : "l"(hctr + h) : "memory");
-            if (old == 2) {
-                hctr[h] = 0;
-                const int slot = atomicAdd(ctl + 2, 1);
-                asm volatile("st.release.gpu.global.s32 [%0], %1;" ::"l"(ready + slot), "r"(h + 1) : "memory");
-            }
-        }
-    }
-    __syncwarp();
-    const int cph = (p + achunk) / achunk, items = nh * cph, kvd = nkv * 128;
-    int all = 0;
-    if (lane == 0) all = flag_acquire(ctl) == (int)gridDim.x;
-    if (__shfl_sync(0xffffffffu, all, 0)) {
-        for (;;) {
-            int i = 0;
-            if (lane == 0) i = atomicAdd(ctl + 1, 1);
-            i = __shfl_sync(0xffffffffu, i, 0);
-            if (i >= items) break;
-            const int j = i / cph, c = i - j * cph;
-            int hr;
-            while ((hr = flag_acquire(ready + j)) == 0) __nanosleep(64);
-            const int h = hr - 1, kvh = h / (nh / nkv);
-            const float4 q4 = __ldcg(reinterpret_cast<const float4*>(qout + h * 128 + 4 * lane));
-            const float q[4] = {q4.x, q4.y, q4.z, q4.w};
-            float m = NEG_INF, l = 0.f, acc[4] = {0.f, 0.f, 0.f, 0.f};
-            // The chunk holding this step's key (written by another block) through L2; the
-            // others, under MMA_LATT_CS, streamed past L2's kept lines (o's prefetched weights).
-            const int k0 = c * achunk, k1 = min(p + 1, k0 + achunk);
-            if (MMA_LATT_CS && k1 <= p)
-                warp_online_softmax<1, MMA_LATT_KB, 2>(q, kc + kvh * 128, vc + kvh * 128, kvd, 32, k0, 1, k1,
-                                                       0.08838834764831845f, m, l, acc);
-            else
-                warp_online_softmax<1, MMA_LATT_KB, 1>(q, kc + kvh * 128, vc + kvh * 128, kvd, 32, k0, 1, k1,
-                                                       0.08838834764831845f, m, l, acc);
-            const size_t ob = (size_t)c * nh + h;
-            __stcg(reinterpret_cast<float4*>(po + ob * 128 + 4 * lane), make_float4(acc[0], acc[1], acc[2], acc[3]));
-            if (lane == 0) __stcg(reinterpret_cast<float2*>(pml + ob * 2), make_float2(m, l));
-            __syncwarp();
-            // Count the chunk (release: the warp's stores; acquire: the other chunks' for the last).
-            int last = 0;
-            if (lane == 0) {
-                int old;
-                asm volatile("atom.acq_rel.gpu.global.add.s32 %0, [%1], 1;" : "=r"(old) : "l"(hdone + h) : "memory");
-                last = old == cph - 1;
-            }
-            if (!__shfl_sync(0xffffffffu, last, 0)) continue;
-            __syncwarp();
-            // The head's chunks combined (every chunk holds keys: its max is finite, its sum > 0),
-            // MMA_LCOMBINE chunks' loads at a time, the batch's max before its exponentials.
-            float M = NEG_INF, L = 0.f;
-            float4 o = make_float4(0.f, 0.f, 0.f, 0.f);
-            for (int c0 = 0; c0 < cph; c0 += MMA_LCOMBINE) {
-                float2 ml[MMA_LCOMBINE];
-                float4 pv[MMA_LCOMBINE];
-#pragma unroll
-                for (int k = 0; k < MMA_LCOMBINE; ++k) {
-                    const size_t b = (size_t)(c0 + k) * nh + h;
-                    const bool ok = c0 + k < cph;
-                    ml[k] = ok ? __ldcg(reinterpret_cast<const float2*>(pml + b * 2)) : make_float2(NEG_INF, 0.f);
-                    pv[k] = ok ? __ldcg(reinterpret_cast<const float4*>(po + b * 128 + 4 * lane)) : make_float4(0.f, 0.f, 0.f, 0.f);
-                }
-                float bm = NEG_INF;
-#pragma unroll
-                for (int k = 0; k < MMA_LCOMBINE; ++k) bm = fmaxf(bm, ml[k].x);
-                const float mn = fmaxf(M, bm), a = expf(M - mn);  // a = 0 while M is -inf
-                L *= a;
-                o = make_float4(o.x * a, o.y * a, o.z * a, o.w * a);
-#pragma unroll
-                for (int k = 0; k < MMA_LCOMBINE; ++k) {
-                    const float e = expf(ml[k].x - mn);  // 0 past the chunks
-                    L += ml[k].y * e;
-                    o = make_float4(o.x + e * pv[k].x, o.y + e * pv[k].y, o.z + e * pv[k].z, o.w + e * pv[k].w);
-                }
-                M = mn;
-            }
-            const float inv = 1.f / L;
-            warp_digits(make_float4(o.x * inv, o.y * inv, o.z * inv, o.w * inv), h, xq, digits_sums(xq, nh * 128));
-            if (lane == 0) hdone[h] = 0;
-        }
-    }
-    // Count this warp out; the launch's last (every other warp done with the control words)
-    // resets them and the list for the next launch.
-    __syncwarp();
-    if (lane == 0) {
-        int old;
-        asm volatile("atom.acq_rel.gpu.global.add.s32 %0, [%1], 1;" : "=r"(old) : "l"(ctl + 3) : "memory");
-        if (old == (int)gridDim.x * MW - 1) {
-            for (int k = 0; k < MMA_LCTL; ++k) ctl[k] = 0;
-            for (int h = 0; h < nh; ++h) ready[h] = 0;
-        }
-    }
-}
-
 // One parameter list for every variant (unused ones NULL / 0).
 #define MMA_PARAMS                                                                                                   \
     const u32 *__restrict__ qw, const f16 *__restrict__ scales, const u8 *__restrict__ zeros,                         \
@@ -343,11 +207,10 @@ __device__ __forceinline__ void rope_attention_long(int finished, int tile, int 
         int ldo, int S, int *__restrict__ counters, float *__restrict__ resid, const float *__restrict__ ebias,        \
         float *__restrict__ ss, const float *__restrict__ normw, u32 *__restrict__ xq_out, float eps,                 \
         float *__restrict__ qout, f16 *__restrict__ kc, f16 *__restrict__ vc, const float *__restrict__ rope, int npos, \
-        int pos, const int *__restrict__ dpos, int nh, int nkv, const u8 *__restrict__ pfw, int pfU, int pfP, int pfn, int pflag, \
-        float *__restrict__ apo, float *__restrict__ apml, int achunk
+        int pos, const int *__restrict__ dpos, int nh, int nkv, const u8 *__restrict__ pfw, int pfU, int pfP, int pfn, int pflag
 #define MMA_ARGS                                                                                                     \
     qw, scales, zeros, xq, xsum, out, K, N, gs, ldo, S, counters, resid, ebias, ss, normw, xq_out, eps, qout, kc, vc, \
-        rope, npos, pos, dpos, nh, nkv, pfw, pfU, pfP, pfn, pflag, apo, apml, achunk
+        rope, npos, pos, dpos, nh, nkv, pfw, pfU, pfP, pfn, pflag
 
 template <int EPI>
 __device__ __forceinline__ void gemv_q4m_body(MMA_PARAMS) {
@@ -428,8 +291,6 @@ __device__ __forceinline__ void gemv_q4m_body(MMA_PARAMS) {
     for (int i = threadIdx.x; i < MSEG * MW * 128; i += MW * 32) red[i] = 0.f;
     asm volatile("bar.sync 1, %0;" ::"n"(MW * 32) : "memory");
     pdl_wait();
-    // The long-context attention's count of the launch's blocks past their wait (see there).
-    if (EPI == EPI_ROPE && xq_out && achunk > 0 && threadIdx.x == 0) atomicAdd(counters + MMA_HEAD_CTR + nh, 1);
     // RMSNorm's 1 / RMS of this product's input (ROPE, SILU: the digits are of x ∘ w, not yet
     // scaled), from the per-tile sums of squares the residual epilogue before left. (Summed
     // after the units instead, so that the sum's shuffles do not hold the first unit back:
@@ -513,7 +374,7 @@ __device__ __forceinline__ void gemv_q4m_body(MMA_PARAMS) {
 #endif
     asm volatile("bar.sync 1, %0;" ::"n"(MW * 32) : "memory");
     // The block's tiles: sum the warps' partials in order into this block's slab of each.
-    if (n <= 0) return;  // (never with P <= U; rope_attention_long counts every consumer warp)
+    if (n <= 0) return;
     const int t1 = (u1 - 1) / KB;
     for (int i = threadIdx.x; i < (t1 - t0 + 1) * 128; i += MW * 32) {
         const int seg = i >> 7, c = i & 127, t = t0 + seg;
@@ -641,12 +502,7 @@ __device__ __forceinline__ void gemv_q4m_body(MMA_PARAMS) {
     };
     const int finished = finish_tile();
 #if MMA_ATTN
-    if (EPI == EPI_ROPE && xq_out) {
-        if (achunk > 0)
-            rope_attention_long(finished, t0 + warp, nh, nkv, qout, kc, vc, pstep, counters, xq_out, apo, apml, achunk);
-        else
-            rope_attention(finished, t0 + warp, nh, nkv, qout, kc, vc, pstep, counters, xq_out, red);
-    }
+    if (EPI == EPI_ROPE && xq_out) rope_attention(finished, t0 + warp, nh, nkv, qout, kc, vc, pstep, counters, xq_out, red);
 #else
     (void)finished;
 #endif

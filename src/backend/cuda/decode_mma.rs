@@ -1,10 +1,8 @@
-//! A decode layer on `gemv_q4m`'s fused variants (kernels/gemv_mma.cu): four launches — q|k|v
-//! with the attention, o, gate|up, down — instead of the unfused path's twelve (the residual
-//! adds, the norms, RoPE and SiLU ride in the products' last blocks per tile). Where the step's
-//! keys fit [`FUSED_ATTENTION_KEYS`] the block that completes a head's q, k and v tiles runs
-//! its attention; beyond, every block of q|k|v's launch takes chunks of the ready heads' keys
-//! once its tiles are done, the last chunk of a head combining them (`Kernels::mma_long_attn`;
-//! off, the attention's two kernels run between q|k|v and o: six launches). Each product's blocks
+//! A decode layer on `gemv_q4m`'s fused variants (kernels/gemv_mma.cu): six launches — q|k|v,
+//! the attention's two kernels, o, gate|up, down — instead of the unfused path's twelve (the
+//! residual adds, the norms, RoPE and SiLU ride in the products' last blocks per tile); four
+//! where the step's keys fit [`FUSED_ATTENTION_KEYS`], q|k|v's epilogue then running the
+//! attention too (the block that completes a head's q, k and v tiles). Each product's blocks
 //! also ask L2 for the next product's first units once their own copies have landed
 //! ([`Prefetch`]).
 //!
@@ -43,18 +41,6 @@ fn debug_bits() -> u32 {
     })
 }
 
-/// Measurement only (`WV_CUDA_MMA_LATT_PF`, read once): the units per block of o that q|k|v's
-/// blocks ask L2 for where they run the long-context attention (else as every product,
-/// `Kernels::mma_prefetch`): o's blocks cannot start streaming until q|k|v's leave their SMs.
-fn long_attention_prefetch() -> Option<usize> {
-    static UNITS: std::sync::OnceLock<Option<usize>> = std::sync::OnceLock::new();
-    *UNITS.get_or_init(|| {
-        std::env::var("WV_CUDA_MMA_LATT_PF")
-            .ok()
-            .and_then(|v| v.parse().ok())
-    })
-}
-
 /// The one 4-bit matrix of a group on `gemv_q4m` without a row permutation, if it is that.
 pub fn lone_q4m(g: &LinearGroup) -> Option<&Q4Dev> {
     match (g.members.as_slice(), g.gemv) {
@@ -81,9 +67,6 @@ pub struct LayerPlan<'a> {
     /// q|k|v's epilogue may run the attention (`Kernels::mma_attn`, the heads fit its
     /// counters), where a step's keys fit [`FUSED_ATTENTION_KEYS`].
     attention: bool,
-    /// Keys per chunk of the long-context attention in q|k|v's launch
-    /// (`Kernels::mma_long_attn`; 0: the attention kernels), where the short one does not run.
-    long_attention: usize,
 }
 
 /// The most keys (the attention bucket's, `forward::attention_keys`) for which q|k|v's
@@ -100,12 +83,6 @@ pub const FUSED_ATTENTION_KEYS: usize = super::forward::MIN_ATTENTION_KEYS;
 pub fn plan<'a>(k: &'a Kernels, c: &ModelConfig, l: &'a DevLayer) -> Option<LayerPlan<'a>> {
     let (h, hd) = (c.hidden_size, c.head_dim());
     let (nh, nkv) = (c.num_attention_heads, c.num_key_value_heads);
-    // Heads the attention in q|k|v's epilogue takes: grouped evenly, few enough per KV head
-    // for its list, their tiles and heads within its counters.
-    let heads_fit = nkv > 0
-        && nh % nkv == 0
-        && nh / nkv <= gemv_mma::ATT_GROUP_MAX
-        && nh + 2 * nkv <= gemv_mma::HEAD_COUNTERS;
     let p = LayerPlan {
         rope: k.gemv_q4m_rope.as_ref()?,
         resid: k.gemv_q4m_resid.as_ref()?,
@@ -117,15 +94,11 @@ pub fn plan<'a>(k: &'a Kernels, c: &ModelConfig, l: &'a DevLayer) -> Option<Laye
         gate_up: lone_q4m(&l.gate_up)?,
         down: lone_q4m(&l.down)?,
         attention: k.mma_attn
-            && heads_fit
+            && nkv > 0
+            && nh % nkv == 0
+            && nh / nkv <= gemv_mma::ATT_GROUP_MAX
+            && nh + 2 * nkv <= gemv_mma::HEAD_COUNTERS
             && gemv_mma::HEAD_COUNTERS + nh <= super::scratch::COUNTERS,
-        long_attention: if heads_fit
-            && gemv_mma::long_attention_counters(nh) <= super::scratch::COUNTERS
-        {
-            k.mma_long_attn
-        } else {
-            0
-        },
     };
     let fits = k.mma_fuse
         && hd == 128
@@ -186,17 +159,10 @@ pub fn layer(
 ) -> Result<CUdeviceptr> {
     let dbg = debug_bits();
     let (nh, nkv) = (c.num_attention_heads, c.num_key_value_heads);
-    // The attention in q|k|v's epilogue where the keys fit (see `FUSED_ATTENTION_KEYS`), else
-    // in q|k|v's launch over chunks of `long_chunk` keys where their partials fit the scratch
-    // (0: the attention kernels), and whether it runs there (not when debug bit 1 skips the
-    // attention).
-    let keys = io.att.0 * io.att.1;
-    let fused_att = p.attention && keys <= FUSED_ATTENTION_KEYS;
-    let long_chunk = match p.long_attention {
-        n if n > 0 && !fused_att && keys.div_ceil(n) <= sc.att_slots => n,
-        _ => 0,
-    };
-    let att_in_qkv = (fused_att || long_chunk > 0) && dbg & 1 == 0;
+    // The attention in q|k|v's epilogue where the keys fit (see `FUSED_ATTENTION_KEYS`), and
+    // whether it runs there (not when debug bit 1 skips the attention).
+    let fused_att = p.attention && io.att.0 * io.att.1 <= FUSED_ATTENTION_KEYS;
+    let att_in_qkv = fused_att && dbg & 1 == 0;
     // One product on the variant its epilogue names.
     let run = |q: &Q4Dev, g: &LinearGroup, din, epi, pf| -> Result<()> {
         let (f, epi) = match epi {
@@ -240,20 +206,13 @@ pub fn layer(
         nh,
         nkv,
         att_digits: if att_in_qkv { din } else { 0 },
-        att_chunk: if att_in_qkv { long_chunk } else { 0 },
-        att_partials: (sc.att_o.ptr, sc.att_ml.ptr),
     };
-    let qkv_pf = match long_attention_prefetch() {
-        Some(units) if long_chunk > 0 => Prefetch::of(gpu, p.o, (units, k.mma_prefetch.1)),
-        _ => pf(p.o),
-    };
-    run(p.qkv, g, a, epi, qkv_pf)?;
+    run(p.qkv, g, a, epi, pf(p.o))?;
     // The attention (unless q|k|v's epilogue ran it); its combine writes o's input digits
     // into din (q|k|v has read them).
     let dims = (nh, nkv, c.head_dim());
     let made = dbg & 1 != 0
         || fused_att
-        || long_chunk > 0
         || k.attention(
             gpu,
             sc.q.ptr,

@@ -243,10 +243,7 @@ pub enum MmaEpilogue {
     /// `[capacity][nkv * 128]`) at `*dpos`, or `pos` when `dpos` is 0; when `att_digits` is not
     /// 0, also the attention over keys 0 ..= that position, as o's input digits there (room for
     /// nh blocks; `counters` then holds at least [`HEAD_COUNTERS`] + nh zeroed counters, and
-    /// nh / nkv <= [`ATT_GROUP_MAX`]): by the block completing a head where `att_chunk` is 0
-    /// (short contexts), else spread over every block in chunks of `att_chunk` keys whose
-    /// partials go to `att_partials` (f32 `[chunks][nh][128]` and `[chunks][nh][2]`, room for
-    /// the position's chunks; `counters` then holds [`long_attention_counters`] zeroed).
+    /// nh / nkv <= [`ATT_GROUP_MAX`]).
     Rope {
         counters: CUdeviceptr,
         ss: CUdeviceptr,
@@ -262,8 +259,6 @@ pub enum MmaEpilogue {
         nh: usize,
         nkv: usize,
         att_digits: CUdeviceptr,
-        att_chunk: usize,
-        att_partials: (CUdeviceptr, CUdeviceptr),
     },
     /// `gemv_q4m_silu` (gate|up = [gate f | up f], n = 2f): g, u = r Σ slabs (+ `bias`), r as
     /// for `Rope`; the digits of silu(g) · u at `digits_out` (room for f / 128 blocks).
@@ -282,13 +277,6 @@ pub const HEAD_COUNTERS: usize = 512;
 /// The most query heads per KV head the fused attention takes (its list of heads a block
 /// completes holds MMA_ATT_LIST = 32 >= 3 tiles x 8 heads).
 pub const ATT_GROUP_MAX: usize = 8;
-
-/// The counters `gemv_q4m_rope`'s long-context attention uses for `nh` query heads: the head
-/// counters, four control words, the ready list and the chunks done per head (gemv_mma.cu's
-/// rope_attention_long).
-pub fn long_attention_counters(nh: usize) -> usize {
-    HEAD_COUNTERS + 3 * nh + 4
-}
 
 /// The epilogue parameters every `gemv_q4m` variant takes, in its order (MMA_PARAMS after
 /// `S`); 0 where the variant does not use one.
@@ -310,9 +298,6 @@ struct EpiArgs {
     dpos: CUdeviceptr,
     nh: usize,
     nkv: usize,
-    att_po: CUdeviceptr,
-    att_pml: CUdeviceptr,
-    att_chunk: usize,
 }
 
 impl MmaEpilogue {
@@ -350,8 +335,6 @@ impl MmaEpilogue {
                 nh,
                 nkv,
                 att_digits,
-                att_chunk,
-                att_partials,
             } => EpiArgs {
                 counters,
                 xq_out: att_digits,
@@ -367,9 +350,6 @@ impl MmaEpilogue {
                 dpos,
                 nh,
                 nkv,
-                att_po: att_partials.0,
-                att_pml: att_partials.1,
-                att_chunk,
                 ..EpiArgs::default()
             },
             MmaEpilogue::Silu {
@@ -463,8 +443,7 @@ pub fn gemv_q4m(
         .int(q.gs)
         .int(ldo)
         .int(s);
-    // counters, resid, ebias, ss, normw, xq_out, eps, qout, kc, vc, rope, npos, pos, dpos, nh, nkv,
-    // (the prefetch), apo, apml, achunk
+    // counters, resid, ebias, ss, normw, xq_out, eps, qout, kc, vc, rope, npos, pos, dpos, nh, nkv
     let e = epi.args();
     a.ptr(e.counters)
         .ptr(e.resid)
@@ -486,10 +465,7 @@ pub fn gemv_q4m(
         .int(pf.total)
         .int(pf.blocks)
         .int(pf.units)
-        .int(pf.lag)
-        .ptr(e.att_po)
-        .ptr(e.att_pml)
-        .int(e.att_chunk);
+        .int(pf.lag);
     // SAFETY: qw, scales and zeros are q's [k / 8][n], [groups][n] and [groups][n] buffers
     // (16-byte aligned, k, n and gs multiples of 128: checked by `takes`) — or, under
     // `unit_major()` (and only then is the module compiled to read it), qw is q's unit-major
@@ -667,8 +643,6 @@ mod tests {
             nh: 11,
             nkv: 12,
             att_digits: 13,
-            att_chunk: 14,
-            att_partials: (15, 16),
         }
         .args();
         assert_eq!((e.counters, e.ss, e.eps, e.bias, e.q), (1, 2, 0.5, 3, 4));
@@ -677,7 +651,6 @@ mod tests {
             (e.dpos, e.nh, e.nkv, e.resid, e.xq_out),
             (10, 11, 12, 0, 13)
         );
-        assert_eq!((e.att_chunk, e.att_po, e.att_pml), (14, 15, 16));
         let e = MmaEpilogue::Silu {
             counters: 1,
             ss: 2,

@@ -50,10 +50,6 @@ pub struct Kernels {
     /// Whether fused decode layers run a short context's attention in q|k|v's epilogue
     /// (`WV_CUDA_MMA_ATTN=0` keeps the attention kernels; decode_mma.rs).
     pub mma_attn: bool,
-    /// Keys per chunk of the long-context attention that fused decode layers run in q|k|v's
-    /// launch beyond the short one's bucket (`WV_CUDA_MMA_LATT`, 16–1,024; 0 keeps the
-    /// attention kernels there; decode_mma.rs).
-    pub mma_long_attn: usize,
     dequant_q4: Kernel,
     /// Prefill products straight from the 4-bit weights on the warpgroup tensor cores (sm_90a
     /// GPUs; `WV_CUDA_QGEMM=0` turns it off: dequantise for cuBLAS instead).
@@ -134,9 +130,6 @@ pub const SAMPLE_CAP: usize = 2048;
 /// Units per block a fused `gemv_q4m` product asks L2 for of the next one's, and its copies
 /// that may still be in flight then (`Kernels::mma_prefetch`).
 const MMA_PREFETCH: (usize, usize) = (4, 0);
-/// Keys per chunk of the fused layers' long-context attention (`Kernels::mma_long_attn`): a
-/// warp streams a chunk in four batches of 16 keys.
-const MMA_LONG_ATTN: usize = 64;
 
 /// Batches in `gemv_q4l`'s per-warp shared-memory weight ring (`WV_CUDA_GEMV_RING`; 0 = the
 /// weights go through registers). Default 2: on an H100 the ring streams a large matrix at 80%
@@ -219,13 +212,6 @@ impl Kernels {
             gemv_q4m_silu: m.get_opt("gemv_mma.cu", "gemv_q4m_silu")?,
             mma_fuse: std::env::var("WV_CUDA_MMA_FUSE").map_or(true, |v| v != "0"),
             mma_attn: std::env::var("WV_CUDA_MMA_ATTN").map_or(true, |v| v != "0"),
-            mma_long_attn: std::env::var("WV_CUDA_MMA_LATT")
-                .ok()
-                .and_then(|v| v.parse::<usize>().ok())
-                .map_or(
-                    MMA_LONG_ATTN,
-                    |n| if n == 0 { 0 } else { n.clamp(16, 1024) },
-                ),
             mma_prefetch: std::env::var("WV_CUDA_MMA_PREFETCH")
                 .ok()
                 .and_then(|v| {

@@ -124,14 +124,6 @@ impl CudaBackend {
         self.drop_decode_steps();
     }
 
-    /// Keys per chunk of the long-context attention that fused decode layers run in q|k|v's
-    /// launch (0: the attention kernels; `WV_CUDA_MMA_LATT`; tests compare both). Drops the
-    /// captured decode steps.
-    pub fn set_mma_long_attention(&mut self, chunk: usize) {
-        self.kernels.mma_long_attn = chunk;
-        self.drop_decode_steps();
-    }
-
     /// How many layers decode runs on `gemv_q4m`'s fused variants (decode_mma.rs) as set now.
     pub fn fused_mma_layers(&self) -> usize {
         let (k, c) = (&self.kernels, &self.config);
