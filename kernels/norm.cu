@@ -1,7 +1,8 @@
 // norm.cu — the embedding lookup and RMSNorm fused with the residual add.
 //
 // embed: x[t, :] = f32(table[tokens[t], :]); table f16 [vocab, H], x f32 [T, H] (the residual stream).
-//   Launch: grid T, block 256.
+//   Launch: grid (T, ceil(H / 1024)), block 256 (four elements per thread; table and x 16-byte
+//   aligned).
 // residual_rmsnorm: for row t = row0 + blockIdx.x of the residual stream x f32 [*, H]:
 //   if delta != NULL: x[t, i] += Σ_s delta[s*sstride + t*ldd + i] (+ bias[i])  — the sublayer's output,
 //     as S partial slabs (see common.cuh), added to the residual in place;
@@ -34,20 +35,21 @@ extern "C" __global__ void __launch_bounds__(256) embed(const u32* __restrict__ 
     const size_t tok = tokens[t];
     const f16* __restrict__ row = table + tok * H;
     float* __restrict__ xr = x + t * H;
-    // Four elements per thread at a time, loaded before any is stored (a plain loop is not
-    // unrolled: one memory round trip per element, at the head of every decode step).
-    for (int base = threadIdx.x; base < H; base += 4 * blockDim.x) {
+    // Four consecutive elements per thread, block y the elements 1024 y .. 1024 y + 1023: one
+    // load each (a loop over the row is compiled one round trip per pass, and this kernel heads
+    // every decode step).
+    const int i = 4 * (blockIdx.y * blockDim.x + threadIdx.x);
+    if (i >= H) return;
+    if ((H & 3) == 0) {
+        const uint2 v = *reinterpret_cast<const uint2*>(row + i);
+        *reinterpret_cast<float4*>(xr + i) = make_float4(lo2f(v.x), hi2f(v.x), lo2f(v.y), hi2f(v.y));
+    } else {
         f16 v[4];
 #pragma unroll
-        for (int j = 0; j < 4; ++j) {
-            const int i = base + j * blockDim.x;
-            v[j] = i < H ? row[i] : f16(0);
-        }
+        for (int j = 0; j < 4; ++j) v[j] = i + j < H ? row[i + j] : f16(0);
 #pragma unroll
-        for (int j = 0; j < 4; ++j) {
-            const int i = base + j * blockDim.x;
-            if (i < H) xr[i] = h2f(v[j]);
-        }
+        for (int j = 0; j < 4; ++j)
+            if (i + j < H) xr[i + j] = h2f(v[j]);
     }
 }
 

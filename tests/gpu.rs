@@ -130,23 +130,26 @@ mod gpu_products;
 fn op_embed_norm_silu() {
     let h = harness();
     let mut rng = Rng::new(11);
-    // Embedding.
-    let (vocab, dim) = (100, 48);
-    let table: Vec<f16> = rand_vec(&mut rng, vocab * dim, 1.0)
-        .into_iter()
-        .map(f16::from_f32)
-        .collect();
-    let toks = [3u32, 99, 0, 3];
-    let got = h.embed(&table, dim, &toks).unwrap();
-    let want: Vec<f32> = toks
-        .iter()
-        .flat_map(|&t| {
-            table[t as usize * dim..(t as usize + 1) * dim]
-                .iter()
-                .map(|v| v.to_f32())
-        })
-        .collect();
-    assert_eq!(got, want);
+    // Embedding: a short row, rows over several blocks of 1,024, and widths not a multiple
+    // of 4 (one element at a time).
+    let vocab = 100;
+    for dim in [48usize, 5120, 1030, 4098] {
+        let table: Vec<f16> = rand_vec(&mut rng, vocab * dim, 1.0)
+            .into_iter()
+            .map(f16::from_f32)
+            .collect();
+        let toks = [3u32, 99, 0, 3];
+        let got = h.embed(&table, dim, &toks).unwrap();
+        let want: Vec<f32> = toks
+            .iter()
+            .flat_map(|&t| {
+                table[t as usize * dim..(t as usize + 1) * dim]
+                    .iter()
+                    .map(|v| v.to_f32())
+            })
+            .collect();
+        assert_eq!(got, want, "embedding rows of {dim}");
+    }
     // Residual add + RMSNorm, with 3 partial slabs and a bias, for several widths: one row
     // (decode: residual_add then the norm), prefill's 512 rows of 5120 (residual_rmsnorm4 with
     // 256-thread blocks), and widths not a multiple of 4 (the scalar residual_rmsnorm).

@@ -550,7 +550,17 @@ impl Kernels {
     ) -> Result<()> {
         let mut a = Args::new();
         a.ptr(tokens).ptr(table).ptr(x).int(h);
-        gpu.launch(&self.embed, (t as u32, 1, 1), 256, 0, &mut a)
+        // SAFETY: tokens holds t ids below the table's rows (checked by the caller), table is
+        // [vocab][h] f16 and x [t][h] f32, both from the allocator (256-byte aligned): a
+        // thread's four elements start at a multiple of 4, so its 8- and 16-byte accesses are
+        // aligned where h % 4 == 0 (the kernel reads one element at a time otherwise).
+        gpu.launch(
+            &self.embed,
+            (t as u32, h.div_ceil(1024) as u32, 1),
+            256,
+            0,
+            &mut a,
+        )
     }
 
     /// Rows `row0 .. row0+rows` of x: add `delta` (+bias) in place when given, then RMSNorm
