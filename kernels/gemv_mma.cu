@@ -129,10 +129,11 @@ __device__ __forceinline__ int tile_blocks(int t, int KB, int P, long long U) {
 // at most 128, head dim 128, nh <= MMA_HEAD_CTR, nh / nkv <= 8): once a warp has finished its
 // q, k or v tile, it counts the tile in counters[MMA_HEAD_CTR + h] for each query head h the
 // tile serves (release: its lanes' stores; acquire: the other tiles'); the block that counts a
-// head's third tile runs the head's attention with all its consumer warps — warp w the keys
-// w, w + MW, ... of 0 .. p, MMA_ATT_KB at a time (MMA_ATT_KB2 beyond MW * MMA_ATT_KB keys) with
-// their own online softmax (common.cuh's warp_online_softmax, as attn_partial) — meets the
-// warps' results in red ([MW][128] outputs,
+// head's third tile runs the head's attention with all its consumer warps (the heads it
+// completes side by side, MW / n warps each for n of them) — warp w the keys w, w + MW, ... of
+// 0 .. p (one head), MMA_ATT_KB at a time (MMA_ATT_KB2 where that needs more than one batch)
+// with their own online softmax (common.cuh's warp_online_softmax, as attn_partial) — meets
+// the warps' results in red ([MW][128] outputs,
 // then [MW] (max, sum) pairs) and writes the head's output as digits block h of xq (o's input,
 // K = nh * 128), resetting the counter.
 #define MMA_HEAD_CTR 512
@@ -170,34 +171,41 @@ __device__ __forceinline__ void rope_attention(int finished, int tile, int nh, i
     asm volatile("bar.sync 1, %0;" ::"n"(MW * 32) : "memory");
     const int nl = heads[0], kvd = nkv * 128;
     float* st = red + MW * 128;
-    for (int i = 0; i < nl; ++i) {
-        const int h = heads[1 + i], kvh = h / (nh / nkv);
-        const float4 q4 = __ldcg(reinterpret_cast<const float4*>(qout + h * 128 + 4 * lane));
-        const float q[4] = {q4.x, q4.y, q4.z, q4.w};
-        float m = NEG_INF, l = 0.f, acc[4] = {0.f, 0.f, 0.f, 0.f};
-        // Warp w the keys w, w + MW, ... of 0 .. p (read through L2: this step's key and value
-        // were written by other blocks of this launch).
-        // (MMA_ATT_KB2: the batch where the keys need more than one of MMA_ATT_KB per warp.)
-        if (MMA_ATT_KB2 > MMA_ATT_KB && p + 1 > MW * MMA_ATT_KB)
-            warp_online_softmax<1, MMA_ATT_KB2, true>(q, kc + kvh * 128, vc + kvh * 128, kvd, 32, warp, MW, p + 1,
-                                                      0.08838834764831845f, m, l, acc);
-        else
-            warp_online_softmax<1, MMA_ATT_KB, true>(q, kc + kvh * 128, vc + kvh * 128, kvd, 32, warp, MW, p + 1,
-                                                     0.08838834764831845f, m, l, acc);
-        *reinterpret_cast<float4*>(red + warp * 128 + 4 * lane) = make_float4(acc[0], acc[1], acc[2], acc[3]);
-        if (lane == 0) {
-            st[2 * warp] = m;
-            st[2 * warp + 1] = l;
+    // The block's heads side by side, up to MW at a time: n heads take G = MW / n warps each
+    // (warp w head w % n, its keys w / n, w / n + G, ... of 0 .. p — read through L2: this
+    // step's key and value were written by other blocks of this launch), then warp j < n meets
+    // head j's warps (j, j + n, ...; one head: every warp in order, as before).
+    for (int base = 0; base < nl; base += MW) {
+        const int n = min(nl - base, MW), G = MW / n;
+        if (warp < n * G) {
+            const int h = heads[1 + base + warp % n], kvh = h / (nh / nkv), first = warp / n;
+            const float4 q4 = __ldcg(reinterpret_cast<const float4*>(qout + h * 128 + 4 * lane));
+            const float q[4] = {q4.x, q4.y, q4.z, q4.w};
+            float m = NEG_INF, l = 0.f, acc[4] = {0.f, 0.f, 0.f, 0.f};
+            // MMA_ATT_KB2 keys per batch where MMA_ATT_KB would need more than one.
+            if (MMA_ATT_KB2 > MMA_ATT_KB && p + 1 > G * MMA_ATT_KB)
+                warp_online_softmax<1, MMA_ATT_KB2, true>(q, kc + kvh * 128, vc + kvh * 128, kvd, 32, first, G, p + 1,
+                                                          0.08838834764831845f, m, l, acc);
+            else
+                warp_online_softmax<1, MMA_ATT_KB, true>(q, kc + kvh * 128, vc + kvh * 128, kvd, 32, first, G, p + 1,
+                                                         0.08838834764831845f, m, l, acc);
+            *reinterpret_cast<float4*>(red + warp * 128 + 4 * lane) = make_float4(acc[0], acc[1], acc[2], acc[3]);
+            if (lane == 0) {
+                st[2 * warp] = m;
+                st[2 * warp + 1] = l;
+            }
         }
         asm volatile("bar.sync 1, %0;" ::"n"(MW * 32) : "memory");
-        if (warp == i % MW) {
+        if (warp < n) {
+            const int h = heads[1 + base + warp];
             float M = NEG_INF, L = 0.f;
 #pragma unroll
             for (int w = 0; w < MW; ++w)
-                if (st[2 * w + 1] > 0.f) M = fmaxf(M, st[2 * w]);
+                if (w % n == warp && w < n * G && st[2 * w + 1] > 0.f) M = fmaxf(M, st[2 * w]);
             float4 o = make_float4(0.f, 0.f, 0.f, 0.f);
 #pragma unroll
             for (int w = 0; w < MW; ++w) {
+                if (w % n != warp || w >= n * G) continue;
                 const float wt = st[2 * w + 1] > 0.f ? expf(st[2 * w] - M) : 0.f;
                 const float4 a = *reinterpret_cast<const float4*>(red + w * 128 + 4 * lane);
                 L += wt * st[2 * w + 1];
