@@ -146,9 +146,12 @@ pub fn run(
     let decode = t1.elapsed().as_secs_f64();
     let profile_decode = be.profile_report();
     let weight_bytes = be.weight_bytes();
+    // What a step reads: its weights (an untied embedding table only a row of it, not counted)
+    // and the cache up to the mean decode position.
+    let decode_weight_bytes = be.decode_weight_bytes();
     let kv_per_tok = model.kv_bytes_per_token();
     let mean_ctx = n_prompt as f64 + n_gen as f64 / 2.0;
-    let bytes_per_token = weight_bytes as f64 + kv_per_tok as f64 * mean_ctx;
+    let bytes_per_token = decode_weight_bytes as f64 + kv_per_tok as f64 * mean_ctx;
     let mut report = json!({
         "device": be.describe(),
         "model": model.dir.display().to_string(),
@@ -171,6 +174,7 @@ pub fn run(
         "decode_tokens_per_s": if n_gen > 0 { n_gen as f64 / decode } else { 0.0 },
         "decode_ms_per_token": if n_gen > 0 { decode * 1e3 / n_gen as f64 } else { 0.0 },
         "weight_bytes": weight_bytes,
+        "decode_weight_bytes": decode_weight_bytes,
         "kv_bytes_per_token": kv_per_tok,
         "bytes_read_per_decoded_token": bytes_per_token,
         "decode_bytes_per_s": if n_gen > 0 { bytes_per_token * n_gen as f64 / decode } else { 0.0 },

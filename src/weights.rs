@@ -219,6 +219,11 @@ impl HostWeights {
     pub fn lm_head(&self) -> &[f16] {
         self.lm_head.as_deref().unwrap_or(&self.embed)
     }
+    /// Bytes a decode step reads: every weight but an untied embedding table (one row of it).
+    pub fn decode_bytes(&self) -> usize {
+        self.bytes() - self.lm_head.as_ref().map_or(0, |_| self.embed.len() * 2)
+    }
+
     pub fn bytes(&self) -> usize {
         let mut b = self.embed.len() * 2 + self.final_norm.len() * 4;
         b += self.lm_head.as_ref().map_or(0, |l| l.len() * 2);

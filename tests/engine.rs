@@ -482,6 +482,27 @@ fn bench_reports_its_sampling() {
     }
 }
 
+/// `wv bench`'s roofline bytes are what a decode step reads: the weights but an untied
+/// embedding table (a step reads one row of it), and the cache to the mean decode position.
+#[test]
+fn bench_counts_the_bytes_a_step_reads() {
+    use wv::bench::{run, Sampling};
+    for (name, untied) in [("gptq4-g128-asym-spm", true), ("gptq2-gall", false)] {
+        let model = load(&fixture(name), wv::DeviceRequest::Cpu);
+        assert_eq!(!model.config.tie_word_embeddings, untied, "{name}");
+        let (n_prompt, n_gen) = (3usize, 4usize);
+        let r = run(&model, n_prompt, n_gen, 0, 0.0, Sampling::Session, 0.0).unwrap();
+        let all = r["weight_bytes"].as_u64().unwrap();
+        let step = r["decode_weight_bytes"].as_u64().unwrap();
+        let table = (model.config.vocab_size * model.config.hidden_size * 2) as u64;
+        assert_eq!(all - step, if untied { table } else { 0 }, "{name}");
+        let kv = r["kv_bytes_per_token"].as_f64().unwrap();
+        let want = step as f64 + kv * (n_prompt as f64 + n_gen as f64 / 2.0);
+        let got = r["bytes_read_per_decoded_token"].as_f64().unwrap();
+        assert!((got - want).abs() < 1.0, "{name}: {got} against {want}");
+    }
+}
+
 /// The session tells a backend that samples on the device which call's token ends the
 /// generation (`DeviceSampling::last`: the CUDA backend enqueues no decode step ahead of it):
 /// the call whose token reaches `max_tokens`, and no call before it; a generation that stops at

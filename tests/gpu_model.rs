@@ -215,6 +215,18 @@ fn model_fixtures_match_goldens_and_cpu() {
         assert!(eg < 1e-2, "{name}: GPU logits vs golden rel L2 {eg}");
         assert!(ec < 1e-2, "{name}: GPU vs CPU rel L2 {ec}");
         assert!(es < 1e-2, "{name}: stepwise vs one-shot rel L2 {es}");
+        // What a decode step reads (`wv bench`'s roofline): all but an untied embedding table.
+        let table = g.vocab * gpu.config.hidden_size * 2;
+        let untied = if gpu.config.tie_word_embeddings {
+            0
+        } else {
+            table
+        };
+        assert_eq!(
+            gpu.backend.weight_bytes() - gpu.backend.decode_weight_bytes(),
+            untied,
+            "{name}: decode bytes"
+        );
     }
 }
 

@@ -87,6 +87,11 @@ pub trait Backend: Send + Sync {
     fn describe(&self) -> String;
     /// Bytes of weights this backend holds.
     fn weight_bytes(&self) -> usize;
+    /// Bytes of weights one decode step reads: all it holds but an untied embedding table, of
+    /// which a step reads one row (`wv bench`'s roofline counts these).
+    fn decode_weight_bytes(&self) -> usize {
+        self.weight_bytes()
+    }
     /// Make a state whose cache holds `context_length` positions.
     fn new_state(&self, context_length: usize) -> Result<Box<dyn BackendState>>;
     /// Run `tokens` at positions `pos..` and write the logits of the last `n_logits` positions

@@ -63,6 +63,9 @@ impl Backend for CpuBackend {
     fn weight_bytes(&self) -> usize {
         self.weights.bytes()
     }
+    fn decode_weight_bytes(&self) -> usize {
+        self.weights.decode_bytes()
+    }
     fn new_state(&self, context_length: usize) -> Result<Box<dyn BackendState>> {
         let n = self.weights.config.num_hidden_layers;
         Ok(Box::new(CpuState {

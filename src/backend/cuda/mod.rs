@@ -301,11 +301,6 @@ impl CudaBackend {
         &self.gpu
     }
 
-    /// Bytes one decode step reads from the weights (the embeddings excluded when untied).
-    pub fn decode_weight_bytes(&self) -> usize {
-        self.weights.decode_bytes()
-    }
-
     /// One decode step of `token` at `pos` for the session cache `st` (its logits left in
     /// `sc.logits`), with this backend's model and graph setting.
     fn decode_step(
@@ -472,6 +467,10 @@ impl Backend for CudaBackend {
 
     fn weight_bytes(&self) -> usize {
         self.weights.bytes()
+    }
+
+    fn decode_weight_bytes(&self) -> usize {
+        self.weights.decode_bytes()
     }
 
     fn new_state(&self, context_length: usize) -> Result<Box<dyn BackendState>> {
