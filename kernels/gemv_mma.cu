@@ -226,13 +226,49 @@ __device__ __forceinline__ void rope_attention(int finished, int tile, int nh, i
         int ldo, int S, int *__restrict__ counters, float *__restrict__ resid, const float *__restrict__ ebias,        \
         float *__restrict__ ss, const float *__restrict__ normw, u32 *__restrict__ xq_out, float eps,                 \
         float *__restrict__ qout, f16 *__restrict__ kc, f16 *__restrict__ vc, const float *__restrict__ rope, int npos, \
-        int pos, const int *__restrict__ dpos, int nh, int nkv, const u8 *__restrict__ pfw, int pfU, int pfP, int pfn, int pflag
+        int pos, const int *__restrict__ dpos, int nh, int nkv, const u8 *__restrict__ pfw, int pfU, int pfP, int pfn, int pflag, \
+        unsigned long long *__restrict__ tl
 #define MMA_ARGS                                                                                                     \
     qw, scales, zeros, xq, xsum, out, K, N, gs, ldo, S, counters, resid, ebias, ss, normw, xq_out, eps, qout, kc, vc, \
-        rope, npos, pos, dpos, nh, nkv, pfw, pfU, pfP, pfn, pflag
+        rope, npos, pos, dpos, nh, nkv, pfw, pfU, pfP, pfn, pflag, tl
+
+// Measurement only (MMA_TIMELINE and tl not NULL; host: WV_CUDA_TIMELINE, timeline.rs — compiled
+// out otherwise, so that the default kernels are the ones measured): thread 0 of each block
+// stamps %globaltimer into its launch's record when the block starts, when its wait returns,
+// when its units are done and when its consumers are done (epilogue included). tl[0]'s low word
+// is a ticket counter: a block's ticket / gridDim is its launch (a launch's blocks all take
+// theirs before the next launch starts: they take them before they trigger it), and record
+// ticket % TL_RECORDS at tl + 8 holds (start, waited, units done, end, block | SM << 32, ticket).
+#define TL_RECORDS 65536
+#ifndef MMA_TIMELINE
+#define MMA_TIMELINE 0  // the host defines it to 1 when WV_CUDA_TIMELINE asks for the stamps
+#endif
+__device__ __forceinline__ unsigned long long tl_now() {
+    unsigned long long t;
+    asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
+    return t;
+}
+__device__ __forceinline__ void tl_stamp(unsigned long long* tl, int i) {
+#if MMA_TIMELINE
+    __shared__ unsigned long long* rec;
+    if (!tl || threadIdx.x != 0) return;
+    if (i == 0) {
+        const unsigned ticket = atomicAdd(reinterpret_cast<unsigned*>(tl), 1u);
+        u32 sm;
+        asm volatile("mov.u32 %0, %%smid;" : "=r"(sm));
+        rec = tl + 8 + (size_t)(ticket % TL_RECORDS) * 6;
+        rec[4] = (unsigned long long)blockIdx.x | ((unsigned long long)sm << 32);
+        rec[5] = ticket;
+    }
+    rec[i] = tl_now();
+#else
+    (void)tl;
+    (void)i;
+#endif
+}
 
 template <int EPI>
-__device__ __forceinline__ void gemv_q4m_body(MMA_PARAMS) {
+__device__ __forceinline__ void gemv_q4m_work(MMA_PARAMS) {
     extern __shared__ __align__(16) u8 msm_raw[];
     // The ring 1 KiB aligned (the swizzle pattern is on address bits 4..9).
     u8* msm = msm_raw + (((smem_addr(msm_raw) + 1023u) & ~1023u) - smem_addr(msm_raw));
@@ -310,6 +346,7 @@ __device__ __forceinline__ void gemv_q4m_body(MMA_PARAMS) {
     for (int i = threadIdx.x; i < MSEG * MW * 128; i += MW * 32) red[i] = 0.f;
     asm volatile("bar.sync 1, %0;" ::"n"(MW * 32) : "memory");
     pdl_wait();
+    tl_stamp(tl, 1);
     // RMSNorm's 1 / RMS of this product's input (ROPE, SILU: the digits are of x ∘ w, not yet
     // scaled), from the per-tile sums of squares the residual epilogue before left. (Summed
     // after the units instead, so that the sum's shuffles do not hold the first unit back:
@@ -392,6 +429,7 @@ __device__ __forceinline__ void gemv_q4m_body(MMA_PARAMS) {
     return;  // measurement only (chain_probe.cu built with it): no end-of-block reduction, no slabs
 #endif
     asm volatile("bar.sync 1, %0;" ::"n"(MW * 32) : "memory");
+    tl_stamp(tl, 2);
     // The block's tiles: sum the warps' partials in order into this block's slab of each.
     if (n <= 0) return;
     const int t1 = (u1 - 1) / KB;
@@ -525,6 +563,16 @@ __device__ __forceinline__ void gemv_q4m_body(MMA_PARAMS) {
 #else
     (void)finished;
 #endif
+}
+
+template <int EPI>
+__device__ __forceinline__ void gemv_q4m_body(MMA_PARAMS) {
+    tl_stamp(tl, 0);
+    gemv_q4m_work<EPI>(MMA_ARGS);
+    if (MMA_TIMELINE && tl && (threadIdx.x >> 5) < MW) {
+        asm volatile("bar.sync 1, %0;" ::"n"(MW * 32) : "memory");
+        tl_stamp(tl, 3);
+    }
 }
 
 extern "C" __global__ void __launch_bounds__(32 * (MW + 1), MMA_MINB) gemv_q4m(MMA_PARAMS) {

@@ -566,3 +566,60 @@ fn model_decode_ahead_changes_no_token() {
     assert_eq!(h2 - h1, expected, "steps found enqueued ahead");
     assert_eq!(on, off, "decode ahead changed tokens");
 }
+
+/// The decode timeline (`WV_CUDA_TIMELINE`, a measurement tool: timeline.rs, tools/timeline.py)
+/// holds one record per block of every `gemv_q4m` launch, its four stamps in order, and a
+/// report writes it to the file. On a GPU without `gemv_q4m` (not sm_90) nothing is stamped.
+#[test]
+#[ignore = "needs a CUDA GPU: run on the device with --ignored"]
+fn decode_timeline_stamps_every_block_in_order() {
+    use wv::backend::cuda::timeline::{RECORDS, WORDS};
+    use wv::backend::cuda::weights::GemvKind;
+    use wv::backend::Backend;
+    let path = std::env::temp_dir().join(format!("wv-timeline-{}.bin", std::process::id()));
+    // Read once, when the backend is made.
+    std::env::set_var("WV_CUDA_TIMELINE", &path);
+    let host = heads128_host(4, 768, false);
+    let made = wv::backend::cuda::CudaBackend::new(&host, 0);
+    std::env::remove_var("WV_CUDA_TIMELINE");
+    let mut cuda = made.unwrap();
+    cuda.set_gemv(GemvKind::Mma);
+    cuda.set_mma_fuse(true);
+    let mut st = cuda.new_state(64).unwrap();
+    let mut l = Vec::new();
+    let toks = fused_tokens(3, 8);
+    cuda.forward(st.as_mut(), &toks[..4], 0, 1, &mut l).unwrap();
+    for (i, &t) in toks[4..].iter().enumerate() {
+        cuda.forward(st.as_mut(), &[t], 4 + i, 1, &mut l).unwrap();
+    }
+    let _ = cuda.profile_report();
+    let bytes = std::fs::read(&path).expect("the report wrote the timeline");
+    let _ = std::fs::remove_file(&path);
+    let words: Vec<u64> = bytes
+        .chunks_exact(8)
+        .map(|c| u64::from_le_bytes(c.try_into().unwrap()))
+        .collect();
+    let tickets = (words[0] & 0xffff_ffff) as usize;
+    if cuda.gpu().cc != (9, 0) {
+        assert_eq!(tickets, 0, "no gemv_q4m off sm_90, so no stamps");
+        return;
+    }
+    // Four decode steps of three fused layers, four products each, at least.
+    assert!(tickets >= 4 * 3 * 4, "{tickets} blocks stamped");
+    assert!(tickets < RECORDS);
+    let mut per_block = std::collections::BTreeMap::new();
+    for (i, r) in words[8..].chunks_exact(WORDS).take(tickets).enumerate() {
+        assert!(
+            r[0] > 0 && r[0] <= r[1] && r[1] <= r[2] && r[2] <= r[3],
+            "stamps out of order: {r:?}"
+        );
+        assert_eq!(r[5], i as u64, "record {i} holds ticket {}", r[5]);
+        *per_block.entry(r[4] & 0xffff_ffff).or_insert(0usize) += 1;
+    }
+    // Each launch stamps its blocks 0 .. grid - 1 once (the products' grids differ here): block 0
+    // once per launch, at least 4 steps x 3 layers x 4 products, and no block more often.
+    let launches = per_block[&0];
+    assert!(launches >= 4 * 3 * 4, "{launches} launches");
+    assert!(per_block.values().all(|&n| n <= launches), "{per_block:?}");
+    assert_eq!(per_block.values().sum::<usize>(), tickets);
+}

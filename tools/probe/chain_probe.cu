@@ -438,7 +438,7 @@ int main(int argc, char** argv) {
                                       128, s.N, S, (int*)nullptr, (float*)nullptr, (const float*)nullptr,
                                       (float*)nullptr, (const float*)nullptr, (u32*)nullptr, 0.f, (float*)nullptr,
                                       (f16*)nullptr, (f16*)nullptr, (const float*)nullptr, 0, 0, (const int*)nullptr, 0,
-                                      0, (const u8*)nullptr, 0, 0, 0, 0, 0));
+                                      0, (const u8*)nullptr, 0, 0, 0, 0, (unsigned long long*)nullptr));
                 p += (size_t)U * UNIT_BYTES;
             }
         CK(cudaStreamEndCapture(st, &graph));

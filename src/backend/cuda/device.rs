@@ -39,6 +39,8 @@ pub struct Gpu {
     /// Per-launch timing (WV_CUDA_PROFILE=1; PDL is then off so kernels do not overlap):
     /// events around each eager launch, drained by [`Gpu::profile_report`].
     profile: Option<parking_lot::Mutex<Profile>>,
+    /// Measurement only: the decode products' per-block timeline buffer (0: none; timeline.rs).
+    timeline: std::sync::atomic::AtomicU64,
 }
 
 /// Launch timings gathered while profiling: (name, start, end) per launch, events reused.
@@ -173,8 +175,19 @@ impl Gpu {
                     && drv.cuLaunchKernelEx.is_some()
                     && std::env::var("WV_CUDA_PDL").map_or(true, |v| v != "0"),
                 profile: profile.then(|| parking_lot::Mutex::new(Profile::default())),
+                timeline: std::sync::atomic::AtomicU64::new(0),
             }))
         }
+    }
+
+    /// The timeline buffer `gemv_q4m` launches stamp (0: none; timeline.rs).
+    pub fn timeline(&self) -> CUdeviceptr {
+        self.timeline.load(Ordering::Relaxed)
+    }
+
+    /// Set the timeline buffer (timeline.rs; 0 turns it off).
+    pub fn set_timeline(&self, buf: CUdeviceptr) {
+        self.timeline.store(buf, Ordering::Relaxed);
     }
 
     /// Make this GPU's context current on the calling thread.

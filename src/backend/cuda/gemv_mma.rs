@@ -465,7 +465,8 @@ pub fn gemv_q4m(
         .int(pf.total)
         .int(pf.blocks)
         .int(pf.units)
-        .int(pf.lag);
+        .int(pf.lag)
+        .ptr(gpu.timeline());
     // SAFETY: qw, scales and zeros are q's [k / 8][n], [groups][n] and [groups][n] buffers
     // (16-byte aligned, k, n and gs multiples of 128: checked by `takes`) — or, under
     // `unit_major()` (and only then is the module compiled to read it), qw is q's unit-major
@@ -477,7 +478,8 @@ pub fn gemv_q4m(
     // zeroed, at least n / 128 of them — residual stream, sums of squares, the other digits
     // buffer, and the layer's caches with a position inside them), and `f` is its variant.
     // The prefetch only names addresses (a unit-major copy of `total` units, `Prefetch::of`),
-    // which L2 may fetch early: nothing is written through it.
+    // which L2 may fetch early: nothing is written through it. The timeline, when set, is a
+    // zeroed buffer of timeline::BYTES (its ticket word, then the records the kernel wraps).
     let (warps, stages) = shape();
     gpu.launch(
         f,

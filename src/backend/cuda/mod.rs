@@ -36,6 +36,7 @@ pub mod repack;
 pub mod scratch;
 pub mod state;
 pub mod testing;
+pub mod timeline;
 pub mod weights;
 
 use super::{Backend, BackendState, DeviceKind, DeviceSampling};
@@ -72,6 +73,8 @@ pub struct CudaBackend {
     /// The longest prefill pass (made at load: [`prefill_chunk`], capped at what the fused
     /// product takes where a matrix is held only in the unit-major layout).
     chunk: usize,
+    /// Measurement only: the decode products' per-block timeline (`WV_CUDA_TIMELINE`).
+    timeline: Option<timeline::Timeline>,
     gpu: Arc<Gpu>,
 }
 
@@ -282,8 +285,10 @@ impl CudaBackend {
             weights.units_only().0 > 0,
             kernels.gemm_q4_max_t,
         );
+        let timeline = timeline::Timeline::from_env(&gpu)?;
         Ok(CudaBackend {
             chunk,
+            timeline,
             scratch: Mutex::new(None),
             persistent_on,
             persistent,
@@ -516,6 +521,11 @@ impl Backend for CudaBackend {
     fn profile_report(&self) -> Option<Vec<(String, usize, f64)>> {
         let _guard = self.scratch.lock();
         self.gpu.bind().ok()?;
+        if let Some(t) = &self.timeline {
+            if let Err(e) = t.dump() {
+                crate::log::log(crate::log::Level::Warn, &e.to_string());
+            }
+        }
         self.gpu.profile_report().ok().flatten()
     }
 

@@ -164,6 +164,10 @@ impl Target {
                 if super::gemv_mma::unit_major() {
                     o.push("-DMMA_UNIT_MAJOR=1".to_string());
                 }
+                // The timeline's stamps are compiled in only when asked for (timeline.rs).
+                if super::timeline::requested() {
+                    o.push("-DMMA_TIMELINE=1".to_string());
+                }
             }
             _ => {}
         }
