@@ -2,7 +2,7 @@
 """Summarise a decode timeline written by `WV_CUDA_TIMELINE=FILE wv bench ...` (the CUDA
 backend's src/backend/cuda/timeline.rs; stamps from kernels/gemv_mma.cu's tl_stamp):
 
-    python3 tools/timeline.py FILE [--per-step N] [--names qkv,o,gate_up,down]
+    python3 tools/timeline.py FILE [--per-step N] [--names qkv,o,gate_up,down] [--blocks NAME]
 
 Every gemv_q4m launch's blocks stamp %globaltimer (ns) when they start, when their wait for
 the previous kernel returns, when their units are done and when their consumers are done. This
@@ -13,7 +13,9 @@ the previous product's last block ("prev end"):
   wait    first block's wait returning        (how long the hand-over takes)
   units   last block's units done              (the product's streaming and arithmetic)
   end     last block's end                     (its epilogue's tail)
-and the spread of the blocks' units-done and end stamps. Plain Python, no dependencies.
+and the spread of the blocks' units-done and end stamps. --blocks NAME also lists that
+product's latest-ending blocks: each block index's own tail (end - its units done) and its units
+done against the product's last, averaged over the layers. Plain Python, no dependencies.
 """
 import struct
 import sys
@@ -49,7 +51,7 @@ def main():
     agg = []
     for k in ids:
         b = launches[k]
-        agg.append(dict(start=min(r[0] for r in b), wait=min(r[1] for r in b), units_first=min(r[2] for r in b),
+        agg.append(dict(id=k, start=min(r[0] for r in b), wait=min(r[1] for r in b), units_first=min(r[2] for r in b),
                         units=max(r[2] for r in b), end_first=min(r[3] for r in b), end=max(r[3] for r in b)))
     # The step boundary: the longest gap between a launch's first start and the previous one's
     # end (the lm_head, the sampling and the host's turn sit there), within the last two steps.
@@ -83,6 +85,23 @@ def main():
         s = [v / counts[n] for v in sums[n]]
         total += s[3]
         print("%-8s %8.2f %8.2f %8.2f %8.2f %12.2f %12.2f" % (n, *s))
+    if "--blocks" in args:
+        want = args[args.index("--blocks") + 1]
+        per = {}
+        for i, a in enumerate(step):
+            if i == 0 or names[i % kinds] != want:
+                continue
+            b = launches[a["id"]]
+            for r in b:
+                e = per.setdefault(r[4] & 0xFFFFFFFF, [0.0, 0.0, 0])
+                e[0] += (r[3] - r[2]) / 1e3
+                e[1] += (r[2] - a["units"]) / 1e3
+                e[2] += 1
+        rows = sorted(((blk, t / n, u / n) for blk, (t, u, n) in per.items()), key=lambda x: -(x[1] + x[2]))
+        print("%s: the 20 latest-ending blocks (mean over the layers): block, own tail (end - units done), "
+              "units done against the product's last" % want)
+        for blk, tail_us, units_us in rows[:20]:
+            print("  %4d %8.2f %8.2f" % (blk, tail_us, units_us))
     print("sum of the products' 'end' per layer: %.2f us (x %d layers = %.3f ms); the step's head (the last "
           "step's end to its first product's end, lm_head and sampling included): %.2f us" %
           (total, layers, total * layers / 1e3, head))
