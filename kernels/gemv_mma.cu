@@ -133,9 +133,8 @@ __device__ __forceinline__ int tile_blocks(int t, int KB, int P, long long U) {
 // completes side by side, MW / n warps each for n of them) — warp w the keys w, w + MW, ... of
 // 0 .. p (one head), MMA_ATT_KB at a time (MMA_ATT_KB2 where that needs more than one batch)
 // with their own online softmax (common.cuh's warp_online_softmax, as attn_partial) — meets
-// the warps' results in red ([MW][128] outputs,
-// then [MW] (max, sum) pairs) and writes the head's output as digits block h of xq (o's input,
-// K = nh * 128), resetting the counter.
+// the warps' results in red ([MW][128] outputs, then [MW] (max, sum) pairs) and writes the
+// head's output as digits block h of xq (o's input, K = nh * 128), resetting the counter.
 #define MMA_HEAD_CTR 512
 #define MMA_ATT_LIST 32
 #ifndef MMA_ATTN
@@ -238,10 +237,18 @@ __device__ __forceinline__ void rope_attention(int finished, int tile, int nh, i
 // when its units are done and when its consumers are done (epilogue included). tl[0]'s low word
 // is a ticket counter: a block's ticket / gridDim is its launch (a launch's blocks all take
 // theirs before the next launch starts: they take them before they trigger it), and record
-// ticket % TL_RECORDS at tl + 8 holds (start, waited, units done, end, block | SM << 32, ticket).
+// ticket % TL_RECORDS at tl + TL_HEAD_WORDS holds TL_WORDS words: (start, waited, units done,
+// end, block | SM << 32, ticket).
 #define TL_RECORDS 65536
+#define TL_WORDS 6
+#define TL_HEAD_WORDS 8
 #ifndef MMA_TIMELINE
 #define MMA_TIMELINE 0  // the host defines it to 1 when WV_CUDA_TIMELINE asks for the stamps
+#endif
+#ifdef WV_HOST_TL
+#define TL_LAYOUT_(r, w, h) (r == TL_RECORDS && w == TL_WORDS && h == TL_HEAD_WORDS)
+#define TL_LAYOUT(x) TL_LAYOUT_(x)
+static_assert(TL_LAYOUT(WV_HOST_TL), "timeline.rs's record layout differs from gemv_mma.cu's");
 #endif
 __device__ __forceinline__ unsigned long long tl_now() {
     unsigned long long t;
@@ -256,7 +263,7 @@ __device__ __forceinline__ void tl_stamp(unsigned long long* tl, int i) {
         const unsigned ticket = atomicAdd(reinterpret_cast<unsigned*>(tl), 1u);
         u32 sm;
         asm volatile("mov.u32 %0, %%smid;" : "=r"(sm));
-        rec = tl + 8 + (size_t)(ticket % TL_RECORDS) * 6;
+        rec = tl + TL_HEAD_WORDS + (size_t)(ticket % TL_RECORDS) * TL_WORDS;
         rec[4] = (unsigned long long)blockIdx.x | ((unsigned long long)sm << 32);
         rec[5] = ticket;
     }

@@ -20,7 +20,7 @@ done against the product's last, averaged over the layers. Plain Python, no depe
 import struct
 import sys
 
-RECORDS, WORDS = 65536, 6
+RECORDS, WORDS, HEAD_WORDS = 65536, 6, 8  # src/backend/cuda/timeline.rs
 
 
 def main():
@@ -35,7 +35,7 @@ def main():
     tickets = words[0] & 0xFFFFFFFF
     recs = []
     for i in range(min(tickets, RECORDS)):
-        r = words[8 + i * WORDS: 8 + (i + 1) * WORDS]
+        r = words[HEAD_WORDS + i * WORDS: HEAD_WORDS + (i + 1) * WORDS]
         if r[0] and r[3] and r[5] + RECORDS >= tickets:  # the ring's live records
             recs.append(r)
     grid = max(r[4] & 0xFFFFFFFF for r in recs) + 1

@@ -573,7 +573,7 @@ fn model_decode_ahead_changes_no_token() {
 #[test]
 #[ignore = "needs a CUDA GPU: run on the device with --ignored"]
 fn decode_timeline_stamps_every_block_in_order() {
-    use wv::backend::cuda::timeline::{RECORDS, WORDS};
+    use wv::backend::cuda::timeline::{HEAD_WORDS, RECORDS, WORDS};
     use wv::backend::cuda::weights::GemvKind;
     use wv::backend::Backend;
     let path = std::env::temp_dir().join(format!("wv-timeline-{}.bin", std::process::id()));
@@ -608,7 +608,11 @@ fn decode_timeline_stamps_every_block_in_order() {
     assert!(tickets >= 4 * 3 * 4, "{tickets} blocks stamped");
     assert!(tickets < RECORDS);
     let mut per_block = std::collections::BTreeMap::new();
-    for (i, r) in words[8..].chunks_exact(WORDS).take(tickets).enumerate() {
+    for (i, r) in words[HEAD_WORDS..]
+        .chunks_exact(WORDS)
+        .take(tickets)
+        .enumerate()
+    {
         assert!(
             r[0] > 0 && r[0] <= r[1] && r[1] <= r[2] && r[2] <= r[3],
             "stamps out of order: {r:?}"

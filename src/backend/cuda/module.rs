@@ -164,9 +164,12 @@ impl Target {
                 if super::gemv_mma::unit_major() {
                     o.push("-DMMA_UNIT_MAJOR=1".to_string());
                 }
-                // The timeline's stamps are compiled in only when asked for (timeline.rs).
+                // The timeline's stamps are compiled in only when asked for (timeline.rs), with
+                // its record layout as the host reads it.
                 if super::timeline::requested() {
+                    use super::timeline::{HEAD_WORDS, RECORDS, WORDS};
                     o.push("-DMMA_TIMELINE=1".to_string());
+                    o.push(format!("-DWV_HOST_TL={RECORDS},{WORDS},{HEAD_WORDS}"));
                 }
             }
             _ => {}

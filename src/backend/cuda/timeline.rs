@@ -15,17 +15,27 @@ use std::sync::Arc;
 use super::device::{DevBuf, Gpu};
 use crate::error::{Error, Result};
 
-/// Records in the ring (TL_RECORDS in gemv_mma.cu): two 13B steps of 160 launches of 132 blocks.
+/// Records in the ring: two 13B steps of 160 launches of 132 blocks. The kernel's TL_RECORDS,
+/// TL_WORDS and TL_HEAD_WORDS are checked against these three at compile time (module.rs).
 pub const RECORDS: usize = 65536;
 /// u64 words per record: start, waited, units done, end, block | SM << 32, ticket.
 pub const WORDS: usize = 6;
-/// The buffer: the ticket word (padded to 64 bytes), then the records.
-pub const BYTES: usize = 64 + RECORDS * WORDS * 8;
+/// u64 words before the records: the ticket word, padded to 64 bytes.
+pub const HEAD_WORDS: usize = 8;
+/// The buffer: the ticket word (padded), then the records.
+pub const BYTES: usize = (HEAD_WORDS + RECORDS * WORDS) * 8;
+
+/// The file `WV_CUDA_TIMELINE` names, if it names one.
+fn path() -> Option<PathBuf> {
+    std::env::var_os("WV_CUDA_TIMELINE")
+        .filter(|p| !p.is_empty())
+        .map(PathBuf::from)
+}
 
 /// Whether `WV_CUDA_TIMELINE` asks for a timeline (the kernels are then compiled with their
 /// stamps: module.rs).
 pub fn requested() -> bool {
-    std::env::var_os("WV_CUDA_TIMELINE").is_some_and(|p| !p.is_empty())
+    path().is_some()
 }
 
 /// The timeline buffer and the file each report writes it to.
@@ -39,7 +49,7 @@ impl Timeline {
     /// The timeline `WV_CUDA_TIMELINE` asks for (none when unset or empty), zeroed and handed to
     /// `gpu`'s launches.
     pub fn from_env(gpu: &Arc<Gpu>) -> Result<Option<Timeline>> {
-        let Some(path) = std::env::var_os("WV_CUDA_TIMELINE").filter(|p| !p.is_empty()) else {
+        let Some(path) = path() else {
             return Ok(None);
         };
         let buf = gpu.alloc(BYTES, "the decode timeline (WV_CUDA_TIMELINE)")?;
@@ -47,7 +57,7 @@ impl Timeline {
         gpu.set_timeline(buf.ptr);
         Ok(Some(Timeline {
             buf,
-            path: path.into(),
+            path,
             gpu: gpu.clone(),
         }))
     }
