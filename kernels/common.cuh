@@ -357,6 +357,18 @@ __device__ __forceinline__ void flag_raise(int* f) {
 }
 
 
+// The attention kernels' keys and values (CG false: decode after the fused attention's 128 keys,
+// a layer's cache read once a step and larger than L2 after ~1,000 tokens) loaded as streaming
+// (ld.global.cs, evict-first in L2), as the weights are (gemv_mma.cu's MMA_L2_EVICT_FIRST).
+#ifndef ATT_KV_STREAM
+#define ATT_KV_STREAM 1
+#endif
+#if ATT_KV_STREAM
+#define ATT_KV_LD(p) __ldcs(p)
+#else
+#define ATT_KV_LD(p) (*(p))
+#endif
+
 // One warp's share of decode attention for one head (attention.cu's attn_partial, gemv_mma.cu's
 // fused short-context attention): an online softmax — running max m, sum l, unnormalised
 // output acc — over the keys first, first + stride, ... < end, KB at a time, the batch's K and
@@ -383,8 +395,8 @@ __device__ __forceinline__ void warp_online_softmax(const float (&qr)[4 * NI], c
                 const bool ok = p < end && v < nv;
                 const uint2* kr = reinterpret_cast<const uint2*>(kb + (size_t)p * kvd + 4 * v);
                 const uint2* vr = reinterpret_cast<const uint2*>(vb + (size_t)p * kvd + 4 * v);
-                kk[j][i] = ok ? (CG ? __ldcg(kr) : *kr) : zero2;
-                vv[j][i] = ok ? (CG ? __ldcg(vr) : *vr) : zero2;
+                kk[j][i] = ok ? (CG ? __ldcg(kr) : ATT_KV_LD(kr)) : zero2;
+                vv[j][i] = ok ? (CG ? __ldcg(vr) : ATT_KV_LD(vr)) : zero2;
             }
         }
         float s[KB];

@@ -648,6 +648,17 @@ __device__ __forceinline__ float dot8_f16(uint4 a, uint4 b) {
     return s;
 }
 
+// The weights (decode's lm_head: 0.33 GB for 13B, read once a step) loaded as streaming
+// (ld.global.cs: evict-first in L2), so that they do not push out of L2 what the next step's
+// kernels read again — their code, the KV cache (gemv_mma.cu's MMA_L2_EVICT_FIRST likewise).
+#ifndef WV_GEMV_F16_STREAM
+#define WV_GEMV_F16_STREAM 1
+#endif
+#if WV_GEMV_F16_STREAM
+#define WF16_LD(p) __ldcs(p)
+#else
+#define WF16_LD(p) __ldg(p)
+#endif
 extern "C" __global__ void __launch_bounds__(256) gemv_f16(
     const f16* __restrict__ W, const f16* __restrict__ x, float* __restrict__ out,
     int K, int N, int kc, int ldo)
@@ -668,13 +679,13 @@ extern "C" __global__ void __launch_bounds__(256) gemv_f16(
         int i = (k0 >> 3) + lane;
         float a0 = 0.f, a1 = 0.f, a2 = 0.f, a3 = 0.f;
         for (; i + 96 < i1; i += 128) {
-            const uint4 w0 = __ldg(rv + i), w1 = __ldg(rv + i + 32), w2 = __ldg(rv + i + 64), w3 = __ldg(rv + i + 96);
+            const uint4 w0 = WF16_LD(rv + i), w1 = WF16_LD(rv + i + 32), w2 = WF16_LD(rv + i + 64), w3 = WF16_LD(rv + i + 96);
             a0 += dot8_f16(w0, __ldg(xv + i));
             a1 += dot8_f16(w1, __ldg(xv + i + 32));
             a2 += dot8_f16(w2, __ldg(xv + i + 64));
             a3 += dot8_f16(w3, __ldg(xv + i + 96));
         }
-        for (; i < i1; i += 32) a0 += dot8_f16(__ldg(rv + i), __ldg(xv + i));
+        for (; i < i1; i += 32) a0 += dot8_f16(WF16_LD(rv + i), __ldg(xv + i));
         acc = (a0 + a1) + (a2 + a3);
     } else {
         for (int k = k0 + lane; k < k1; k += 32) acc += h2f(row[k]) * h2f(x[k]);

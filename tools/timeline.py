@@ -15,12 +15,15 @@ the previous product's last block ("prev end"):
   end     last block's end                     (its epilogue's tail)
 and the spread of the blocks' units-done and end stamps. --blocks NAME also lists that
 product's latest-ending blocks: each block index's own tail (end - its units done) and its units
-done against the product's last, averaged over the layers. Plain Python, no dependencies.
+done against the product's last, averaged over the layers, and for q|k|v the marks its attention
+epilogue sets, after the block's units done (gemv_mma.cu: with the head counts, 0 = the heads
+known, 1 = the softmax done; with rope_attention, 0 = its tile finished, 1 = the heads known,
+2 = the softmax done). Plain Python, no dependencies.
 """
 import struct
 import sys
 
-RECORDS, WORDS, HEAD_WORDS = 65536, 6, 8  # src/backend/cuda/timeline.rs
+RECORDS, WORDS, HEAD_WORDS, MARK = 65536, 9, 8, 6  # src/backend/cuda/timeline.rs, gemv_mma.cu
 
 
 def main():
@@ -93,15 +96,20 @@ def main():
                 continue
             b = launches[a["id"]]
             for r in b:
-                e = per.setdefault(r[4] & 0xFFFFFFFF, [0.0, 0.0, 0])
+                e = per.setdefault(r[4] & 0xFFFFFFFF, [0.0, 0.0, 0, [0.0] * 3, [0] * 3])
                 e[0] += (r[3] - r[2]) / 1e3
                 e[1] += (r[2] - a["units"]) / 1e3
                 e[2] += 1
-        rows = sorted(((blk, t / n, u / n) for blk, (t, u, n) in per.items()), key=lambda x: -(x[1] + x[2]))
+                for j in range(3):  # the marks q|k|v's attention epilogue sets (0: not passed)
+                    if r[MARK + j]:
+                        e[3][j] += (r[MARK + j] - r[2]) / 1e3
+                        e[4][j] += 1
+        rows = sorted(((blk, t / n, u / n, [m / c if c else float("nan") for m, c in zip(ms, cs)])
+                       for blk, (t, u, n, ms, cs) in per.items()), key=lambda x: -(x[1] + x[2]))
         print("%s: the 20 latest-ending blocks (mean over the layers): block, own tail (end - units done), "
-              "units done against the product's last" % want)
-        for blk, tail_us, units_us in rows[:20]:
-            print("  %4d %8.2f %8.2f" % (blk, tail_us, units_us))
+              "units done against the product's last, marks 0-2 after units done (where set)" % want)
+        for blk, tail_us, units_us, marks in rows[:20]:
+            print("  %4d %8.2f %8.2f   %s" % (blk, tail_us, units_us, " ".join("%6.2f" % m for m in marks)))
     print("sum of the products' 'end' per layer: %.2f us (x %d layers = %.3f ms); the step's head (the last "
           "step's end to its first product's end, lm_head and sampling included): %.2f us" %
           (total, layers, total * layers / 1e3, head))

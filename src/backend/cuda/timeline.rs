@@ -18,8 +18,9 @@ use crate::error::{Error, Result};
 /// Records in the ring: two 13B steps of 160 launches of 132 blocks. The kernel's TL_RECORDS,
 /// TL_WORDS and TL_HEAD_WORDS are checked against these three at compile time (module.rs).
 pub const RECORDS: usize = 65536;
-/// u64 words per record: start, waited, units done, end, block | SM << 32, ticket.
-pub const WORDS: usize = 6;
+/// u64 words per record: start, waited, units done, end, block | SM << 32, ticket, then three
+/// marks q|k|v's attention epilogue sets on its way (0 where the block does not pass them).
+pub const WORDS: usize = 9;
 /// u64 words before the records: the ticket word, padded to 64 bytes.
 pub const HEAD_WORDS: usize = 8;
 /// The buffer: the ticket word (padded), then the records.
