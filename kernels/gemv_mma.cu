@@ -100,7 +100,6 @@ static_assert(WV_HOST_MMA_SMEM == MMA_SMEM, "gemv_mma.rs smem_of differs from MM
 #endif
 static_assert(MST % MW == 0, "a warp takes the stages w, w + MW, ...: MST must be a multiple of MW");
 static_assert(MSEG <= MW, "the epilogue gives each of a block's tiles a consumer warp");
-static_assert(MSEG <= 4, "qkv_heads counts a block's tiles with 8 lanes each");
 // Two blocks per SM where two fit (the next product's beside the current one), else one.
 #define MMA_MINB (MMA_SMEM * 2 <= 227 * 1024 ? 2 : 1)
 
@@ -146,7 +145,8 @@ __device__ __forceinline__ int tile_blocks(int t, int KB, int P, long long U) {
 // theirs before the next launch starts: they take them before they trigger it), and record
 // ticket % TL_RECORDS at tl + TL_HEAD_WORDS holds TL_WORDS words: (start, waited, units done,
 // end, block | SM << 32, ticket, then three marks that q|k|v's attention epilogue sets where its
-// thread 0 passes them — 0 where it does not: TL_MARK + 0, 1, 2 below).
+// thread 0 passes them, 0 where it does not: TL_MARK + 0 its tile finished (count, slab sums,
+// stores), + 1 the heads it completes known, + 2 its warp's softmax done).
 #define TL_RECORDS 65536
 #define TL_WORDS 9
 #define TL_MARK 6
@@ -285,221 +285,6 @@ __device__ __forceinline__ void rope_attention(int finished, int tile, int nh, i
             attention_merge(h, warp, n, G, nh, red, st, xq);
             if (lane == 0) counters[MMA_HEAD_CTR + h] = 0;
         }
-        asm volatile("bar.sync 1, %0;" ::"n"(MW * 32) : "memory");
-    }
-}
-
-// MMA_QKV_HEADS=1 (the default; 0 keeps rope_attention above): q|k|v's fused attention counted
-// per head instead of per tile. After its slab stores a block counts itself once in
-// counters[MMA_HEAD_CTR + h] for each query head h that one of its tiles serves (warp 0, a lane
-// per (tile, head): one round trip for all of them); the last of the head's blocks — those
-// holding units of its q tile or of its KV head's k or v tile, `head_blocks` — finishes the
-// head alone: its warps (MW / n each for n heads, as above) sum the three tiles' slabs
-// themselves, request their first batch of the older keys and values in the same round trip,
-// rotate q and k, and run the online softmax over keys 0 .. p with this step's key and value
-// from registers (one warp of the KV head's first query head stores them into the caches).
-// Against rope_attention: no tile counts, no q / K / V round trip through L2 before the scores.
-#ifndef MMA_QKV_HEADS
-#define MMA_QKV_HEADS 0
-#endif
-#ifndef MMA_HEAD_SLABS
-#define MMA_HEAD_SLABS 4  // slabs per tile loaded at once (more: summed after, in order)
-#endif
-
-// The blocks [first, last] that hold units of tile t.
-__device__ __forceinline__ int2 tile_range(int t, int KB, int P, long long U) {
-    return make_int2(unit_block((long long)t * KB, P, U), unit_block((long long)(t + 1) * KB - 1, P, U));
-}
-// How many blocks hold units of head h's q tile, or of its KV head's k or v tile (tiles h,
-// nh + kvh, nh + nkv + kvh: increasing, so their block ranges meet at most end to start).
-__device__ __forceinline__ int head_blocks(int h, int nh, int nkv, int KB, int P, long long U) {
-    const int kvh = h / (nh / nkv);
-    const int2 a = tile_range(h, KB, P, U), b = tile_range(nh + kvh, KB, P, U), c = tile_range(nh + nkv + kvh, KB, P, U);
-    return (a.y - a.x + 1) + (b.y - b.x + 1) + (c.y - c.x + 1) - (a.y == b.x) - (b.y == c.x);
-}
-
-// The older keys first, first + G, ... (KB of them from p0) of one KV head that are before p.
-template <int KB>
-__device__ __forceinline__ void head_kv_load(const f16* __restrict__ kb, const f16* __restrict__ vb, size_t kvd, int p0, int G,
-                                             int p, uint2 (&kk)[KB], uint2 (&vv)[KB]) {
-    const int lane = threadIdx.x & 31;
-#pragma unroll
-    for (int j = 0; j < KB; ++j) {
-        const int key = p0 + G * j;
-        const bool ok = key < p;
-        kk[j] = ok ? __ldcg(reinterpret_cast<const uint2*>(kb + (size_t)key * kvd + 4 * lane)) : make_uint2(0u, 0u);
-        vv[j] = ok ? __ldcg(reinterpret_cast<const uint2*>(vb + (size_t)key * kvd + 4 * lane)) : make_uint2(0u, 0u);
-    }
-}
-// One batch of the online softmax (as warp_online_softmax): key p is this step's (kp, vp).
-template <int KB>
-__device__ __forceinline__ void head_kv_step(const float (&q)[4], const uint2 (&kk)[KB], const uint2 (&vv)[KB], uint2 kp,
-                                             uint2 vp, int p0, int G, int p, float& m, float& l, float (&acc)[4]) {
-    float s[KB];
-    float m_new = m;
-#pragma unroll
-    for (int j = 0; j < KB; ++j) {
-        const int key = p0 + G * j;
-        const uint2 k = key == p ? kp : kk[j];
-        const float d = warp_sum(q[0] * lo2f(k.x) + q[1] * hi2f(k.x) + q[2] * lo2f(k.y) + q[3] * hi2f(k.y));
-        s[j] = key <= p ? d * 0.08838834764831845f : NEG_INF;  // (summed either way: no branch)
-        m_new = fmaxf(m_new, s[j]);
-    }
-    const float corr = expf(m - m_new);
-    l *= corr;
-#pragma unroll
-    for (int e = 0; e < 4; ++e) acc[e] *= corr;
-#pragma unroll
-    for (int j = 0; j < KB; ++j) {
-        const uint2 v = p0 + G * j == p ? vp : vv[j];
-        const float e = expf(s[j] - m_new);  // 0 for keys past p
-        l += e;
-        acc[0] += e * lo2f(v.x);
-        acc[1] += e * hi2f(v.x);
-        acc[2] += e * lo2f(v.y);
-        acc[3] += e * hi2f(v.y);
-    }
-    m = m_new;
-}
-
-// Warp `first` of the G that take head h: q, k, v from the slabs, then keys first, first + G,
-// ... of 0 .. p; its (m, l) and outputs into red / st as rope_attention's warps leave them.
-template <int KB>
-__device__ __forceinline__ void head_warp(int h, int first, int G, int nh, int nkv, int KB_, int P, long long U, float r,
-                                          const float* __restrict__ ebias, const float* __restrict__ out, int ldo,
-                                          const float (&cs)[8], int p, f16* __restrict__ kc, f16* __restrict__ vc,
-                                          float* red, float* st) {
-    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-    const int kvh = h / (nh / nkv), kvd = nkv * 128;
-    const int tiles[3] = {h, nh + kvh, nh + nkv + kvh};
-    const float4 zero = make_float4(0.f, 0.f, 0.f, 0.f);
-    // One round trip: the three tiles' slabs (bias too), the first batch of older keys.
-    float4 e[3][MMA_HEAD_SLABS], bias[3] = {zero, zero, zero};
-    int ns[3];
-#pragma unroll
-    for (int i = 0; i < 3; ++i) {
-        const int2 rg = tile_range(tiles[i], KB_, P, U);
-        ns[i] = rg.y - rg.x + 1;
-        const float* col = out + (size_t)tiles[i] * 128 + 4 * lane;
-#pragma unroll
-        for (int s = 0; s < MMA_HEAD_SLABS; ++s)
-            e[i][s] = s < ns[i] ? __ldcg(reinterpret_cast<const float4*>(col + (size_t)s * ldo)) : zero;
-        if (ebias) bias[i] = *reinterpret_cast<const float4*>(ebias + (size_t)tiles[i] * 128 + 4 * lane);
-    }
-    const f16* kb = kc + kvh * 128;
-    const f16* vb = vc + kvh * 128;
-    uint2 kk[KB], vv[KB];
-    head_kv_load<KB>(kb, vb, kvd, first, G, p, kk, vv);
-    // v = r Σ slabs (in slab order) + bias; RoPE on q and k as gemv_q4m_rope's tiles.
-    float o[3][4];
-#pragma unroll
-    for (int i = 0; i < 3; ++i) {
-        float4 v = zero;
-#pragma unroll
-        for (int s = 0; s < MMA_HEAD_SLABS; ++s) v = make_float4(v.x + e[i][s].x, v.y + e[i][s].y, v.z + e[i][s].z, v.w + e[i][s].w);
-        for (int s = MMA_HEAD_SLABS; s < ns[i]; ++s) {
-            const float4 x = __ldcg(reinterpret_cast<const float4*>(out + (size_t)s * ldo + (size_t)tiles[i] * 128 + 4 * lane));
-            v = make_float4(v.x + x.x, v.y + x.y, v.z + x.z, v.w + x.w);
-        }
-        v = make_float4(v.x * r, v.y * r, v.z * r, v.w * r);
-        if (ebias) v = make_float4(v.x + bias[i].x, v.y + bias[i].y, v.z + bias[i].z, v.w + bias[i].w);
-        o[i][0] = v.x;
-        o[i][1] = v.y;
-        o[i][2] = v.z;
-        o[i][3] = v.w;
-    }
-    const bool lo_half = lane < 16;
-#pragma unroll
-    for (int i = 0; i < 2; ++i)
-#pragma unroll
-        for (int j = 0; j < 4; ++j) {
-            const float mine = o[i][j], other = __shfl_xor_sync(0xffffffffu, mine, 16);
-            const float co = cs[2 * j], si = cs[2 * j + 1];
-            o[i][j] = lo_half ? __fsub_rn(__fmul_rn(mine, co), __fmul_rn(other, si)) : __fadd_rn(__fmul_rn(mine, co), __fmul_rn(other, si));
-        }
-    const uint2 kp = make_uint2(pack2(o[1][0], o[1][1]), pack2(o[1][2], o[1][3]));
-    const uint2 vp = make_uint2(pack2(o[2][0], o[2][1]), pack2(o[2][2], o[2][3]));
-    if (first == 0 && h % (nh / nkv) == 0) {
-        *reinterpret_cast<uint2*>(kc + (size_t)p * kvd + kvh * 128 + 4 * lane) = kp;
-        *reinterpret_cast<uint2*>(vc + (size_t)p * kvd + kvh * 128 + 4 * lane) = vp;
-    }
-    const float q[4] = {o[0][0], o[0][1], o[0][2], o[0][3]};
-    float m = NEG_INF, l = 0.f, acc[4] = {0.f, 0.f, 0.f, 0.f};
-    // Not unrolled or peeled: this runs once a launch per block, and its code comes from L2
-    // (or DRAM) each time — the shorter the path, the sooner the block ends.
-#pragma unroll 1
-    for (int p0 = first; p0 <= p; p0 += G * KB) {
-        if (p0 != first) head_kv_load<KB>(kb, vb, kvd, p0, G, p, kk, vv);
-        head_kv_step<KB>(q, kk, vv, kp, vp, p0, G, p, m, l, acc);
-    }
-    *reinterpret_cast<float4*>(red + warp * 128 + 4 * lane) = make_float4(acc[0], acc[1], acc[2], acc[3]);
-    if (lane == 0) {
-        st[2 * warp] = m;
-        st[2 * warp + 1] = l;
-    }
-}
-
-// q|k|v's epilogue with the attention (MMA_QKV_HEADS; after the block's slab stores and a
-// barrier): the per-head count, then the heads this block completes (see above).
-__device__ __forceinline__ void qkv_heads(int t0, int t1, int KB, int P, long long U, int nh, int nkv, float r,
-                                          const float* __restrict__ ebias, const float* __restrict__ out, int ldo,
-                                          const float* __restrict__ rope, int npos, int p, f16* __restrict__ kc,
-                                          f16* __restrict__ vc, int* __restrict__ counters, u32* __restrict__ xq, float* red,
-                                          unsigned long long* tl) {
-    __shared__ int heads[1 + MMA_ATT_LIST];  // [0]: how many; then the heads this block completes
-    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = nh / nkv;
-    // The RoPE table's cos / sin for this lane's pairs at p (every head's), NaN past the table.
-    const float nan = __int_as_float(0x7fc00000);
-    float cs[8] = {nan, nan, nan, nan, nan, nan, nan, nan};
-    if (p < npos) {
-        const float4* rp = reinterpret_cast<const float4*>(rope + ((size_t)p * 64 + 4 * (lane & 15)) * 2);
-        const float4 c0 = rp[0], c1 = rp[1];
-        cs[0] = c0.x, cs[1] = c0.y, cs[2] = c0.z, cs[3] = c0.w, cs[4] = c1.x, cs[5] = c1.y, cs[6] = c1.z, cs[7] = c1.w;
-    }
-    if (warp == 0) {
-        // Lane l: head j = l % 8 of the block's tile i = l / 8 (MSEG <= 4, nh / nkv <= 8),
-        // skipped where an earlier tile of the block serves the same head (its q tile, or
-        // for a v tile its k tile). The count releases the block's slabs (ordered before it
-        // by the barrier) and, for the last block, acquires the others'.
-        const int i = lane >> 3, j = lane & 7, t = t0 + i;
-        int h = -1;
-        if (i < MSEG && t <= t1 && t < nh + 2 * nkv) {
-            if (t < nh) {
-                h = j == 0 ? t : -1;
-            } else if (j < g) {
-                const int kvh = t < nh + nkv ? t - nh : t - nh - nkv;
-                h = kvh * g + j;
-                if (h >= t0 || (t >= nh + nkv && nh + kvh >= t0)) h = -1;
-            }
-        }
-        bool last = false;
-        if (h >= 0) {
-            int old;
-            asm volatile("atom.acq_rel.gpu.global.add.s32 %0, [%1], 1;" : "=r"(old) : "l"(counters + MMA_HEAD_CTR + h) : "memory");
-            last = old == head_blocks(h, nh, nkv, KB, P, U) - 1;
-            if (last) counters[MMA_HEAD_CTR + h] = 0;  // every block has counted: reset for the next launch
-        }
-        const unsigned done = __ballot_sync(0xffffffffu, last);
-        if (last) heads[1 + __popc(done & ((1u << lane) - 1u))] = h;
-        if (lane == 0) heads[0] = __popc(done);
-    }
-    asm volatile("bar.sync 1, %0;" ::"n"(MW * 32) : "memory");
-    tl_stamp(tl, TL_MARK);
-    const int nl = heads[0];
-    float* st = red + MW * 128;
-    for (int base = 0; base < nl; base += MW) {
-        const int n = min(nl - base, MW), G = MW / n;
-        if (warp < n * G) {
-            const int h = heads[1 + base + warp % n], first = warp / n;
-            // MMA_ATT_KB2 keys per batch where MMA_ATT_KB would need more than one.
-            if (MMA_ATT_KB2 > MMA_ATT_KB && p + 1 > G * MMA_ATT_KB)
-                head_warp<MMA_ATT_KB2>(h, first, G, nh, nkv, KB, P, U, r, ebias, out, ldo, cs, p, kc, vc, red, st);
-            else
-                head_warp<MMA_ATT_KB>(h, first, G, nh, nkv, KB, P, U, r, ebias, out, ldo, cs, p, kc, vc, red, st);
-        }
-        tl_stamp(tl, TL_MARK + 1);
-        asm volatile("bar.sync 1, %0;" ::"n"(MW * 32) : "memory");
-        if (warp < n) attention_merge(heads[1 + base + warp], warp, n, G, nh, red, st, xq);
         asm volatile("bar.sync 1, %0;" ::"n"(MW * 32) : "memory");
     }
 }
@@ -713,17 +498,11 @@ __device__ __forceinline__ void gemv_q4m_work(MMA_PARAMS) {
         }
     }
     if (EPI == EPI_NONE) return;
-    asm volatile("bar.sync 1, %0;" ::"n"(MW * 32) : "memory");
-#if MMA_ATTN && MMA_QKV_HEADS
-    if (EPI == EPI_ROPE && xq_out) {
-        qkv_heads(t0, t1, KB, P, U, nh, nkv, r, ebias, out, ldo, rope, npos, pstep, kc, vc, counters, xq_out, red, tl);
-        return;
-    }
-#endif
     // The epilogue: warp i takes the block's i-th tile (at most MSEG <= MW of them, so all at
     // once); the last of the tile's blocks (SILU: of the gate / up tile pair's) to count itself
     // in counters[key] — which it resets for the next launch — sums the key's slabs in slab
     // order and finishes it, lane l holding columns 4l .. 4l + 3 (see the top).
+    asm volatile("bar.sync 1, %0;" ::"n"(MW * 32) : "memory");
     // Returns 1 where this warp finished its tile.
     auto finish_tile = [&]() -> int {
         const int t = t0 + warp, half = (N >> 7) >> 1;
@@ -832,7 +611,7 @@ __device__ __forceinline__ void gemv_q4m_work(MMA_PARAMS) {
     };
     const int finished = finish_tile();
     if (EPI == EPI_ROPE && xq_out) tl_stamp(tl, TL_MARK);
-#if MMA_ATTN && !MMA_QKV_HEADS
+#if MMA_ATTN
     if (EPI == EPI_ROPE && xq_out) rope_attention(finished, t0 + warp, nh, nkv, qout, kc, vc, pstep, counters, xq_out, red, tl);
 #else
     (void)finished;

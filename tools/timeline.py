@@ -16,9 +16,8 @@ the previous product's last block ("prev end"):
 and the spread of the blocks' units-done and end stamps. --blocks NAME also lists that
 product's latest-ending blocks: each block index's own tail (end - its units done) and its units
 done against the product's last, averaged over the layers, and for q|k|v the marks its attention
-epilogue sets, after the block's units done (gemv_mma.cu: with the head counts, 0 = the heads
-known, 1 = the softmax done; with rope_attention, 0 = its tile finished, 1 = the heads known,
-2 = the softmax done). Plain Python, no dependencies.
+epilogue sets, after the block's units done (gemv_mma.cu's TL_MARK: 0 = its tile finished, 1 =
+the heads it completes known, 2 = its softmax done). Plain Python, no dependencies.
 """
 import struct
 import sys
