@@ -207,11 +207,27 @@ __device__ __forceinline__ void tl_stamp(unsigned long long* tl, int i) {
 // round trip (H200, 13B, after 64 tokens: 366.9 / 367.5 against 364.8 / 364.8 tok/s; level after 32)
 #define MMA_ATT_KB2 16
 #endif
+// MMA_WARM=1 (an experiment): the fused attention's per-warp code (att_warp, attention_merge) not
+// inlined, and q|k|v's producer warp, its copies issued, runs it once on a dry input (row 0 of
+// the cache, results into shared scratch) — so that the SM has that code in its instruction
+// cache when its consumers reach the epilogue, instead of fetching it line by line then.
+#ifndef MMA_WARM
+#define MMA_WARM 0
+#endif
+#ifndef MMA_ATT_DIAG
+#define MMA_ATT_DIAG 0
+#endif
+#if MMA_WARM
+#define MMA_ATT_INLINE __noinline__
+#else
+#define MMA_ATT_INLINE __forceinline__
+#endif
+
 // Warp j < n of the fused attention's round of n heads (G warps each: j, j + n, ...; their
 // outputs in red [MW][128], their (max, sum) pairs in st [MW][2]) meets head h's warps and
 // writes its output as digits block h of xq (o's input, K = nh * 128).
-__device__ __forceinline__ void attention_merge(int h, int j, int n, int G, int nh, const float* red, const float* st,
-                                                u32* __restrict__ xq) {
+__device__ MMA_ATT_INLINE void attention_merge(int h, int j, int n, int G, int nh, const float* red, const float* st,
+                                               u32* __restrict__ xq) {
     const int lane = threadIdx.x & 31;
     float M = NEG_INF, L = 0.f;
 #pragma unroll
@@ -230,6 +246,35 @@ __device__ __forceinline__ void attention_merge(int h, int j, int n, int G, int 
     warp_digits(make_float4(o.x * inv, o.y * inv, o.z * inv, o.w * inv), h, xq, digits_sums(xq, nh * 128));
 }
 
+// One warp's part of a head's fused attention: q of head h (qout), its online softmax over the
+// keys first, first + G, ... < end of KV head kvh (rows kvd elements apart), MMA_ATT_KB at a time
+// (MMA_ATT_KB2 where that needs more than one batch); its outputs into red_w [128], (m, l) into
+// st_w [2].
+__device__ MMA_ATT_INLINE void att_warp(const float* __restrict__ qout, int h, const f16* __restrict__ kc,
+                                        const f16* __restrict__ vc, int kvh, int kvd, int first, int G, int end, float* red_w,
+                                        float* st_w) {
+    const int lane = threadIdx.x & 31;
+#if MMA_ATT_DIAG == 1
+    kvd = 0;  // diagnostic only: every key read from row 0 (wrong results)
+#elif MMA_ATT_DIAG == 2
+    end = min(end, 1);  // diagnostic only: key 0 alone (wrong results)
+#endif
+    const float4 q4 = __ldcg(reinterpret_cast<const float4*>(qout + h * 128 + 4 * lane));
+    const float q[4] = {q4.x, q4.y, q4.z, q4.w};
+    float m = NEG_INF, l = 0.f, acc[4] = {0.f, 0.f, 0.f, 0.f};
+    if (MMA_ATT_KB2 > MMA_ATT_KB && end > G * MMA_ATT_KB)
+        warp_online_softmax<1, MMA_ATT_KB2, true>(q, kc + kvh * 128, vc + kvh * 128, kvd, 32, first, G, end,
+                                                  0.08838834764831845f, m, l, acc);
+    else
+        warp_online_softmax<1, MMA_ATT_KB, true>(q, kc + kvh * 128, vc + kvh * 128, kvd, 32, first, G, end,
+                                                 0.08838834764831845f, m, l, acc);
+    *reinterpret_cast<float4*>(red_w + 4 * lane) = make_float4(acc[0], acc[1], acc[2], acc[3]);
+    if (lane == 0) {
+        st_w[0] = m;
+        st_w[1] = l;
+    }
+}
+
 __device__ __forceinline__ void rope_attention(int finished, int tile, int nh, int nkv, const float* __restrict__ qout,
                                                const f16* __restrict__ kc, const f16* __restrict__ vc, int p,
                                                int* __restrict__ counters, u32* __restrict__ xq, float* red,
@@ -238,6 +283,7 @@ __device__ __forceinline__ void rope_attention(int finished, int tile, int nh, i
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     if (threadIdx.x == 0) heads[0] = 0;
     asm volatile("bar.sync 1, %0;" ::"n"(MW * 32) : "memory");
+    (void)lane;
     if (finished && tile < nh + 2 * nkv) {
         __syncwarp();
         if (lane == 0) {
@@ -261,22 +307,8 @@ __device__ __forceinline__ void rope_attention(int finished, int tile, int nh, i
     for (int base = 0; base < nl; base += MW) {
         const int n = min(nl - base, MW), G = MW / n;
         if (warp < n * G) {
-            const int h = heads[1 + base + warp % n], kvh = h / (nh / nkv), first = warp / n;
-            const float4 q4 = __ldcg(reinterpret_cast<const float4*>(qout + h * 128 + 4 * lane));
-            const float q[4] = {q4.x, q4.y, q4.z, q4.w};
-            float m = NEG_INF, l = 0.f, acc[4] = {0.f, 0.f, 0.f, 0.f};
-            // MMA_ATT_KB2 keys per batch where MMA_ATT_KB would need more than one.
-            if (MMA_ATT_KB2 > MMA_ATT_KB && p + 1 > G * MMA_ATT_KB)
-                warp_online_softmax<1, MMA_ATT_KB2, true>(q, kc + kvh * 128, vc + kvh * 128, kvd, 32, first, G, p + 1,
-                                                          0.08838834764831845f, m, l, acc);
-            else
-                warp_online_softmax<1, MMA_ATT_KB, true>(q, kc + kvh * 128, vc + kvh * 128, kvd, 32, first, G, p + 1,
-                                                         0.08838834764831845f, m, l, acc);
-            *reinterpret_cast<float4*>(red + warp * 128 + 4 * lane) = make_float4(acc[0], acc[1], acc[2], acc[3]);
-            if (lane == 0) {
-                st[2 * warp] = m;
-                st[2 * warp + 1] = l;
-            }
+            const int h = heads[1 + base + warp % n];
+            att_warp(qout, h, kc, vc, h / (nh / nkv), kvd, warp / n, G, p + 1, red + warp * 128, st + 2 * warp);
         }
         tl_stamp(tl, TL_MARK + 2);
         asm volatile("bar.sync 1, %0;" ::"n"(MW * 32) : "memory");
@@ -390,6 +422,17 @@ __device__ __forceinline__ void gemv_q4m_work(MMA_PARAMS) {
                 asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" ::"l"(pfw + (size_t)(v0 + i) * (MUNIT_W + MUNIT_SZ)),
                              "r"(MUNIT_W + MUNIT_SZ)
                              : "memory");
+        }
+#endif
+#if MMA_WARM && MMA_ATTN
+        if (EPI == EPI_ROPE && xq_out) {
+            // The attention's code run once on a dry input (see MMA_WARM): keys 0 .. 0 and 0 ..
+            // MMA_ATT_KB of row 0 (kvd 0: always in the cache), outputs into scratch.
+            __shared__ __align__(16) float warm[132];
+            __shared__ __align__(16) u32 warm_digits[68];
+            att_warp(qout, 0, kc, vc, 0, 0, 0, 1, 1, warm, warm + 128);
+            att_warp(qout, 0, kc, vc, 0, 0, 0, 1, MMA_ATT_KB + 1, warm, warm + 128);
+            attention_merge(0, 0, 1, 1, 1, warm, warm + 128, warm_digits);
         }
 #endif
         return;
