@@ -395,16 +395,8 @@ __device__ __forceinline__ void warp_online_softmax(const float (&qr)[4 * NI], c
                 const bool ok = p < end && v < nv;
                 const uint2* kr = reinterpret_cast<const uint2*>(kb + (size_t)p * kvd + 4 * v);
                 const uint2* vr = reinterpret_cast<const uint2*>(vb + (size_t)p * kvd + 4 * v);
-#if MMA_ATT_DIAG == 3
-                // diagnostic only: no loads, values from q (wrong results)
-                kk[j][i] = ok ? make_uint2(__float_as_uint(qr[0]) ^ j, __float_as_uint(qr[1])) : zero2;
-                vv[j][i] = ok ? make_uint2(__float_as_uint(qr[2]), __float_as_uint(qr[3]) ^ j) : zero2;
-                (void)kr;
-                (void)vr;
-#else
                 kk[j][i] = ok ? (CG ? __ldcg(kr) : ATT_KV_LD(kr)) : zero2;
                 vv[j][i] = ok ? (CG ? __ldcg(vr) : ATT_KV_LD(vr)) : zero2;
-#endif
             }
         }
         float s[KB];
@@ -416,11 +408,7 @@ __device__ __forceinline__ void warp_online_softmax(const float (&qr)[4 * NI], c
             for (int i = 0; i < NI; ++i)
                 d += qr[4 * i] * lo2f(kk[j][i].x) + qr[4 * i + 1] * hi2f(kk[j][i].x) + qr[4 * i + 2] * lo2f(kk[j][i].y) +
                      qr[4 * i + 3] * hi2f(kk[j][i].y);
-#if MMA_ATT_DIAG == 4
-            s[j] = p0 + stride * j < end ? d * scale : NEG_INF;  // diagnostic only: no warp sums
-#else
             s[j] = p0 + stride * j < end ? warp_sum(d) * scale : NEG_INF;
-#endif
             m_new = fmaxf(m_new, s[j]);
         }
         const float corr = expf(m - m_new);

@@ -207,27 +207,11 @@ __device__ __forceinline__ void tl_stamp(unsigned long long* tl, int i) {
 // round trip (H200, 13B, after 64 tokens: 366.9 / 367.5 against 364.8 / 364.8 tok/s; level after 32)
 #define MMA_ATT_KB2 16
 #endif
-// MMA_WARM=1 (an experiment): the fused attention's per-warp code (att_warp, attention_merge) not
-// inlined, and q|k|v's producer warp, its copies issued, runs it once on a dry input (row 0 of
-// the cache, results into shared scratch) — so that the SM has that code in its instruction
-// cache when its consumers reach the epilogue, instead of fetching it line by line then.
-#ifndef MMA_WARM
-#define MMA_WARM 0
-#endif
-#ifndef MMA_ATT_DIAG
-#define MMA_ATT_DIAG 0
-#endif
-#if MMA_WARM
-#define MMA_ATT_INLINE __noinline__
-#else
-#define MMA_ATT_INLINE __forceinline__
-#endif
-
 // Warp j < n of the fused attention's round of n heads (G warps each: j, j + n, ...; their
 // outputs in red [MW][128], their (max, sum) pairs in st [MW][2]) meets head h's warps and
 // writes its output as digits block h of xq (o's input, K = nh * 128).
-__device__ MMA_ATT_INLINE void attention_merge(int h, int j, int n, int G, int nh, const float* red, const float* st,
-                                               u32* __restrict__ xq) {
+__device__ __forceinline__ void attention_merge(int h, int j, int n, int G, int nh, const float* red, const float* st,
+                                                u32* __restrict__ xq) {
     const int lane = threadIdx.x & 31;
     float M = NEG_INF, L = 0.f;
 #pragma unroll
@@ -250,15 +234,10 @@ __device__ MMA_ATT_INLINE void attention_merge(int h, int j, int n, int G, int n
 // keys first, first + G, ... < end of KV head kvh (rows kvd elements apart), MMA_ATT_KB at a time
 // (MMA_ATT_KB2 where that needs more than one batch); its outputs into red_w [128], (m, l) into
 // st_w [2].
-__device__ MMA_ATT_INLINE void att_warp(const float* __restrict__ qout, int h, const f16* __restrict__ kc,
-                                        const f16* __restrict__ vc, int kvh, int kvd, int first, int G, int end, float* red_w,
-                                        float* st_w) {
+__device__ __forceinline__ void att_warp(const float* __restrict__ qout, int h, const f16* __restrict__ kc,
+                                         const f16* __restrict__ vc, int kvh, int kvd, int first, int G, int end,
+                                         float* red_w, float* st_w) {
     const int lane = threadIdx.x & 31;
-#if MMA_ATT_DIAG == 1
-    kvd = 0;  // diagnostic only: every key read from row 0 (wrong results)
-#elif MMA_ATT_DIAG == 2
-    end = min(end, 1);  // diagnostic only: key 0 alone (wrong results)
-#endif
     const float4 q4 = __ldcg(reinterpret_cast<const float4*>(qout + h * 128 + 4 * lane));
     const float q[4] = {q4.x, q4.y, q4.z, q4.w};
     float m = NEG_INF, l = 0.f, acc[4] = {0.f, 0.f, 0.f, 0.f};
@@ -422,17 +401,6 @@ __device__ __forceinline__ void gemv_q4m_work(MMA_PARAMS) {
                 asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" ::"l"(pfw + (size_t)(v0 + i) * (MUNIT_W + MUNIT_SZ)),
                              "r"(MUNIT_W + MUNIT_SZ)
                              : "memory");
-        }
-#endif
-#if MMA_WARM && MMA_ATTN
-        if (EPI == EPI_ROPE && xq_out) {
-            // The attention's code run once on a dry input (see MMA_WARM): keys 0 .. 0 and 0 ..
-            // MMA_ATT_KB of row 0 (kvd 0: always in the cache), outputs into scratch.
-            __shared__ __align__(16) float warm[132];
-            __shared__ __align__(16) u32 warm_digits[68];
-            att_warp(qout, 0, kc, vc, 0, 0, 0, 1, 1, warm, warm + 128);
-            att_warp(qout, 0, kc, vc, 0, 0, 0, 1, MMA_ATT_KB + 1, warm, warm + 128);
-            attention_merge(0, 0, 1, 1, 1, warm, warm + 128, warm_digits);
         }
 #endif
         return;
