@@ -650,7 +650,8 @@ __device__ __forceinline__ float dot8_f16(uint4 a, uint4 b) {
 
 // The weights (decode's lm_head: 0.33 GB for 13B, read once a step) loaded as streaming
 // (ld.global.cs: evict-first in L2), so that they do not push out of L2 what the next step's
-// kernels read again — their code, the KV cache (gemv_mma.cu's MMA_L2_EVICT_FIRST likewise).
+// kernels read again (gemv_mma.cu's MMA_L2_EVICT_FIRST likewise; measured level, kept for the
+// same reason).
 #ifndef WV_GEMV_F16_STREAM
 #define WV_GEMV_F16_STREAM 1
 #endif

@@ -87,8 +87,8 @@
 #ifndef MMA_L2_EVICT_FIRST
 // The weight copies marked evict-first in L2 (H200, 13B: 387.3-389.6 against 374.2-375.7 tok/s
 // after 32 tokens, 340.0 against 332.5 after 1,500; nineteenth session): a step streams 7 GB
-// through a 50 MB L2, and without the hint it pushes out what is read again — the kernels' own
-// code (fetched anew by every launch's epilogue), the KV cache, the slabs.
+// through a 50 MB L2, and without the hint it pushes out what is read again: the KV cache, the
+// slabs and counters, the activations, the kernels' code.
 #define MMA_L2_EVICT_FIRST 1
 #endif
 #define MSEG 3
@@ -155,7 +155,7 @@ __device__ __forceinline__ int tile_blocks(int t, int KB, int P, long long U) {
 #define MMA_TIMELINE 0  // the host defines it to 1 when WV_CUDA_TIMELINE asks for the stamps
 #endif
 #ifdef WV_HOST_TL
-#define TL_LAYOUT_(r, w, h) (r == TL_RECORDS && w == TL_WORDS && h == TL_HEAD_WORDS)
+#define TL_LAYOUT_(r, w, h, m) (r == TL_RECORDS && w == TL_WORDS && h == TL_HEAD_WORDS && m == TL_MARK)
 #define TL_LAYOUT(x) TL_LAYOUT_(x)
 static_assert(TL_LAYOUT(WV_HOST_TL), "timeline.rs's record layout differs from gemv_mma.cu's");
 #endif
@@ -262,7 +262,6 @@ __device__ __forceinline__ void rope_attention(int finished, int tile, int nh, i
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     if (threadIdx.x == 0) heads[0] = 0;
     asm volatile("bar.sync 1, %0;" ::"n"(MW * 32) : "memory");
-    (void)lane;
     if (finished && tile < nh + 2 * nkv) {
         __syncwarp();
         if (lane == 0) {

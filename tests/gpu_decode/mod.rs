@@ -568,12 +568,13 @@ fn model_decode_ahead_changes_no_token() {
 }
 
 /// The decode timeline (`WV_CUDA_TIMELINE`, a measurement tool: timeline.rs, tools/timeline.py)
-/// holds one record per block of every `gemv_q4m` launch, its four stamps in order, and a
-/// report writes it to the file. On a GPU without `gemv_q4m` (not sm_90) nothing is stamped.
+/// holds one record per block of every `gemv_q4m` launch, its four stamps in order (and q|k|v's
+/// marks, where set, in order between its units and its end), and a report writes it to the
+/// file. On a GPU without `gemv_q4m` (not sm_90) nothing is stamped.
 #[test]
 #[ignore = "needs a CUDA GPU: run on the device with --ignored"]
 fn decode_timeline_stamps_every_block_in_order() {
-    use wv::backend::cuda::timeline::{HEAD_WORDS, RECORDS, WORDS};
+    use wv::backend::cuda::timeline::{HEAD_WORDS, MARK, RECORDS, WORDS};
     use wv::backend::cuda::weights::GemvKind;
     use wv::backend::Backend;
     let path = std::env::temp_dir().join(format!("wv-timeline-{}.bin", std::process::id()));
@@ -608,6 +609,7 @@ fn decode_timeline_stamps_every_block_in_order() {
     assert!(tickets >= 4 * 3 * 4, "{tickets} blocks stamped");
     assert!(tickets < RECORDS);
     let mut per_block = std::collections::BTreeMap::new();
+    let mut completing = 0usize;
     for (i, r) in words[HEAD_WORDS..]
         .chunks_exact(WORDS)
         .take(tickets)
@@ -619,7 +621,19 @@ fn decode_timeline_stamps_every_block_in_order() {
         );
         assert_eq!(r[5], i as u64, "record {i} holds ticket {}", r[5]);
         *per_block.entry(r[4] & 0xffff_ffff).or_insert(0usize) += 1;
+        // The fused attention's marks: each set one after the last set before it, within the
+        // block's epilogue.
+        let mut after = r[2];
+        for &m in r[MARK..WORDS].iter().filter(|&&m| m != 0) {
+            assert!(after <= m && m <= r[3], "marks out of order: {r:?}");
+            after = m;
+        }
+        if r[MARK..WORDS].iter().all(|&m| m != 0) {
+            completing += 1;
+        }
     }
+    // Some q|k|v blocks completed heads (every layer's attention runs in q|k|v's epilogue here).
+    assert!(completing > 0, "no block passed all three marks");
     // Each launch stamps its blocks 0 .. grid - 1 once (the products' grids differ here): block 0
     // once per launch, at least 4 steps x 3 layers x 4 products, and no block more often.
     let launches = per_block[&0];

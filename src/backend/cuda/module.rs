@@ -167,9 +167,11 @@ impl Target {
                 // The timeline's stamps are compiled in only when asked for (timeline.rs), with
                 // its record layout as the host reads it.
                 if super::timeline::requested() {
-                    use super::timeline::{HEAD_WORDS, RECORDS, WORDS};
+                    use super::timeline::{HEAD_WORDS, MARK, RECORDS, WORDS};
                     o.push("-DMMA_TIMELINE=1".to_string());
-                    o.push(format!("-DWV_HOST_TL={RECORDS},{WORDS},{HEAD_WORDS}"));
+                    o.push(format!(
+                        "-DWV_HOST_TL={RECORDS},{WORDS},{HEAD_WORDS},{MARK}"
+                    ));
                 }
             }
             _ => {}
