@@ -363,6 +363,14 @@ __device__ __forceinline__ void flag_raise(int* f) {
 #ifndef ATT_KV_STREAM
 #define ATT_KV_STREAM 1
 #endif
+// ATT_SUM_INTERLEAVED=1 (NOT YET MEASURED — the nineteenth session ran out of device time; the
+// first A/B for the next): a batch's warp sums level by level across its keys (below). The
+// default sums one key after another, each behind a branch on the range check, and ptxas emits
+// the keys' five-shuffle chains one after another (checked in the SASS): ~8 x 150 cycles per
+// batch of 8 keys on the fused attention's path, where the timeline marks put ~1 us.
+#ifndef ATT_SUM_INTERLEAVED
+#define ATT_SUM_INTERLEAVED 0
+#endif
 #if ATT_KV_STREAM
 #define ATT_KV_LD(p) __ldcs(p)
 #else
@@ -401,6 +409,29 @@ __device__ __forceinline__ void warp_online_softmax(const float (&qr)[4 * NI], c
         }
         float s[KB];
         float m_new = m;
+#if ATT_SUM_INTERLEAVED
+        // The batch's dots, then their warp sums level by level (each key's adds in warp_sum's
+        // order, so the same bits): KB independent shuffles per level instead of one key's
+        // five-shuffle chain after another (ptxas keeps shuffles in source order).
+#pragma unroll
+        for (int j = 0; j < KB; ++j) {
+            float d = 0.f;
+#pragma unroll
+            for (int i = 0; i < NI; ++i)
+                d += qr[4 * i] * lo2f(kk[j][i].x) + qr[4 * i + 1] * hi2f(kk[j][i].x) + qr[4 * i + 2] * lo2f(kk[j][i].y) +
+                     qr[4 * i + 3] * hi2f(kk[j][i].y);
+            s[j] = d;
+        }
+#pragma unroll
+        for (int o = 16; o > 0; o >>= 1)
+#pragma unroll
+            for (int j = 0; j < KB; ++j) s[j] += __shfl_xor_sync(0xffffffffu, s[j], o);
+#pragma unroll
+        for (int j = 0; j < KB; ++j) {
+            s[j] = p0 + stride * j < end ? s[j] * scale : NEG_INF;
+            m_new = fmaxf(m_new, s[j]);
+        }
+#else
 #pragma unroll
         for (int j = 0; j < KB; ++j) {
             float d = 0.f;
@@ -411,6 +442,7 @@ __device__ __forceinline__ void warp_online_softmax(const float (&qr)[4 * NI], c
             s[j] = p0 + stride * j < end ? warp_sum(d) * scale : NEG_INF;
             m_new = fmaxf(m_new, s[j]);
         }
+#endif
         const float corr = expf(m - m_new);
         l *= corr;
 #pragma unroll
