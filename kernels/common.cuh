@@ -377,6 +377,17 @@ __device__ __forceinline__ void flag_raise(int* f) {
 #define ATT_KV_LD(p) (*(p))
 #endif
 
+// This lane's part of q · k for one key (lane holds dims 4v .. 4v+3, v = lane + 32i, i < NI).
+template <int NI>
+__device__ __forceinline__ float key_dot(const float (&qr)[4 * NI], const uint2 (&k)[NI]) {
+    float d = 0.f;
+#pragma unroll
+    for (int i = 0; i < NI; ++i)
+        d += qr[4 * i] * lo2f(k[i].x) + qr[4 * i + 1] * hi2f(k[i].x) + qr[4 * i + 2] * lo2f(k[i].y) +
+             qr[4 * i + 3] * hi2f(k[i].y);
+    return d;
+}
+
 // One warp's share of decode attention for one head (attention.cu's attn_partial, gemv_mma.cu's
 // fused short-context attention): an online softmax — running max m, sum l, unnormalised
 // output acc — over the keys first, first + stride, ... < end, KB at a time, the batch's K and
@@ -415,12 +426,7 @@ __device__ __forceinline__ void warp_online_softmax(const float (&qr)[4 * NI], c
         // five-shuffle chain after another (ptxas keeps shuffles in source order).
 #pragma unroll
         for (int j = 0; j < KB; ++j) {
-            float d = 0.f;
-#pragma unroll
-            for (int i = 0; i < NI; ++i)
-                d += qr[4 * i] * lo2f(kk[j][i].x) + qr[4 * i + 1] * hi2f(kk[j][i].x) + qr[4 * i + 2] * lo2f(kk[j][i].y) +
-                     qr[4 * i + 3] * hi2f(kk[j][i].y);
-            s[j] = d;
+            s[j] = key_dot<NI>(qr, kk[j]);
         }
 #pragma unroll
         for (int o = 16; o > 0; o >>= 1)
@@ -434,11 +440,7 @@ __device__ __forceinline__ void warp_online_softmax(const float (&qr)[4 * NI], c
 #else
 #pragma unroll
         for (int j = 0; j < KB; ++j) {
-            float d = 0.f;
-#pragma unroll
-            for (int i = 0; i < NI; ++i)
-                d += qr[4 * i] * lo2f(kk[j][i].x) + qr[4 * i + 1] * hi2f(kk[j][i].x) + qr[4 * i + 2] * lo2f(kk[j][i].y) +
-                     qr[4 * i + 3] * hi2f(kk[j][i].y);
+            const float d = key_dot<NI>(qr, kk[j]);
             s[j] = p0 + stride * j < end ? warp_sum(d) * scale : NEG_INF;
             m_new = fmaxf(m_new, s[j]);
         }

@@ -104,6 +104,31 @@ static_assert(MSEG <= MW, "the epilogue gives each of a block's tiles a consumer
 #define MMA_MINB (MMA_SMEM * 2 <= 227 * 1024 ? 2 : 1)
 
 
+// The unit-major weights' bulk copies into the ring, completing on mbarrier bar: with
+// MMA_L2_EVICT_FIRST, under the evict-first L2 policy weight_policy() makes (0 otherwise).
+__device__ __forceinline__ unsigned long long weight_policy() {
+#if MMA_L2_EVICT_FIRST
+    unsigned long long pol;
+    asm volatile("createpolicy.fractional.L2::evict_first.b64 %0, 1.0;" : "=l"(pol));
+    return pol;
+#else
+    return 0;
+#endif
+}
+__device__ __forceinline__ void weight_copy(u32 dst, const u8* src, u32 bytes, u32 bar, unsigned long long pol) {
+#if MMA_L2_EVICT_FIRST
+    asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes.L2::cache_hint [%0], [%1], %2, [%3], %4;" ::"r"(
+                     dst),
+                 "l"(src), "r"(bytes), "r"(bar), "l"(pol)
+                 : "memory");
+#else
+    (void)pol;
+    asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];" ::"r"(dst), "l"(src),
+                 "r"(bytes), "r"(bar)
+                 : "memory");
+#endif
+}
+
 // The block b of P whose units contain unit u (of U).
 // (In 32 bits where it fits — always, for these products: a 64-bit division is a call of ~70
 // dependent instructions, and the epilogues take several on their way to the counts.)
@@ -260,6 +285,7 @@ __device__ __forceinline__ void rope_attention(int finished, int tile, int nh, i
                                                unsigned long long* tl) {
     __shared__ int heads[1 + MMA_ATT_LIST];  // [0]: how many; then the heads this block completes
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    tl_stamp(tl, TL_MARK);  // its tiles counted (and finished where it was the last)
     if (threadIdx.x == 0) heads[0] = 0;
     asm volatile("bar.sync 1, %0;" ::"n"(MW * 32) : "memory");
     if (finished && tile < nh + 2 * nkv) {
@@ -349,31 +375,9 @@ __device__ __forceinline__ void gemv_q4m_work(MMA_PARAMS) {
             if (lane == 0) {
                 const u8* unit = reinterpret_cast<const u8*>(qw) + (size_t)u * (MUNIT_W + MUNIT_SZ);
                 mbar_expect_tx(full + 8 * s, MUNIT_W + MUNIT_SZ);
-#if MMA_L2_EVICT_FIRST
-                // The weights are read once a step: first out of L2, so that what is read again
-                // (the KV cache, the slabs, the activations) stays.
-                unsigned long long pol;
-                asm volatile("createpolicy.fractional.L2::evict_first.b64 %0, 1.0;" : "=l"(pol));
-                asm volatile(
-                    "cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes.L2::cache_hint [%0], [%1], %2, [%3], %4;" ::"r"(
-                        wring + s * MUNIT_W),
-                    "l"(unit), "r"(MUNIT_W), "r"(full + 8 * s), "l"(pol)
-                    : "memory");
-                asm volatile(
-                    "cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes.L2::cache_hint [%0], [%1], %2, [%3], %4;" ::"r"(
-                        zring + s * MUNIT_SZ),
-                    "l"(unit + MUNIT_W), "r"(MUNIT_SZ), "r"(full + 8 * s), "l"(pol)
-                    : "memory");
-#else
-                asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];" ::"r"(
-                                 wring + s * MUNIT_W),
-                             "l"(unit), "r"(MUNIT_W), "r"(full + 8 * s)
-                             : "memory");
-                asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];" ::"r"(
-                                 zring + s * MUNIT_SZ),
-                             "l"(unit + MUNIT_W), "r"(MUNIT_SZ), "r"(full + 8 * s)
-                             : "memory");
-#endif
+                const unsigned long long pol = weight_policy();
+                weight_copy(wring + s * MUNIT_W, unit, MUNIT_W, full + 8 * s, pol);
+                weight_copy(zring + s * MUNIT_SZ, unit + MUNIT_W, MUNIT_SZ, full + 8 * s, pol);
             }
             continue;
 #endif
@@ -620,7 +624,6 @@ __device__ __forceinline__ void gemv_q4m_work(MMA_PARAMS) {
         return 1;
     };
     const int finished = finish_tile();
-    if (EPI == EPI_ROPE && xq_out) tl_stamp(tl, TL_MARK);
 #if MMA_ATTN
     if (EPI == EPI_ROPE && xq_out) rope_attention(finished, t0 + warp, nh, nkv, qout, kc, vc, pstep, counters, xq_out, red, tl);
 #else
