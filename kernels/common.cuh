@@ -371,6 +371,14 @@ __device__ __forceinline__ void flag_raise(int* f) {
 #ifndef ATT_SUM_INTERLEAVED
 #define ATT_SUM_INTERLEAVED 0
 #endif
+// ATT_SUM_TRANSPOSE=1 (NOT YET MEASURED): a batch's KB warp sums as one reduce-scatter — at each
+// of the first log2(KB) levels a lane sends the half of its keys its partner keeps and keeps the
+// other half (KB/2 + KB/4 + ... shuffles), the last levels a plain butterfly on one value, then
+// each key's sum fetched from the lane that holds it (KB shuffles): 17 shuffles for 8 keys
+// instead of 40, the same adds in the same order (the same bits as warp_sum).
+#ifndef ATT_SUM_TRANSPOSE
+#define ATT_SUM_TRANSPOSE 0
+#endif
 #if ATT_KV_STREAM
 #define ATT_KV_LD(p) __ldcs(p)
 #else
@@ -435,6 +443,32 @@ __device__ __forceinline__ void warp_online_softmax(const float (&qr)[4 * NI], c
 #pragma unroll
         for (int j = 0; j < KB; ++j) {
             s[j] = p0 + stride * j < end ? s[j] * scale : NEG_INF;
+            m_new = fmaxf(m_new, s[j]);
+        }
+#elif ATT_SUM_TRANSPOSE
+        static_assert(KB >= 2 && KB <= 32 && (KB & (KB - 1)) == 0, "a power of two keys per batch");
+        float t[KB];  // [KB] this lane's parts; after level c, t[0 .. c/2) the keys it still holds
+#pragma unroll
+        for (int j = 0; j < KB; ++j) t[j] = key_dot<NI>(qr, kk[j]);
+#pragma unroll
+        for (int c = KB, o = 16; c > 1; c >>= 1, o >>= 1) {
+            const bool upper = lane & o;  // keeps keys [c/2, c) of those it holds, sends [0, c/2)
+#pragma unroll
+            for (int j = 0; j < KB / 2; ++j) {  // constant bounds, so that t stays in registers
+                if (j < c / 2) {
+                    const float send = upper ? t[j] : t[j + c / 2];
+                    const float keep = upper ? t[j + c / 2] : t[j];
+                    t[j] = keep + __shfl_xor_sync(0xffffffffu, send, o);
+                }
+            }
+        }
+#pragma unroll
+        for (int o = 16 / KB; o > 0; o >>= 1) t[0] += __shfl_xor_sync(0xffffffffu, t[0], o);
+        // key j's sum is in lane j * 32 / KB (its bits are the levels' upper choices)
+#pragma unroll
+        for (int j = 0; j < KB; ++j) {
+            const float d = __shfl_sync(0xffffffffu, t[0], j * (32 / KB));
+            s[j] = p0 + stride * j < end ? d * scale : NEG_INF;
             m_new = fmaxf(m_new, s[j]);
         }
 #else
