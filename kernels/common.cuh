@@ -363,21 +363,16 @@ __device__ __forceinline__ void flag_raise(int* f) {
 #ifndef ATT_KV_STREAM
 #define ATT_KV_STREAM 1
 #endif
-// ATT_SUM_INTERLEAVED=1 (NOT YET MEASURED — the nineteenth session ran out of device time; the
-// first A/B for the next): a batch's warp sums level by level across its keys (below). The
-// default sums one key after another, each behind a branch on the range check, and ptxas emits
-// the keys' five-shuffle chains one after another (checked in the SASS): ~8 x 150 cycles per
-// batch of 8 keys on the fused attention's path, where the timeline marks put ~1 us.
-#ifndef ATT_SUM_INTERLEAVED
-#define ATT_SUM_INTERLEAVED 0
-#endif
-// ATT_SUM_TRANSPOSE=1 (NOT YET MEASURED): a batch's KB warp sums as one reduce-scatter — at each
-// of the first log2(KB) levels a lane sends the half of its keys its partner keeps and keeps the
-// other half (KB/2 + KB/4 + ... shuffles), the last levels a plain butterfly on one value, then
-// each key's sum fetched from the lane that holds it (KB shuffles): 17 shuffles for 8 keys
-// instead of 40, the same adds in the same order (the same bits as warp_sum).
+// A batch's KB warp sums as one reduce-scatter — at each of the first log2(KB) levels a lane
+// sends the half of its keys its partner keeps and keeps the other half (KB/2 + KB/4 + ...
+// shuffles), the last levels a plain butterfly on one value — then each key's sum fetched from
+// the lane that holds it (KB shuffles): 17 shuffles for 8 keys instead of 40, the same adds in the
+// same order as warp_sum (the same bits). H200, 13B (twentieth session): +1.0% after 32 tokens,
+// +0.9% after 1,500 against one key's five-shuffle chain after another (ATT_SUM_TRANSPOSE=0, the
+// same sums; ptxas keeps shuffles in source order, so those chains ran back to back). Summing
+// level by level across the keys (40 shuffles, independent within a level) measured between the two.
 #ifndef ATT_SUM_TRANSPOSE
-#define ATT_SUM_TRANSPOSE 0
+#define ATT_SUM_TRANSPOSE 1
 #endif
 #if ATT_KV_STREAM
 #define ATT_KV_LD(p) __ldcs(p)
@@ -428,24 +423,7 @@ __device__ __forceinline__ void warp_online_softmax(const float (&qr)[4 * NI], c
         }
         float s[KB];
         float m_new = m;
-#if ATT_SUM_INTERLEAVED
-        // The batch's dots, then their warp sums level by level (each key's adds in warp_sum's
-        // order, so the same bits): KB independent shuffles per level instead of one key's
-        // five-shuffle chain after another (ptxas keeps shuffles in source order).
-#pragma unroll
-        for (int j = 0; j < KB; ++j) {
-            s[j] = key_dot<NI>(qr, kk[j]);
-        }
-#pragma unroll
-        for (int o = 16; o > 0; o >>= 1)
-#pragma unroll
-            for (int j = 0; j < KB; ++j) s[j] += __shfl_xor_sync(0xffffffffu, s[j], o);
-#pragma unroll
-        for (int j = 0; j < KB; ++j) {
-            s[j] = p0 + stride * j < end ? s[j] * scale : NEG_INF;
-            m_new = fmaxf(m_new, s[j]);
-        }
-#elif ATT_SUM_TRANSPOSE
+#if ATT_SUM_TRANSPOSE
         static_assert(KB >= 2 && KB <= 32 && (KB & (KB - 1)) == 0, "a power of two keys per batch");
         float t[KB];  // [KB] this lane's parts; after level c, t[0 .. c/2) the keys it still holds
 #pragma unroll
