@@ -374,6 +374,11 @@ __device__ __forceinline__ void flag_raise(int* f) {
 #ifndef ATT_SUM_TRANSPOSE
 #define ATT_SUM_TRANSPOSE 1
 #endif
+// ATT_EXP_OWNER=1 (an experiment, NOT YET MEASURED): with the transposed sums, each lane
+// exponentiates only the key it holds and the weights are fetched instead of the scores.
+#ifndef ATT_EXP_OWNER
+#define ATT_EXP_OWNER 0
+#endif
 #if ATT_KV_STREAM
 #define ATT_KV_LD(p) __ldcs(p)
 #else
@@ -442,13 +447,28 @@ __device__ __forceinline__ void warp_online_softmax(const float (&qr)[4 * NI], c
         }
 #pragma unroll
         for (int o = 16 / KB; o > 0; o >>= 1) t[0] += __shfl_xor_sync(0xffffffffu, t[0], o);
-        // key j's sum is in lane j * 32 / KB (its bits are the levels' upper choices)
+        // key j's sum is in lanes j * 32 / KB .. (its bits are the levels' upper choices)
+#if ATT_EXP_OWNER
+        // Each lane's own key: its score, the batch's maximum over the lanes that hold different
+        // keys, one expf, then every key's weight fetched (the same values as below, 1 expf a
+        // lane instead of KB).
+        const int kj = lane / (32 / KB);
+        const float sj = p0 + stride * kj < end ? t[0] * scale : NEG_INF;
+        float mx = sj;
+#pragma unroll
+        for (int o = 16; o >= 32 / KB; o >>= 1) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, o));
+        m_new = fmaxf(m_new, mx);
+        const float ej = expf(sj - m_new);
+#pragma unroll
+        for (int j = 0; j < KB; ++j) s[j] = __shfl_sync(0xffffffffu, ej, j * (32 / KB));
+#else
 #pragma unroll
         for (int j = 0; j < KB; ++j) {
             const float d = __shfl_sync(0xffffffffu, t[0], j * (32 / KB));
             s[j] = p0 + stride * j < end ? d * scale : NEG_INF;
             m_new = fmaxf(m_new, s[j]);
         }
+#endif
 #else
 #pragma unroll
         for (int j = 0; j < KB; ++j) {
@@ -463,7 +483,7 @@ __device__ __forceinline__ void warp_online_softmax(const float (&qr)[4 * NI], c
         for (int e = 0; e < 4 * NI; ++e) acc[e] *= corr;
 #pragma unroll
         for (int j = 0; j < KB; ++j) {
-            const float e = expf(s[j] - m_new);  // 0 for keys past the range
+            const float e = ATT_EXP_OWNER && ATT_SUM_TRANSPOSE ? s[j] : expf(s[j] - m_new);  // 0 past the range
             l += e;
 #pragma unroll
             for (int i = 0; i < NI; ++i) {
