@@ -363,21 +363,19 @@ __device__ __forceinline__ void flag_raise(int* f) {
 #ifndef ATT_KV_STREAM
 #define ATT_KV_STREAM 1
 #endif
-// A batch's KB warp sums as one reduce-scatter — at each of the first log2(KB) levels a lane
-// sends the half of its keys its partner keeps and keeps the other half (KB/2 + KB/4 + ...
-// shuffles), the last levels a plain butterfly on one value — then each key's sum fetched from
-// the lane that holds it (KB shuffles): 17 shuffles for 8 keys instead of 40, the same adds in the
-// same order as warp_sum (the same bits). H200, 13B (twentieth session): +1.0% after 32 tokens,
-// +0.9% after 1,500 against one key's five-shuffle chain after another (ATT_SUM_TRANSPOSE=0, the
-// same sums; ptxas keeps shuffles in source order, so those chains ran back to back). Summing
-// level by level across the keys (40 shuffles, independent within a level) measured between the two.
+// ATT_SUM_TRANSPOSE (default 1): a batch's KB warp sums as one reduce-scatter — at each of the
+// first log2(KB) levels a lane sends the half of its keys its partner keeps and keeps the other
+// half (KB/2 + KB/4 + ... shuffles), the last levels a plain butterfly on one value — after which
+// each lane holds one key's sum, exponentiates it alone (one expf instead of KB) and fetches the
+// batch's weights from the lanes that hold them (KB shuffles): 17 + 3 shuffles for 8 keys instead
+// of 40, the same adds in the same order as warp_sum and the same expf arguments (the same bits).
+// H200, 13B (twentieth session): the transposed sums +1.4% after 32 tokens, +2.0% after 1,500
+// against one key's five-shuffle chain after another (0: ptxas keeps shuffles in source order,
+// so those chains ran back to back); one expf a lane another +0.8% after 32, level after 1,500.
+// (Summing level by level across the keys — 40 shuffles, independent within a level — measured
+// between the two; 16 keys per batch in attn_partial 7% slower, 4 keys 2% slower.)
 #ifndef ATT_SUM_TRANSPOSE
 #define ATT_SUM_TRANSPOSE 1
-#endif
-// ATT_EXP_OWNER=1 (an experiment, NOT YET MEASURED): with the transposed sums, each lane
-// exponentiates only the key it holds and the weights are fetched instead of the scores.
-#ifndef ATT_EXP_OWNER
-#define ATT_EXP_OWNER 0
 #endif
 #if ATT_KV_STREAM
 #define ATT_KV_LD(p) __ldcs(p)
@@ -426,7 +424,7 @@ __device__ __forceinline__ void warp_online_softmax(const float (&qr)[4 * NI], c
                 vv[j][i] = ok ? (CG ? __ldcg(vr) : ATT_KV_LD(vr)) : zero2;
             }
         }
-        float s[KB];
+        float e[KB];  // the batch's weights e^(score - m_new): 0 for keys past the range
         float m_new = m;
 #if ATT_SUM_TRANSPOSE
         static_assert(KB >= 2 && KB <= 32 && (KB & (KB - 1)) == 0, "a power of two keys per batch");
@@ -447,11 +445,9 @@ __device__ __forceinline__ void warp_online_softmax(const float (&qr)[4 * NI], c
         }
 #pragma unroll
         for (int o = 16 / KB; o > 0; o >>= 1) t[0] += __shfl_xor_sync(0xffffffffu, t[0], o);
-        // key j's sum is in lanes j * 32 / KB .. (its bits are the levels' upper choices)
-#if ATT_EXP_OWNER
-        // Each lane's own key: its score, the batch's maximum over the lanes that hold different
-        // keys, one expf, then every key's weight fetched (the same values as below, 1 expf a
-        // lane instead of KB).
+        // Lane L now holds key L / (32 / KB)'s sum (its bits are the levels' upper choices): its
+        // score, the batch's maximum over the lanes that hold different keys, one expf, then
+        // every key's weight fetched from a lane that holds it.
         const int kj = lane / (32 / KB);
         const float sj = p0 + stride * kj < end ? t[0] * scale : NEG_INF;
         float mx = sj;
@@ -460,22 +456,17 @@ __device__ __forceinline__ void warp_online_softmax(const float (&qr)[4 * NI], c
         m_new = fmaxf(m_new, mx);
         const float ej = expf(sj - m_new);
 #pragma unroll
-        for (int j = 0; j < KB; ++j) s[j] = __shfl_sync(0xffffffffu, ej, j * (32 / KB));
+        for (int j = 0; j < KB; ++j) e[j] = __shfl_sync(0xffffffffu, ej, j * (32 / KB));
 #else
-#pragma unroll
-        for (int j = 0; j < KB; ++j) {
-            const float d = __shfl_sync(0xffffffffu, t[0], j * (32 / KB));
-            s[j] = p0 + stride * j < end ? d * scale : NEG_INF;
-            m_new = fmaxf(m_new, s[j]);
-        }
-#endif
-#else
+        float s[KB];
 #pragma unroll
         for (int j = 0; j < KB; ++j) {
             const float d = key_dot<NI>(qr, kk[j]);
             s[j] = p0 + stride * j < end ? warp_sum(d) * scale : NEG_INF;
             m_new = fmaxf(m_new, s[j]);
         }
+#pragma unroll
+        for (int j = 0; j < KB; ++j) e[j] = expf(s[j] - m_new);
 #endif
         const float corr = expf(m - m_new);
         l *= corr;
@@ -483,14 +474,13 @@ __device__ __forceinline__ void warp_online_softmax(const float (&qr)[4 * NI], c
         for (int e = 0; e < 4 * NI; ++e) acc[e] *= corr;
 #pragma unroll
         for (int j = 0; j < KB; ++j) {
-            const float e = ATT_EXP_OWNER && ATT_SUM_TRANSPOSE ? s[j] : expf(s[j] - m_new);  // 0 past the range
-            l += e;
+            l += e[j];
 #pragma unroll
             for (int i = 0; i < NI; ++i) {
-                acc[4 * i] += e * lo2f(vv[j][i].x);
-                acc[4 * i + 1] += e * hi2f(vv[j][i].x);
-                acc[4 * i + 2] += e * lo2f(vv[j][i].y);
-                acc[4 * i + 3] += e * hi2f(vv[j][i].y);
+                acc[4 * i] += e[j] * lo2f(vv[j][i].x);
+                acc[4 * i + 1] += e[j] * hi2f(vv[j][i].x);
+                acc[4 * i + 2] += e[j] * lo2f(vv[j][i].y);
+                acc[4 * i + 3] += e[j] * hi2f(vv[j][i].y);
             }
         }
         m = m_new;

@@ -325,28 +325,6 @@ __device__ __forceinline__ void rope_attention(int finished, int tile, int nh, i
     }
 }
 
-// MMA_KV_PREFETCH (an experiment, NOT YET MEASURED): q|k|v's producer warps ask L2 for the layer's
-// keys and values before this step's (rows 0 .. p of both caches, each block 1 / P of the bytes)
-// where the fused attention will read them — 1 once its weight copies are all issued, 2 before
-// them — so that the softmax's loads hit L2 instead of waiting behind the weights in DRAM. The
-// position is read before the wait (a hint only: a stale one asks for other rows of the cache).
-#ifndef MMA_KV_PREFETCH
-#define MMA_KV_PREFETCH 0
-#endif
-// kc, vc: [npos, kvd] f16 (a layer's caches); rows [0, p) asked for, block b's share of P.
-__device__ __forceinline__ void kv_prefetch(const f16* kc, const f16* vc, int p, int npos, int kvd, int b, int P) {
-    const int lane = threadIdx.x & 31;
-    const size_t bytes = (size_t)min(max(p, 0), npos) * kvd * 2;
-    const size_t lo = (bytes * b / P) & ~(size_t)15, hi = (bytes * (b + 1) / P) & ~(size_t)15;
-    for (size_t o = lo + (size_t)lane * 4096; o < hi; o += 32 * 4096) {
-        const u32 sz = (u32)min((size_t)4096, hi - o);
-        asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" ::"l"(reinterpret_cast<const u8*>(kc) + o), "r"(sz)
-                     : "memory");
-        asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" ::"l"(reinterpret_cast<const u8*>(vc) + o), "r"(sz)
-                     : "memory");
-    }
-}
-
 // One parameter list for every variant (unused ones NULL / 0).
 #define MMA_PARAMS                                                                                                   \
     const u32 *__restrict__ qw, const f16 *__restrict__ scales, const u8 *__restrict__ zeros,                         \
@@ -388,8 +366,6 @@ __device__ __forceinline__ void gemv_q4m_work(MMA_PARAMS) {
         // c of row r stored at chunk c ^ 2 (r % 4) (what the consumers' reads expect), then the
         // unit's scales and zeros; each lane's arrival on the stage's barrier fires when its
         // copies have landed.
-        if (MMA_KV_PREFETCH == 2 && EPI == EPI_ROPE && xq_out)
-            kv_prefetch(kc, vc, dpos ? *dpos : pos, npos, nkv * 128, b, P);
         for (int i = 0; i < n; ++i) {
             const int s = i % MST, u = u0 + i, t = u / KB, kb = u - t * KB;
             if (i >= MST) mbar_wait(empty + 8 * s, ((i / MST) - 1) & 1);
@@ -414,8 +390,6 @@ __device__ __forceinline__ void gemv_q4m_work(MMA_PARAMS) {
             if (lane < 8) cp_async16(zring + s * MUNIT_SZ + 256 + lane * 16, zeros + g + lane * 16);
             asm volatile("cp.async.mbarrier.arrive.noinc.shared::cta.b64 [%0];" ::"r"(full + 8 * s) : "memory");
         }
-        if (MMA_KV_PREFETCH == 1 && EPI == EPI_ROPE && xq_out)
-            kv_prefetch(kc, vc, dpos ? *dpos : pos, npos, nkv * 128, b, P);
 #if MMA_UNIT_MAJOR
         // This block's copies are all issued; once all but the last pflag of them have landed
         // (this SM's share of DRAM about to fall idle until the next product's block starts),
