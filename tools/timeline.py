@@ -2,7 +2,7 @@
 """Summarise a decode timeline written by `WV_CUDA_TIMELINE=FILE wv bench ...` (the CUDA
 backend's src/backend/cuda/timeline.rs; stamps from kernels/gemv_mma.cu's tl_stamp):
 
-    python3 tools/timeline.py FILE [--per-step N] [--names qkv,o,gate_up,down] [--blocks NAME]
+    python3 tools/timeline.py FILE [--per-step N] [--names qkv,o,gate_up,down] [--blocks NAME] [--skew]
 
 Every gemv_q4m launch's blocks stamp %globaltimer (ns) when they start, when their wait for
 the previous kernel returns, when their units are done and when their consumers are done. This
@@ -17,12 +17,21 @@ and the spread of the blocks' units-done and end stamps. --blocks NAME also list
 product's latest-ending blocks: each block index's own tail (end - its units done) and its units
 done against the product's last, averaged over the layers, and for q|k|v the marks its attention
 epilogue sets, after the block's units done (gemv_mma.cu's TL_MARK: 0 = its tile finished, 1 =
-the heads it completes known, 2 = its softmax done). Plain Python, no dependencies.
+the heads it completes known, 2 = its softmax done). --skew prints per product how far apart
+its blocks' waits return and how closely each block's units done follow its wait and its start
+(correlations over the block indices). Plain Python, no dependencies.
 """
 import struct
 import sys
 
 RECORDS, WORDS, HEAD_WORDS, MARK = 65536, 9, 8, 6  # src/backend/cuda/timeline.rs, gemv_mma.cu
+
+
+def correlation(xs, ys):
+    mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
+    sxy = sum((x - mx) * (y - my) for x, y in zip(xs, ys))
+    sxx, syy = sum((x - mx) ** 2 for x in xs), sum((y - my) ** 2 for y in ys)
+    return sxy / (sxx * syy) ** 0.5 if sxx > 0 and syy > 0 else float("nan")
 
 
 def main():
@@ -103,12 +112,31 @@ def main():
                     if r[MARK + j]:
                         e[3][j] += (r[MARK + j] - r[2]) / 1e3
                         e[4][j] += 1
-        rows = sorted(((blk, t / n, u / n, [m / c if c else float("nan") for m, c in zip(ms, cs)])
+        rows = sorted(((blk, t / n, u / n, [m / c if c else None for m, c in zip(ms, cs)])
                        for blk, (t, u, n, ms, cs) in per.items()), key=lambda x: -(x[1] + x[2]))
         print("%s: the 20 latest-ending blocks (mean over the layers): block, own tail (end - units done), "
               "units done against the product's last, marks 0-2 after units done (where set)" % want)
         for blk, tail_us, units_us, marks in rows[:20]:
-            print("  %4d %8.2f %8.2f   %s" % (blk, tail_us, units_us, " ".join("%6.2f" % m for m in marks)))
+            print("  %4d %8.2f %8.2f   %s" % (blk, tail_us, units_us, " ".join("     -" if m is None else "%6.2f" % m for m in marks)))
+    if "--skew" in args:
+        # Per product: how far apart its blocks' waits return (a block whose SM the previous
+        # product freed late starts late and pays its prologue after the release) and how
+        # closely each block's units-done follows its wait (correlation over the block indices,
+        # each averaged over the layers).
+        print("product  wait spread  corr(wait, units done)  corr(start, units done)   (us; per block index, mean over the layers)")
+        for want in names:
+            per = {}
+            for i, a in enumerate(step):
+                if i == 0 or names[i % kinds] != want:
+                    continue
+                for r in launches[a["id"]]:
+                    e = per.setdefault(r[4] & 0xFFFFFFFF, [0.0, 0.0, 0.0, 0])
+                    e[0] += (r[0] - a["units"]) / 1e3
+                    e[1] += (r[1] - a["units"]) / 1e3
+                    e[2] += (r[2] - a["units"]) / 1e3
+                    e[3] += 1
+            st, wt, ud = ([v[k] / v[3] for v in per.values()] for k in range(3))
+            print("%-8s %11.2f %23.2f %24.2f" % (want, max(wt) - min(wt), correlation(wt, ud), correlation(st, ud)))
     print("sum of the products' 'end' per layer: %.2f us (x %d layers = %.3f ms); the step's head (the last "
           "step's end to its first product's end, lm_head and sampling included): %.2f us" %
           (total, layers, total * layers / 1e3, head))
