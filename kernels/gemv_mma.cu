@@ -129,54 +129,12 @@ __device__ __forceinline__ void weight_copy(u32 dst, const u8* src, u32 bytes, u
 #endif
 }
 
-// MMA_TAIL_BLOCKS (an experiment, NOT YET MEASURED; host: WV_CUDA_MMA_TAIL=BLOCKS,HEAD,TAIL,
-// gemv_mma.rs's Split, which the host mirrors): the last MMA_TAIL_BLOCKS blocks of a product take
-// MMA_TAIL_W units for every MMA_HEAD_W an earlier block takes. Blocks are dispatched in index
-// order, so the highest indices land on the SMs the previous product freed last, start after its
-// release and finish their units last (tools/timeline.py --skew). The product's U units are cut
-// into W = split_slots(P) equal slots (as the even split cuts them into P), block b holding
-// slots [split_slots(b), split_slots(b + 1)). Only where every block keeps units (U >= 2P).
-#ifndef MMA_TAIL_BLOCKS
-#define MMA_TAIL_BLOCKS 0
-#endif
-#ifndef MMA_HEAD_W
-#define MMA_HEAD_W 12
-#endif
-#ifndef MMA_TAIL_W
-#define MMA_TAIL_W 11
-#endif
-// Division in 32 bits where it fits — always, for these products: a 64-bit division is a call
-// of ~70 dependent instructions, and the epilogues take several on their way to the counts.
-__device__ __forceinline__ long long div_fit(long long x, long long d) {
-    return x < 0x7fffffffLL && d < 0x7fffffffLL ? (long long)((unsigned)x / (unsigned)d) : x / d;
-}
-// Block b's first slot of a product of P blocks and U units (b = P: the slots in all).
-__device__ __forceinline__ int split_slots(int b, int P, long long U) {
-#if MMA_TAIL_BLOCKS
-    if (MMA_TAIL_BLOCKS < P && U >= 2LL * P) {
-        const int h = P - MMA_TAIL_BLOCKS;
-        return b <= h ? b * MMA_HEAD_W : h * MMA_HEAD_W + (b - h) * MMA_TAIL_W;
-    }
-#endif
-    (void)U;
-    (void)P;
-    return b;
-}
-// Block b's first unit.
-__device__ __forceinline__ long long split_first(int b, int P, long long U) {
-    return div_fit(U * split_slots(b, P, U), split_slots(P, P, U));
-}
 // The block b of P whose units contain unit u (of U).
+// (In 32 bits where it fits — always, for these products: a 64-bit division is a call of ~70
+// dependent instructions, and the epilogues take several on their way to the counts.)
 __device__ __forceinline__ int unit_block(long long u, int P, long long U) {
-#if MMA_TAIL_BLOCKS
-    if (MMA_TAIL_BLOCKS < P && U >= 2LL * P) {
-        const int h = P - MMA_TAIL_BLOCKS;
-        const long long slot = div_fit((u + 1) * split_slots(P, P, U) - 1, U);  // the slot holding u
-        return slot < (long long)h * MMA_HEAD_W ? (int)(slot / MMA_HEAD_W)
-                                                 : h + (int)((slot - (long long)h * MMA_HEAD_W) / MMA_TAIL_W);
-    }
-#endif
-    return (int)div_fit((u + 1) * P - 1, U);
+    const long long x = (u + 1) * P - 1;
+    return x < 0x7fffffffLL && U < 0x7fffffffLL ? (int)((unsigned)x / (unsigned)U) : (int)(x / U);
 }
 
 extern "C" __global__ void __launch_bounds__(128) quant_digits(const f16* __restrict__ x, const int* __restrict__ perm,
@@ -388,11 +346,7 @@ __device__ __forceinline__ void gemv_q4m_work(MMA_PARAMS) {
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     const int KB = K >> 7, P = gridDim.x, b = blockIdx.x;
     const long long U = (long long)(N >> 7) * KB;
-#if MMA_TAIL_BLOCKS
-    const int u0 = (int)split_first(b, P, U), u1 = (int)split_first(b + 1, P, U), n = u1 - u0;
-#else
     const int u0 = (int)(U * b / P), u1 = (int)(U * (b + 1) / P), n = u1 - u0;
-#endif
     const u32 wring = smem_addr(msm);                       // [MST][8 KiB] weights (swizzled)
     const u32 zring = wring + MST * MUNIT_W;               // [MST][256 B scales, 128 B zeros]
     float* red = reinterpret_cast<float*>(msm + MST * (MUNIT_W + MUNIT_SZ));  // [MSEG][MW][128]
@@ -444,11 +398,7 @@ __device__ __forceinline__ void gemv_q4m_work(MMA_PARAMS) {
         if (pfw && b < pfP && n > 0) {
             const int w = n - 1 - min(max(pflag, 0), min(MST - 1, n - 1));
             mbar_wait(full + 8 * (w % MST), (w / MST) & 1);
-#if MMA_TAIL_BLOCKS
-            const long long v0 = split_first(b, pfP, pfU), v1 = split_first(b + 1, pfP, pfU);
-#else
             const long long v0 = (long long)pfU * b / pfP, v1 = (long long)pfU * (b + 1) / pfP;
-#endif
             const int m = (int)min(v1 - v0, (long long)pfn);
             for (int i = lane; i < m; i += 32)
                 asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" ::"l"(pfw + (size_t)(v0 + i) * (MUNIT_W + MUNIT_SZ)),

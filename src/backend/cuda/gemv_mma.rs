@@ -149,104 +149,9 @@ pub fn unit_fits(gpu: &Gpu, k: usize, n: usize, gs: usize) -> bool {
     dims_fit(gpu.cc, k, n, gs) && slabs(gpu.sms, k, n).is_some()
 }
 
-/// How a product's units are split among its blocks (`split_slots`, `unit_block` in
-/// gemv_mma.cu, which this mirrors). Even by default; `WV_CUDA_MMA_TAIL=BLOCKS,HEAD,TAIL` (an
-/// experiment) gives the last BLOCKS blocks TAIL units for every HEAD an earlier block takes —
-/// they start last, on the SMs the previous product freed last — where every block keeps units
-/// (units >= 2 blocks).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Split {
-    /// Blocks at the end of the grid that take the smaller share (0: the even split).
-    pub tail: usize,
-    /// The earlier blocks' weight.
-    pub head_w: usize,
-    /// The tail blocks' weight (1 ..= head_w).
-    pub tail_w: usize,
-}
-
-impl Split {
-    pub const EVEN: Split = Split {
-        tail: 0,
-        head_w: 1,
-        tail_w: 1,
-    };
-
-    /// The split `WV_CUDA_MMA_TAIL` asks for (the even split when unset or malformed).
-    pub fn from_env() -> Split {
-        static SPLIT: std::sync::OnceLock<Split> = std::sync::OnceLock::new();
-        *SPLIT.get_or_init(|| {
-            std::env::var("WV_CUDA_MMA_TAIL")
-                .ok()
-                .and_then(|v| Split::parse(&v))
-                .unwrap_or(Split::EVEN)
-        })
-    }
-
-    /// "BLOCKS,HEAD,TAIL" with 1 <= TAIL <= HEAD <= 64.
-    pub fn parse(v: &str) -> Option<Split> {
-        let f: Vec<usize> = v
-            .split(',')
-            .map(|x| x.trim().parse().ok())
-            .collect::<Option<_>>()?;
-        match f[..] {
-            [tail, head_w, tail_w] if tail_w >= 1 && tail_w <= head_w && head_w <= 64 => {
-                Some(Split {
-                    tail,
-                    head_w,
-                    tail_w,
-                })
-            }
-            _ => None,
-        }
-    }
-
-    /// The NVRTC definitions that make gemv_mma.cu split as this does (none for the even split).
-    pub fn defines(&self) -> Vec<String> {
-        if self.tail == 0 {
-            return Vec::new();
-        }
-        vec![
-            format!("-DMMA_TAIL_BLOCKS={}", self.tail),
-            format!("-DMMA_HEAD_W={}", self.head_w),
-            format!("-DMMA_TAIL_W={}", self.tail_w),
-        ]
-    }
-
-    fn uneven(&self, p: usize, units: usize) -> bool {
-        self.tail > 0 && self.tail < p && units >= 2 * p
-    }
-
-    /// Block `b`'s first slot of a product of `p` blocks (`b` = `p`: the slots in all).
-    fn slots(&self, b: usize, p: usize, units: usize) -> usize {
-        if !self.uneven(p, units) {
-            return b;
-        }
-        let h = p - self.tail;
-        if b <= h {
-            b * self.head_w
-        } else {
-            h * self.head_w + (b - h) * self.tail_w
-        }
-    }
-
-    /// Block `b`'s units: `[first(b), first(b + 1))`.
-    pub fn first(&self, b: usize, p: usize, units: usize) -> usize {
-        units * self.slots(b, p, units) / self.slots(p, p, units)
-    }
-
-    /// The block of `p` whose units hold unit `u` of `units`.
-    pub fn unit_block(&self, u: usize, p: usize, units: usize) -> usize {
-        if !self.uneven(p, units) {
-            return ((u + 1) * p - 1) / units;
-        }
-        let (h, hw) = (p - self.tail, self.head_w);
-        let slot = ((u + 1) * self.slots(p, p, units) - 1) / units;
-        if slot < h * hw {
-            slot / hw
-        } else {
-            h + (slot - h * hw) / self.tail_w
-        }
-    }
+/// The block of `p` whose units hold unit `u` of `units` (as `unit_block` in gemv_mma.cu).
+fn unit_block(u: usize, p: usize, units: usize) -> usize {
+    ((u + 1) * p - 1) / units
 }
 
 /// Blocks of a `k` x `n` product on `sms` SMs: one per SM, at most one per unit (so that every
@@ -258,11 +163,6 @@ pub fn blocks(sms: usize, k: usize, n: usize) -> usize {
 /// The slabs a `k` x `n` product leaves on `sms` SMs: the most blocks any column tile has, or
 /// `None` where a block would hold more than [`MMA_SEGMENTS`] tiles.
 pub fn slabs(sms: usize, k: usize, n: usize) -> Option<usize> {
-    slabs_split(Split::from_env(), sms, k, n)
-}
-
-/// [`slabs`] under `split`.
-pub fn slabs_split(split: Split, sms: usize, k: usize, n: usize) -> Option<usize> {
     let (kb, tiles) = (k / 128, n / 128);
     let units = kb * tiles;
     let sms = blocks(sms, k, n);
@@ -270,14 +170,13 @@ pub fn slabs_split(split: Split, sms: usize, k: usize, n: usize) -> Option<usize
         return None;
     }
     for b in 0..sms {
-        let (u0, u1) = (split.first(b, sms, units), split.first(b + 1, sms, units));
+        let (u0, u1) = (units * b / sms, units * (b + 1) / sms);
         if u1 > u0 && (u1 - 1) / kb - u0 / kb + 1 > MMA_SEGMENTS {
             return None;
         }
     }
-    let block = |u| split.unit_block(u, sms, units);
     (0..tiles)
-        .map(|t| block((t + 1) * kb - 1) - block(t * kb) + 1)
+        .map(|t| unit_block((t + 1) * kb - 1, sms, units) - unit_block(t * kb, sms, units) + 1)
         .max()
 }
 
@@ -819,20 +718,14 @@ mod tests {
 
     /// The plan against a count by enumeration: for each unit its block (the kernel's ranges
     /// `[U b / P, U (b + 1) / P)`), per tile the distinct blocks, per block the distinct tiles.
-    fn enumerate(split: Split, sms: usize, k: usize, n: usize) -> (usize, usize) {
+    fn enumerate(sms: usize, k: usize, n: usize) -> (usize, usize) {
         let (kb, tiles) = (k / 128, n / 128);
         let units = kb * tiles;
         let sms = blocks(sms, k, n);
         let mut owner = vec![0usize; units];
         for b in 0..sms {
-            let range = split.first(b, sms, units)..split.first(b + 1, sms, units);
-            assert!(
-                !range.is_empty(),
-                "block {b} of {sms} holds no units ({split:?})"
-            );
-            for u in range.clone() {
-                owner[u] = b;
-                assert_eq!(split.unit_block(u, sms, units), b, "unit {u} ({split:?})");
+            for o in &mut owner[units * b / sms..units * (b + 1) / sms] {
+                *o = b;
             }
         }
         let per_tile = (0..tiles)
@@ -869,38 +762,15 @@ mod tests {
                 (128, 128),
                 (256, 1024),
             ] {
-                let (per_tile, per_block) = enumerate(Split::EVEN, sms, k, n);
+                let (per_tile, per_block) = enumerate(sms, k, n);
                 let want = (per_block <= MMA_SEGMENTS).then_some(per_tile);
-                assert_eq!(
-                    slabs_split(Split::EVEN, sms, k, n),
-                    want,
-                    "{sms} SMs, {k} x {n}"
-                );
-                // The uneven splits: every unit in exactly the block unit_block names.
-                for split in ["36,12,11", "30,8,7", "100,3,1", "6,2,1"] {
-                    let split = Split::parse(split).unwrap();
-                    let (per_tile, per_block) = enumerate(split, sms, k, n);
-                    let want = (per_block <= MMA_SEGMENTS).then_some(per_tile);
-                    assert_eq!(slabs_split(split, sms, k, n), want, "{split:?}");
-                }
+                assert_eq!(slabs(sms, k, n), want, "{sms} SMs, {k} x {n}");
             }
         }
         // Every 13B product fits an H100's or H200's 132 SMs.
         for (k, n) in [(5120, 15360), (5120, 5120), (5120, 27648), (13824, 5120)] {
             assert!(slabs(132, k, n).is_some());
         }
-        let tail = Split::parse("36,12,11").unwrap();
-        for (k, n) in [(5120, 15360), (5120, 5120), (5120, 27648), (13824, 5120)] {
-            assert!(slabs_split(tail, 132, k, n).is_some());
-        }
-        // The tail blocks hold fewer units, the others more.
-        let units = 40 * 120;
-        let share = |b| tail.first(b + 1, 132, units) - tail.first(b, 132, units);
-        assert!(share(0) > units / 132 && share(131) < units / 132);
-        assert_eq!(Split::parse("1,2"), None);
-        assert_eq!(Split::parse("1,2,3"), None);
-        assert_eq!(Split::parse("1,2,0"), None);
-        assert_eq!(Split::parse("a,2,1"), None);
         assert_eq!(slabs(0, 5120, 5120), None);
         assert_eq!(slabs(4, 0, 128), None);
     }

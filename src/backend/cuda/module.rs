@@ -164,7 +164,6 @@ impl Target {
                 if super::gemv_mma::unit_major() {
                     o.push("-DMMA_UNIT_MAJOR=1".to_string());
                 }
-                o.extend(super::gemv_mma::Split::from_env().defines());
                 // The timeline's stamps are compiled in only when asked for (timeline.rs), with
                 // its record layout as the host reads it.
                 if super::timeline::requested() {
