@@ -10,7 +10,6 @@
 //! callback, detokenising) would: decode's tokens/s then include it, and show how much of it a
 //! backend hides behind the next step (the CUDA backend's decode ahead).
 
-use crate::backend::DeviceSampling;
 use crate::error::Result;
 use crate::model::Model;
 use crate::sampler::{GenerateOptions, Rng, Sampler};
@@ -126,13 +125,12 @@ pub fn run(
             history.push(next);
         }
         if on_device {
-            // The draw from a copy of the generator, kept only if the device samples.
-            let mut rng = sampler.rng().clone();
-            let ds = DeviceSampling::draw(&opts, &mut rng, i + 1 == n_gen);
-            match be.forward_sample(state.as_mut(), next, pos, &history, &ds) {
+            let step = sampler.device_step(i + 1 == n_gen, |ds| {
+                be.forward_sample(state.as_mut(), next, pos, &history, ds)
+            });
+            match step {
                 Some(r) => {
                     next = r?;
-                    *sampler.rng() = rng;
                     spin(host_work);
                     continue;
                 }

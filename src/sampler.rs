@@ -6,6 +6,7 @@
 //! tokens whose probability reaches `top_p`, at least one kept), then a draw from a seeded
 //! generator. Temperature 0 means greedy (arg-max after the penalty).
 
+use crate::backend::DeviceSampling;
 use crate::error::{Error, Result};
 
 /// Settings for one generation call. `Default` is the Wizard-Vicuna model card's.
@@ -137,8 +138,22 @@ impl Sampler {
         }
     }
 
-    pub fn rng(&mut self) -> &mut Rng {
-        &mut self.rng
+    /// One token chosen where the logits are (a backend's `forward_sample`): `step` gets this
+    /// generation's settings and a draw from a copy of the generator, which is kept only when
+    /// the step chose a token — a step the backend declines (`None`) or fails leaves the
+    /// generator where host sampling expects it, so a generation draws the same numbers
+    /// wherever its tokens are chosen. `last`: the generation's last token.
+    pub fn device_step<T>(
+        &mut self,
+        last: bool,
+        step: impl FnOnce(&DeviceSampling) -> Option<Result<T>>,
+    ) -> Option<Result<T>> {
+        let mut rng = self.rng.clone();
+        let r = step(&DeviceSampling::draw(&self.opts, &mut rng, last));
+        if let Some(Ok(_)) = r {
+            self.rng = rng;
+        }
+        r
     }
 
     /// Apply the repetition penalty over `history` to `logits` in place.
@@ -257,6 +272,53 @@ mod tests {
         let mut l = vec![2.0, -2.0, 1.0];
         Sampler::apply_penalty(&mut l, &[0, 1, 1], 2.0);
         assert_eq!(l, vec![1.0, -4.0, 1.0]);
+    }
+
+    #[test]
+    fn device_steps_keep_the_draw_only_when_they_choose() {
+        let o = GenerateOptions {
+            temperature: 1.0,
+            top_k: 0,
+            top_p: 1.0,
+            repetition_penalty: 1.0,
+            seed: Some(3),
+            ..Default::default()
+        };
+        let host = |s: &mut Sampler| s.sample(&mut [0.0; 64], &[]);
+        let mut reference = Sampler::new(&o);
+        let first = host(&mut reference);
+        let second = host(&mut reference);
+        // Declined and failed steps: the host's next draw is the reference's first.
+        let mut s = Sampler::new(&o);
+        let mut seen = Vec::new();
+        assert!(s
+            .device_step(false, |d| {
+                seen.push(d.uniform);
+                None::<Result<u32>>
+            })
+            .is_none());
+        let failed = s.device_step(true, |d| {
+            seen.push(d.uniform);
+            assert!(d.last && d.temperature == 1.0);
+            Some(Err::<u32, _>(Error::invalid("device failure")))
+        });
+        assert!(matches!(failed, Some(Err(_))));
+        assert_eq!(seen[0], seen[1], "each step draws from the same copy");
+        assert!((0.0..1.0).contains(&seen[0]));
+        assert_eq!(host(&mut s), first);
+        // A step that chose: its draw is spent, and the host's next is the reference's second.
+        let mut s = Sampler::new(&o);
+        assert_eq!(
+            s.device_step(false, |_| Some(Ok(7u32))).map(|r| r.ok()),
+            Some(Some(7))
+        );
+        assert_eq!(host(&mut s), second);
+        // Greedy steps draw nothing.
+        let mut s = Sampler::new(&GenerateOptions::greedy());
+        s.device_step(false, |d| {
+            assert_eq!(d.uniform, 0.0);
+            Some(Ok(0u32))
+        });
     }
 
     #[test]

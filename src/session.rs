@@ -11,7 +11,7 @@
 //! the running call notices it before the next decode step or prefill chunk and returns
 //! [`ErrorKind::Cancelled`], leaving the session consistent (tokens generated so far are kept).
 
-use crate::backend::{BackendState, DeviceSampling};
+use crate::backend::BackendState;
 use crate::chat;
 use crate::error::{Error, ErrorKind, Result};
 use crate::model::Model;
@@ -233,32 +233,20 @@ impl Session {
     /// with top-k and top-p, after the repetition penalty; one id crosses to the host instead
     /// of the vocabulary's logits). The draw uses the session sampler's generator exactly as
     /// host sampling would. `None` when the host must sample.
-    fn device_sample(
-        &mut self,
-        opts: &GenerateOptions,
-        sampler: &mut Sampler,
-        last: bool,
-    ) -> Result<Option<u32>> {
+    fn device_sample(&mut self, sampler: &mut Sampler, last: bool) -> Result<Option<u32>> {
         if self.n_cached + 1 != self.tokens.len() {
             return Ok(None);
         }
-        // The draw comes from a copy of the generator, kept only if the device samples.
-        let mut rng = sampler.rng().clone();
-        let sampling = DeviceSampling::draw(opts, &mut rng, last);
         let pos = self.n_cached;
         self.logits_valid = false;
-        let r = self.model.backend.forward_sample(
-            self.state.as_mut(),
-            self.tokens[pos],
-            pos,
-            &self.tokens,
-            &sampling,
-        );
+        let (backend, state, tokens) = (&self.model.backend, self.state.as_mut(), &self.tokens);
+        let r = sampler.device_step(last, |sampling| {
+            backend.forward_sample(state, tokens[pos], pos, tokens, sampling)
+        });
         match r {
             None => Ok(None),
             Some(next) => {
                 let next = next?;
-                *sampler.rng() = rng;
                 self.n_cached = pos + 1;
                 self.forwarded += 1;
                 Ok(Some(next))
@@ -365,7 +353,7 @@ impl Session {
             }
             // The token this step chooses is the generation's last when it reaches max_tokens.
             let last = generated + 1 >= opts.max_tokens;
-            let next = match self.device_sample(opts, &mut sampler, last)? {
+            let next = match self.device_sample(&mut sampler, last)? {
                 Some(next) => next,
                 None => {
                     if self.n_cached < self.tokens.len() {
