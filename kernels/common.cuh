@@ -424,7 +424,7 @@ __device__ __forceinline__ void warp_online_softmax(const float (&qr)[4 * NI], c
                 vv[j][i] = ok ? (CG ? __ldcg(vr) : ATT_KV_LD(vr)) : zero2;
             }
         }
-        float e[KB];  // the batch's weights e^(score - m_new): 0 for keys past the range
+        float wt[KB];  // the batch's weights e^(score - m_new): 0 for keys past the range
         float m_new = m;
 #if ATT_SUM_TRANSPOSE
         static_assert(KB >= 2 && KB <= 32 && (KB & (KB - 1)) == 0, "a power of two keys per batch");
@@ -456,7 +456,7 @@ __device__ __forceinline__ void warp_online_softmax(const float (&qr)[4 * NI], c
         m_new = fmaxf(m_new, mx);
         const float ej = expf(sj - m_new);
 #pragma unroll
-        for (int j = 0; j < KB; ++j) e[j] = __shfl_sync(0xffffffffu, ej, j * (32 / KB));
+        for (int j = 0; j < KB; ++j) wt[j] = __shfl_sync(0xffffffffu, ej, j * (32 / KB));
 #else
         float s[KB];
 #pragma unroll
@@ -466,7 +466,7 @@ __device__ __forceinline__ void warp_online_softmax(const float (&qr)[4 * NI], c
             m_new = fmaxf(m_new, s[j]);
         }
 #pragma unroll
-        for (int j = 0; j < KB; ++j) e[j] = expf(s[j] - m_new);
+        for (int j = 0; j < KB; ++j) wt[j] = expf(s[j] - m_new);
 #endif
         const float corr = expf(m - m_new);
         l *= corr;
@@ -474,13 +474,13 @@ __device__ __forceinline__ void warp_online_softmax(const float (&qr)[4 * NI], c
         for (int e = 0; e < 4 * NI; ++e) acc[e] *= corr;
 #pragma unroll
         for (int j = 0; j < KB; ++j) {
-            l += e[j];
+            l += wt[j];
 #pragma unroll
             for (int i = 0; i < NI; ++i) {
-                acc[4 * i] += e[j] * lo2f(vv[j][i].x);
-                acc[4 * i + 1] += e[j] * hi2f(vv[j][i].x);
-                acc[4 * i + 2] += e[j] * lo2f(vv[j][i].y);
-                acc[4 * i + 3] += e[j] * hi2f(vv[j][i].y);
+                acc[4 * i] += wt[j] * lo2f(vv[j][i].x);
+                acc[4 * i + 1] += wt[j] * hi2f(vv[j][i].x);
+                acc[4 * i + 2] += wt[j] * lo2f(vv[j][i].y);
+                acc[4 * i + 3] += wt[j] * hi2f(vv[j][i].y);
             }
         }
         m = m_new;
