@@ -171,16 +171,19 @@ __device__ __forceinline__ int tile_blocks(int t, int KB, int P, long long U) {
 // ticket % TL_RECORDS at tl + TL_HEAD_WORDS holds TL_WORDS words: (start, waited, units done,
 // end, block | SM << 32, ticket, then three marks that q|k|v's attention epilogue sets where its
 // thread 0 passes them, 0 where it does not: TL_MARK + 0 its tile finished (count, slab sums,
-// stores), + 1 the heads it completes known, + 2 its warp's softmax done).
+// stores), + 1 the heads it completes known, + 2 its warp's softmax done; then TL_FIRST, when
+// warp 0 finished its first unit (every product: between the wait and the units done).
 #define TL_RECORDS 65536
-#define TL_WORDS 9
+#define TL_WORDS 10
 #define TL_MARK 6
+#define TL_FIRST 9
 #define TL_HEAD_WORDS 8
 #ifndef MMA_TIMELINE
 #define MMA_TIMELINE 0  // the host defines it to 1 when WV_CUDA_TIMELINE asks for the stamps
 #endif
 #ifdef WV_HOST_TL
-#define TL_LAYOUT_(r, w, h, m) (r == TL_RECORDS && w == TL_WORDS && h == TL_HEAD_WORDS && m == TL_MARK)
+#define TL_LAYOUT_(r, w, h, m, f) \
+    (r == TL_RECORDS && w == TL_WORDS && h == TL_HEAD_WORDS && m == TL_MARK && f == TL_FIRST)
 #define TL_LAYOUT(x) TL_LAYOUT_(x)
 static_assert(TL_LAYOUT(WV_HOST_TL), "timeline.rs's record layout differs from gemv_mma.cu's");
 #endif
@@ -485,6 +488,9 @@ __device__ __forceinline__ void gemv_q4m_work(MMA_PARAMS) {
         }
         __syncwarp();
         if (lane == 0) mbar_arrive(empty + 8 * s);
+#if MMA_TIMELINE
+        if (i == 0) tl_stamp(tl, TL_FIRST);  // warp 0's first unit done (thread 0 stamps)
+#endif
     }
     if (cur >= 0 && tq == 0) {
         float4* rp = reinterpret_cast<float4*>(red + ((cur - t0) * MW + warp) * 128);

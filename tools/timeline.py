@@ -17,14 +17,15 @@ and the spread of the blocks' units-done and end stamps. --blocks NAME also list
 product's latest-ending blocks: each block index's own tail (end - its units done) and its units
 done against the product's last, averaged over the layers, and for q|k|v the marks its attention
 epilogue sets, after the block's units done (gemv_mma.cu's TL_MARK: 0 = its tile finished, 1 =
-the heads it completes known, 2 = its softmax done). --skew prints per product how far apart
+the heads it completes known, 2 = its softmax done), and when its warp 0 finished its first
+unit after the wait (gemv_mma.cu's TL_FIRST). --skew prints per product how far apart
 its blocks' waits return and how closely each block's units done follow its wait and its start
 (correlations over the block indices). Plain Python, no dependencies.
 """
 import struct
 import sys
 
-RECORDS, WORDS, HEAD_WORDS, MARK = 65536, 9, 8, 6  # src/backend/cuda/timeline.rs, gemv_mma.cu
+RECORDS, WORDS, HEAD_WORDS, MARK, FIRST = 65536, 10, 8, 6, 9  # src/backend/cuda/timeline.rs, gemv_mma.cu
 
 
 def correlation(xs, ys):
@@ -104,7 +105,10 @@ def main():
                 continue
             b = launches[a["id"]]
             for r in b:
-                e = per.setdefault(r[4] & 0xFFFFFFFF, [0.0, 0.0, 0, [0.0] * 3, [0] * 3])
+                e = per.setdefault(r[4] & 0xFFFFFFFF, [0.0, 0.0, 0, [0.0] * 3, [0] * 3, [0.0, 0]])
+                if r[FIRST]:
+                    e[5][0] += (r[FIRST] - r[1]) / 1e3
+                    e[5][1] += 1
                 e[0] += (r[3] - r[2]) / 1e3
                 e[1] += (r[2] - a["units"]) / 1e3
                 e[2] += 1
@@ -112,12 +116,16 @@ def main():
                     if r[MARK + j]:
                         e[3][j] += (r[MARK + j] - r[2]) / 1e3
                         e[4][j] += 1
-        rows = sorted(((blk, t / n, u / n, [m / c if c else None for m, c in zip(ms, cs)])
-                       for blk, (t, u, n, ms, cs) in per.items()), key=lambda x: -(x[1] + x[2]))
+        rows = sorted(((blk, t / n, u / n, [m / c if c else None for m, c in zip(ms, cs)],
+                        f[0] / f[1] if f[1] else None)
+                       for blk, (t, u, n, ms, cs, f) in per.items()), key=lambda x: -(x[1] + x[2]))
         print("%s: the 20 latest-ending blocks (mean over the layers): block, own tail (end - units done), "
-              "units done against the product's last, marks 0-2 after units done (where set)" % want)
-        for blk, tail_us, units_us, marks in rows[:20]:
-            print("  %4d %8.2f %8.2f   %s" % (blk, tail_us, units_us, " ".join("     -" if m is None else "%6.2f" % m for m in marks)))
+              "units done against the product's last, marks 0-2 after units done (where set), "
+              "warp 0's first unit done after the wait" % want)
+        for blk, tail_us, units_us, marks, first_us in rows[:20]:
+            print("  %4d %8.2f %8.2f   %s %8s" % (blk, tail_us, units_us,
+                                                " ".join("     -" if m is None else "%6.2f" % m for m in marks),
+                                                "-" if first_us is None else "%.2f" % first_us))
     if "--skew" in args:
         # Per product: how far apart its blocks' waits return (a block whose SM the previous
         # product freed late starts late and pays its prologue after the release) and how

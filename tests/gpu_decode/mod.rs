@@ -568,13 +568,14 @@ fn model_decode_ahead_changes_no_token() {
 }
 
 /// The decode timeline (`WV_CUDA_TIMELINE`, a measurement tool: timeline.rs, tools/timeline.py)
-/// holds one record per block of every `gemv_q4m` launch, its four stamps in order (and q|k|v's
-/// marks, where set, in order between its units and its end), and a report writes it to the
+/// holds one record per block of every `gemv_q4m` launch, its four stamps in order (warp 0's
+/// first unit between its wait and its units done; q|k|v's marks, where set, in order between
+/// its units and its end), and a report writes it to the
 /// file. On a GPU without `gemv_q4m` (not sm_90) nothing is stamped.
 #[test]
 #[ignore = "needs a CUDA GPU: run on the device with --ignored"]
 fn decode_timeline_stamps_every_block_in_order() {
-    use wv::backend::cuda::timeline::{HEAD_WORDS, MARK, RECORDS, WORDS};
+    use wv::backend::cuda::timeline::{FIRST, HEAD_WORDS, MARK, RECORDS, WORDS};
     use wv::backend::cuda::weights::GemvKind;
     use wv::backend::Backend;
     let path = std::env::temp_dir().join(format!("wv-timeline-{}.bin", std::process::id()));
@@ -624,11 +625,16 @@ fn decode_timeline_stamps_every_block_in_order() {
         // The fused attention's marks: each set one after the last set before it, within the
         // block's epilogue.
         let mut after = r[2];
-        for &m in r[MARK..WORDS].iter().filter(|&&m| m != 0) {
+        for &m in r[MARK..MARK + 3].iter().filter(|&&m| m != 0) {
             assert!(after <= m && m <= r[3], "marks out of order: {r:?}");
             after = m;
         }
-        if r[MARK..WORDS].iter().all(|&m| m != 0) {
+        // Every block holds a unit, so warp 0 finished a first one after the wait.
+        assert!(
+            r[1] <= r[FIRST] && r[FIRST] <= r[2],
+            "first unit out of order: {r:?}"
+        );
+        if r[MARK..MARK + 3].iter().all(|&m| m != 0) {
             completing += 1;
         }
     }

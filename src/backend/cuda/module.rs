@@ -167,10 +167,10 @@ impl Target {
                 // The timeline's stamps are compiled in only when asked for (timeline.rs), with
                 // its record layout as the host reads it.
                 if super::timeline::requested() {
-                    use super::timeline::{HEAD_WORDS, MARK, RECORDS, WORDS};
+                    use super::timeline::{FIRST, HEAD_WORDS, MARK, RECORDS, WORDS};
                     o.push("-DMMA_TIMELINE=1".to_string());
                     o.push(format!(
-                        "-DWV_HOST_TL={RECORDS},{WORDS},{HEAD_WORDS},{MARK}"
+                        "-DWV_HOST_TL={RECORDS},{WORDS},{HEAD_WORDS},{MARK},{FIRST}"
                     ));
                 }
             }

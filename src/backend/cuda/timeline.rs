@@ -3,7 +3,8 @@
 //! Every `gemv_q4m` launch (decode's 4-bit products on sm_90, fused or not) stamps
 //! `%globaltimer` (ns) four times per block — when the block starts, when its wait for the
 //! previous kernel returns, when its units are done, when its consumers are done (epilogue
-//! included) — and q|k|v's blocks up to three marks inside the fused attention's epilogue, into
+//! included) — then when its warp 0 finished its first unit, and q|k|v's blocks up to three
+//! marks inside the fused attention's epilogue, into
 //! a ring of [`RECORDS`] records (gemv_mma.cu's `tl_stamp`, TL_MARK). Each report of
 //! the backend's profile (`wv bench` asks for one after the warm-up, the prefill and the decode)
 //! writes the buffer to FILE, so the file holds the last decode's stamps: `tools/timeline.py`
@@ -17,15 +18,18 @@ use super::device::{DevBuf, Gpu};
 use crate::error::{Error, Result};
 
 /// Records in the ring: two 13B steps of 160 launches of 132 blocks. The kernel's TL_RECORDS,
-/// TL_WORDS, TL_HEAD_WORDS and TL_MARK are checked against these four at compile time
+/// TL_WORDS, TL_HEAD_WORDS, TL_MARK and TL_FIRST are checked against these five at compile time
 /// (module.rs).
 pub const RECORDS: usize = 65536;
 /// u64 words per record: start, waited, units done, end, block | SM << 32, ticket, then three
-/// marks q|k|v's attention epilogue sets on its way (0 where the block does not pass them).
-pub const WORDS: usize = 9;
+/// marks q|k|v's attention epilogue sets on its way (0 where the block does not pass them),
+/// then [`FIRST`].
+pub const WORDS: usize = 10;
 /// The record's first mark: its tile finished, then the heads it completes known, then its
 /// warp's softmax done (gemv_mma.cu's TL_MARK).
 pub const MARK: usize = 6;
+/// When the block's warp 0 finished its first unit (every product; gemv_mma.cu's TL_FIRST).
+pub const FIRST: usize = 9;
 /// u64 words before the records: the ticket word, padded to 64 bytes.
 pub const HEAD_WORDS: usize = 8;
 /// The buffer: the ticket word (padded), then the records.
