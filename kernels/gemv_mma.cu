@@ -488,9 +488,7 @@ __device__ __forceinline__ void gemv_q4m_work(MMA_PARAMS) {
         }
         __syncwarp();
         if (lane == 0) mbar_arrive(empty + 8 * s);
-#if MMA_TIMELINE
         if (i == 0) tl_stamp(tl, TL_FIRST);  // warp 0's first unit done (thread 0 stamps)
-#endif
     }
     if (cur >= 0 && tq == 0) {
         float4* rp = reinterpret_cast<float4*>(red + ((cur - t0) * MW + warp) * 128);

@@ -97,35 +97,38 @@ def main():
         s = [v / counts[n] for v in sums[n]]
         total += s[3]
         print("%-8s %8.2f %8.2f %8.2f %8.2f %12.2f %12.2f" % (n, *s))
-    if "--blocks" in args:
-        want = args[args.index("--blocks") + 1]
-        per = {}
+    def block_means(want, fields):
+        """Per block index of product `want`, each field's mean over the step's layers: fields
+        maps a name to f(record, launch aggregate) -> value in us, or None where not set."""
+        sums = {}
         for i, a in enumerate(step):
             if i == 0 or names[i % kinds] != want:
                 continue
-            b = launches[a["id"]]
-            for r in b:
-                e = per.setdefault(r[4] & 0xFFFFFFFF, [0.0, 0.0, 0, [0.0] * 3, [0] * 3, [0.0, 0]])
-                if r[FIRST]:
-                    e[5][0] += (r[FIRST] - r[1]) / 1e3
-                    e[5][1] += 1
-                e[0] += (r[3] - r[2]) / 1e3
-                e[1] += (r[2] - a["units"]) / 1e3
-                e[2] += 1
-                for j in range(3):  # the marks q|k|v's attention epilogue sets (0: not passed)
-                    if r[MARK + j]:
-                        e[3][j] += (r[MARK + j] - r[2]) / 1e3
-                        e[4][j] += 1
-        rows = sorted(((blk, t / n, u / n, [m / c if c else None for m, c in zip(ms, cs)],
-                        f[0] / f[1] if f[1] else None)
-                       for blk, (t, u, n, ms, cs, f) in per.items()), key=lambda x: -(x[1] + x[2]))
+            for r in launches[a["id"]]:
+                e = sums.setdefault(r[4] & 0xFFFFFFFF, {k: [0.0, 0] for k in fields})
+                for k, f in fields.items():
+                    v = f(r, a)
+                    if v is not None:
+                        e[k][0] += v
+                        e[k][1] += 1
+        return {blk: {k: t / c if c else None for k, (t, c) in e.items()} for blk, e in sums.items()}
+
+    us = lambda x: x / 1e3
+    if "--blocks" in args:
+        want = args[args.index("--blocks") + 1]
+        fields = {"tail": lambda r, a: us(r[3] - r[2]), "units": lambda r, a: us(r[2] - a["units"]),
+                  # warp 0's first unit, after the wait (0: not stamped, an older file)
+                  "first": lambda r, a: us(r[FIRST] - r[1]) if r[FIRST] else None}
+        for j in range(3):  # the marks q|k|v's attention epilogue sets (0: not passed)
+            fields[j] = lambda r, a, j=j: us(r[MARK + j] - r[2]) if r[MARK + j] else None
+        rows = sorted(block_means(want, fields).items(), key=lambda x: -(x[1]["tail"] + x[1]["units"]))
         print("%s: the 20 latest-ending blocks (mean over the layers): block, own tail (end - units done), "
               "units done against the product's last, marks 0-2 after units done (where set), "
               "warp 0's first unit done after the wait" % want)
-        for blk, tail_us, units_us, marks, first_us in rows[:20]:
-            print("  %4d %8.2f %8.2f   %s %8s" % (blk, tail_us, units_us,
-                                                " ".join("     -" if m is None else "%6.2f" % m for m in marks),
-                                                "-" if first_us is None else "%.2f" % first_us))
+        for blk, m in rows[:20]:
+            print("  %4d %8.2f %8.2f   %s %8s" % (blk, m["tail"], m["units"],
+                                                " ".join("     -" if m[j] is None else "%6.2f" % m[j] for j in range(3)),
+                                                "-" if m["first"] is None else "%.2f" % m["first"]))
     if "--skew" in args:
         # Per product: how far apart its blocks' waits return (a block whose SM the previous
         # product freed late starts late and pays its prologue after the release) and how
@@ -133,17 +136,8 @@ def main():
         # each averaged over the layers).
         print("product  wait spread  corr(wait, units done)  corr(start, units done)   (us; per block index, mean over the layers)")
         for want in names:
-            per = {}
-            for i, a in enumerate(step):
-                if i == 0 or names[i % kinds] != want:
-                    continue
-                for r in launches[a["id"]]:
-                    e = per.setdefault(r[4] & 0xFFFFFFFF, [0.0, 0.0, 0.0, 0])
-                    e[0] += (r[0] - a["units"]) / 1e3
-                    e[1] += (r[1] - a["units"]) / 1e3
-                    e[2] += (r[2] - a["units"]) / 1e3
-                    e[3] += 1
-            st, wt, ud = ([v[k] / v[3] for v in per.values()] for k in range(3))
+            means = block_means(want, {k: lambda r, a, k=k: us(r[k] - a["units"]) for k in range(3)}).values()
+            st, wt, ud = ([m[k] for m in means] for k in range(3))
             print("%-8s %11.2f %23.2f %24.2f" % (want, max(wt) - min(wt), correlation(wt, ud), correlation(st, ud)))
     print("sum of the products' 'end' per layer: %.2f us (x %d layers = %.3f ms); the step's head (the last "
           "step's end to its first product's end, lm_head and sampling included): %.2f us" %

@@ -8,7 +8,7 @@
 //! a ring of [`RECORDS`] records (gemv_mma.cu's `tl_stamp`, TL_MARK). Each report of
 //! the backend's profile (`wv bench` asks for one after the warm-up, the prefill and the decode)
 //! writes the buffer to FILE, so the file holds the last decode's stamps: `tools/timeline.py`
-//! reads it. The stamps cost one atomic and four stores per block; graphs and PDL stay on, so
+//! reads it. The stamps cost one atomic and up to fourteen stores per block; graphs and PDL stay on, so
 //! what is timed is the step as it runs.
 
 use std::path::PathBuf;
